@@ -1,0 +1,1 @@
+"""Serverless Mail Proxy: the code shared by every function (deployed as a Lambda layer)."""

@@ -1,0 +1,398 @@
+"""The REST API (FastAPI): routes translate HTTP to the use cases of `mailproxy.intake`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger
+from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from mailproxy import intake, state, tenants
+from mailproxy.auth import Principal, authenticate, require_admin, scope
+from mailproxy.crypto import hash_api_key, new_api_key
+from mailproxy.errors import ApiError, BadRequest, ConfigurationError, NotFound
+from mailproxy.models import (
+    Account,
+    AddMessages,
+    Cleanup,
+    DeleteMessages,
+    NewApiKey,
+    Tenant,
+    TenantFields,
+)
+
+logger = Logger(service="mail-proxy")
+
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+SECRET_KEYS = {"password", "token", "api_key", "secret", "client_secret", "authorization"}
+MAX_LOGGED_PAYLOAD = 64_000
+
+
+class ErrorReply(BaseModel):
+    """Every error: FastAPI's shape."""
+
+    detail: Any
+
+
+class Ok(BaseModel):
+    """A plain acknowledgement."""
+
+    ok: bool = True
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorReply, "description": text}
+    for code, text in (
+        (400, "Rejected request"),
+        (401, "Invalid or missing API token, or a token for another tenant"),
+        (403, "Admin token required"),
+        (404, "Not found"),
+        (413, "Request too large"),
+    )
+}
+
+TokenHeader = Annotated[str | None, Header(alias="X-API-Token", description="Admin token or tenant key")]
+TenantQuery = Annotated[str | None, Query(max_length=64, description="Implied by a tenant key")]
+
+
+def principal(request: Request, token: TokenHeader = None) -> Principal:
+    """The authenticated caller (401 otherwise), remembered for the command log."""
+    who = authenticate(token)
+    request.state.principal = who
+    return who
+
+
+Caller = Annotated[Principal, Depends(principal)]
+
+
+def admin(who: Caller) -> Principal:
+    """The caller, who must hold the admin token."""
+    require_admin(who)
+    return who
+
+
+Admin = Annotated[Principal, Depends(admin)]
+
+
+def _scoped(request: Request, who: Principal, tenant_id: str | None) -> str:
+    resolved = intake.require_scope(who, tenant_id)
+    request.state.tenant_id = resolved
+    return resolved
+
+
+def create_app() -> FastAPI:
+    """The API application (its routes, error handlers and command log)."""
+    app = FastAPI(
+        title="Serverless Mail Proxy",
+        version="0.1.0",
+        description="genro-mail-proxy's REST API on AWS managed services.",
+        responses=ERRORS,
+    )
+    _install_error_handlers(app)
+    app.add_middleware(CommandLog)
+    _install_routes(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(ConfigurationError)
+    async def misconfigured(request: Request, exc: ConfigurationError) -> JSONResponse:
+        logger.error("service misconfigured: %s", exc)
+        return JSONResponse({"detail": "Service misconfigured"}, status_code=500)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+
+def _install_routes(app: FastAPI) -> None:
+    @app.get("/status", tags=["service"])
+    def get_status(who: Caller) -> dict[str, Any]:
+        """Service state; a tenant key sees its own pending count."""
+        return intake.status(who)
+
+    @app.post("/commands/add-messages", tags=["messages"])
+    def add_messages(request: Request, who: Caller, body: AddMessages) -> dict[str, Any]:
+        """Queue messages for delivery."""
+        ids = {m.tenant_id for m in body.messages if m.tenant_id}
+        if len(ids) == 1:
+            request.state.tenant_id = next(iter(ids))
+        elif not who.is_admin:
+            request.state.tenant_id = who.tenant_id
+        return intake.add_messages(who, body)
+
+    @app.get("/messages", tags=["messages"])
+    def list_messages(
+        request: Request,
+        who: Caller,
+        tenant_id: TenantQuery = None,
+        active_only: bool = False,
+        include_history: bool = False,
+    ) -> dict[str, Any]:
+        """The tenant's messages by priority, then age."""
+        resolved = _scoped(request, who, tenant_id)
+        records = intake.list_messages(resolved, active_only=active_only, include_history=include_history)
+        return {"ok": True, "messages": records}
+
+    @app.post("/commands/delete-messages", tags=["messages"])
+    def delete_messages(
+        request: Request, who: Caller, body: DeleteMessages, tenant_id: TenantQuery = None
+    ) -> dict[str, Any]:
+        """Delete messages by id."""
+        resolved = _scoped(request, who, tenant_id or body.tenant_id)
+        if tenant_id and body.tenant_id and body.tenant_id != tenant_id:
+            raise BadRequest("tenant_id of the query and of the body differ")
+        return intake.delete_messages(resolved, body.ids)
+
+    @app.post("/commands/cleanup-messages", tags=["messages"])
+    def cleanup_messages(
+        request: Request,
+        who: Caller,
+        body: Annotated[Cleanup | None, Body()] = None,
+        tenant_id: TenantQuery = None,
+    ) -> dict[str, Any]:
+        """Remove processed, fully reported messages older than `older_than_seconds`."""
+        body = body or Cleanup()
+        resolved = _scoped(request, who, tenant_id or body.tenant_id)
+        return intake.cleanup_messages(resolved, body.older_than_seconds)
+
+    @app.post("/commands/run-now", tags=["service"])
+    def run_now(request: Request, who: Caller) -> dict[str, Any]:
+        """Ask the scheduler and the reporter to run now."""
+        request.state.tenant_id = who.tenant_id
+        return intake.run_now(who)
+
+    @app.post("/commands/suspend", tags=["messages"])
+    def suspend(
+        request: Request,
+        who: Caller,
+        tenant_id: TenantQuery = None,
+        batch_code: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> dict[str, Any]:
+        """Hold a tenant's messages, or one batch of them."""
+        resolved = scope(who, tenant_id)
+        request.state.tenant_id = resolved
+        return intake.suspend(resolved, batch_code)
+
+    @app.post("/commands/activate", tags=["messages"])
+    def activate(
+        request: Request,
+        who: Caller,
+        tenant_id: TenantQuery = None,
+        batch_code: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> dict[str, Any]:
+        """Release held messages."""
+        resolved = scope(who, tenant_id)
+        request.state.tenant_id = resolved
+        return intake.activate(resolved, batch_code)
+
+    @app.post("/account", tags=["accounts"])
+    def put_account(request: Request, who: Caller, body: Account) -> dict[str, Any]:
+        """Create or replace an SMTP account of the tenant."""
+        resolved = _scoped(request, who, body.tenant_id)
+        tenants.put_account(resolved, body.model_dump(), now=intake.now_ts())
+        return {"ok": True}
+
+    @app.get("/accounts", tags=["accounts"])
+    def list_accounts(request: Request, who: Caller, tenant_id: TenantQuery = None) -> dict[str, Any]:
+        """The tenant's accounts, without passwords."""
+        resolved = _scoped(request, who, tenant_id)
+        return {"ok": True, "accounts": [tenants.public_account(a) for a in tenants.list_accounts(resolved)]}
+
+    @app.delete("/account/{account_id}", tags=["accounts"])
+    def delete_account(
+        request: Request,
+        who: Caller,
+        account_id: Annotated[str, Path(min_length=1, max_length=255)],
+        tenant_id: TenantQuery = None,
+    ) -> dict[str, Any]:
+        """Delete an account; its pending messages then fail."""
+        resolved = _scoped(request, who, tenant_id)
+        if len(account_id) > 64 or not tenants.delete_account(resolved, account_id):
+            raise BadRequest(f"Account '{account_id}' not found for tenant '{resolved}'")
+        return {"ok": True}
+
+    @app.post("/tenant", tags=["tenants"])
+    def post_tenant(request: Request, who: Admin, body: Tenant) -> dict[str, Any]:
+        """Create a tenant (its key is shown once) or overwrite its configuration (key kept)."""
+        request.state.tenant_id = body.id
+        now = intake.now_ts()
+        fields = body.model_dump(exclude_none=True, exclude={"api_key_expires_at"})
+        fields["client_auth"] = body.client_auth.model_dump() if body.client_auth else None
+        key = new_api_key()
+        created = tenants.create_tenant(
+            {**fields, "api_key_expires_at": body.api_key_expires_at}, key_hash=hash_api_key(key), now=now
+        )
+        if created:
+            return {"ok": True, "api_key": key}
+        fields.pop("id")
+        tenants.update_tenant(body.id, fields, now=now, replace=True)
+        _release_if_active(body.id)
+        return {"ok": True}
+
+    @app.get("/tenants", tags=["tenants"])
+    def list_tenants(who: Admin, active_only: bool = False) -> dict[str, Any]:
+        """Every tenant, without secrets."""
+        return {
+            "ok": True,
+            "tenants": [tenants.public_tenant(t) for t in tenants.list_tenants(active_only=active_only)],
+        }
+
+    @app.get("/tenants/sync-status", tags=["tenants"])
+    def sync_status(who: Admin) -> dict[str, Any]:
+        """When each tenant was last reported to and is next due."""
+        return intake.sync_status()
+
+    @app.get("/tenant/{tenant_id}", tags=["tenants"])
+    def get_tenant(request: Request, who: Caller, tenant_id: Annotated[str, Path(max_length=255)]) -> dict[str, Any]:
+        """One tenant, without secrets."""
+        resolved = _scoped(request, who, tenant_id)
+        return tenants.public_tenant(intake.require_tenant(resolved))
+
+    @app.put("/tenant/{tenant_id}", tags=["tenants"])
+    def put_tenant(
+        request: Request, who: Caller, body: TenantFields, tenant_id: Annotated[str, Path(max_length=255)]
+    ) -> dict[str, Any]:
+        """Change the given fields of a tenant."""
+        resolved = _scoped(request, who, tenant_id)
+        fields = body.model_dump(exclude_unset=True)
+        if "client_auth" in fields:
+            fields["client_auth"] = body.client_auth.model_dump() if body.client_auth else None
+        if fields and not tenants.update_tenant(resolved, fields, now=intake.now_ts()):
+            raise NotFound(f"Tenant '{resolved}' not found")
+        _release_if_active(resolved)
+        return {"ok": True}
+
+    @app.delete("/tenant/{tenant_id}", tags=["tenants"])
+    def delete_tenant(request: Request, who: Admin, tenant_id: Annotated[str, Path(max_length=255)]) -> dict[str, Any]:
+        """Delete a tenant with its accounts and messages."""
+        request.state.tenant_id = tenant_id
+        intake.require_tenant(tenant_id)
+        intake.delete_tenant_messages(tenant_id)
+        tenants.delete_tenant(tenant_id)
+        return {"ok": True}
+
+    @app.post("/tenant/{tenant_id}/api-key", tags=["tenants"])
+    def rotate_key(
+        request: Request,
+        who: Admin,
+        tenant_id: Annotated[str, Path(max_length=255)],
+        body: Annotated[NewApiKey | None, Body()] = None,
+    ) -> dict[str, Any]:
+        """Issue a new key for the tenant; the old one stops working at once."""
+        request.state.tenant_id = tenant_id
+        intake.require_tenant(tenant_id)
+        key = new_api_key()
+        expires_at = body.expires_at if body else None
+        if not tenants.set_api_key(tenant_id, key_hash=hash_api_key(key), expires_at=expires_at, now=intake.now_ts()):
+            raise NotFound(f"Tenant '{tenant_id}' not found")
+        return {"ok": True, "api_key": key}
+
+    @app.delete("/tenant/{tenant_id}/api-key", tags=["tenants"])
+    def revoke_key(request: Request, who: Admin, tenant_id: Annotated[str, Path(max_length=255)]) -> dict[str, Any]:
+        """Revoke the tenant's key."""
+        request.state.tenant_id = tenant_id
+        intake.require_tenant(tenant_id)
+        if not tenants.set_api_key(tenant_id, key_hash=None, expires_at=None, now=intake.now_ts()):
+            raise NotFound(f"Tenant '{tenant_id}' not found")
+        return {"ok": True}
+
+    @app.get("/command-log", tags=["service"])
+    def command_log(
+        who: Admin,
+        tenant_id: TenantQuery = None,
+        since_ts: Annotated[int | None, Query(ge=0, le=10**11)] = None,
+        until_ts: Annotated[int | None, Query(ge=0, le=10**11)] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ) -> dict[str, Any]:
+        """Every mutating call, newest first, secrets removed."""
+        commands, total = state.list_commands(tenant_id=tenant_id, since_ts=since_ts, until_ts=until_ts, limit=limit)
+        return {"ok": True, "commands": commands, "total": total}
+
+
+def _release_if_active(tenant_id: str) -> None:
+    tenant = tenants.get_tenant(tenant_id)
+    if tenant is not None and tenant.get("active", True):
+        intake.release_held(tenant)
+
+
+def redact(value: Any) -> Any:
+    """A copy of a JSON value with every secret replaced by `***`."""
+    if isinstance(value, dict):
+        return {k: "***" if str(k).lower() in SECRET_KEYS and v else redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def _logged_payload(body: bytes, query: str) -> Any:
+    try:
+        payload: Any = json.loads(body) if body else None
+    except ValueError:
+        payload = {"unparsed_bytes": len(body)}
+    payload = redact(payload)
+    text = json.dumps(payload, ensure_ascii=False)
+    if len(text.encode("utf-8")) > MAX_LOGGED_PAYLOAD:
+        summary: dict[str, Any] = {"truncated": True, "bytes": len(body)}
+        if isinstance(payload, dict) and isinstance(payload.get("messages"), list):
+            summary["message_ids"] = [m.get("id") for m in payload["messages"][:100] if isinstance(m, dict)]
+        payload = summary
+    return {"query": query, "body": payload} if query else payload
+
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class CommandLog:
+    """ASGI middleware that records every authenticated mutating call in the command log."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope_: Scope, receive: Receive, send: Send) -> None:
+        """Pass the call through, keeping its body and status, then log it."""
+        if scope_["type"] != "http" or scope_["method"] not in MUTATING:
+            await self.app(scope_, receive, send)
+            return
+        chunks: list[bytes] = []
+        status = {"code": 500}
+
+        async def receive_and_keep() -> MutableMapping[str, Any]:
+            message = await receive()
+            if message["type"] == "http.request":
+                chunks.append(message.get("body", b""))
+            return message
+
+        async def send_and_note(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        await self.app(scope_, receive_and_keep, send_and_note)
+        request_state = scope_.get("state") or {}
+        who = request_state.get("principal")
+        if who is None:
+            return  # unauthenticated calls are refused and not logged
+        try:
+            query = scope_.get("query_string", b"").decode("latin-1")
+            state.log_command(
+                ts=intake.now_ts(),
+                endpoint=f"{scope_['method']} {scope_['path']}",
+                tenant_id=request_state.get("tenant_id") or who.tenant_id,
+                payload=_logged_payload(b"".join(chunks), query),
+                response_status=status["code"],
+            )
+        except Exception:
+            logger.exception("could not write the command log")

@@ -1,0 +1,449 @@
+"""Use cases of the REST API: messages in, listed, deleted; suspend, activate, run-now, status."""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from mailproxy import messages, payloads, state, tenants
+from mailproxy.addresses import is_valid_address, split_addresses
+from mailproxy.auth import Principal, scope
+from mailproxy.errors import BadRequest, NotFound
+from mailproxy.models import MAX_MESSAGES_PER_REQUEST, AddMessages, Message, priority_of
+from mailproxy.queues import MAX_DELAY_SECONDS, QueueEntry, enqueue
+from mailproxy.settings import get_settings
+
+logger = Logger(service="mail-proxy")
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    # Conditional writes cannot be batched; a few threads keep a 1000-message request fast.
+    return ThreadPoolExecutor(max_workers=16, thread_name_prefix="intake")
+
+
+def now_ts() -> int:
+    """The current unix time in whole seconds."""
+    return int(time.time())
+
+
+def require_tenant(tenant_id: str) -> dict[str, Any]:
+    """The stored tenant, or 404 `Tenant '<id>' not found`."""
+    tenant = tenants.get_tenant(tenant_id)
+    if tenant is None:
+        raise NotFound(f"Tenant '{tenant_id}' not found")
+    return tenant
+
+
+def is_suspended(tenant: dict[str, Any], batch_code: str | None) -> bool:
+    """True when the tenant is inactive, fully suspended, or suspends this batch."""
+    batches = tenant.get("suspended_batches") or []
+    return not tenant.get("active", True) or "*" in batches or (batch_code is not None and batch_code in batches)
+
+
+def rejection_reason(message: Message, account_ids: set[str]) -> str | None:
+    """Why a schema-valid message cannot be accepted, or None."""
+    if not split_addresses(message.to):
+        return "missing to"
+    fields: list[str | list[str] | None] = [
+        message.from_,
+        message.to,
+        message.cc,
+        message.bcc,
+        message.reply_to,
+        message.return_path,
+    ]
+    for field in fields:
+        for entry in split_addresses(field):
+            if not is_valid_address(entry):
+                return f"invalid address: {entry}"
+    for name, value in (message.headers or {}).items():
+        if any(c in str(value) for c in "\r\n\x00"):
+            return f"invalid header: {name}"
+    if message.account_id not in account_ids:
+        return "account not found for tenant"
+    return None
+
+
+def add_messages(principal: Principal, request: AddMessages) -> dict[str, Any]:
+    """Validate, store and enqueue messages (API.md `POST /commands/add-messages`)."""
+    if len(request.messages) > MAX_MESSAGES_PER_REQUEST:
+        raise BadRequest({"error": f"Cannot enqueue more than {MAX_MESSAGES_PER_REQUEST} messages at once"})
+    now = now_ts()
+    default_priority = priority_of(request.default_priority, 2)
+    by_tenant: dict[str, dict[str, Message]] = {}
+    for message in request.messages:
+        tenant_id = scope(principal, message.tenant_id)
+        by_tenant.setdefault(tenant_id, {})[message.id] = message  # a repeated id: the last one wins
+    stored = {tenant_id: require_tenant(tenant_id) for tenant_id in by_tenant}
+
+    rejected: list[dict[str, str]] = []
+    queued = 0
+    for tenant_id, batch in by_tenant.items():
+        accepted, refused = _submit_tenant_batch(stored[tenant_id], batch, default_priority, now)
+        queued += accepted
+        rejected += refused
+    if queued == 0 and any(r["reason"] != "already sent" for r in rejected):
+        raise BadRequest({"error": "No message was queued", "rejected": rejected})
+    return {"ok": True, "queued": queued, "rejected": rejected}
+
+
+def _submit_tenant_batch(
+    tenant: dict[str, Any], batch: dict[str, Message], default_priority: int, now: int
+) -> tuple[int, list[dict[str, str]]]:
+    tenant_id = str(tenant["id"])
+    existing = messages.get_states(tenant_id, list(batch))
+    account_ids = tenants.account_ids(tenant_id)
+    rejected: list[dict[str, str]] = []
+    to_record: list[tuple[Message, str]] = []
+    plans: list[dict[str, Any]] = []
+    for message in batch.values():
+        current = existing.get(message.id)
+        if current is not None and current.get("status") not in messages.UNSENT:
+            rejected.append({"id": message.id, "reason": "already sent"})
+            continue
+        reason = rejection_reason(message, account_ids)
+        if reason is not None:
+            rejected.append({"id": message.id, "reason": reason})
+            if current is None:
+                to_record.append((message, reason))
+            continue
+        plans.append(_plan(tenant, message, default_priority, now))
+
+    for message, reason in to_record:
+        messages.record_rejected(
+            tenant_id, message.id, uid=uuid.uuid4().hex, reason=reason, account_id=message.account_id, now=now
+        )
+    if not plans:
+        return 0, rejected
+
+    settings = get_settings()
+    keys = [{"id": p["id"], "rev": p["rev"]} for p in plans]
+    journal = state.open_journal(
+        "intake", [{"tenant_id": tenant_id, **k} for k in keys], due_ts=now + settings.intake_grace_seconds
+    )
+    payload_items = list(
+        _pool().map(lambda p: payloads.payload_item(tenant_id, p["id"], p["rev"], p["payload"]), plans)
+    )
+    payloads.store_payloads(payload_items)
+
+    def submit(plan: dict[str, Any]) -> bool | None:
+        try:
+            return messages.submit(
+                tenant_id,
+                plan["id"],
+                uid=uuid.uuid4().hex,
+                rev=plan["rev"],
+                account_id=plan["account_id"],
+                priority=plan["priority"],
+                batch_code=plan["batch_code"],
+                status=plan["status"],
+                deferred_ts=plan["deferred_ts"],
+                park_ts=plan["park_ts"],
+                payload_size=plan["payload_size"],
+                journal=journal,
+                now=now,
+            )
+        except messages.AlreadyFinal:
+            return None
+
+    outcomes = list(_pool().map(submit, plans))
+    new = sum(1 for o in outcomes if o is True)
+    entries: list[QueueEntry] = []
+    for plan, outcome in zip(plans, outcomes, strict=True):
+        if outcome is None:  # a sender finished it between our read and our write
+            rejected.append({"id": plan["id"], "reason": "already sent"})
+        elif plan["enqueue"]:
+            entries.append(
+                QueueEntry(
+                    tenant_id=tenant_id,
+                    id=plan["id"],
+                    rev=plan["rev"],
+                    priority=plan["priority"],
+                    delay=plan["delay"],
+                    payload=plan["payload"],
+                )
+            )
+    try:
+        enqueue(entries)
+    except Exception:
+        # The messages are stored: the open journal makes the scheduler enqueue them after the grace period.
+        logger.exception("enqueue failed; the scheduler will recover the batch", extra={"tenant_id": tenant_id})
+        state.add_pending({tenant_id: new}, journal_sk=None)
+        state.mark_journal_counted(journal)
+    else:
+        state.add_pending({tenant_id: new}, journal_sk=journal)
+    accepted = sum(1 for o in outcomes if o is not None)
+    return accepted, rejected
+
+
+def _plan(tenant: dict[str, Any], message: Message, default_priority: int, now: int) -> dict[str, Any]:
+    """How one accepted message is stored and whether it goes on a queue now."""
+    payload = message.payload()
+    payload["tenant_id"] = str(tenant["id"])
+    priority = priority_of(message.priority, default_priority)
+    delay = max(0, (message.deferred_ts or 0) - now)
+    park_ts = None
+    if is_suspended(tenant, message.batch_code):
+        status, enqueue_now = "suspended", False
+    elif delay > MAX_DELAY_SECONDS:
+        status, enqueue_now, park_ts = "deferred", False, message.deferred_ts
+    elif delay > 0:
+        status, enqueue_now = "deferred", True
+    else:
+        status, enqueue_now = "pending", True
+    return {
+        "id": message.id,
+        "rev": uuid.uuid4().hex[:16],
+        "account_id": message.account_id,
+        "priority": priority,
+        "batch_code": message.batch_code,
+        "status": status,
+        "deferred_ts": message.deferred_ts if delay > 0 else None,
+        "park_ts": park_ts,
+        "delay": delay,
+        "enqueue": enqueue_now,
+        "payload": payload,
+        "payload_size": len(payloads.encode(payload)),
+    }
+
+
+def shown_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload as listed: inline base64 content and every attachment's auth left out."""
+    shown = dict(payload)
+    attachments = []
+    for attachment in payload.get("attachments") or []:
+        item = {k: v for k, v in attachment.items() if k != "auth"}
+        path = str(item.get("storage_path", ""))
+        if item.get("fetch_mode") == "base64" or path.startswith("base64:"):
+            item.pop("storage_path", None)
+        attachments.append(item)
+    if "attachments" in payload:
+        shown["attachments"] = attachments
+    return shown
+
+
+RECORD_FIELDS = (
+    "pk",
+    "id",
+    "tenant_id",
+    "account_id",
+    "priority",
+    "batch_code",
+    "status",
+    "deferred_ts",
+    "sent_ts",
+    "error_ts",
+    "error",
+    "created_at",
+    "updated_at",
+)
+
+
+def list_messages(tenant_id: str, *, active_only: bool, include_history: bool) -> list[dict[str, Any]]:
+    """The tenant's messages as records, by priority then age (API.md "Records")."""
+    require_tenant(tenant_id)
+    items = messages.list_states(tenant_id)
+    if active_only:
+        items = [i for i in items if i.get("status") in messages.PENDING_STATUSES]
+    items.sort(key=lambda i: (int(i.get("priority", 2)), int(i.get("created_at", 0)), str(i["id"])))
+    loaded = payloads.load_payloads([(tenant_id, str(i["id"])) for i in items])
+    records = []
+    for item in items:
+        record = {name: item.get(name) for name in RECORD_FIELDS}
+        if record["status"] != "sent":
+            record["sent_ts"] = None
+        stored = loaded.get((tenant_id, str(item["id"])))
+        record["message"] = shown_payload(stored[1]) if stored else None
+        if include_history:
+            record["history"] = [
+                {
+                    "event_type": e.get("event_type"),
+                    "event_ts": e.get("event_ts"),
+                    "description": e.get("description"),
+                    "reported_ts": e.get("reported_ts"),
+                }
+                for e in item.get("history", [])
+            ]
+        records.append(record)
+    return records
+
+
+def delete_messages(tenant_id: str, ids: list[str]) -> dict[str, Any]:
+    """Delete messages by id (API.md `POST /commands/delete-messages`)."""
+    require_tenant(tenant_id)
+    unique = list(dict.fromkeys(ids))
+    deleted = list(_pool().map(lambda i: messages.delete_state(tenant_id, i), unique))
+    removed = [i for i, old in zip(unique, deleted, strict=True) if old is not None]
+    not_found = [i for i, old in zip(unique, deleted, strict=True) if old is None]
+    unsent = sum(1 for old in deleted if old is not None and old.get("status") in messages.PENDING_STATUSES)
+    payloads.delete_payloads([(tenant_id, i) for i in removed])
+    state.add_pending({tenant_id: -unsent})
+    return {"ok": True, "removed": len(removed), "not_found": not_found, "unauthorized": []}
+
+
+def cleanup_messages(tenant_id: str, older_than_seconds: int | None) -> dict[str, Any]:
+    """Remove processed, fully reported messages older than the given age (default: retention)."""
+    tenant = require_tenant(tenant_id)
+    age = get_settings().report_retention_seconds if older_than_seconds is None else older_than_seconds
+    cutoff = now_ts() - age
+    no_callback = not tenant.get("client_base_url")
+    doomed = [
+        (tenant_id, str(i["id"]))
+        for i in messages.list_states(tenant_id)
+        if i.get("status") in messages.FINAL
+        and int(i.get("updated_at", 0)) <= cutoff
+        and (no_callback or messages.fully_reported(i))
+    ]
+    messages.delete_states(doomed)
+    payloads.delete_payloads(doomed)
+    return {"ok": True, "removed": len(doomed)}
+
+
+def delete_tenant_messages(tenant_id: str) -> None:
+    """Delete every message and payload of a tenant (cascade of `DELETE /tenant/{id}`)."""
+    keys = [(tenant_id, str(i["id"])) for i in messages.list_states(tenant_id)]
+    messages.delete_states(keys)
+    payloads.delete_payloads(keys)
+    state.forget_tenant(tenant_id)
+
+
+def _batch_pending(tenant_id: str, batch_code: str | None) -> int:
+    if batch_code is None:
+        return state.pending_count(tenant_id)
+    return sum(
+        1
+        for i in messages.list_states(tenant_id)
+        if i.get("batch_code") == batch_code and i.get("status") in messages.PENDING_STATUSES
+    )
+
+
+def suspend(tenant_id: str, batch_code: str | None) -> dict[str, Any]:
+    """Suspend a tenant (no batch) or one batch: its messages are held, not lost."""
+    tenant = tenants.get_tenant(tenant_id)
+    if tenant is None:
+        raise BadRequest(f"Tenant '{tenant_id}' not found")
+    batches = list(tenant.get("suspended_batches") or [])
+    if batch_code is None:
+        batches = ["*"]
+    elif "*" not in batches and batch_code not in batches:
+        batches.append(batch_code)
+    tenants.set_suspended_batches(tenant_id, batches, now=now_ts())
+    return _suspension_reply(tenant_id, batch_code, batches)
+
+
+def activate(tenant_id: str, batch_code: str | None) -> dict[str, Any]:
+    """Lift a suspension and send the held messages (activating one batch of a suspended tenant: 400)."""
+    tenant = tenants.get_tenant(tenant_id)
+    if tenant is None:
+        raise BadRequest(f"Tenant '{tenant_id}' not found")
+    batches = list(tenant.get("suspended_batches") or [])
+    if batch_code is None:
+        batches = []
+    elif "*" in batches:
+        raise BadRequest("Cannot activate a single batch while the whole tenant is suspended")
+    else:
+        batches = [b for b in batches if b != batch_code]
+    tenants.set_suspended_batches(tenant_id, batches, now=now_ts())
+    tenant["suspended_batches"] = batches
+    release_held(tenant)
+    return _suspension_reply(tenant_id, batch_code, batches)
+
+
+def _suspension_reply(tenant_id: str, batch_code: str | None, batches: list[str]) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "tenant_id": tenant_id,
+        "batch_code": batch_code,
+        "suspended_batches": batches,
+        "pending_messages": _batch_pending(tenant_id, batch_code),
+    }
+
+
+def release_held(tenant: dict[str, Any]) -> int:
+    """Re-queue the tenant's suspended messages that are no longer held; how many were released."""
+    tenant_id = str(tenant["id"])
+    now = now_ts()
+    held = [
+        i
+        for i in messages.list_states(tenant_id)
+        if i.get("status") == "suspended" and not is_suspended(tenant, i.get("batch_code"))
+    ]
+    released = [r for r in (messages.release_suspended(tenant_id, str(i["id"]), now=now) for i in held) if r]
+    loaded = payloads.load_payloads([(tenant_id, str(r["id"])) for r in released])
+    entries = []
+    for item in released:
+        stored = loaded.get((tenant_id, str(item["id"])))
+        entries.append(
+            QueueEntry(
+                tenant_id=tenant_id,
+                id=str(item["id"]),
+                rev=str(item["rev"]),
+                priority=int(item.get("priority", 2)),
+                delay=min(MAX_DELAY_SECONDS, max(0, int(item.get("deferred_ts") or 0) - now)),
+                payload=stored[1] if stored and stored[0] == item["rev"] else None,
+            )
+        )
+    enqueue(entries)
+    return len(entries)
+
+
+def status(principal: Principal) -> dict[str, Any]:
+    """`GET /status`: service state from persisted data (a tenant sees its own counts)."""
+    now = now_ts()
+    last_run = state.scheduler_last_run()
+    interval = max(get_settings().scheduler_interval, 1.0)
+    active = True
+    if not principal.is_admin and principal.tenant_id is not None:
+        tenant = tenants.get_tenant(principal.tenant_id)
+        active = bool(tenant and tenant.get("active", True) and "*" not in (tenant.get("suspended_batches") or []))
+    return {
+        "ok": True,
+        "active": active,
+        "scheduler_active": last_run is not None and now - last_run <= 3 * interval + 5,
+        "pending_messages": state.pending_count(None if principal.is_admin else principal.tenant_id),
+        "uptime_seconds": max(0, now - state.service_started_at(now)),
+    }
+
+
+def run_now(principal: Principal) -> dict[str, Any]:
+    """Record a run-now request for the scheduler and the reporter."""
+    state.request_run_now("*" if principal.is_admin else str(principal.tenant_id), now_ts())
+    return {"ok": True}
+
+
+def require_scope(principal: Principal, tenant_id: str | None) -> str:
+    """The tenant of a tenant-scoped call, checked to exist (404 otherwise)."""
+    resolved = scope(principal, tenant_id)
+    require_tenant(resolved)
+    return resolved
+
+
+def sync_status() -> dict[str, Any]:
+    """`GET /tenants/sync-status`: each tenant's report schedule, from persisted reporter state."""
+    now = now_ts()
+    interval = get_settings().sync_interval
+    syncs = state.sync_states()
+    rows = []
+    for tenant in tenants.list_tenants():
+        sync = syncs.get(str(tenant["id"]), {})
+        last = sync.get("last_sync_ts")
+        dnd_until = sync.get("dnd_until")
+        due = sync.get("next_sync_due") or ((int(last) + interval) if last else None)
+        rows.append(
+            {
+                "id": tenant["id"],
+                "name": tenant.get("name"),
+                "active": bool(tenant.get("active", True)),
+                "client_base_url": tenant.get("client_base_url"),
+                "last_sync_ts": last,
+                "next_sync_due": due,
+                "in_dnd": dnd_until is not None and int(dnd_until) > now,
+            }
+        )
+    return {"ok": True, "sync_interval_seconds": interval, "tenants": rows}

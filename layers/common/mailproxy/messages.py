@@ -1,0 +1,224 @@
+"""Message state items in `MessagesTable`: one small item per message, whose status changes."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from mailproxy.dynamo import (
+    Item,
+    batch_get,
+    batch_write,
+    ddb,
+    from_item,
+    is_conditional_failure,
+    query_all,
+    to_attr,
+)
+from mailproxy.settings import get_settings
+
+UNSENT = ("pending", "deferred", "suspended")
+IN_FLIGHT = ("sending",)
+FINAL = ("sent", "error")
+PENDING_STATUSES = (*UNSENT, *IN_FLIGHT)  # counted in gmp_pending_messages
+REPORTABLE_EVENTS = ("sent", "error", "deferred")
+PARK_SHARD = "P"
+
+
+class AlreadyFinal(Exception):
+    """The message was already sent, failed, or is being sent: it cannot be overwritten."""
+
+
+def _table() -> str:
+    return get_settings().messages_table
+
+
+def _key(tenant_id: str, message_id: str) -> dict[str, Any]:
+    return {"tenant_id": {"S": tenant_id}, "id": {"S": message_id}}
+
+
+def get_state(tenant_id: str, message_id: str) -> Item | None:
+    """The state item of one message, or None."""
+    reply = ddb().get_item(TableName=_table(), Key=_key(tenant_id, message_id), ConsistentRead=True)
+    return from_item(reply["Item"]) if "Item" in reply else None
+
+
+def get_states(tenant_id: str, ids: list[str]) -> dict[str, Item]:
+    """id → state item for the existing messages among `ids` of one tenant."""
+    unique = list(dict.fromkeys(ids))
+    items = batch_get(_table(), [{"tenant_id": tenant_id, "id": i} for i in unique])
+    return {str(i["id"]): i for i in items}
+
+
+def event(event_type: str, ts: int, description: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A history event (reported to the tenant when its type is sent, error or deferred)."""
+    value: dict[str, Any] = {"event_type": event_type, "event_ts": ts}
+    if description is not None:
+        value["description"] = description
+    value.update({k: v for k, v in extra.items() if v is not None})
+    return value
+
+
+def submit(
+    tenant_id: str,
+    message_id: str,
+    *,
+    uid: str,
+    rev: str,
+    account_id: str,
+    priority: int,
+    batch_code: str | None,
+    status: str,
+    deferred_ts: int | None,
+    park_ts: int | None,
+    payload_size: int,
+    journal: str,
+    now: int,
+) -> bool:
+    """Create or overwrite an unsent message; True if it is new. Raises AlreadyFinal otherwise."""
+    values: dict[str, Any] = {
+        ":uid": uid,
+        ":rev": rev,
+        ":acc": account_id,
+        ":prio": priority,
+        ":status": status,
+        ":now": now,
+        ":zero": 0,
+        ":size": payload_size,
+        ":journal": journal,
+        ":empty": [],
+        ":queued": [event("queued", now)],
+        ":pending": "pending",
+        ":deferred": "deferred",
+        ":suspended": "suspended",
+    }
+    sets = [
+        "#pk = if_not_exists(#pk, :uid)",
+        "#rev = :rev",
+        "#account_id = :acc",
+        "#priority = :prio",
+        "#status = :status",
+        "#created_at = if_not_exists(#created_at, :now)",
+        "#created_by = if_not_exists(#created_by, :journal)",
+        "#updated_at = :now",
+        "#attempts = :zero",
+        "#payload_size = :size",
+        "#history = list_append(if_not_exists(#history, :empty), :queued)",
+    ]
+    removes = ["#error", "#error_ts", "#claim_id", "#claim_ts"]
+    for name, value in (("batch_code", batch_code), ("deferred_ts", deferred_ts)):
+        if value is None:
+            removes.append(f"#{name}")
+        else:
+            sets.append(f"#{name} = :{name}")
+            values[f":{name}"] = value
+    if park_ts is None:
+        removes += ["#park_shard", "#park_ts"]
+    else:
+        sets += ["#park_shard = :shard", "#park_ts = :park"]
+        values[":shard"] = PARK_SHARD
+        values[":park"] = park_ts
+    expression = "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes)
+    names = {token: token[1:] for token in re.findall(r"#\w+", expression)}
+    try:
+        reply = ddb().update_item(
+            TableName=_table(),
+            Key=_key(tenant_id, message_id),
+            UpdateExpression=expression,
+            ConditionExpression="attribute_not_exists(#id) OR #status IN (:pending, :deferred, :suspended)",
+            ExpressionAttributeNames={**names, "#id": "id"},
+            ExpressionAttributeValues={k: to_attr(v) for k, v in values.items()},
+            ReturnValues="ALL_OLD",
+        )
+    except Exception as exc:
+        if is_conditional_failure(exc):
+            raise AlreadyFinal(message_id) from exc
+        raise
+    return "id" not in reply.get("Attributes", {})
+
+
+def record_rejected(
+    tenant_id: str, message_id: str, *, uid: str, reason: str, account_id: str | None, now: int
+) -> bool:
+    """Record a message rejected at submission as failed (only if the id is new); True if recorded."""
+    item = {
+        "tenant_id": tenant_id,
+        "id": message_id,
+        "pk": uid,
+        "rev": "",
+        "status": "error",
+        "error": reason,
+        "error_ts": now,
+        "priority": 2,
+        "created_at": now,
+        "updated_at": now,
+        "attempts": 0,
+        "history": [event("error", now, reason)],
+    }
+    if account_id:
+        item["account_id"] = account_id
+    try:
+        ddb().put_item(
+            TableName=_table(),
+            Item={k: to_attr(v) for k, v in item.items()},
+            ConditionExpression="attribute_not_exists(#id)",
+            ExpressionAttributeNames={"#id": "id"},
+        )
+    except Exception as exc:
+        if is_conditional_failure(exc):
+            return False
+        raise
+    return True
+
+
+def list_states(tenant_id: str) -> list[Item]:
+    """Every message state item of a tenant."""
+    return list(
+        query_all(
+            TableName=_table(),
+            KeyConditionExpression="tenant_id = :t",
+            ExpressionAttributeValues={":t": {"S": tenant_id}},
+            ConsistentRead=True,
+        )
+    )
+
+
+def delete_state(tenant_id: str, message_id: str) -> Item | None:
+    """Delete a message's state item; the deleted item, or None if there was none."""
+    reply = ddb().delete_item(TableName=_table(), Key=_key(tenant_id, message_id), ReturnValues="ALL_OLD")
+    return from_item(reply["Attributes"]) if "Attributes" in reply else None
+
+
+def delete_states(keys: list[tuple[str, str]]) -> None:
+    """Delete many state items (no conditions: for cascades and retention)."""
+    batch_write(_table(), deletes=[{"tenant_id": t, "id": i} for t, i in keys])
+
+
+def release_suspended(tenant_id: str, message_id: str, *, now: int) -> Item | None:
+    """Turn a suspended message back to pending (on activation); the new item, or None if it changed."""
+    try:
+        reply = ddb().update_item(
+            TableName=_table(),
+            Key=_key(tenant_id, message_id),
+            UpdateExpression="SET #status = :pending, #updated_at = :now",
+            ConditionExpression="#status = :suspended",
+            ExpressionAttributeNames={"#status": "status", "#updated_at": "updated_at"},
+            ExpressionAttributeValues={
+                ":pending": to_attr("pending"),
+                ":suspended": to_attr("suspended"),
+                ":now": to_attr(now),
+            },
+            ReturnValues="ALL_NEW",
+        )
+    except Exception as exc:
+        if is_conditional_failure(exc):
+            return None
+        raise
+    return from_item(reply["Attributes"])
+
+
+def fully_reported(item: Item) -> bool:
+    """True when every reportable event of the message has been acknowledged by the tenant."""
+    return all(
+        e.get("reported_ts") is not None for e in item.get("history", []) if e.get("event_type") in REPORTABLE_EVENTS
+    )

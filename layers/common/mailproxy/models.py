@@ -1,0 +1,197 @@
+"""Request models of the REST API (pydantic, used by the intake function only)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+MAX_MESSAGES_PER_REQUEST = 1000
+MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31: keeps numbers inside DynamoDB's range
+TENANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_TENANT_ID_RE = re.compile(TENANT_ID_PATTERN)
+
+
+def _no_surrogates(value: str) -> str:
+    # A lone surrogate ("\ud800") parses as JSON but cannot be stored as UTF-8.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from exc
+    return value
+
+
+def _single_line(value: str) -> str:
+    if "\r" in value or "\n" in value or "\x00" in value:
+        raise ValueError("must not contain line breaks or NUL")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_surrogates)]
+Line = Annotated[str, AfterValidator(_no_surrogates), AfterValidator(_single_line)]
+TenantId = Annotated[str, Field(pattern=TENANT_ID_PATTERN)]
+Timestamp = Annotated[int, Field(ge=-MAX_TIMESTAMP, le=MAX_TIMESTAMP)]
+Addresses = Annotated[list[Line], Field(max_length=1000)] | Text
+
+
+def is_tenant_id(value: str) -> bool:
+    """True when `value` has the shape of a tenant id."""
+    return bool(_TENANT_ID_RE.match(value))
+
+
+class Strict(BaseModel):
+    """Base of every request model: unknown fields are a 422 naming them."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ClientAuth(Strict):
+    """How the service authenticates to a tenant's endpoints (or an attachment URL)."""
+
+    method: Literal["none", "bearer", "basic"] = "none"
+    token: Text | None = Field(default=None, max_length=4096)
+    user: Text | None = Field(default=None, max_length=1024)
+    password: Text | None = Field(default=None, max_length=4096)
+
+
+class Attachment(Strict):
+    """An attachment reference of a message."""
+
+    filename: Line = Field(min_length=1, max_length=255)
+    storage_path: Text = Field(min_length=1)
+    mime_type: Line | None = Field(default=None, max_length=255)
+    fetch_mode: Literal["base64", "http_url", "endpoint", "s3"] | None = None
+    content_md5: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")
+    auth: ClientAuth | None = None
+
+
+class Message(Strict):
+    """A message as an application submits it (API.md "Message")."""
+
+    id: Text = Field(min_length=1, max_length=255)
+    tenant_id: Text | None = Field(default=None, max_length=64)
+    account_id: Text = Field(min_length=1, max_length=64)
+    from_: Line = Field(alias="from", min_length=1, max_length=998)
+    to: Addresses
+    cc: Addresses | None = None
+    bcc: Addresses | None = None
+    reply_to: Line | None = Field(default=None, max_length=998)
+    return_path: Line | None = Field(default=None, max_length=998)
+    subject: Text = Field(min_length=1, max_length=10_000)
+    body: Text = ""
+    content_type: Literal["plain", "html"] = "plain"
+    headers: dict[Line, Any] | None = None
+    message_id: Line | None = Field(default=None, max_length=998)
+    attachments: list[Attachment] | None = Field(default=None, max_length=1000)
+    priority: int | str | None = None
+    deferred_ts: Timestamp | None = None
+    batch_code: Text | None = Field(default=None, max_length=64)
+
+    @field_validator("priority")
+    @classmethod
+    def _known_priority(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, str) and value.strip().lower() not in PRIORITY_LABELS:
+            raise ValueError("priority must be 0..3 or immediate, high, medium, low")
+        return value
+
+    def payload(self) -> dict[str, Any]:
+        """The message as stored and sent: submitted fields only, `from` under its own name."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+PRIORITY_LABELS = {"immediate": 0, "high": 1, "medium": 2, "low": 3}
+
+
+def priority_of(value: int | str | None, default: int = 2) -> int:
+    """A priority label or int as 0..3 (ints clamped, labels in any case)."""
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return PRIORITY_LABELS[value.strip().lower()]
+    return min(3, max(0, value))
+
+
+class AddMessages(Strict):
+    """Body of `POST /commands/add-messages`."""
+
+    messages: list[Message]
+    default_priority: int | str | None = None
+
+    @field_validator("default_priority")
+    @classmethod
+    def _known_default(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, str) and value.strip().lower() not in PRIORITY_LABELS:
+            raise ValueError("default_priority must be 0..3 or immediate, high, medium, low")
+        return value
+
+
+class DeleteMessages(Strict):
+    """Body of `POST /commands/delete-messages`."""
+
+    ids: list[Text] = Field(max_length=10_000)
+    tenant_id: Text | None = Field(default=None, max_length=64)
+
+
+class Cleanup(Strict):
+    """Body of `POST /commands/cleanup-messages`."""
+
+    older_than_seconds: int | None = Field(default=None, ge=0, le=MAX_TIMESTAMP)
+    tenant_id: Text | None = Field(default=None, max_length=64)
+
+
+class Account(Strict):
+    """An SMTP account of a tenant (API.md "Account")."""
+
+    id: Text = Field(min_length=1, max_length=64)
+    tenant_id: Text | None = Field(default=None, max_length=64)
+    host: Line = Field(min_length=1, max_length=255)
+    port: int = Field(ge=1, le=65535)
+    user: Text | None = Field(default=None, max_length=1024)
+    password: Text | None = Field(default=None, max_length=4096)
+    use_tls: bool | None = None
+    limit_per_minute: int | None = Field(default=None, ge=-MAX_TIMESTAMP, le=MAX_TIMESTAMP)
+    limit_per_hour: int | None = Field(default=None, ge=-MAX_TIMESTAMP, le=MAX_TIMESTAMP)
+    limit_per_day: int | None = Field(default=None, ge=-MAX_TIMESTAMP, le=MAX_TIMESTAMP)
+    limit_behavior: Literal["defer", "reject"] = "defer"
+    batch_size: int | None = Field(default=None, ge=1, le=10_000)
+
+
+class TenantFields(Strict):
+    """The configurable fields of a tenant, every one optional (the body of `PUT /tenant/{id}`)."""
+
+    name: Text | None = Field(default=None, max_length=255)
+    client_base_url: Line | None = Field(default=None, max_length=2048)
+    client_sync_path: Line | None = Field(default=None, max_length=1024)
+    client_attachment_path: Line | None = Field(default=None, max_length=1024)
+    client_auth: ClientAuth | None = None
+    active: bool | None = None
+    rate_limits: dict[Text, Any] | None = None
+    large_file_config: dict[Text, Any] | None = None
+
+    @field_validator("client_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and value != "" and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("client_base_url must be an http:// or https:// URL")
+        return value
+
+    @field_validator("client_sync_path", "client_attachment_path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and value != "" and not value.startswith("/"):
+            raise ValueError("path must start with /")
+        return value
+
+
+class Tenant(TenantFields):
+    """Body of `POST /tenant` (API.md "Tenant")."""
+
+    id: TenantId
+    api_key_expires_at: Timestamp | None = None
+
+
+class NewApiKey(Strict):
+    """Body of `POST /tenant/{id}/api-key`."""
+
+    expires_at: Timestamp | None = None

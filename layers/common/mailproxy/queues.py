@@ -1,0 +1,74 @@
+"""The priority queues: one SQS queue per priority, batched sends, payload inline when it fits."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mailproxy.aws import client
+from mailproxy.settings import get_settings
+
+MAX_DELAY_SECONDS = 900  # SQS DelaySeconds limit: later schedules wait in DynamoDB
+MAX_BATCH_BYTES = 240_000  # under SQS's 256 KiB per message and per SendMessageBatch
+MAX_INLINE_PAYLOAD = 200_000
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """One message to put on the queue of its priority."""
+
+    tenant_id: str
+    id: str
+    rev: str
+    priority: int
+    delay: int = 0
+    payload: dict[str, Any] | None = None
+
+    def body(self) -> str:
+        """The queue message body (payload left out when it would not fit)."""
+        body: dict[str, Any] = {"tenant_id": self.tenant_id, "id": self.id, "rev": self.rev}
+        if self.payload is not None:
+            with_payload = json.dumps({**body, "payload": self.payload}, separators=(",", ":"), ensure_ascii=False)
+            if len(with_payload.encode("utf-8")) <= MAX_INLINE_PAYLOAD:
+                return with_payload
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def parse_body(body: str) -> dict[str, Any]:
+    """A queue message body as a dict with tenant_id, id, rev and maybe payload."""
+    value: dict[str, Any] = json.loads(body)
+    return value
+
+
+def enqueue(entries: list[QueueEntry]) -> None:
+    """Send every entry to its priority's queue (SendMessageBatch by 10 and by size); raise if any fails."""
+    settings = get_settings()
+    by_priority: dict[int, list[QueueEntry]] = {}
+    for entry in entries:
+        by_priority.setdefault(entry.priority, []).append(entry)
+    failures: list[str] = []
+    for priority in sorted(by_priority):
+        url = settings.queue_url(priority)
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for entry in by_priority[priority]:
+            body = entry.body()
+            length = len(body.encode("utf-8"))
+            if batch and (len(batch) == 10 or size + length > MAX_BATCH_BYTES):
+                failures += _send_batch(url, batch)
+                batch, size = [], 0
+            record: dict[str, Any] = {"Id": str(len(batch)), "MessageBody": body}
+            if entry.delay > 0:
+                record["DelaySeconds"] = min(entry.delay, MAX_DELAY_SECONDS)
+            batch.append(record)
+            size += length
+        if batch:
+            failures += _send_batch(url, batch)
+    if failures:
+        raise RuntimeError(f"SQS refused {len(failures)} message(s): {failures[:3]}")
+
+
+def _send_batch(url: str, batch: list[dict[str, Any]]) -> list[str]:
+    reply = client("sqs").send_message_batch(QueueUrl=url, Entries=batch)
+    return [f"{f.get('Code')}: {f.get('Message')}" for f in reply.get("Failed", [])]

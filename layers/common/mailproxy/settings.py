@@ -1,0 +1,113 @@
+"""One settings object, read from the environment on first use and validated once."""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+from mailproxy.errors import ConfigurationError
+
+PRIORITY_NAMES = ("immediate", "high", "medium", "low")
+
+
+def _required(name: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ConfigurationError(f"environment variable {name} is not set")
+    return value
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"environment variable {name} must be a number, got {raw!r}") from exc
+
+
+def _int_list(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        values = tuple(int(part) for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigurationError(f"environment variable {name} must be comma-separated integers") from exc
+    if not values or any(v < 0 for v in values):
+        raise ConfigurationError(f"environment variable {name} must list non-negative integers")
+    return values
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resource names and product settings (`GMP_*`) of one running function."""
+
+    tenants_table: str
+    messages_table: str
+    payloads_table: str
+    state_table: str
+    payload_bucket: str
+    secrets_key_id: str
+    queue_urls: tuple[str, str, str, str]  # indexed by priority 0..3
+    dead_letter_queue_url: str
+    admin_token_secret_arn: str
+    admin_token: str
+    retry_delays: tuple[int, ...]
+    max_retries: int
+    sync_interval: int
+    report_retention_seconds: int
+    scheduler_interval: float
+    intake_grace_seconds: int
+    claim_timeout_seconds: int
+    smtp_timeout_seconds: float
+
+    def queue_url(self, priority: int) -> str:
+        """The queue URL of a priority 0 (immediate) to 3 (low)."""
+        return self.queue_urls[priority]
+
+
+def _load() -> Settings:
+    return Settings(
+        tenants_table=_required("TENANTS_TABLE"),
+        messages_table=_required("MESSAGES_TABLE"),
+        payloads_table=_required("PAYLOADS_TABLE"),
+        state_table=_required("STATE_TABLE"),
+        payload_bucket=_required("PAYLOAD_BUCKET"),
+        secrets_key_id=_required("SECRETS_KEY_ID"),
+        queue_urls=(
+            _required("IMMEDIATE_QUEUE_URL"),
+            _required("HIGH_QUEUE_URL"),
+            _required("MEDIUM_QUEUE_URL"),
+            _required("LOW_QUEUE_URL"),
+        ),
+        dead_letter_queue_url=os.environ.get("DEAD_LETTER_QUEUE_URL", ""),
+        admin_token_secret_arn=os.environ.get("ADMIN_TOKEN_SECRET_ARN", "").strip(),
+        admin_token=os.environ.get("GMP_API_TOKEN", "").strip(),
+        retry_delays=_int_list("GMP_RETRY_DELAYS", (60, 300, 900)),
+        max_retries=_int("GMP_MAX_RETRIES", 3),
+        sync_interval=_int("GMP_SYNC_INTERVAL", 300),
+        report_retention_seconds=_int("GMP_REPORT_RETENTION_SECONDS", 7 * 24 * 3600),
+        scheduler_interval=_float("GMP_SCHEDULER_INTERVAL", 60.0),
+        intake_grace_seconds=_int("GMP_INTAKE_GRACE_SECONDS", 120),
+        claim_timeout_seconds=_int("GMP_CLAIM_TIMEOUT_SECONDS", 900),
+        smtp_timeout_seconds=_float("GMP_SMTP_TIMEOUT_SECONDS", 30.0),
+    )
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The settings of this process, read once; `get_settings.cache_clear()` re-reads them."""
+    return _load()

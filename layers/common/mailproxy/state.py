@@ -1,0 +1,209 @@
+"""Service state in `StateTable`: pending counts, journals of work in flight, command log, run-now."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from mailproxy.dynamo import Item, ddb, from_item, query_all, to_attr, to_item
+from mailproxy.settings import get_settings
+
+
+def _table() -> str:
+    return get_settings().state_table
+
+
+def pending_update(tenant_id: str, delta: int) -> dict[str, Any]:
+    """The TransactWriteItems action that adds `delta` to a tenant's pending count."""
+    return {
+        "Update": {
+            "TableName": _table(),
+            "Key": {"pk": {"S": "PENDING"}, "sk": {"S": tenant_id}},
+            "UpdateExpression": "ADD n :d",
+            "ExpressionAttributeValues": {":d": {"N": str(delta)}},
+        }
+    }
+
+
+def add_pending(deltas: dict[str, int], *, journal_sk: str | None = None) -> None:
+    """Apply pending-count deltas per tenant, and close a journal entry in the same transaction."""
+    actions = [pending_update(t, d) for t, d in deltas.items() if d]
+    if journal_sk is not None:
+        actions.append(journal_delete(journal_sk))
+    for start in range(0, len(actions), 100):
+        part = actions[start : start + 100]
+        if len(part) == 1 and "Update" in part[0]:
+            ddb().update_item(**part[0]["Update"])
+        elif len(part) == 1:
+            ddb().delete_item(**part[0]["Delete"])
+        else:
+            ddb().transact_write_items(TransactItems=part)
+
+
+def pending_counts() -> dict[str, int]:
+    """The exact pending count of every tenant that has had messages."""
+    items = query_all(
+        TableName=_table(),
+        KeyConditionExpression="pk = :p",
+        ExpressionAttributeValues={":p": {"S": "PENDING"}},
+        ConsistentRead=True,
+    )
+    return {str(i["sk"]): int(i.get("n", 0)) for i in items}
+
+
+def pending_count(tenant_id: str | None = None) -> int:
+    """The pending count of one tenant, or of the whole service."""
+    if tenant_id is None:
+        return sum(pending_counts().values())
+    reply = ddb().get_item(
+        TableName=_table(), Key={"pk": {"S": "PENDING"}, "sk": {"S": tenant_id}}, ConsistentRead=True
+    )
+    return int(from_item(reply["Item"]).get("n", 0)) if "Item" in reply else 0
+
+
+def forget_tenant(tenant_id: str) -> None:
+    """Drop a deleted tenant's pending count (its messages are gone)."""
+    ddb().delete_item(TableName=_table(), Key={"pk": {"S": "PENDING"}, "sk": {"S": tenant_id}})
+
+
+def open_journal(kind: str, keys: list[dict[str, Any]], *, due_ts: int) -> str:
+    """Record work in flight; the scheduler finishes it if it is still open at `due_ts`. Returns its sk."""
+    sk = f"{due_ts:012d}#{uuid.uuid4().hex}"
+    ddb().put_item(
+        TableName=_table(),
+        Item=to_item({"pk": "JOURNAL", "sk": sk, "kind": kind, "keys": keys, "due_ts": due_ts}),
+    )
+    return sk
+
+
+def journal_delete(sk: str) -> dict[str, Any]:
+    """The TransactWriteItems action that closes a journal entry."""
+    return {"Delete": {"TableName": _table(), "Key": {"pk": {"S": "JOURNAL"}, "sk": {"S": sk}}}}
+
+
+def due_journals(now: int) -> list[Item]:
+    """Journal entries still open at `now` (their work must be finished by the scheduler)."""
+    return list(
+        query_all(
+            TableName=_table(),
+            KeyConditionExpression="pk = :p AND sk <= :s",
+            ExpressionAttributeValues={":p": {"S": "JOURNAL"}, ":s": {"S": f"{now:012d}#~"}},
+            ConsistentRead=True,
+        )
+    )
+
+
+def log_command(*, ts: int, endpoint: str, tenant_id: str | None, payload: Any, response_status: int) -> None:
+    """Append a mutating call to the command log."""
+    item = {
+        "pk": "CMDLOG",
+        "sk": f"{ts:012d}#{uuid.uuid4().hex}",
+        "command_ts": ts,
+        "endpoint": endpoint,
+        "tenant_id": tenant_id,
+        "payload": payload,
+        "response_status": response_status,
+    }
+    ddb().put_item(TableName=_table(), Item=to_item(item))
+
+
+def list_commands(
+    *, tenant_id: str | None, since_ts: int | None, until_ts: int | None, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Logged commands, newest first, and how many match in all."""
+    low = f"{max(since_ts or 0, 0):012d}#"
+    high = f"{min(until_ts, 10**12 - 1):012d}#~" if until_ts is not None else "~"
+    kwargs: dict[str, Any] = {
+        "TableName": _table(),
+        "KeyConditionExpression": "pk = :p AND sk BETWEEN :lo AND :hi",
+        "ExpressionAttributeValues": {":p": {"S": "CMDLOG"}, ":lo": {"S": low}, ":hi": {"S": high}},
+        "ScanIndexForward": False,
+    }
+    if tenant_id is not None:
+        kwargs["FilterExpression"] = "tenant_id = :t"
+        kwargs["ExpressionAttributeValues"][":t"] = to_attr(tenant_id)
+    matches = [
+        {k: item.get(k) for k in ("command_ts", "endpoint", "tenant_id", "payload", "response_status")}
+        for item in query_all(**kwargs)
+    ]
+    return matches[:limit], len(matches)
+
+
+def service_started_at(now: int) -> int:
+    """When the service first ran (recorded once, persisted)."""
+    reply = ddb().update_item(
+        TableName=_table(),
+        Key={"pk": {"S": "SERVICE"}, "sk": {"S": "INFO"}},
+        UpdateExpression="SET started_at = if_not_exists(started_at, :n)",
+        ExpressionAttributeValues={":n": to_attr(now)},
+        ReturnValues="ALL_NEW",
+    )
+    return int(from_item(reply["Attributes"])["started_at"])
+
+
+def scheduler_last_run() -> int | None:
+    """When the scheduler last completed a round, or None if it never ran."""
+    reply = ddb().get_item(
+        TableName=_table(), Key={"pk": {"S": "SERVICE"}, "sk": {"S": "SCHEDULER"}}, ConsistentRead=True
+    )
+    return int(from_item(reply["Item"])["last_run_ts"]) if "Item" in reply else None
+
+
+def mark_scheduler_run(now: int) -> None:
+    """Record that the scheduler completed a round."""
+    ddb().put_item(
+        TableName=_table(),
+        Item=to_item({"pk": "SERVICE", "sk": "SCHEDULER", "last_run_ts": now}),
+    )
+
+
+def request_run_now(scope: str, now: int) -> None:
+    """Record a run-now request (`*` from the admin token, else the tenant id) for scheduler and reporter."""
+    ddb().put_item(TableName=_table(), Item=to_item({"pk": "RUNNOW", "sk": scope, "requested_at": now}))
+
+
+def run_now_requests() -> dict[str, int]:
+    """Open run-now requests: scope → requested_at."""
+    items = query_all(
+        TableName=_table(),
+        KeyConditionExpression="pk = :p",
+        ExpressionAttributeValues={":p": {"S": "RUNNOW"}},
+        ConsistentRead=True,
+    )
+    return {str(i["sk"]): int(i["requested_at"]) for i in items}
+
+
+def mark_journal_counted(sk: str) -> None:
+    """Note on an open journal entry that its pending counts were applied (only the enqueue is left)."""
+    ddb().update_item(
+        TableName=_table(),
+        Key={"pk": {"S": "JOURNAL"}, "sk": {"S": sk}},
+        UpdateExpression="SET counted = :t",
+        ExpressionAttributeValues={":t": {"BOOL": True}},
+    )
+
+
+def sync_states() -> dict[str, Item]:
+    """Reporter state per tenant: last_sync_ts, next_sync_due, dnd_until."""
+    items = query_all(
+        TableName=_table(),
+        KeyConditionExpression="pk = :p",
+        ExpressionAttributeValues={":p": {"S": "SYNC"}},
+        ConsistentRead=True,
+    )
+    return {str(i["sk"]): i for i in items}
+
+
+def counter_rows() -> list[dict[str, Any]]:
+    """The persisted /metrics counters: one row per tenant and account."""
+    rows = []
+    items = query_all(
+        TableName=_table(),
+        KeyConditionExpression="pk = :p",
+        ExpressionAttributeValues={":p": {"S": "COUNTERS"}},
+        ConsistentRead=True,
+    )
+    for item in items:
+        tenant_id, _, account_id = str(item["sk"]).partition("#")
+        rows.append({**item, "tenant_id": tenant_id, "account_id": account_id})
+    return sorted(rows, key=lambda r: (r["tenant_id"], r["account_id"]))
