@@ -1,0 +1,232 @@
+"""Turn a stored message (the payload as submitted) into the MIME email and SMTP envelope to send."""
+
+from __future__ import annotations
+
+import base64
+import email.policy
+import email.utils
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.errors import HeaderParseError
+from email.headerregistry import Address, UnstructuredHeader
+from email.message import EmailMessage
+from email.policy import Policy
+from typing import Any
+
+from mailproxy.errors import PermanentDeliveryError
+
+# SMTP line endings, and bodies kept 7-bit (quoted-printable or base64) so any relay accepts them
+# whether or not it offers 8BITMIME; headers are RFC 2047-encoded either way.
+_POLICY = email.policy.SMTP.clone(cte_type="7bit")
+
+# RFC 5322 field names: printable ASCII without the colon.
+_HEADER_NAME = re.compile(r"^[!-9;-~]+$")
+
+# UTF-8 bytes per encoded word: 39 bytes make a 64-character word, so `Subject: <word>` fits in 78.
+_ENCODED_WORD_BYTES = 39
+
+# Longer lines get a transfer encoding (RFC 5322 recommends 78, SMTP allows 998).
+_MAX_TEXT_LINE = 78
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One file attached to an email: the name sent, its bytes and its MIME type."""
+
+    filename: str
+    content: bytes = field(repr=False)
+    mime_type: str = "application/octet-stream"
+
+
+@dataclass
+class OutgoingEmail:
+    """A built email: the MIME message, the envelope sender and every envelope recipient."""
+
+    message: EmailMessage
+    sender: str
+    recipients: list[str]
+
+    def as_bytes(self) -> bytes:
+        """The message as it goes on the wire (CRLF line endings, no Bcc header)."""
+        return self.message.as_bytes(policy=_POLICY)
+
+
+def _items(value: str | Iterable[str] | None) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(item) for item in value]
+
+
+def _address_pairs(value: str | Iterable[str] | None) -> list[tuple[str, str]]:
+    """(display name, address) pairs of a list or comma-separated string; ValueError on garbage."""
+    pairs: list[tuple[str, str]] = []
+    for item in _items(value):
+        if not item.strip():
+            continue
+        parsed = email.utils.getaddresses([item])
+        # getaddresses answers ('', '') for text it cannot parse rather than raising.
+        if not parsed or any(not addr or "@" not in addr for _, addr in parsed):
+            raise ValueError(f"invalid address: {item.strip()}")
+        pairs.extend((name, addr) for name, addr in parsed)
+    return pairs
+
+
+def parse_addresses(value: str | list[str] | None) -> list[str]:
+    """The bare addresses of a list or comma-separated string (display names dropped)."""
+    return [addr for _, addr in _address_pairs(value)]
+
+
+def _header_addresses(pairs: list[tuple[str, str]]) -> list[Address]:
+    return [Address(display_name=name, addr_spec=addr) for name, addr in pairs]
+
+
+class _EncodedHeader(str):
+    """An unstructured header with non-ASCII text, encoded and folded here rather than by the stdlib.
+
+    CPython 3.12's folder can put a space between two encoded words, where readers drop it
+    (RFC 2047 6.2): long Greek or Cyrillic subjects arrive with words glued together (gh-144156).
+    Each word here is a self-contained run of characters, spaces included, so nothing is lost.
+    """
+
+    name: str
+    words: tuple[str, ...]
+
+    def __new__(cls, name: str, value: str) -> _EncodedHeader:
+        header = super().__new__(cls, value)
+        header.name = name
+        header.words = tuple(_encoded_words(value))
+        return header
+
+    def fold(self, *, policy: Policy) -> str:
+        """The header as it goes on the wire (the email package calls this when generating)."""
+        return f"{self.name}: " + (policy.linesep + " ").join(self.words) + policy.linesep
+
+
+def _encoded_words(text: str) -> list[str]:
+    chunks: list[bytes] = []
+    chunk = b""
+    for char in text:
+        encoded = char.encode("utf-8")
+        if chunk and len(chunk) + len(encoded) > _ENCODED_WORD_BYTES:
+            chunks.append(chunk)
+            chunk = b""
+        chunk += encoded
+    if chunk or not chunks:
+        chunks.append(chunk)
+    return [f"=?utf-8?b?{base64.b64encode(part).decode('ascii')}?=" for part in chunks]
+
+
+def _set_header(msg: EmailMessage, name: str, value: str) -> None:
+    """Set an unstructured header, encoding non-ASCII text ourselves (see _EncodedHeader)."""
+    del msg[name]
+    if value.isascii() or not issubclass(msg.policy.header_factory[name], UnstructuredHeader):  # type: ignore[attr-defined]
+        msg[name] = value
+    else:
+        msg[name] = _EncodedHeader(name, value)
+
+
+def _one_line(value: object) -> str:
+    # A CR or LF in a header value would let a client inject headers; fold them to spaces.
+    return " ".join(str(value).splitlines()).strip()
+
+
+def _angle(message_id: str) -> str:
+    message_id = message_id.strip()
+    return message_id if message_id.startswith("<") else f"<{message_id}>"
+
+
+def _unique(addresses: Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    result: list[str] = []
+    for address in addresses:
+        # Mailbox names are case-insensitive at every real provider: one copy per mailbox.
+        folded = address.lower()
+        if folded not in seen:
+            seen.add(folded)
+            result.append(address)
+    return result
+
+
+def _text_transfer_encoding(text: str) -> str | None:
+    """None (7bit) for short-lined ASCII, else the 7-bit encoding that keeps the text smallest."""
+    if text.isascii() and all(len(line) <= _MAX_TEXT_LINE for line in text.splitlines()):
+        return None
+    raw = text.encode("utf-8")
+    high = sum(1 for byte in raw if byte > 0x7E)
+    # quoted-printable triples every non-ASCII byte, base64 costs a flat third more.
+    return "quoted-printable" if high * 2 < len(raw) // 3 else "base64"
+
+
+def _split_mime_type(mime_type: str) -> tuple[str, str]:
+    maintype, _, subtype = mime_type.strip().lower().partition("/")
+    if not maintype or not subtype or maintype == "multipart":
+        return "application", "octet-stream"
+    return maintype, subtype.split(";", 1)[0].strip() or "octet-stream"
+
+
+def build_email(payload: dict[str, Any], *, message_id: str, attachments: list[Attachment]) -> OutgoingEmail:
+    """The email and envelope for a stored message; PermanentDeliveryError when it cannot be built."""
+    try:
+        return _build(payload, message_id=message_id, attachments=attachments)
+    except PermanentDeliveryError:
+        raise
+    except (ValueError, TypeError, HeaderParseError) as exc:
+        # Retrying cannot fix a payload that does not make an email.
+        raise PermanentDeliveryError(f"cannot build email: {exc}") from exc
+
+
+def _build(payload: dict[str, Any], *, message_id: str, attachments: list[Attachment]) -> OutgoingEmail:
+    from_pairs = _address_pairs(payload.get("from"))
+    if len(from_pairs) != 1:
+        raise PermanentDeliveryError(f"invalid address: {payload.get('from')}")
+    to_pairs = _address_pairs(payload.get("to"))
+    cc_pairs = _address_pairs(payload.get("cc"))
+    bcc_pairs = _address_pairs(payload.get("bcc"))
+    reply_pairs = _address_pairs(payload.get("reply_to"))
+    return_path = _address_pairs(payload.get("return_path"))
+
+    recipients = _unique(addr for _, addr in [*to_pairs, *cc_pairs, *bcc_pairs])
+    if not recipients:
+        raise PermanentDeliveryError("missing to")
+
+    msg = EmailMessage(policy=_POLICY)
+    msg["From"] = _header_addresses(from_pairs)
+    if to_pairs:
+        msg["To"] = _header_addresses(to_pairs)
+    if cc_pairs:
+        msg["Cc"] = _header_addresses(cc_pairs)
+    if reply_pairs:
+        msg["Reply-To"] = _header_addresses(reply_pairs)
+    _set_header(msg, "Subject", _one_line(payload.get("subject") or ""))
+
+    body = str(payload.get("body") or "")
+    subtype = "html" if str(payload.get("content_type") or "plain").lower() == "html" else "plain"
+    msg.set_content(body, subtype=subtype, charset="utf-8", cte=_text_transfer_encoding(body))
+
+    for item in attachments:
+        maintype, mime_subtype = _split_mime_type(item.mime_type)
+        msg.add_attachment(item.content, maintype=maintype, subtype=mime_subtype, filename=item.filename)
+
+    custom = payload.get("headers") or {}
+    if not isinstance(custom, dict):
+        raise PermanentDeliveryError("headers must be an object")
+    for name, value in custom.items():
+        name = str(name).strip()
+        if not _HEADER_NAME.match(name):
+            raise PermanentDeliveryError(f"invalid header name: {name!r}")
+        _set_header(msg, name, _one_line(value))
+
+    # Bcc recipients are in the envelope only; a custom Bcc header is the client's explicit choice.
+    if "Message-ID" not in msg:
+        msg["Message-ID"] = _angle(str(payload.get("message_id") or message_id))
+    if "Date" not in msg:
+        msg["Date"] = email.utils.format_datetime(datetime.now(UTC))
+    # Set last so that no custom header can hide which message this is.
+    _set_header(msg, "X-Genro-Mail-ID", _one_line(payload.get("id") or ""))
+
+    sender = return_path[0][1] if return_path else from_pairs[0][1]
+    return OutgoingEmail(message=msg, sender=sender, recipients=recipients)

@@ -1,0 +1,261 @@
+"""SMTP transport: one reused aiosmtplib connection per account, errors classified temporary/permanent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiosmtplib
+
+from mailproxy.email_builder import OutgoingEmail
+from mailproxy.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+
+IMPLICIT_TLS_PORT = 465
+# A liveness probe should fail fast: a dead pooled connection costs a reconnect, not a full timeout.
+PROBE_TIMEOUT_SECONDS = 5.0
+QUIT_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """How to reach and log in to one SMTP account (`key` is "tenant_id/account_id")."""
+
+    key: str
+    host: str
+    port: int
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    use_tls: bool | None = None
+    timeout: float = 30.0
+    verify_tls: bool = True
+
+    @property
+    def implicit_tls(self) -> bool:
+        """TLS from the first byte: port 465 unless TLS is switched off."""
+        return self.use_tls is not False and self.port == IMPLICIT_TLS_PORT
+
+    @property
+    def starttls_required(self) -> bool:
+        """`use_tls: true` on any port but 465: the server must offer STARTTLS."""
+        return self.use_tls is True and self.port != IMPLICIT_TLS_PORT
+
+
+def smtp_reason(code: int, message: str) -> str:
+    """An SMTP answer as a one-line reason, e.g. `451 4.3.0 Try again later (SMTP 451)`."""
+    text = " ".join(message.split())
+    return f"{code} {text} (SMTP {code})" if text else f"{code} (SMTP {code})"
+
+
+def _response_error(code: int, message: str) -> DeliveryError:
+    if 500 <= code <= 599:
+        return PermanentDeliveryError(smtp_reason(code, message), smtp_code=code)
+    return TemporaryDeliveryError(smtp_reason(code, message), smtp_code=code)
+
+
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind `exc`, if any (aiosmtplib wraps it in its own connect errors)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        # An EOF mid-handshake is the peer hanging up, not a certificate or protocol problem.
+        if isinstance(current, ssl.SSLError) and not isinstance(current, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def classify(exc: Exception) -> DeliveryError | None:
+    """The DeliveryError an SMTP failure amounts to, or None when it is not a delivery failure."""
+    if isinstance(exc, DeliveryError):
+        return exc
+    tls_error = _tls_failure(exc)
+    if tls_error is not None:
+        return PermanentDeliveryError(f"TLS failure: {tls_error}")
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        refusals = exc.recipients
+        # Every recipient refused: permanent only if every refusal is; a 4xx one may pass later.
+        temporary = [r for r in refusals if not 500 <= r.code <= 599]
+        if not refusals:
+            return PermanentDeliveryError("all recipients refused")
+        first = (temporary or refusals)[0]
+        return _response_error(first.code, first.message)
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return PermanentDeliveryError(
+            f"authentication failed: {smtp_reason(exc.code, exc.message)}", smtp_code=exc.code
+        )
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _response_error(exc.code, exc.message)
+    if isinstance(
+        exc,
+        aiosmtplib.SMTPServerDisconnected
+        | aiosmtplib.SMTPConnectError
+        | aiosmtplib.SMTPTimeoutError
+        | TimeoutError
+        | OSError,
+    ):
+        return TemporaryDeliveryError(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, aiosmtplib.SMTPException | ValueError):
+        # No AUTH offered, SMTPUTF8 needed but missing, an address aiosmtplib refuses: retrying cannot help.
+        return PermanentDeliveryError(f"{type(exc).__name__}: {exc}")
+    return None
+
+
+@dataclass
+class _Pooled:
+    account: AccountConfig
+    smtp: aiosmtplib.SMTP
+
+
+def _close_quietly(smtp: aiosmtplib.SMTP) -> None:
+    # The transport may belong to a loop that is already closed; there is nothing left to release then.
+    with contextlib.suppress(Exception):
+        smtp.close()
+
+
+class SmtpPool:
+    """One open SMTP connection per account key, checked before reuse and replaced when dead."""
+
+    def __init__(self, *, probe_timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+        self.probe_timeout = probe_timeout
+        self.connections_opened = 0
+        self._connections: dict[str, _Pooled] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _bind_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # Connections and locks belong to the loop that made them; another loop cannot use them.
+            for pooled in self._connections.values():
+                _close_quietly(pooled.smtp)
+            self._connections.clear()
+            self._locks.clear()
+            self._loop = loop
+
+    async def send(self, account: AccountConfig, email: OutgoingEmail) -> dict[str, str]:
+        """Send one email through the account; the refused recipients (if some were accepted) by address."""
+        self._bind_loop()
+        lock = self._locks.setdefault(account.key, asyncio.Lock())
+        # One transaction at a time per connection: SMTP does not interleave envelopes.
+        async with lock:
+            smtp = await self._connection(account)
+            try:
+                refused, _ = await smtp.send_message(email.message, sender=email.sender, recipients=email.recipients)
+            except BaseException as exc:
+                # After a refused envelope aiosmtplib has sent RSET: the connection is clean if still open.
+                clean = isinstance(exc, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused)
+                if not (clean and smtp.is_connected):
+                    self._discard(account.key)
+                error = classify(exc) if isinstance(exc, Exception) else None
+                if error is None:
+                    raise
+                raise error from exc
+        return {address: smtp_reason(answer.code, answer.message) for address, answer in refused.items()}
+
+    async def _connection(self, account: AccountConfig) -> aiosmtplib.SMTP:
+        pooled = self._connections.get(account.key)
+        if pooled is not None:
+            # A changed account (new host, rotated password) must not keep the old session.
+            if pooled.account == account and await self._alive(pooled.smtp):
+                return pooled.smtp
+            self._discard(account.key)
+        smtp = await self._open(account)
+        self._connections[account.key] = _Pooled(account, smtp)
+        self.connections_opened += 1
+        return smtp
+
+    async def _alive(self, smtp: aiosmtplib.SMTP) -> bool:
+        if not smtp.is_connected:
+            return False
+        try:
+            await smtp.noop(timeout=self.probe_timeout)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            return False
+        return True
+
+    async def _open(self, account: AccountConfig) -> aiosmtplib.SMTP:
+        smtp = aiosmtplib.SMTP(
+            hostname=account.host,
+            port=account.port,
+            timeout=account.timeout,
+            use_tls=account.implicit_tls,
+            # STARTTLS is decided here, not by aiosmtplib's "if offered", so `use_tls: false` stays plain.
+            start_tls=False,
+            validate_certs=account.verify_tls,
+        )
+        try:
+            await smtp.connect()
+            if account.starttls_required:
+                await smtp.ehlo()
+                if not smtp.supports_extension("starttls"):
+                    raise PermanentDeliveryError(f"STARTTLS required but not offered by {account.host}:{account.port}")
+                await smtp.starttls()
+            if account.user and account.password:
+                try:
+                    await smtp.login(account.user, account.password)
+                except aiosmtplib.SMTPAuthenticationError:
+                    raise
+                except aiosmtplib.SMTPResponseException as exc:
+                    # A refused login is an authentication failure whatever code it carries.
+                    raise PermanentDeliveryError(
+                        f"authentication failed: {smtp_reason(exc.code, exc.message)}", smtp_code=exc.code
+                    ) from exc
+        except BaseException as exc:
+            _close_quietly(smtp)
+            error = classify(exc) if isinstance(exc, Exception) else None
+            if error is None or error is exc:
+                raise
+            raise error from exc
+        return smtp
+
+    def _discard(self, key: str) -> None:
+        pooled = self._connections.pop(key, None)
+        if pooled is not None:
+            _close_quietly(pooled.smtp)
+
+    async def close_all(self) -> None:
+        """Say QUIT to every pooled connection and forget them all."""
+        pooled_list = list(self._connections.values())
+        self._connections.clear()
+        for pooled in pooled_list:
+            try:
+                if pooled.smtp.is_connected:
+                    await pooled.smtp.quit(timeout=min(QUIT_TIMEOUT_SECONDS, pooled.account.timeout))
+            except (aiosmtplib.SMTPException, OSError, TimeoutError, RuntimeError):
+                pass  # a server that went away needs no goodbye
+            finally:
+                _close_quietly(pooled.smtp)
+
+
+_per_thread = threading.local()
+
+
+def default_pool() -> SmtpPool:
+    """This thread's pool, so warm Lambda invocations reuse their connections (Lambda runs one thread)."""
+    pool: SmtpPool | None = getattr(_per_thread, "pool", None)
+    if pool is None:
+        pool = _per_thread.pool = SmtpPool()
+    return pool
+
+
+def reset_pool() -> None:
+    """Forget this thread's pool (tests; its connections must be closed first)."""
+    _per_thread.pool = None
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    loop: asyncio.AbstractEventLoop | None = getattr(_per_thread, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _per_thread.loop = asyncio.new_event_loop()
+    return loop
+
+
+def run[T](coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on this thread's persistent loop: pooled connections are bound to it and outlive invocations."""
+    return _event_loop().run_until_complete(coro)
