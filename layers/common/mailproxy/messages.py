@@ -23,6 +23,7 @@ FINAL = ("sent", "error")
 PENDING_STATUSES = (*UNSENT, *IN_FLIGHT)  # counted in gmp_pending_messages
 REPORTABLE_EVENTS = ("sent", "error", "deferred")
 PARK_SHARD = "P"
+EARLY_SLACK_SECONDS = 5  # clocks and SQS delays are not exact to the second
 
 
 class AlreadyFinal(Exception):
@@ -222,3 +223,118 @@ def fully_reported(item: Item) -> bool:
     return all(
         e.get("reported_ts") is not None for e in item.get("history", []) if e.get("event_type") in REPORTABLE_EVENTS
     )
+
+
+def _names(*expressions: str) -> dict[str, str]:
+    """`#name` → `name` for every placeholder used in the expressions (every attribute is escaped)."""
+    return {token: token[1:] for expression in expressions for token in re.findall(r"#\w+", expression)}
+
+
+def claim(tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int, stale_before: int) -> Item | None:
+    """Take a message for sending; the claimed item, or None when it is gone, stale, final or held by a live claim."""
+    update = "SET #status = :sending, #claim_id = :claim, #claim_ts = :now, #updated_at = :now"
+    # A copy that arrives before the message is due (a duplicate of a delayed one) is not taken.
+    condition = (
+        "#rev = :rev AND (#status IN (:pending, :deferred) OR (#status = :sending AND #claim_ts < :stale))"
+        " AND (attribute_not_exists(#deferred_ts) OR #deferred_ts <= :due)"
+    )
+    try:
+        reply = ddb().update_item(
+            TableName=_table(),
+            Key=_key(tenant_id, message_id),
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeNames=_names(update, condition),
+            ExpressionAttributeValues={
+                k: to_attr(v)
+                for k, v in {
+                    ":sending": "sending",
+                    ":pending": "pending",
+                    ":deferred": "deferred",
+                    ":claim": claim_id,
+                    ":now": now,
+                    ":rev": rev,
+                    ":stale": stale_before,
+                    ":due": now + EARLY_SLACK_SECONDS,
+                }.items()
+            },
+            ReturnValues="ALL_NEW",
+        )
+    except Exception as exc:
+        if is_conditional_failure(exc):
+            return None
+        raise
+    return from_item(reply["Attributes"])
+
+
+def finish(
+    tenant_id: str,
+    message_id: str,
+    *,
+    claim_id: str,
+    status: str,
+    now: int,
+    history_event: dict[str, Any] | None,
+    outcome: str,
+    fields: dict[str, Any] | None = None,
+    remove: tuple[str, ...] = (),
+) -> bool:
+    """Record the result of a claimed message (only while the claim is ours); False if it was lost."""
+    values: dict[str, Any] = {":status": status, ":now": now, ":claim": claim_id, ":outcome": outcome}
+    sets = ["#status = :status", "#updated_at = :now", "#outcome = :outcome", "#outcome_by = :claim"]
+    for index, (name, value) in enumerate((fields or {}).items()):
+        sets.append(f"#{name} = :f{index}")
+        values[f":f{index}"] = value
+    if history_event is not None:
+        sets.append("#history = list_append(if_not_exists(#history, :empty), :event)")
+        values[":empty"], values[":event"] = [], [history_event]
+    removes = ["#claim_id", "#claim_ts", *(f"#{name}" for name in remove)]
+    update = "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes)
+    condition = "#claim_id = :claim"
+    try:
+        ddb().update_item(
+            TableName=_table(),
+            Key=_key(tenant_id, message_id),
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeNames=_names(update, condition),
+            ExpressionAttributeValues={k: to_attr(v) for k, v in values.items()},
+        )
+    except Exception as exc:
+        if is_conditional_failure(exc):
+            return False
+        raise
+    return True
+
+
+def unpark(tenant_id: str, message_id: str, *, park_ts: int, now: int) -> bool:
+    """Take a due message off the parked index once it is back on a queue; False if it changed meanwhile."""
+    update = "SET #updated_at = :now REMOVE #park_shard, #park_ts"
+    condition = "#park_ts = :park"
+    try:
+        ddb().update_item(
+            TableName=_table(),
+            Key=_key(tenant_id, message_id),
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeNames=_names(update, condition),
+            ExpressionAttributeValues={":now": to_attr(now), ":park": to_attr(park_ts)},
+        )
+    except Exception as exc:
+        if is_conditional_failure(exc):
+            return False
+        raise
+    return True
+
+
+def due_parked(now: int, limit: int = 500) -> list[Item]:
+    """Parked messages whose time has come (keys, priority and park_ts from the sparse index)."""
+    reply = ddb().query(
+        TableName=_table(),
+        IndexName="ParkedIndex",
+        KeyConditionExpression="#shard = :shard AND #park_ts <= :now",
+        ExpressionAttributeNames={"#shard": "park_shard", "#park_ts": "park_ts"},
+        ExpressionAttributeValues={":shard": to_attr(PARK_SHARD), ":now": to_attr(now)},
+        Limit=limit,
+    )
+    return [from_item(i) for i in reply.get("Items", [])]

@@ -102,7 +102,7 @@ def _load() -> Settings:
         report_retention_seconds=_int("GMP_REPORT_RETENTION_SECONDS", 7 * 24 * 3600),
         scheduler_interval=_float("GMP_SCHEDULER_INTERVAL", 60.0),
         intake_grace_seconds=_int("GMP_INTAKE_GRACE_SECONDS", 120),
-        claim_timeout_seconds=_int("GMP_CLAIM_TIMEOUT_SECONDS", 900),
+        claim_timeout_seconds=_int("GMP_CLAIM_TIMEOUT_SECONDS", 180),
         smtp_timeout_seconds=_float("GMP_SMTP_TIMEOUT_SECONDS", 30.0),
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from mailproxy.dynamo import Item, ddb, from_item, query_all, to_attr, to_item
+from mailproxy.dynamo import Item, ddb, from_item, is_conditional_failure, query_all, to_attr, to_item
 from mailproxy.settings import get_settings
 
 
@@ -30,14 +30,13 @@ def add_pending(deltas: dict[str, int], *, journal_sk: str | None = None) -> Non
     actions = [pending_update(t, d) for t, d in deltas.items() if d]
     if journal_sk is not None:
         actions.append(journal_delete(journal_sk))
-    for start in range(0, len(actions), 100):
-        part = actions[start : start + 100]
-        if len(part) == 1 and "Update" in part[0]:
-            ddb().update_item(**part[0]["Update"])
-        elif len(part) == 1:
-            ddb().delete_item(**part[0]["Delete"])
-        else:
-            ddb().transact_write_items(TransactItems=part)
+    if not actions:
+        return
+    try:
+        _transact(actions)
+    except Exception as exc:
+        if journal_sk is None or not is_conditional_failure(exc):
+            raise
 
 
 def pending_counts() -> dict[str, int]:
@@ -78,7 +77,14 @@ def open_journal(kind: str, keys: list[dict[str, Any]], *, due_ts: int) -> str:
 
 def journal_delete(sk: str) -> dict[str, Any]:
     """The TransactWriteItems action that closes a journal entry."""
-    return {"Delete": {"TableName": _table(), "Key": {"pk": {"S": "JOURNAL"}, "sk": {"S": sk}}}}
+    # Conditional: whoever closes an entry first applies its counts; a second closer's transaction fails.
+    return {
+        "Delete": {
+            "TableName": _table(),
+            "Key": {"pk": {"S": "JOURNAL"}, "sk": {"S": sk}},
+            "ConditionExpression": "attribute_exists(pk)",
+        }
+    }
 
 
 def due_journals(now: int) -> list[Item]:
@@ -207,3 +213,48 @@ def counter_rows() -> list[dict[str, Any]]:
         tenant_id, _, account_id = str(item["sk"]).partition("#")
         rows.append({**item, "tenant_id": tenant_id, "account_id": account_id})
     return sorted(rows, key=lambda r: (r["tenant_id"], r["account_id"]))
+
+
+COUNTER_FIELDS = ("sent", "errors", "deferred", "rate_limited")
+
+
+def counter_update(tenant_id: str, account_id: str, deltas: dict[str, int]) -> dict[str, Any]:
+    """The TransactWriteItems action that adds to an account's /metrics counters."""
+    used = {name: value for name, value in deltas.items() if value}
+    names = {f"#{name}": name for name in used}
+    return {
+        "Update": {
+            "TableName": _table(),
+            "Key": {"pk": {"S": "COUNTERS"}, "sk": {"S": f"{tenant_id}#{account_id}"}},
+            "UpdateExpression": "ADD " + ", ".join(f"#{name} :{name}" for name in used),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": {f":{name}": {"N": str(value)} for name, value in used.items()},
+        }
+    }
+
+
+def close_batch(journal_sk: str, *, counters: dict[tuple[str, str], dict[str, int]], pending: dict[str, int]) -> None:
+    """Apply a batch's counters and pending deltas and close its journal entry, all or nothing."""
+    actions = [counter_update(t, a, d) for (t, a), d in counters.items() if any(d.values())]
+    actions += [pending_update(t, d) for t, d in pending.items() if d]
+    actions.append(journal_delete(journal_sk))
+    # TransactWriteItems takes 100 actions; a batch of 10 messages needs far fewer.
+    try:
+        _transact(actions)
+    except Exception as exc:
+        if not is_conditional_failure(exc):
+            raise
+        # Already closed (by the scheduler finishing it, or the batch itself): its counts are in.
+
+
+def _transact(actions: list[dict[str, Any]]) -> None:
+    """Run actions as one transaction (the last one, the journal delete, guards all of them)."""
+    if len(actions) == 1 and "Delete" in actions[0]:
+        ddb().delete_item(**actions[0]["Delete"])
+        return
+    if len(actions) == 1 and "Update" in actions[0]:
+        ddb().update_item(**actions[0]["Update"])
+        return
+    if len(actions) > 100:
+        raise ValueError("a transaction takes at most 100 actions")
+    ddb().transact_write_items(TransactItems=actions)

@@ -1,0 +1,143 @@
+"""The scheduler: re-queues parked messages that are due and finishes work that a crash left open."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from mailproxy import messages, payloads, state
+from mailproxy.dynamo import Item
+from mailproxy.queues import MAX_DELAY_SECONDS, QueueEntry, enqueue
+
+logger = Logger(service="mail-proxy")
+
+
+def run_round(now: int | None = None) -> dict[str, int]:
+    """One scheduler round; how many messages it re-queued and journal entries it finished."""
+    now = int(time.time()) if now is None else now
+    requeued = requeue_parked(now)
+    finished = 0
+    for journal in state.due_journals(now):
+        try:
+            finish_journal(journal, now)
+            finished += 1
+        except Exception:
+            logger.exception("could not finish a journal entry", extra={"journal": journal.get("sk")})
+    state.mark_scheduler_run(now)
+    return {"requeued": requeued, "journals_finished": finished}
+
+
+def _entries(items: list[Item], now: int) -> list[QueueEntry]:
+    """Queue entries for state items, their payloads inline when the stored revision matches."""
+    loaded = payloads.load_payloads([(str(i["tenant_id"]), str(i["id"])) for i in items])
+    entries = []
+    for item in items:
+        stored = loaded.get((str(item["tenant_id"]), str(item["id"])))
+        entries.append(
+            QueueEntry(
+                tenant_id=str(item["tenant_id"]),
+                id=str(item["id"]),
+                rev=str(item["rev"]),
+                priority=int(item.get("priority", 2)),
+                delay=min(MAX_DELAY_SECONDS, max(0, int(item.get("deferred_ts") or 0) - now)),
+                payload=stored[1] if stored and stored[0] == item["rev"] else None,
+            )
+        )
+    return entries
+
+
+def requeue_parked(now: int) -> int:
+    """Put parked messages whose time has come back on their queues (queue first, then unpark)."""
+    total = 0
+    while True:
+        due = messages.due_parked(now)
+        if not due:
+            return total
+        keys = [(str(d["tenant_id"]), str(d["id"])) for d in due]
+        items = [
+            i
+            for t, ids in _group(keys).items()
+            for i in messages.get_states(t, ids).values()
+            if i.get("status") == "deferred" and i.get("park_ts") is not None and int(i["park_ts"]) <= now
+        ]
+        enqueue(_entries(items, now))
+        for item in items:
+            messages.unpark(str(item["tenant_id"]), str(item["id"]), park_ts=int(item["park_ts"]), now=now)
+        total += len(items)
+        if len(items) < len(due):
+            # Some index entries were already handled; do not spin on them within this round.
+            return total
+
+
+def _group(keys: list[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for tenant_id, message_id in keys:
+        grouped[tenant_id].append(message_id)
+    return grouped
+
+
+def _states(keys: list[dict[str, Any]]) -> list[Item]:
+    grouped = _group([(str(k["tenant_id"]), str(k["id"])) for k in keys])
+    return [i for t, ids in grouped.items() for i in messages.get_states(t, ids).values()]
+
+
+def _requeueable(item: Item) -> bool:
+    return item.get("status") in ("pending", "deferred") and item.get("park_ts") is None
+
+
+def finish_journal(journal: Item, now: int) -> None:
+    """Complete an intake or send journal entry whose owner did not close it."""
+    sk = str(journal["sk"])
+    if journal.get("kind") == "intake":
+        _finish_intake(journal, sk, now)
+    else:
+        _finish_send(journal, sk, now)
+
+
+def _finish_intake(journal: Item, sk: str, now: int) -> None:
+    keys = journal.get("keys") or []
+    revs = {(str(k["tenant_id"]), str(k["id"])): str(k["rev"]) for k in keys}
+    items = _states(keys)
+    enqueue(_entries([i for i in items if _requeueable(i) and revs.get((i["tenant_id"], i["id"])) == i["rev"]], now))
+    deltas: dict[str, int] = defaultdict(int)
+    if not journal.get("counted"):
+        for item in items:
+            if item.get("created_by") == sk:
+                deltas[str(item["tenant_id"])] += 1
+    state.add_pending(dict(deltas), journal_sk=sk)
+    logger.warning("finished an intake left open", extra={"journal": sk, "messages": len(items)})
+
+
+def _finish_send(journal: Item, sk: str, now: int) -> None:
+    items = _states(journal.get("keys") or [])
+    counters: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(state.COUNTER_FIELDS, 0))
+    pending: dict[str, int] = defaultdict(int)
+    requeue: list[Item] = []
+    for item in items:
+        tenant_id, account_id = str(item["tenant_id"]), str(item.get("account_id", ""))
+        if item.get("status") == "sending" and item.get("claim_id") == sk:
+            requeue.append(item)  # the claim is stale by now: a new claim takes it over
+            continue
+        if item.get("outcome_by") != sk:
+            continue
+        outcome, row = item.get("outcome"), counters[(tenant_id, account_id)]
+        if outcome == "sent":
+            row["sent"] += 1
+        elif outcome == "error":
+            if item.get("error") == "rate_limit_exceeded":
+                row["rate_limited"] += 1
+            else:
+                row["errors"] += 1
+        elif outcome in ("retry", "rate_limited"):
+            row["deferred"] += 1
+            row["rate_limited"] += 1 if outcome == "rate_limited" else 0
+            if _requeueable(item):
+                requeue.append(item)
+        if item.get("status") in messages.FINAL and outcome in ("sent", "error"):
+            pending[tenant_id] -= 1
+    enqueue(_entries(requeue, now))
+    state.close_batch(sk, counters=dict(counters), pending=dict(pending))
+    logger.warning("finished a send batch left open", extra={"journal": sk, "messages": len(items)})

@@ -1,0 +1,325 @@
+"""The sender: one SQS batch in, each message claimed, rate-limited, sent once and recorded.
+
+Never twice: a conditional claim before the SMTP transaction and a conditional result right after
+it. Never lost: the batch's journal entry lets the scheduler finish anything a crash leaves behind.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from mailproxy import messages, payloads, ratelimit, state, tenants
+from mailproxy.attachments import fetch_attachments
+from mailproxy.email_builder import build_email
+from mailproxy.errors import DeliveryError, PermanentDeliveryError
+from mailproxy.messages import event
+from mailproxy.queues import MAX_DELAY_SECONDS, QueueEntry, enqueue, parse_body
+from mailproxy.settings import get_settings
+from mailproxy.smtp import AccountConfig, default_pool, run
+
+logger = Logger(service="mail-proxy")
+
+SEND_MARGIN_SECONDS = 5.0  # what recording a result needs after the SMTP reply
+
+
+@dataclass
+class Job:
+    """One SQS record and what became of it."""
+
+    record_id: str
+    tenant_id: str
+    id: str
+    rev: str
+    payload: dict[str, Any] | None
+    item: dict[str, Any] | None = None
+    outcome: str = "dropped"
+    retry_record: bool = False  # report to SQS as a batch item failure
+    requeue: QueueEntry | None = None
+
+
+@dataclass
+class BatchTally:
+    """Counters and pending deltas a batch applies when it closes."""
+
+    counters: dict[tuple[str, str], dict[str, int]] = field(
+        default_factory=lambda: defaultdict(lambda: dict.fromkeys(state.COUNTER_FIELDS, 0))
+    )
+    pending: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def count(self, job: Job, *names: str) -> None:
+        """Add one to each named counter of the job's account."""
+        account = str((job.item or {}).get("account_id", ""))
+        for name in names:
+            self.counters[(job.tenant_id, account)][name] += 1
+
+    def finalized(self, job: Job) -> None:
+        """The job's message left the pending set."""
+        self.pending[job.tenant_id] -= 1
+
+
+def now_ts() -> int:
+    """The current unix time in whole seconds."""
+    return int(time.time())
+
+
+def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dict[str, Any]:
+    """Process an SQS batch; the partial batch response (`batchItemFailures`)."""
+    settings = get_settings()
+    now = now_ts()
+    jobs: list[Job] = []
+    failures: list[str] = []
+    for record in records:
+        try:
+            body = parse_body(record["body"])
+            jobs.append(
+                Job(record["messageId"], str(body["tenant_id"]), str(body["id"]), str(body["rev"]), body.get("payload"))
+            )
+        except (KeyError, TypeError, ValueError):
+            logger.error(
+                "unreadable queue message left for the dead-letter queue", extra={"sqs_id": record.get("messageId")}
+            )
+            failures.append(record["messageId"])
+    if not jobs:
+        return {"batchItemFailures": [{"itemIdentifier": f} for f in failures]}
+
+    journal = state.open_journal(
+        "send", [{"tenant_id": j.tenant_id, "id": j.id} for j in jobs], due_ts=now + settings.claim_timeout_seconds
+    )
+    for job in jobs:
+        job.item = messages.claim(
+            job.tenant_id,
+            job.id,
+            rev=job.rev,
+            claim_id=journal,
+            now=now,
+            stale_before=now - settings.claim_timeout_seconds,
+        )
+    claimed = [j for j in jobs if j.item is not None]
+    tally = BatchTally()
+    if claimed:
+        run(_deliver(claimed, journal, tally, remaining_ms))
+    requeue = [j.requeue for j in jobs if j.requeue is not None]
+    if requeue:
+        enqueue(requeue)
+    state.close_batch(journal, counters=dict(tally.counters), pending=dict(tally.pending))
+    failures += [j.record_id for j in jobs if j.retry_record]
+    return {"batchItemFailures": [{"itemIdentifier": f} for f in failures]}
+
+
+async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_ms: Any) -> None:
+    """Send the claimed jobs, one connection per account, recording each result as soon as it is known."""
+    settings = get_settings()
+    tenant_cache: dict[str, dict[str, Any] | None] = {}
+    by_account: dict[tuple[str, str], list[Job]] = defaultdict(list)
+    for job in jobs:
+        if job.tenant_id not in tenant_cache:
+            tenant_cache[job.tenant_id] = tenants.get_tenant(job.tenant_id)
+        tenant = tenant_cache[job.tenant_id]
+        item = job.item or {}
+        if tenant is None:
+            # The tenant was deleted: its messages go with it and are never sent.
+            messages.delete_state(job.tenant_id, job.id)
+            job.outcome = "dropped"
+            continue
+        if _held(tenant, item.get("batch_code")):
+            _finish(job, journal, "suspended", history=None, outcome="held")
+            continue
+        by_account[(job.tenant_id, str(item["account_id"]))].append(job)
+
+    _load_missing_payloads([j for group in by_account.values() for j in group])
+    for (tenant_id, account_id), group in by_account.items():
+        tenant = tenant_cache[tenant_id] or {}
+        account = tenants.get_account(tenant_id, account_id)
+        if account is None:
+            for job in group:
+                _fail(job, journal, tally, f"Account '{account_id}' not found for tenant '{tenant_id}'")
+            continue
+        ready = []
+        for job in group:
+            if job.payload is None:
+                job.retry_record = True  # a newer submission is being written: retry this record later
+                _finish(job, journal, _unsent_status(job), history=None, outcome="requeued")
+            else:
+                ready.append(job)
+        await _send_group(tenant, account, ready, journal, tally, remaining_ms, settings.smtp_timeout_seconds)
+
+
+async def _send_group(
+    tenant: dict[str, Any],
+    account: dict[str, Any],
+    group: list[Job],
+    journal: str,
+    tally: BatchTally,
+    remaining_ms: Any,
+    smtp_timeout: float,
+) -> None:
+    tenant_id, account_id = str(tenant["id"]), str(account["id"])
+    limits = ratelimit.Limits.of(account)
+    reservation = ratelimit.reserve(tenant_id, account_id, limits, len(group), now_ts())
+    allowed, over = group[: reservation.granted], group[reservation.granted :]
+    for job in over:
+        _rate_limited(job, journal, tally, account, reservation.next_window_ts)
+
+    config = AccountConfig(
+        key=f"{tenant_id}/{account_id}",
+        host=str(account["host"]),
+        port=int(account["port"]),
+        user=account.get("user"),
+        password=tenants.account_password(account) if account.get("user") else None,
+        use_tls=account.get("use_tls"),
+        timeout=smtp_timeout,
+        verify_tls=os.environ.get("GMP_SMTP_VERIFY_TLS", "true").lower() != "false",
+    )
+    unused = 0
+    tenant_for_fetch: dict[str, Any] | None = None
+    for job in allowed:
+        if remaining_ms is not None and remaining_ms() < (smtp_timeout + SEND_MARGIN_SECONDS) * 1000:
+            # Too little time left to finish a transaction: hand the message back untouched.
+            _finish(job, journal, _unsent_status(job), history=None, outcome="requeued")
+            job.retry_record = True
+            unused += 1
+            continue
+        payload = job.payload or {}
+        try:
+            attachments = []
+            if payload.get("attachments"):
+                if tenant_for_fetch is None:
+                    tenant_for_fetch = {**tenant, "client_auth": tenants.client_auth(tenant)}
+                attachments = await fetch_attachments(payload["attachments"], tenant=tenant_for_fetch)
+            email = build_email(payload, message_id=_message_id(job, payload), attachments=attachments)
+            await default_pool().send(config, email)
+        except DeliveryError as exc:
+            unused += 1
+            _failed_attempt(job, journal, tally, exc)
+            continue
+        _sent(job, journal, tally)
+    ratelimit.release(tenant_id, account_id, reservation, unused)
+
+
+def _message_id(job: Job, payload: dict[str, Any]) -> str:
+    """A Message-ID derived from the record's stable uuid, so every retry carries the same one."""
+    domain = parseaddr(str(payload.get("from", "")))[1].rpartition("@")[2] or "mail-proxy.local"
+    return f"<{(job.item or {}).get('pk', job.id)}@{domain}>"
+
+
+def _held(tenant: dict[str, Any], batch_code: str | None) -> bool:
+    batches = tenant.get("suspended_batches") or []
+    return not tenant.get("active", True) or "*" in batches or (batch_code is not None and batch_code in batches)
+
+
+def _unsent_status(job: Job) -> str:
+    return "deferred" if (job.item or {}).get("deferred_ts") else "pending"
+
+
+def _load_missing_payloads(jobs: list[Job]) -> None:
+    """Fill in payloads that did not travel inline; a payload of another revision counts as missing."""
+    wanted = [j for j in jobs if j.payload is None]
+    if not wanted:
+        return
+    loaded = payloads.load_payloads([(j.tenant_id, j.id) for j in wanted])
+    for job in wanted:
+        stored = loaded.get((job.tenant_id, job.id))
+        if stored is not None and stored[0] == job.rev:
+            job.payload = stored[1]
+
+
+def _finish(
+    job: Job, journal: str, status: str, *, history: dict[str, Any] | None, outcome: str, **fields: Any
+) -> bool:
+    remove = tuple(name for name, value in fields.items() if value is None)
+    kept = {name: value for name, value in fields.items() if value is not None}
+    done = messages.finish(
+        job.tenant_id,
+        job.id,
+        claim_id=journal,
+        status=status,
+        now=now_ts(),
+        history_event=history,
+        outcome=outcome,
+        fields=kept,
+        remove=remove,
+    )
+    if not done:
+        logger.warning(
+            "claim lost before the result was recorded", extra={"tenant_id": job.tenant_id, "message_id": job.id}
+        )
+    job.outcome = outcome if done else "lost-claim"
+    return done
+
+
+def _sent(job: Job, journal: str, tally: BatchTally) -> None:
+    now = now_ts()
+    if _finish(
+        job, journal, "sent", history=event("sent", now), outcome="sent", sent_ts=now, error=None, error_ts=None
+    ):
+        tally.count(job, "sent")
+        tally.finalized(job)
+        logger.info(
+            f"Message {job.id} sent via {(job.item or {}).get('account_id')}",
+            extra={"tenant_id": job.tenant_id, "account_id": (job.item or {}).get("account_id"), "message_id": job.id},
+        )
+
+
+def _fail(job: Job, journal: str, tally: BatchTally, reason: str, *, count_error: bool = True) -> None:
+    now = now_ts()
+    if _finish(job, journal, "error", history=event("error", now, reason), outcome="error", error=reason, error_ts=now):
+        if count_error:
+            tally.count(job, "errors")
+        tally.finalized(job)
+        logger.error(
+            f"Message {job.id} failed: {reason}",
+            extra={"tenant_id": job.tenant_id, "account_id": (job.item or {}).get("account_id"), "message_id": job.id},
+        )
+
+
+def _defer(job: Job, journal: str, tally: BatchTally, *, until: int, reason: str, attempts: int, outcome: str) -> None:
+    """Put the message back for later: on its queue with a delay, or parked for the scheduler."""
+    now = now_ts()
+    delay = max(0, until - now)
+    parked = delay > MAX_DELAY_SECONDS
+    fields: dict[str, Any] = {"deferred_ts": until, "attempts": attempts}
+    if parked:
+        fields.update(park_shard=messages.PARK_SHARD, park_ts=until)
+    history = event("deferred", now, reason, deferred_ts=until, deferred_reason=reason)
+    if _finish(job, journal, "deferred", history=history, outcome=outcome, **fields):
+        tally.count(job, "deferred")
+        if not parked:
+            item = job.item or {}
+            job.requeue = QueueEntry(job.tenant_id, job.id, job.rev, int(item.get("priority", 2)), delay, job.payload)
+
+
+def _rate_limited(job: Job, journal: str, tally: BatchTally, account: dict[str, Any], next_ts: int | None) -> None:
+    tally.count(job, "rate_limited")
+    extra = {"tenant_id": job.tenant_id, "account_id": account["id"], "message_id": job.id}
+    if account.get("limit_behavior") == "reject":
+        logger.warning(f"Rate limit hit for {account['id']}: message {job.id} rejected", extra=extra)
+        _fail(job, journal, tally, "rate_limit_exceeded", count_error=False)
+        return
+    until = next_ts or now_ts() + 60
+    logger.warning(f"Rate limit hit for {account['id']}: message {job.id} deferred to {until}", extra=extra)
+    attempts = int((job.item or {}).get("attempts", 0))
+    _defer(job, journal, tally, until=until, reason="rate_limit", attempts=attempts, outcome="rate_limited")
+
+
+def _failed_attempt(job: Job, journal: str, tally: BatchTally, exc: DeliveryError) -> None:
+    settings = get_settings()
+    extra = {"tenant_id": job.tenant_id, "account_id": (job.item or {}).get("account_id"), "message_id": job.id}
+    if not exc.temporary or isinstance(exc, PermanentDeliveryError):
+        _fail(job, journal, tally, exc.reason)
+        return
+    attempts = int((job.item or {}).get("attempts", 0)) + 1
+    logger.warning(f"Temporary error for message {job.id}: {exc.reason}", extra=extra)
+    if attempts > settings.max_retries:
+        _fail(job, journal, tally, f"Max retries ({settings.max_retries}) exceeded: {exc.reason}")
+        return
+    delays = settings.retry_delays
+    until = now_ts() + delays[min(attempts - 1, len(delays) - 1)]
+    logger.warning(f"Retry {attempts} of message {job.id} scheduled at {until}", extra=extra)
+    _defer(job, journal, tally, until=until, reason=exc.reason, attempts=attempts, outcome="retry")
