@@ -1,7 +1,7 @@
 """Real SMTP servers on 127.0.0.1 for integration tests (aiosmtpd), and a self-signed certificate.
 
 The answer at RCPT depends on the recipient's local part: `reject550@…` is refused permanently,
-`temp451@…` temporarily, anything else is accepted. Every accepted DATA is kept in `handler.received`.
+`temp451@…` temporarily, `flaky451@…` temporarily the first time only, anything else is accepted. Every accepted DATA is kept in `handler.received`.
 """
 
 from __future__ import annotations
@@ -41,12 +41,16 @@ class RoutingHandler:
     """An aiosmtpd handler whose RCPT answer depends on the recipient."""
 
     received: list[Received] = field(default_factory=list)
+    refused_once: set[str] = field(default_factory=set)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:
         local = address.split("@", 1)[0].lower()
         if local.startswith("reject550"):
             return "550 5.1.1 User unknown"
         if local.startswith("temp451"):
+            return "451 4.3.0 Try again later"
+        if local.startswith("flaky451") and address not in self.refused_once:
+            self.refused_once.add(address)
             return "451 4.3.0 Try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"

@@ -235,7 +235,7 @@ def claim(tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int,
     update = "SET #status = :sending, #claim_id = :claim, #claim_ts = :now, #updated_at = :now"
     # A copy that arrives before the message is due (a duplicate of a delayed one) is not taken.
     condition = (
-        "#rev = :rev AND (#status IN (:pending, :deferred) OR (#status = :sending AND #claim_ts < :stale))"
+        "#rev = :rev AND (#status IN (:pending, :deferred) OR (#status = :sending AND #claim_ts <= :stale))"
         " AND (attribute_not_exists(#deferred_ts) OR #deferred_ts <= :due)"
     )
     try:
