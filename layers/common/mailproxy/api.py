@@ -9,7 +9,8 @@ from typing import Annotated, Any
 from aws_lambda_powertools import Logger
 from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
 from mailproxy import intake, state, tenants
@@ -92,11 +93,21 @@ def create_app() -> FastAPI:
         version="0.1.0",
         description="genro-mail-proxy's REST API on AWS managed services.",
         responses=ERRORS,
+        docs_url=None,
+        redoc_url=None,
     )
+    _install_docs(app)
     _install_error_handlers(app)
     app.add_middleware(CommandLog)
     _install_routes(app)
     return app
+
+
+def _install_docs(app: FastAPI) -> None:
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        # A relative schema URL works both at /docs locally and under the stage prefix (/prod/docs) on AWS.
+        return get_swagger_ui_html(openapi_url="openapi.json", title="Serverless Mail Proxy")
 
 
 def _install_error_handlers(app: FastAPI) -> None:
