@@ -13,6 +13,7 @@ from mailproxy.dynamo import (
     from_item,
     is_conditional_failure,
     query_all,
+    scan_all,
     to_attr,
 )
 from mailproxy.settings import get_settings
@@ -338,3 +339,80 @@ def due_parked(now: int, limit: int = 500) -> list[Item]:
         Limit=limit,
     )
     return [from_item(i) for i in reply.get("Items", [])]
+
+
+def mark_reported(
+    tenant_id: str,
+    message_id: str,
+    events: list[tuple[int, str, int]],
+    *,
+    reported_ts: int,
+    expires_at: int | None,
+) -> bool:
+    """Stamp acknowledged history events (index, type, ts) `reported_ts`, and set the retention expiry
+    in the same write when given; False when the message is gone or its history is not the one reported."""
+    values: dict[str, Any] = {":reported": reported_ts}
+    sets, conditions = [], ["attribute_exists(#id)"]
+    for n, (index, event_type, event_ts) in enumerate(events):
+        sets.append(f"#history[{int(index)}].#reported_ts = :reported")
+        conditions.append(f"#history[{int(index)}].#event_type = :t{n} AND #history[{int(index)}].#event_ts = :e{n}")
+        values[f":t{n}"], values[f":e{n}"] = event_type, event_ts
+    if expires_at is not None:
+        # Only a final message expires: its history can no longer grow.
+        sets.append("#expires_at = :expires")
+        conditions.append("#status IN (:sent, :error)")
+        values.update({":expires": expires_at, ":sent": "sent", ":error": "error"})
+    if not sets:
+        return True
+    update = "SET " + ", ".join(sets)
+    condition = " AND ".join(conditions)
+    try:
+        ddb().update_item(
+            TableName=_table(),
+            Key=_key(tenant_id, message_id),
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeNames=_names(update, condition),
+            ExpressionAttributeValues={k: to_attr(v) for k, v in values.items()},
+        )
+    except Exception as exc:
+        if is_conditional_failure(exc):
+            return False
+        raise
+    return True
+
+
+def set_expiry(tenant_id: str, message_id: str, *, expires_at: int) -> bool:
+    """Set the retention expiry of a final message that has none yet; False if it is not one."""
+    update = "SET #expires_at = :expires"
+    condition = "attribute_exists(#id) AND #status IN (:sent, :error) AND attribute_not_exists(#expires_at)"
+    try:
+        ddb().update_item(
+            TableName=_table(),
+            Key=_key(tenant_id, message_id),
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeNames=_names(update, condition),
+            ExpressionAttributeValues={
+                ":expires": to_attr(expires_at),
+                ":sent": to_attr("sent"),
+                ":error": to_attr("error"),
+            },
+        )
+    except Exception as exc:
+        if is_conditional_failure(exc):
+            return False
+        raise
+    return True
+
+
+def expired_keys(now: int) -> list[tuple[str, str]]:
+    """(tenant_id, id) of every message whose `expires_at` has passed (a Scan: for the local stack only)."""
+    items = scan_all(
+        TableName=_table(),
+        FilterExpression="#expires_at <= :now",
+        ProjectionExpression="#tenant_id, #id",
+        ExpressionAttributeNames={"#expires_at": "expires_at", "#tenant_id": "tenant_id", "#id": "id"},
+        ExpressionAttributeValues={":now": to_attr(now)},
+    )
+    return [(str(i["tenant_id"]), str(i["id"])) for i in items]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -103,7 +104,8 @@ def log_command(*, ts: int, endpoint: str, tenant_id: str | None, payload: Any, 
     """Append a mutating call to the command log."""
     item = {
         "pk": "CMDLOG",
-        "sk": f"{ts:012d}#{uuid.uuid4().hex}",
+        # The microsecond clock orders the calls of one second; the uuid keeps concurrent ones apart.
+        "sk": f"{ts:012d}#{time.time_ns() // 1000:017d}#{uuid.uuid4().hex}",
         "command_ts": ts,
         "endpoint": endpoint,
         "tenant_id": tenant_id,
@@ -258,3 +260,17 @@ def _transact(actions: list[dict[str, Any]]) -> None:
     if len(actions) > 100:
         raise ValueError("a transaction takes at most 100 actions")
     ddb().transact_write_items(TransactItems=actions)
+
+
+def clear_run_now(scope: str, requested_at: int) -> None:
+    """Close a run-now request once acted on (a newer request of the same scope stays open)."""
+    try:
+        ddb().delete_item(
+            TableName=_table(),
+            Key={"pk": {"S": "RUNNOW"}, "sk": {"S": scope}},
+            ConditionExpression="requested_at = :at",
+            ExpressionAttributeValues={":at": to_attr(requested_at)},
+        )
+    except Exception as exc:
+        if not is_conditional_failure(exc):
+            raise

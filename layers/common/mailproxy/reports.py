@@ -1,0 +1,657 @@
+"""The reporter: delivery reports and heartbeats to each tenant's callback (API.md "Delivery reports").
+
+The stream of `MessagesTable` says which messages have results. What is owed is persisted per tenant
+in `StateTable` (outbox chunks, one per tenant per stream batch) before any call, so nothing is lost
+while a client is down for days. One holder per tenant at a time (a lease in `SYNC/<tenant>`) posts
+everything owed in one call, stamps the acknowledged events `reported_ts` (one write per message,
+which also sets the retention expiry once a final message is fully reported) and drops the chunks.
+The scheduled run retries with backoff, sends heartbeats and acts on run-now requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.client
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aws_lambda_powertools import Logger
+
+from mailproxy import messages, payloads, state, tenants
+from mailproxy.dynamo import (
+    Item,
+    batch_write,
+    chunks,
+    ddb,
+    from_attr,
+    from_item,
+    is_conditional_failure,
+    query_all,
+    to_attr,
+    to_item,
+)
+from mailproxy.settings import get_settings
+
+logger = Logger(service="mail-proxy")
+
+POST_TIMEOUT_SECONDS = 10.0  # a slow client cannot hold the function
+LEASE_SECONDS = 60  # the function's timeout: a crashed holder's lease lapses by then
+RETRY_BASE_SECONDS = 30  # backoff after a failed call: 30 s, 60 s, 120 s ... capped
+RETRY_MAX_SECONDS = 900
+MAX_MESSAGES_PER_CALL = 500  # a backlog goes out in several calls, each acknowledged on its own
+MAX_IDS_PER_CHUNK = 400  # an outbox chunk stays far below DynamoDB's 400 KB item limit
+MAX_ROUNDS = 20  # calls per tenant per invocation (a backlog, or results that arrived meanwhile)
+ROUND_MARGIN_MS = 15_000  # time a round needs: the call's timeout plus the writes after it
+WORKERS = 8
+MAX_REPLY_BYTES = 1_000_000
+TTL_PRINCIPAL = "dynamodb.amazonaws.com"
+
+RemainingMs = Callable[[], int] | None
+
+
+def now_ts() -> int:
+    """The current unix time in whole seconds."""
+    return int(time.time())
+
+
+# ---------------------------------------------------------------------- what a report says
+
+
+@dataclass
+class Mark:
+    """The events of one message a call reports, stamped `reported_ts` once acknowledged."""
+
+    id: str
+    events: list[tuple[int, str, int]]  # (history index, event_type, event_ts)
+    final: bool  # sent or failed: fully reported after this call, so it may expire
+
+
+def unreported(item: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
+    """(history index, event) of each reportable event not yet acknowledged, in history order."""
+    return [
+        (index, event)
+        for index, event in enumerate(item.get("history") or [])
+        if isinstance(event, Mapping)
+        and event.get("event_type") in messages.REPORTABLE_EVENTS
+        and event.get("reported_ts") is None
+    ]
+
+
+def entry(message_id: str, event: Mapping[str, Any]) -> dict[str, Any]:
+    """The delivery_report entry of one event (API.md: sent, error or deferred)."""
+    kind, ts = event.get("event_type"), int(event.get("event_ts") or 0)
+    if kind == "sent":
+        return {"id": message_id, "sent_ts": ts}
+    if kind == "error":
+        return {"id": message_id, "error_ts": ts, "error": str(event.get("description") or "")}
+    due = event.get("deferred_ts")
+    reason = event.get("deferred_reason") or event.get("description") or ""
+    return {"id": message_id, "deferred_ts": int(due) if due is not None else ts, "deferred_reason": str(reason)}
+
+
+def build_report(items: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[Mark]]:
+    """The entries of every unreported event of the messages, in event order, and what to mark."""
+    timed: list[tuple[int, int, dict[str, Any]]] = []
+    marks: list[Mark] = []
+    for item in items:
+        events = unreported(item)
+        if not events:
+            continue
+        message_id = str(item["id"])
+        for _, event in events:
+            timed.append((int(event.get("event_ts") or 0), len(timed), entry(message_id, event)))
+        marks.append(
+            Mark(
+                message_id,
+                [(index, str(e["event_type"]), int(e.get("event_ts") or 0)) for index, e in events],
+                item.get("status") in messages.FINAL,
+            )
+        )
+    timed.sort(key=lambda t: (t[0], t[1]))
+    return [e for _, _, e in timed], marks
+
+
+@dataclass
+class Reply:
+    """What a client's 2xx answer asks for (a body that is not a JSON object asks for nothing)."""
+
+    next_sync_after: int | None = None
+    queued: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_reply(body: bytes) -> Reply:
+    """The client's directives from a 2xx body; anything unreadable is an acknowledgement only."""
+    try:
+        value = json.loads(body.decode("utf-8")) if body.strip() else None
+    except (UnicodeDecodeError, ValueError):
+        return Reply()
+    if not isinstance(value, dict):
+        return Reply()
+    reply = Reply(extra={k: value[k] for k in ("error", "not_found") if k in value})
+    after = value.get("next_sync_after")
+    if isinstance(after, int | float) and not isinstance(after, bool):
+        reply.next_sync_after = int(after)
+    queued = value.get("queued")
+    if isinstance(queued, int | float) and not isinstance(queued, bool):
+        reply.queued = int(queued)
+    return reply
+
+
+def retry_delay(failures: int) -> int:
+    """Seconds before the next attempt after `failures` failed calls in a row."""
+    return int(min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, failures - 1)))
+
+
+def auth_headers(auth: Mapping[str, Any] | None) -> dict[str, str]:
+    """The Authorization header of a tenant's client_auth (bearer or HTTP Basic; none: no header)."""
+    method = str((auth or {}).get("method") or "none").lower()
+    if method == "bearer":
+        return {"Authorization": f"Bearer {(auth or {}).get('token') or ''}"}
+    if method == "basic":
+        pair = f"{(auth or {}).get('user') or ''}:{(auth or {}).get('password') or ''}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+    return {}
+
+
+def sync_url(tenant: Mapping[str, Any]) -> str:
+    """`client_base_url` + `client_sync_path` (default `/mail-proxy/sync`)."""
+    base = str(tenant.get("client_base_url") or "").strip()
+    path = str(tenant.get("client_sync_path") or tenants.DEFAULT_SYNC_PATH).strip()
+    return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+# ---------------------------------------------------------------------- HTTP
+
+
+class ReportFailed(Exception):
+    """A call that did not end in a 2xx: its entries are sent again later."""
+
+
+class ReportHttp(Protocol):
+    """How reports are posted: the body of a 2xx answer, else ReportFailed."""
+
+    def post(self, url: str, *, headers: dict[str, str], body: bytes, timeout: float) -> bytes:
+        """POST `body`; the response body of a 2xx answer."""
+        ...
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is not an acknowledgement (urllib would turn the POST into a GET)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class UrllibReportHttp:
+    """ReportHttp over urllib. In Lambda (`AWS_LAMBDA_RUNTIME_API` set) it refuses loopback and
+    link-local targets with the attachments' guard: a callback must not reach the runtime API."""
+
+    def __init__(self, *, block_internal: bool | None = None) -> None:
+        if block_internal is None:
+            block_internal = bool(os.environ.get("AWS_LAMBDA_RUNTIME_API"))
+        self.block_internal = block_internal
+
+    def post(self, url: str, *, headers: dict[str, str], body: bytes, timeout: float) -> bytes:
+        """POST `body`; the response body of a 2xx answer, ReportFailed otherwise."""
+        if not url.lower().startswith(("http://", "https://")):
+            raise ReportFailed(f"not an http(s) URL: {url!r}")
+        if self.block_internal:
+            from mailproxy.attachments import _refuse_internal_host
+
+            try:
+                _refuse_internal_host(url)
+            except Exception as exc:
+                raise ReportFailed(str(exc)) from exc
+        request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+        opener = urllib.request.build_opener(_NoRedirect())
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                status = int(response.status)
+                data = response.read(MAX_REPLY_BYTES)
+        except urllib.error.HTTPError as exc:
+            raise ReportFailed(f"HTTP {exc.code}") from exc
+        except urllib.error.URLError as exc:
+            raise ReportFailed(str(exc.reason)) from exc
+        except TimeoutError as exc:
+            raise ReportFailed(f"timed out after {timeout:g} s") from exc
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise ReportFailed(str(exc) or type(exc).__name__) from exc
+        if not 200 <= status < 300:
+            raise ReportFailed(f"HTTP {status}")
+        return bytes(data)
+
+
+# ---------------------------------------------------------------------- reporter state in StateTable
+
+
+def _state_table() -> str:
+    return get_settings().state_table
+
+
+def _sync_key(tenant_id: str) -> dict[str, Any]:
+    return {"pk": {"S": "SYNC"}, "sk": {"S": tenant_id}}
+
+
+def _outbox_pk(tenant_id: str) -> str:
+    return f"OUTBOX#{tenant_id}"
+
+
+def owe(tenant_id: str, ids: list[str], now: int) -> None:
+    """Persist that the tenant is owed reports of these messages: the chunk first, then the revision bump."""
+    for part in chunks(list(dict.fromkeys(ids)), MAX_IDS_PER_CHUNK):
+        item = {"pk": _outbox_pk(tenant_id), "sk": f"{now:012d}#{uuid.uuid4().hex}", "ids": part}
+        ddb().put_item(TableName=_state_table(), Item=to_item(item))
+    # A holder that read the revision before this chunk existed sees the bump and calls again.
+    ddb().update_item(
+        TableName=_state_table(),
+        Key=_sync_key(tenant_id),
+        UpdateExpression="ADD owed_rev :one",
+        ExpressionAttributeValues={":one": {"N": "1"}},
+    )
+
+
+def _outbox(tenant_id: str) -> list[Item]:
+    return list(
+        query_all(
+            TableName=_state_table(),
+            KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues={":p": to_attr(_outbox_pk(tenant_id))},
+            ConsistentRead=True,
+        )
+    )
+
+
+def _drop_chunks(tenant_id: str, sks: list[str]) -> None:
+    batch_write(_state_table(), deletes=[{"pk": _outbox_pk(tenant_id), "sk": sk} for sk in sks])
+
+
+def _acquire(tenant_id: str, lease_id: str, now: int, *, ignore_backoff: bool) -> Item | None:
+    """Take the tenant's lease (none held, and no backoff unless ignored); its SYNC item, or None."""
+    condition = "(attribute_not_exists(lease_until) OR lease_until < :now)"
+    if not ignore_backoff:
+        condition += " AND (attribute_not_exists(retry_at) OR retry_at <= :now)"
+    try:
+        reply = ddb().update_item(
+            TableName=_state_table(),
+            Key=_sync_key(tenant_id),
+            UpdateExpression="SET lease_until = :until, lease_id = :lease",
+            ConditionExpression=condition,
+            ExpressionAttributeValues={
+                ":now": to_attr(now),
+                ":until": to_attr(now + LEASE_SECONDS),
+                ":lease": to_attr(lease_id),
+            },
+            ReturnValues="ALL_NEW",
+        )
+    except Exception as exc:
+        if is_conditional_failure(exc):
+            return None
+        raise
+    return from_item(reply["Attributes"])
+
+
+def _release(tenant_id: str, lease_id: str, sets: dict[str, Any], removes: Iterable[str] = ()) -> Item | None:
+    """Record a round's outcome and give the lease back; the new SYNC item, or None if the lease was lost."""
+    names = {"#lease_until": "lease_until", "#lease_id": "lease_id"}
+    values: dict[str, Any] = {":lease": to_attr(lease_id)}
+    parts = []
+    for n, (name, value) in enumerate(sets.items()):
+        names[f"#s{n}"] = name
+        values[f":s{n}"] = to_attr(value)
+        parts.append(f"#s{n} = :s{n}")
+    dropped = ["#lease_until", "#lease_id"]
+    for n, name in enumerate(removes):
+        names[f"#r{n}"] = name
+        dropped.append(f"#r{n}")
+    update = ("SET " + ", ".join(parts) + " " if parts else "") + "REMOVE " + ", ".join(dropped)
+    try:
+        reply = ddb().update_item(
+            TableName=_state_table(),
+            Key=_sync_key(tenant_id),
+            UpdateExpression=update,
+            ConditionExpression="#lease_id = :lease",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
+    except Exception as exc:
+        if is_conditional_failure(exc):
+            logger.warning("report lease lost before release", extra={"tenant_id": tenant_id})
+            return None
+        raise
+    return from_item(reply["Attributes"])
+
+
+def _forget_tenant(tenant_id: str) -> None:
+    """Drop the reporter state of a tenant that no longer exists (its messages are gone)."""
+    _drop_chunks(tenant_id, [str(c["sk"]) for c in _outbox(tenant_id)])
+    ddb().delete_item(TableName=_state_table(), Key=_sync_key(tenant_id))
+
+
+# ---------------------------------------------------------------------- one tenant's calls
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    # Tenants are called side by side (each call may wait its full timeout); marks are written in parallel.
+    return ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="reporter")
+
+
+@functools.cache
+def _mark_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="reporter-mark")
+
+
+def _time_left(remaining_ms: RemainingMs) -> bool:
+    return remaining_ms is None or remaining_ms() > ROUND_MARGIN_MS
+
+
+def _mark(tenant_id: str, marks: list[Mark], reported_ts: int) -> None:
+    retention = get_settings().report_retention_seconds
+
+    def one(mark: Mark) -> bool:
+        expires = reported_ts + retention if mark.final else None
+        return messages.mark_reported(tenant_id, mark.id, mark.events, reported_ts=reported_ts, expires_at=expires)
+
+    list(_mark_pool().map(one, marks))
+
+
+def _take(chunk_items: list[Item], limit: int) -> tuple[list[str], list[str], bool]:
+    """Message ids of whole chunks, oldest first, up to `limit` (at least one chunk); the chunks; whether more remain."""
+    ids: list[str] = []
+    used: list[str] = []
+    for chunk in sorted(chunk_items, key=lambda c: str(c["sk"])):
+        if used and len(ids) + len(chunk.get("ids") or []) > limit:
+            return list(dict.fromkeys(ids)), used, True
+        ids += [str(i) for i in chunk.get("ids") or []]
+        used.append(str(chunk["sk"]))
+    return list(dict.fromkeys(ids)), used, False
+
+
+@dataclass
+class Round:
+    """What one call to a tenant did."""
+
+    called: bool = False
+    more: bool = False  # something is still owed: call again now
+
+
+def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: ReportHttp) -> Round:
+    """One call (or none when nothing is owed and no heartbeat is wanted), holding the tenant's lease."""
+    tenant_id = str(tenant["id"])
+    seen_rev = int(sync.get("owed_rev") or 0)
+    chunk_items = _outbox(tenant_id)
+    ids, used, capped = _take(chunk_items, MAX_MESSAGES_PER_CALL)
+    found = messages.get_states(tenant_id, ids) if ids else {}
+    report, marks = build_report(found[i] for i in ids if i in found)
+    settled = {} if capped else {"done_rev": seen_rev}
+    if not report and not heartbeat:
+        _drop_chunks(tenant_id, used)  # everything listed was reported already (or deleted)
+        _release(tenant_id, lease_id, settled)
+        return Round(more=capped)
+
+    now = now_ts()
+    body = json.dumps({"delivery_report": report}, separators=(",", ":")).encode()
+    headers = {"Content-Type": "application/json", **auth_headers(tenants.client_auth(tenant))}
+    extra = {"tenant_id": tenant_id, "entries": len(report)}
+    try:
+        answer = http.post(sync_url(tenant), headers=headers, body=body, timeout=POST_TIMEOUT_SECONDS)
+    except Exception as exc:
+        failures = int(sync.get("failures") or 0) + 1
+        retry_at = now + retry_delay(failures)
+        reason = str(exc) or type(exc).__name__
+        logger.warning(f"Report to {tenant_id} failed ({reason}): retry at {retry_at}", extra=extra)
+        _release(tenant_id, lease_id, {"failures": failures, "retry_at": retry_at, "last_error": reason[:500]})
+        return Round(called=True)
+
+    acknowledged = now_ts()
+    _mark(tenant_id, marks, acknowledged)
+    _drop_chunks(tenant_id, used)
+    reply = parse_reply(answer)
+    interval = get_settings().sync_interval
+    sets: dict[str, Any] = {**settled, "last_sync_ts": acknowledged, "failures": 0}
+    removes = ["retry_at", "last_error"]
+    if reply.next_sync_after is not None and reply.next_sync_after > acknowledged:
+        # Do-not-disturb: no heartbeat before then (the first one exactly then); events still go out.
+        sets["dnd_until"] = sets["next_sync_due"] = reply.next_sync_after
+    else:
+        removes.append("dnd_until")
+        # queued > 0: the client is submitting more; call it again at the next tick, not after an interval.
+        sets["next_sync_due"] = acknowledged if reply.queued > 0 else acknowledged + interval
+    sets["expect_more"] = reply.queued > 0
+    logger.info(f"Report posted to {tenant_id}: {len(report)} entries", extra=extra)
+    new = _release(tenant_id, lease_id, sets, removes)
+    more = capped or (new is not None and int(new.get("owed_rev") or 0) > int(new.get("done_rev") or 0))
+    return Round(called=True, more=more)
+
+
+def sync_tenant(
+    tenant: Item,
+    *,
+    heartbeat: bool = False,
+    ignore_backoff: bool = False,
+    http: ReportHttp | None = None,
+    remaining_ms: RemainingMs = None,
+) -> int:
+    """Report what the tenant is owed (and a heartbeat when asked), call after call while more is owed
+    and time is left; how many calls were made. Does nothing while another holder has the tenant."""
+    client = http if http is not None else UrllibReportHttp()
+    tenant_id = str(tenant["id"])
+    calls = 0
+    for _ in range(MAX_ROUNDS):
+        if not _time_left(remaining_ms):
+            break
+        lease_id = uuid.uuid4().hex
+        sync = _acquire(tenant_id, lease_id, now_ts(), ignore_backoff=ignore_backoff)
+        if sync is None:
+            break
+        try:
+            outcome = _round(tenant, sync, lease_id, heartbeat=heartbeat and calls == 0, http=client)
+        except Exception:
+            _release(tenant_id, lease_id, {})
+            raise
+        calls += 1 if outcome.called else 0
+        if not outcome.more:
+            break
+        ignore_backoff = False
+    return calls
+
+
+def _serve(plans: list[tuple[Item, bool, bool]], http: ReportHttp | None, remaining_ms: RemainingMs) -> int:
+    """Run sync_tenant for each (tenant, heartbeat, ignore_backoff) side by side; total calls made."""
+
+    def one(plan: tuple[Item, bool, bool]) -> int:
+        tenant, heartbeat, ignore_backoff = plan
+        try:
+            return sync_tenant(
+                tenant, heartbeat=heartbeat, ignore_backoff=ignore_backoff, http=http, remaining_ms=remaining_ms
+            )
+        except Exception:
+            # What is owed stays in the outbox: the next scheduled run tries again.
+            logger.exception("report round failed", extra={"tenant_id": tenant.get("id")})
+            return 0
+
+    if len(plans) == 1:
+        return one(plans[0])
+    return sum(_pool().map(one, plans))
+
+
+# ---------------------------------------------------------------------- the stream trigger
+
+
+def _stream_attr(attr: Mapping[str, Any]) -> Any:
+    """A stream image's attribute value (Lambda gives binary as base64 text)."""
+    ((kind, value),) = attr.items()
+    if kind == "B" and isinstance(value, str):
+        return base64.b64decode(value)
+    if kind == "M":
+        return {k: _stream_attr(v) for k, v in value.items()}
+    if kind == "L":
+        return [_stream_attr(v) for v in value]
+    return from_attr(attr)
+
+
+def stream_image(image: Mapping[str, Any] | None) -> Item | None:
+    """A NEW_IMAGE/OLD_IMAGE of a Lambda stream record as a dict."""
+    if not image:
+        return None
+    return {k: _stream_attr(v) for k, v in image.items()}
+
+
+def _is_ttl_removal(record: Mapping[str, Any]) -> bool:
+    identity = record.get("userIdentity") or {}
+    return (
+        record.get("eventName") == "REMOVE"
+        and identity.get("type") == "Service"
+        and identity.get("principalId") == TTL_PRINCIPAL
+    )
+
+
+def _forget_payloads(keys: list[tuple[str, str]]) -> None:
+    """Delete the payloads of expired messages, unless the id was submitted again meanwhile."""
+    by_tenant: dict[str, list[str]] = {}
+    for tenant_id, message_id in keys:
+        by_tenant.setdefault(tenant_id, []).append(message_id)
+    gone = [
+        (tenant_id, i)
+        for tenant_id, ids in by_tenant.items()
+        for present in [messages.get_states(tenant_id, ids)]
+        for i in ids
+        if i not in present
+    ]
+    payloads.delete_payloads(gone)
+
+
+def handle_stream(
+    records: list[dict[str, Any]], *, http: ReportHttp | None = None, remaining_ms: RemainingMs = None
+) -> dict[str, Any]:
+    """A batch of MessagesTable stream records: persist what each tenant is owed, then try to report it now.
+
+    The partial batch response names a tenant's first record only when its outbox could not be written.
+    """
+    now = now_ts()
+    owed: dict[str, dict[str, Item]] = {}
+    first_sequence: dict[str, str] = {}
+    expired: list[tuple[str, str]] = []
+    for record in records:
+        try:
+            change = record["dynamodb"]
+            if _is_ttl_removal(record):
+                keys = stream_image(change["Keys"]) or {}
+                expired.append((str(keys["tenant_id"]), str(keys["id"])))
+                continue
+            image = stream_image(change.get("NewImage"))
+            # The reporter's own "mark reported" writes come back here with nothing left unreported.
+            if image is None or not unreported(image) or image.get("expires_at") is not None:
+                continue
+            tenant_id, message_id = str(image["tenant_id"]), str(image["id"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            logger.exception("unreadable stream record skipped", extra={"event_id": record.get("eventID")})
+            continue
+        owed.setdefault(tenant_id, {})[message_id] = image
+        first_sequence.setdefault(tenant_id, str(change.get("SequenceNumber", "")))
+
+    if expired:
+        _forget_payloads(expired)
+    failures: list[str] = []
+    plans: list[tuple[Item, bool, bool]] = []
+    for tenant_id, images in owed.items():
+        try:
+            tenant = tenants.get_tenant(tenant_id)
+            if tenant is None:
+                continue  # deleted: its messages go with it, nothing is reported
+            if not tenant.get("client_base_url"):
+                _retain_without_callback(tenant_id, images, now)
+                continue
+            owe(tenant_id, list(images), now)
+            plans.append((tenant, False, False))
+        except Exception:
+            logger.exception("could not record owed reports", extra={"tenant_id": tenant_id})
+            failures.append(first_sequence[tenant_id])
+    if plans:
+        _serve(plans, http, remaining_ms)
+    return {"batchItemFailures": [{"itemIdentifier": s} for s in failures if s]}
+
+
+def _retain_without_callback(tenant_id: str, images: dict[str, Item], now: int) -> None:
+    """A tenant without a callback URL has nobody to report to: its final messages expire after retention."""
+    expires = now + get_settings().report_retention_seconds
+    for message_id, image in images.items():
+        if image.get("status") in messages.FINAL:
+            messages.set_expiry(tenant_id, message_id, expires_at=expires)
+
+
+# ---------------------------------------------------------------------- the schedule
+
+
+def run_schedule(*, http: ReportHttp | None = None, remaining_ms: RemainingMs = None) -> dict[str, int]:
+    """One scheduled run: retries of what is owed (after backoff), heartbeats, run-now requests."""
+    now = now_ts()
+    requests = state.run_now_requests()
+    flush_all = "*" in requests
+    syncs = state.sync_states()
+    plans: list[tuple[Item, bool, bool]] = []
+    known: set[str] = set()
+    for tenant in tenants.list_tenants():
+        tenant_id = str(tenant["id"])
+        known.add(tenant_id)
+        if not tenant.get("client_base_url"):
+            continue
+        plan = _plan(tenant, syncs.get(tenant_id, {}), now, forced=tenant_id in requests, flush_all=flush_all)
+        if plan is not None:
+            plans.append(plan)
+    for tenant_id in set(syncs) - known:
+        _forget_tenant(tenant_id)
+    calls = _serve(plans, http, remaining_ms) if plans else 0
+    for scope, requested_at in requests.items():
+        state.clear_run_now(scope, requested_at)
+    return {"tenants": len(plans), "calls": calls, "run_now": len(requests)}
+
+
+def _plan(
+    tenant: Item, sync: Mapping[str, Any], now: int, *, forced: bool, flush_all: bool
+) -> tuple[Item, bool, bool] | None:
+    """(tenant, heartbeat, ignore_backoff) when the tenant should be called now, else None."""
+    owed = int(sync.get("owed_rev") or 0) > int(sync.get("done_rev") or 0)
+    ignore_backoff = forced or flush_all
+    retry_at = sync.get("retry_at")
+    if retry_at is not None and int(retry_at) > now and not ignore_backoff:
+        return None
+    in_dnd = sync.get("dnd_until") is not None and int(sync["dnd_until"]) > now
+    due = sync.get("next_sync_due") is None or int(sync["next_sync_due"]) <= now
+    # No heartbeat for an inactive tenant; a tenant key's run-now calls even inside do-not-disturb.
+    heartbeat = bool(tenant.get("active", True)) and (forced or (due and not in_dnd))
+    if not owed and not heartbeat:
+        return None
+    return tenant, heartbeat, ignore_backoff
+
+
+# ---------------------------------------------------------------------- entry point and retention
+
+
+def handle_event(event: Mapping[str, Any], remaining_ms: RemainingMs = None) -> dict[str, Any]:
+    """The ReporterFunction: stream batches carry `Records`; anything else is the schedule."""
+    records = event.get("Records")
+    if isinstance(records, list):
+        return handle_stream(records, remaining_ms=remaining_ms)
+    return dict(run_schedule(remaining_ms=remaining_ms))
+
+
+def expire_due(now: int | None = None) -> int:
+    """Delete messages whose `expires_at` has passed, with their payloads: what DynamoDB TTL and the
+    reporter's handling of its removals do in AWS. Only the local stack calls it (moto never expires items)."""
+    keys = messages.expired_keys(now_ts() if now is None else now)
+    if keys:
+        messages.delete_states(keys)
+        payloads.delete_payloads(keys)
+    return len(keys)
