@@ -4,6 +4,6 @@ from mailproxy.api import create_app
 from mailproxy.logs import configure_logging
 from mangum import Mangum
 
-configure_logging()
+configure_logging("IntakeFunction")
 app = create_app()
 handler = Mangum(app, lifespan="off")

@@ -5,7 +5,7 @@ from typing import Any
 from mailproxy.logs import configure_logging
 from mailproxy.scheduler import run_round
 
-configure_logging()
+configure_logging("SchedulerFunction")
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:

@@ -5,7 +5,7 @@ from typing import Any
 from mailproxy.logs import configure_logging
 from mailproxy.sender import handle_batch
 
-configure_logging()
+configure_logging("SenderFunction")
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -1,21 +1,66 @@
-"""Logging set-up: Powertools JSON logs in Lambda, `LOG_FORMAT=text` for the human format locally."""
+"""Logging set-up: Powertools JSON logs (CloudWatch), `LOG_FORMAT=text` for the human format locally.
+
+Every module logs through `Logger(service=SERVICE)`; they share one stdlib logger and one handler,
+whose level and formatter `configure_logging` sets from `LOG_LEVEL` and `LOG_FORMAT`. It can be
+called again (the local stack and tests switch formats): each call sets both from scratch.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
 SERVICE = "mail-proxy"
 TEXT_FORMAT = "%(asctime)s %(levelname)-8s %(message)s"
+_started: set[str] = set()
 
 
-def configure_logging() -> None:
-    """Route the package's Powertools loggers to text output when LOG_FORMAT=text (JSON otherwise)."""
-    level = os.environ.get("LOG_LEVEL", "INFO").upper()
-    if os.environ.get("LOG_FORMAT", "json").lower() != "text":
-        return
+class TextFormatter(LambdaPowertoolsFormatter):
+    """`2025-01-23 10:15:32,456 INFO     Message m-1 sent via primary-smtp`, keeping Powertools' key API."""
+
+    def __init__(self, json_formatter: LambdaPowertoolsFormatter) -> None:
+        super().__init__(service=SERVICE)
+        self.json_formatter = json_formatter  # put back when LOG_FORMAT returns to json
+        self._text = logging.Formatter(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The human line (and the traceback, when there is one)."""
+        return self._text.format(record)
+
+
+def package_logger() -> Logger:
+    """The package's Powertools logger (creating its stdout handler on first use)."""
+    return Logger(service=SERVICE)
+
+
+def log_level() -> int:
+    """The level LOG_LEVEL names (INFO when unset or unknown)."""
+    level = logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO")
+    return level if isinstance(level, int) else logging.INFO
+
+
+def configure_logging(function: str | None = None) -> None:
+    """Apply LOG_LEVEL and LOG_FORMAT (`json`, the default, or `text`); log `function`'s start once."""
+    package_logger()
     logger = logging.getLogger(SERVICE)
-    logger.setLevel(level)
-    formatter = logging.Formatter(TEXT_FORMAT)
+    logger.setLevel(log_level())
+    text = os.environ.get("LOG_FORMAT", "json").strip().lower() == "text"
     for handler in logger.handlers:
-        handler.setFormatter(formatter)
+        current = handler.formatter
+        if isinstance(current, TextFormatter):
+            json_formatter = current.json_formatter
+        elif isinstance(current, LambdaPowertoolsFormatter):
+            json_formatter = current
+        else:
+            json_formatter = LambdaPowertoolsFormatter(service=SERVICE)
+        if text:
+            if not isinstance(current, TextFormatter):
+                handler.setFormatter(TextFormatter(json_formatter))
+        elif current is not json_formatter:
+            handler.setFormatter(json_formatter)
+    if function and function not in _started:
+        _started.add(function)
+        package_logger().info(f"{function} started", extra={"function": function})

@@ -1,4 +1,9 @@
-"""Prometheus exposition of the persisted counters (`/metrics`), on a registry of its own."""
+"""Prometheus exposition of the persisted counters (`/metrics`), on a registry of its own.
+
+Every value comes from what the other functions persisted (StateTable, the dead-letter queue): a
+Lambda container's memory holds nothing worth exposing. One scrape costs three DynamoDB queries, one
+GetItem and one SQS GetQueueAttributes, whatever the traffic; nothing scans a table.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +17,51 @@ from prometheus_client.registry import Collector
 
 from mailproxy import state
 from mailproxy.crypto import tokens_equal
+from mailproxy.settings import get_settings
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LABELS = ["tenant_id", "account_id"]
+# (family name without _total, StateTable field, HELP text): the four series of API.md "Counters".
 COUNTERS = (
     ("gmp_sent", "sent", "Messages sent, per tenant and account."),
     ("gmp_errors", "errors", "Messages that failed after acceptance, per tenant and account."),
     ("gmp_deferred", "deferred", "Deferrals (temporary failure or rate limit), per tenant and account."),
     ("gmp_rate_limited", "rate_limited", "Rate-limit hits (deferred or rejected), per tenant and account."),
 )
+PENDING = "gmp_pending_messages"
+TENANT_PENDING = "gmp_tenant_pending_messages"
+DEAD_LETTER = "gmp_dead_letter_messages"
+SCHEDULER_LAST_RUN = "gmp_scheduler_last_run_timestamp_seconds"
+REPORT_FAILURES = "gmp_report_failures"
+REPORT_LAST_SUCCESS = "gmp_report_last_success_timestamp_seconds"
+DLQ_ATTRIBUTES = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+
+
+def _logger() -> Any:
+    from aws_lambda_powertools import Logger
+
+    return Logger(service="mail-proxy")
+
+
+def dead_letter_depth() -> int | None:
+    """Messages in the dead-letter queue (visible, in flight or delayed); None when it cannot be read."""
+    url = get_settings().dead_letter_queue_url
+    if not url:
+        return None
+    from mailproxy.aws import client
+
+    try:
+        attributes = client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=list(DLQ_ATTRIBUTES))
+    except Exception as exc:
+        # A missing extra must not hide the counters: the series is left out and the cause logged.
+        _logger().warning(f"dead-letter queue depth unavailable: {type(exc).__name__}")
+        return None
+    values = attributes.get("Attributes", {})
+    return sum(int(values.get(name, 0)) for name in DLQ_ATTRIBUTES)
 
 
 class PersistedCollector(Collector):
@@ -27,16 +69,62 @@ class PersistedCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """The gmp_* families with their current values."""
+        # A failed read raises: a scrape error (Prometheus `up` = 0) is honest, zeros would look like a reset.
         rows = state.counter_rows()
         for name, field, text in COUNTERS:
-            family = CounterMetricFamily(name, text, labels=["tenant_id", "account_id"])
+            family = CounterMetricFamily(name, text, labels=LABELS)
             for row in rows:
                 family.add_metric([row["tenant_id"], row["account_id"]], float(row.get(field, 0)))
             yield family
-        total = sum(state.pending_counts().values())
+
+        pending = state.pending_counts()
         yield GaugeMetricFamily(
-            "gmp_pending_messages", "Accepted messages not yet sent, failed or deleted.", value=float(total)
+            PENDING,
+            "Accepted messages not yet sent, failed or deleted (scheduled and suspended ones included).",
+            value=float(sum(pending.values())),
         )
+        by_tenant = GaugeMetricFamily(
+            TENANT_PENDING, "gmp_pending_messages broken down by tenant.", labels=["tenant_id"]
+        )
+        for tenant_id, count in sorted(pending.items()):
+            by_tenant.add_metric([tenant_id], float(count))
+        yield by_tenant
+
+        last_run = state.scheduler_last_run()
+        if last_run is not None:
+            yield GaugeMetricFamily(
+                SCHEDULER_LAST_RUN,
+                "Unix time the scheduler last completed a round (deferred and parked messages wait on it).",
+                value=float(last_run),
+            )
+
+        yield from report_families()
+
+        depth = dead_letter_depth()
+        if depth is not None:
+            yield GaugeMetricFamily(
+                DEAD_LETTER,
+                "Queue messages in the dead-letter queue (poison messages; each needs an operator).",
+                value=float(depth),
+            )
+
+
+def report_families() -> Iterator[Metric]:
+    """The reporter's per-tenant state (one query of its SYNC items): failing callbacks, last acknowledgement."""
+    failures = GaugeMetricFamily(
+        REPORT_FAILURES,
+        "Consecutive failed delivery-report calls to the tenant's callback (0 once one is acknowledged).",
+        labels=["tenant_id"],
+    )
+    last_success = GaugeMetricFamily(
+        REPORT_LAST_SUCCESS, "Unix time the tenant's callback last acknowledged a report.", labels=["tenant_id"]
+    )
+    for tenant_id, sync in sorted(state.sync_states().items()):
+        failures.add_metric([tenant_id], float(sync.get("failures") or 0))
+        if sync.get("last_sync_ts") is not None:
+            last_success.add_metric([tenant_id], float(sync["last_sync_ts"]))
+    yield failures
+    yield last_success
 
 
 def render() -> bytes:
@@ -46,16 +134,28 @@ def render() -> bytes:
     return generate_latest(registry)
 
 
+def authorized(event: dict[str, Any]) -> bool:
+    """True unless METRICS_TOKEN is set and the request lacks `Authorization: Bearer <it>`."""
+    expected = os.environ.get("METRICS_TOKEN", "").strip()
+    if not expected:
+        return True
+    headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
+    scheme, _, given = str(headers.get("authorization") or "").partition(" ")
+    return scheme.lower() == "bearer" and tokens_equal(given.strip(), expected)
+
+
 def render_response(event: dict[str, Any]) -> dict[str, Any]:
     """The API Gateway response of `GET /metrics` (bearer token required when METRICS_TOKEN is set)."""
-    expected = os.environ.get("METRICS_TOKEN", "")
-    if expected:
-        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-        given = str(headers.get("authorization", ""))
-        if not given.startswith("Bearer ") or not tokens_equal(given[7:], expected):
-            return {
-                "statusCode": 401,
-                "headers": {"Content-Type": "application/json"},
-                "body": '{"detail": "Unauthorized"}',
-            }
-    return {"statusCode": 200, "headers": {"Content-Type": CONTENT_TYPE}, "body": render().decode("utf-8")}
+    if not authorized(event):
+        return {
+            "statusCode": 401,
+            "headers": {"Content-Type": "application/json", "WWW-Authenticate": "Bearer"},
+            "body": '{"detail": "Invalid or missing bearer token"}',
+            "isBase64Encoded": False,
+        }
+    return {
+        "statusCode": 200,
+        "headers": {"Content-Type": CONTENT_TYPE},
+        "body": render().decode("utf-8"),
+        "isBase64Encoded": False,
+    }

@@ -115,6 +115,7 @@ def reserve(tenant_id: str, account_id: str, limits: Limits, wanted: int, now: i
     cache_key = f"{tenant_id}#{account_id}"
     with _known_lock:
         seen: Item | None = _known.get(cache_key)
+    fresh = seen is None  # a remembered item may be stale: never refuse on its word alone
     for _ in range(MAX_ATTEMPTS):
         ids = {kind: now // size for kind, size in WINDOWS if kind in by_window}
         room = {kind: by_window[kind] - _used(seen, kind, ids[kind]) for kind in by_window}
@@ -122,6 +123,9 @@ def reserve(tenant_id: str, account_id: str, limits: Limits, wanted: int, now: i
         full = [kind for kind in by_window if room[kind] - granted <= 0]
         next_ts = max((ids[k] + 1) * dict(WINDOWS)[k] for k in full) if granted < wanted and full else None
         if granted == 0:
+            if not fresh:
+                seen, fresh = _read(tenant_id, account_id), True
+                continue
             return Reservation(granted=0, next_window_ts=next_ts, windows=ids)
         new_counts = {kind: (ids[kind], _used(seen, kind, ids[kind]) + granted) for kind in by_window}
         current = _write(tenant_id, account_id, seen, new_counts)
@@ -132,7 +136,7 @@ def reserve(tenant_id: str, account_id: str, limits: Limits, wanted: int, now: i
                 stored[f"{kind}_id"], stored[f"{kind}_n"] = window_id, count
             _remember(cache_key, stored)
             return Reservation(granted=granted, next_window_ts=next_ts, windows=ids)
-        seen = current or None
+        seen, fresh = current or None, True
     raise RuntimeError(f"rate-limit reservation for {cache_key} kept losing races")
 
 

@@ -1,0 +1,327 @@
+"""`GET /metrics` and `GET /health` (MetricsFunction) as API.md and DESIGN.md "Observability" describe them."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from mailproxy import ratelimit, smtp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import AwsEnv
+from tests.integration.delivery import Delivery, message
+from tests.integration.prometheus_support import binary
+from tests.integration.smtp_servers import RunningServer, smtp_server
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+CORE_SERIES = {
+    "gmp_sent_total": "counter",
+    "gmp_errors_total": "counter",
+    "gmp_deferred_total": "counter",
+    "gmp_rate_limited_total": "counter",
+    "gmp_pending_messages": "gauge",
+}
+
+
+def metrics_event(**headers: str) -> dict[str, Any]:
+    """The API Gateway REST proxy event of `GET /metrics`."""
+    return {
+        "resource": "/metrics",
+        "path": "/metrics",
+        "httpMethod": "GET",
+        "headers": dict(headers) or None,
+        "queryStringParameters": None,
+        "body": None,
+        "isBase64Encoded": False,
+    }
+
+
+def scrape(**headers: str) -> dict[str, Any]:
+    """One invocation of the MetricsFunction handler, as Lambda makes it."""
+    from functions.metrics.app import handler
+
+    response: dict[str, Any] = handler(metrics_event(**headers), None)
+    return response
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """(sample name, sorted labels) → value, from Prometheus text."""
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return values
+
+
+def account_values(text: str, tenant_id: str, account_id: str) -> dict[str, float]:
+    """The four counters of one account (absent ones as 0)."""
+    found = samples(text)
+    labels = (("account_id", account_id), ("tenant_id", tenant_id))
+    return {name: found.get((name, labels), 0.0) for name in list(CORE_SERIES)[:4]}
+
+
+@pytest.fixture(autouse=True)
+def fresh_pool() -> Iterator[None]:
+    """No pooled SMTP connection, and no rate-window guess of an earlier test's tables, survives a test."""
+    ratelimit.forget_cache()
+    smtp.run(smtp.default_pool().close_all())
+    smtp.reset_pool()
+    yield
+    smtp.run(smtp.default_pool().close_all())
+    smtp.reset_pool()
+
+
+@pytest.fixture
+def server() -> Iterator[RunningServer]:
+    with smtp_server() as running:
+        yield running
+
+
+@pytest.fixture
+def delivery(aws_env: AwsEnv, api: TestClient, admin: dict[str, str], server: RunningServer) -> Delivery:
+    """Tenant acme with account smtp (no limit) and account limited (3 a minute), both on the loopback server."""
+    reply = api.post("/tenant", json={"id": "acme", "name": "Acme"}, headers=admin)
+    assert reply.status_code == 200, reply.text
+    key = {"X-API-Token": reply.json()["api_key"]}
+    for body in (
+        {"id": "smtp", "host": "127.0.0.1", "port": server.port, "use_tls": False},
+        {"id": "limited", "host": "127.0.0.1", "port": server.port, "use_tls": False, "limit_per_minute": 3},
+    ):
+        assert api.post("/account", json=body, headers=key).status_code == 200
+    return Delivery(aws_env, api, admin, "acme", key)
+
+
+def mixed_traffic(delivery: Delivery) -> None:
+    """3 sent, 1 failed 550, 1 deferred 451 on smtp; 3 sent and 2 rate-limited on limited."""
+    delivery.submit(
+        message("ok-1"),
+        message("ok-2"),
+        message("ok-3"),
+        message("bad-1", to="reject550@example.test"),
+        message("later-1", to="temp451@example.test"),
+        *(message(f"lim-{n}", account_id="limited") for n in range(5)),
+    )
+    delivery.pump()
+
+
+def test_metrics_page_has_exactly_the_five_series_with_help_type_and_the_persisted_values(delivery: Delivery) -> None:
+    mixed_traffic(delivery)
+    response = scrape()
+
+    assert response["statusCode"] == 200
+    assert response["headers"]["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    text = response["body"]
+    for name, kind in CORE_SERIES.items():
+        assert re.search(rf"^# HELP {name} \S", text, re.M), name
+        assert f"# TYPE {name} {kind}\n" in text
+    assert account_values(text, "acme", "smtp") == {
+        "gmp_sent_total": 3,
+        "gmp_errors_total": 1,
+        "gmp_deferred_total": 1,
+        "gmp_rate_limited_total": 0,
+    }
+    assert account_values(text, "acme", "limited") == {
+        "gmp_sent_total": 3,
+        "gmp_errors_total": 0,
+        "gmp_deferred_total": 2,
+        "gmp_rate_limited_total": 2,
+    }
+    # Pending: the 451 message and the two rate-limited ones, as /status counts them; one gauge, no labels.
+    assert re.search(r"^gmp_pending_messages 3\.0$", text, re.M)
+    assert delivery.pending() == 3
+    assert re.search(r'^gmp_tenant_pending_messages\{tenant_id="acme"\} 3\.0$', text, re.M)
+    assert delivery.counters("smtp") == {"sent": 3, "errors": 1, "deferred": 1, "rate_limited": 0}
+
+
+def test_a_rate_limit_rejection_counts_as_rate_limited_not_as_an_error(
+    delivery: Delivery, server: RunningServer
+) -> None:
+    body = {"id": "strict", "host": "127.0.0.1", "port": server.port, "use_tls": False, "limit_per_minute": 1}
+    body["limit_behavior"] = "reject"
+    assert delivery.api.post("/account", json=body, headers=delivery.key).status_code == 200
+    delivery.submit(*(message(f"s-{n}", account_id="strict") for n in range(3)))
+    delivery.pump()
+
+    errors = [r["error"] for r in delivery.records().values() if r["status"] == "error"]
+    values = account_values(scrape()["body"], "acme", "strict")
+    # A minute window may roll over mid-test and let a second one through.
+    assert errors and set(errors) == {"rate_limit_exceeded"}
+    assert values == {
+        "gmp_sent_total": 3 - len(errors),
+        "gmp_errors_total": 0,
+        "gmp_deferred_total": 0,
+        "gmp_rate_limited_total": len(errors),
+    }
+
+
+def test_pending_gauge_follows_acceptance_sending_and_deletion(delivery: Delivery) -> None:
+    def pending() -> float:
+        return samples(scrape()["body"])[("gmp_pending_messages", ())]
+
+    assert pending() == 0
+    delivery.submit(message("m-1"), message("m-2"), message("m-3", deferred_ts=2_000_000_000))
+    assert pending() == 3
+    reply = delivery.api.post("/commands/delete-messages", json={"ids": ["m-3"]}, headers=delivery.key)
+    assert reply.status_code == 200, reply.text
+    assert pending() == 2
+    delivery.pump()
+    assert pending() == 0
+
+
+def test_promtool_accepts_the_real_metrics_output(delivery: Delivery, tmp_path: Path) -> None:
+    promtool = binary("promtool")
+    mixed_traffic(delivery)
+    delivery.scheduler()
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=scrape()["body"], capture_output=True, text=True, timeout=30
+    )
+    # promtool exits 0 when the text parses; it prints lint advice only for real problems.
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stdout + result.stderr
+
+
+def test_dead_letter_depth_and_scheduler_last_run_are_exposed(delivery: Delivery) -> None:
+    sqs = delivery.env.client("sqs")
+    for n in range(2):
+        sqs.send_message(QueueUrl=delivery.env["DEAD_LETTER_QUEUE_URL"], MessageBody=f"poison {n}")
+    delivery.scheduler()
+
+    found = samples(scrape()["body"])
+    assert found[("gmp_dead_letter_messages", ())] == 2
+    assert found[("gmp_scheduler_last_run_timestamp_seconds", ())] > 1_700_000_000
+
+
+def test_a_failing_report_callback_shows_per_tenant(delivery: Delivery) -> None:
+    ddb = delivery.env.client("dynamodb")
+    for tenant_id, fields in (("acme", {"failures": 4}), ("globex", {"failures": 0, "last_sync_ts": 1_750_000_000})):
+        item = {"pk": {"S": "SYNC"}, "sk": {"S": tenant_id}}
+        item |= {name: {"N": str(value)} for name, value in fields.items()}
+        ddb.put_item(TableName=delivery.env["STATE_TABLE"], Item=item)
+
+    found = samples(scrape()["body"])
+    assert found[("gmp_report_failures", (("tenant_id", "acme"),))] == 4
+    assert found[("gmp_report_failures", (("tenant_id", "globex"),))] == 0
+    assert found[("gmp_report_last_success_timestamp_seconds", (("tenant_id", "globex"),))] == 1_750_000_000
+
+
+def test_every_metric_of_the_dashboard_and_the_alerts_is_in_the_metrics_output(delivery: Delivery) -> None:
+    mixed_traffic(delivery)
+    delivery.scheduler()
+    exposed = {s.name for family in text_string_to_metric_families(scrape()["body"]) for s in family.samples}
+
+    dashboard = json.loads((EXAMPLES / "grafana_dashboard" / "serverless-mail-proxy.json").read_text())
+    expressions = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    expressions += [v["definition"] for v in dashboard["templating"]["list"] if v.get("definition")]
+    rules = (EXAMPLES / "prometheus" / "alerts.yml").read_text()
+    used = set(re.findall(r"\bgmp_[a-z_]+", "\n".join([*expressions, rules])))
+
+    assert used >= set(CORE_SERIES)
+    assert used <= exposed, used - exposed
+
+
+def test_metrics_token_requires_the_bearer_header(delivery: Delivery, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("METRICS_TOKEN", "scrape-token-5a1f")
+
+    assert scrape()["statusCode"] == 401
+    assert scrape(Authorization="Bearer wrong")["statusCode"] == 401
+    assert scrape(Authorization="Basic scrape-token-5a1f")["statusCode"] == 401
+    assert scrape(authorization="Bearer scrape-token-5a1f")["statusCode"] == 200
+    assert "gmp_sent_total" in scrape(Authorization="Bearer scrape-token-5a1f")["body"]
+
+
+def test_health_answers_without_aws_and_imports_no_boto3() -> None:
+    code = (
+        "import functions.metrics.app as m, json, sys\n"
+        "r = m.handler({'path': '/health', 'resource': '/health', 'httpMethod': 'GET'}, None)\n"
+        "assert r['statusCode'] == 200, r\n"
+        "assert json.loads(r['body']) == {'ok': True, 'status': 'ok'}, r\n"
+        "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules, 'boto imported'\n"
+    )
+    # No AWS settings at all: /health must not need any.
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{ROOT / 'layers' / 'common'}:{ROOT}"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def atomic_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serialise in-process moto's DynamoDB calls, as the local stack's emulator does.
+
+    DynamoDB applies each write and transaction atomically; in-process moto does not (concurrent
+    TransactWriteItems even crash it), so without this a concurrency test would test moto.
+    """
+    from moto.dynamodb.responses import DynamoHandler
+
+    lock = threading.RLock()
+    original = DynamoHandler.call_action
+
+    def call_action(self: Any) -> Any:
+        with lock:
+            return original(self)
+
+    monkeypatch.setattr(DynamoHandler, "call_action", call_action)
+
+
+@pytest.mark.usefixtures("atomic_dynamodb")
+def test_counters_stay_exact_with_many_concurrent_senders(delivery: Delivery, server: RunningServer) -> None:
+    from functions.sender.app import handler
+
+    plan = {"ok": 24, "reject550": 8, "temp451": 8}
+    submitted = [
+        message(f"{kind}-{n}", to=f"{kind}-{n}@example.test" if kind != "ok" else f"user{n}@example.test")
+        for kind, count in plan.items()
+        for n in range(count)
+    ]
+    submitted += [message(f"lim-{n}", account_id="limited") for n in range(12)]
+    delivery.submit(*submitted)
+    bodies = delivery.env.drain(2)
+    assert len(bodies) == len(submitted)
+    senders = 8
+    batches = [bodies[n::senders] for n in range(senders)]
+    barrier = threading.Barrier(senders)
+    errors: list[BaseException] = []
+
+    def send(batch: list[dict[str, Any]]) -> None:
+        try:
+            barrier.wait()
+            handler({"Records": [{"messageId": b["id"], "body": json.dumps(b)} for b in batch]}, None)
+            smtp.run(smtp.default_pool().close_all())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(batch,)) for batch in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+
+    text = scrape()["body"]
+    records = delivery.records()
+    limited_sent = sum(1 for r in records.values() if r["id"].startswith("lim-") and r["status"] == "sent")
+    assert 3 <= limited_sent <= 6  # a minute window may roll over mid-test
+    assert account_values(text, "acme", "smtp") == {
+        "gmp_sent_total": 24,
+        "gmp_errors_total": 8,
+        "gmp_deferred_total": 8,
+        "gmp_rate_limited_total": 0,
+    }
+    assert account_values(text, "acme", "limited") == {
+        "gmp_sent_total": limited_sent,
+        "gmp_errors_total": 0,
+        "gmp_deferred_total": 12 - limited_sent,
+        "gmp_rate_limited_total": 12 - limited_sent,
+    }
+    unsent = sum(1 for r in records.values() if r["status"] not in ("sent", "error"))
+    assert unsent == 8 + 12 - limited_sent
+    assert samples(text)[("gmp_pending_messages", ())] == unsent
+    assert len(server.handler.received) == 24 + limited_sent
