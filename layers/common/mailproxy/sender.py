@@ -16,7 +16,6 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from mailproxy import messages, payloads, ratelimit, state, tenants
-from mailproxy.attachments import fetch_attachments
 from mailproxy.email_builder import build_email
 from mailproxy.errors import DeliveryError, PermanentDeliveryError
 from mailproxy.messages import event
@@ -190,6 +189,9 @@ async def _send_group(
         try:
             attachments = []
             if payload.get("attachments"):
+                # Imported on first use: most batches carry no attachment, and cold starts are billed.
+                from mailproxy.attachments import fetch_attachments
+
                 if tenant_for_fetch is None:
                     tenant_for_fetch = {**tenant, "client_auth": tenants.client_auth(tenant)}
                 attachments = await fetch_attachments(payload["attachments"], tenant=tenant_for_fetch)
