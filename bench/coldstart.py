@@ -1,0 +1,216 @@
+"""Benchmark 2: cold start per function, against the bare import of the packages it declares.
+
+Each figure is the median over fresh Python processes (the project's .venv interpreter) of the time
+from the first line of the process to the point where the function would make its first AWS call:
+importing the handler module, then running its first invocation up to that call (for the intake, the
+FastAPI app and Mangum; for the sender, parsing the batch). The AWS SDK (boto3, created lazily at that
+first call) is reported on its own line: it is the Lambda runtime's, not a package a function declares.
+The floor is the bare import of the third-party packages in functions/<name>/requirements.txt and
+layers/common/requirements.txt. /health must import no boto3.
+
+    python -m bench.coldstart [--quick] [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.report import emit, table, verdict
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_OVERHEAD = 0.10
+LAYER_PACKAGES = ["aws_lambda_powertools"]
+
+# function -> (third-party packages it declares, handler module, the first event as Python source)
+FUNCTIONS: dict[str, tuple[list[str], str, str]] = {
+    "intake": (
+        ["fastapi", "mangum"],
+        "functions.intake.app",
+        "{'resource': '/{proxy+}', 'path': '/commands/add-messages', 'httpMethod': 'POST',"
+        " 'headers': {'Content-Type': 'application/json', 'X-API-Token': 'bench-admin-token'},"
+        " 'multiValueHeaders': {}, 'queryStringParameters': None, 'multiValueQueryStringParameters': None,"
+        " 'pathParameters': {'proxy': 'commands/add-messages'}, 'stageVariables': None,"
+        " 'requestContext': {'resourcePath': '/{proxy+}', 'httpMethod': 'POST', 'stage': 'prod',"
+        " 'requestId': 'r', 'identity': {'sourceIp': '127.0.0.1'}, 'path': '/prod/commands/add-messages'},"
+        " 'body': json.dumps({'messages': [{'id': 'm-1', 'tenant_id': 't1', 'account_id': 'a',"
+        " 'from': 'a@b.example', 'to': ['c@d.example'], 'subject': 's', 'body': 'b'}]}), 'isBase64Encoded': False}",
+    ),
+    "sender": (
+        ["aiosmtplib"],
+        "functions.sender.app",
+        "{'Records': [{'messageId': 'q-1', 'receiptHandle': 'r', 'body': json.dumps({'tenant_id': 't1', 'id': 'm-1',"
+        " 'rev': 'r1', 'payload': {'from': 'a@b.example', 'to': ['c@d.example'], 'subject': 's', 'body': 'b'}}),"
+        " 'attributes': {}, 'messageAttributes': {}, 'eventSource': 'aws:sqs'}]}",
+    ),
+    "scheduler": ([], "functions.scheduler.app", "json.loads(open('events/schedule.json').read())"),
+    "reporter": ([], "functions.reporter.app", "json.loads(open('events/schedule.json').read())"),
+    "metrics /metrics": (
+        ["prometheus_client"],
+        "functions.metrics.app",
+        "{'resource': '/metrics', 'path': '/metrics', 'httpMethod': 'GET', 'headers': {}, 'queryStringParameters': None}",
+    ),
+    "metrics /health": (
+        ["prometheus_client"],
+        "functions.metrics.app",
+        "{'resource': '/health', 'path': '/health', 'httpMethod': 'GET', 'headers': {}}",
+    ),
+}
+
+PROJECT = """
+import time
+t0 = time.perf_counter()
+import json, sys
+stop = {{}}
+class FirstAwsCall(BaseException):
+    pass
+import mailproxy.aws as aws
+def first_call(service):
+    stop.setdefault('t', time.perf_counter())
+    raise FirstAwsCall(service)
+aws.client = first_call
+import importlib
+module = importlib.import_module({module!r})
+t_import = time.perf_counter()
+event = {event}
+try:
+    module.handler(event, None)
+except FirstAwsCall:
+    pass
+except Exception:
+    pass
+t = stop.get('t', time.perf_counter())
+boto = 'boto3' in sys.modules or 'botocore.client' in sys.modules
+t1 = time.perf_counter()
+import boto3
+boto3.session.Session().client('dynamodb', region_name='us-east-1')
+sdk = time.perf_counter() - t1
+print(json.dumps({{'total': t - t0, 'import': t_import - t0, 'boto3_loaded': boto, 'sdk': sdk}}))
+"""
+
+FLOOR = """
+import time
+t0 = time.perf_counter()
+import json
+{imports}
+print(json.dumps({{'total': time.perf_counter() - t0}}))
+"""
+
+ENVIRONMENT = {
+    "TENANTS_TABLE": "t",
+    "MESSAGES_TABLE": "m",
+    "PAYLOADS_TABLE": "p",
+    "STATE_TABLE": "s",
+    "PAYLOAD_BUCKET": "b",
+    "SECRETS_KEY_ID": "k",
+    "IMMEDIATE_QUEUE_URL": "q0",
+    "HIGH_QUEUE_URL": "q1",
+    "MEDIUM_QUEUE_URL": "q2",
+    "LOW_QUEUE_URL": "q3",
+    "GMP_API_TOKEN": "bench-admin-token",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "x",
+    "AWS_SECRET_ACCESS_KEY": "x",
+    "LOG_LEVEL": "INFO",
+    "POWERTOOLS_SERVICE_NAME": "serverless-mail-proxy",
+}
+
+
+def _run(source: str) -> dict[str, Any]:
+    env = {**os.environ, **ENVIRONMENT, "PYTHONPATH": f"{ROOT / 'layers' / 'common'}:{ROOT}"}
+    env.pop("AWS_ENDPOINT_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-c", source], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    last = [line for line in done.stdout.splitlines() if line.startswith('{"total"')][-1]
+    result: dict[str, Any] = json.loads(last)
+    return result
+
+
+def measure(name: str, runs: int) -> dict[str, Any]:
+    """Median times of one function's cold start and of its floor, runs interleaved."""
+    packages, module, event = FUNCTIONS[name]
+    imports = "\n".join(f"import {p}" for p in [*packages, *LAYER_PACKAGES])
+    if name == "metrics /health":
+        imports = "import json"  # /health declares nothing it uses: its floor is the interpreter
+    project: list[dict[str, Any]] = []
+    floor: list[float] = []
+    for _ in range(runs):
+        floor.append(_run(FLOOR.format(imports=imports))["total"])
+        project.append(_run(PROJECT.format(module=module, event=event)))
+    total = statistics.median(p["total"] for p in project)
+    base = statistics.median(floor)
+    return {
+        "function": name,
+        "floor_ms": 1000 * base,
+        "cold_start_ms": 1000 * total,
+        "import_ms": 1000 * statistics.median(p["import"] for p in project),
+        "overhead": (total - base) / base if base > 0 else 0.0,
+        "overhead_ms": 1000 * (total - base),
+        "sdk_ms": 1000 * statistics.median(p["sdk"] for p in project),
+        "boto3_loaded_before_first_call": any(p["boto3_loaded"] for p in project),
+        "floor_packages": [*packages, *LAYER_PACKAGES] if name != "metrics /health" else [],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure every function and print the table and JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 processes per figure")
+    parser.add_argument("--runs", type=int, default=None)
+    args = parser.parse_args(argv)
+    runs = args.runs or (2 if args.quick else 20)
+    names = [n for n in FUNCTIONS if (ROOT / (FUNCTIONS[n][1].replace(".", "/") + ".py")).exists()]
+    results = [measure(name, runs) for name in names]
+    rows = []
+    for r in results:
+        health = r["function"] == "metrics /health"
+        target = "no boto3" if health else f"<= +{TARGET_OVERHEAD:.0%}"
+        ok = (not r["boto3_loaded_before_first_call"]) if health else r["overhead"] <= TARGET_OVERHEAD
+        rows.append(
+            [
+                r["function"],
+                f"{r['floor_ms']:.0f}",
+                f"{r['cold_start_ms']:.0f}",
+                f"{r['overhead_ms']:+.0f}",
+                f"{r['overhead']:+.1%}",
+                f"{r['sdk_ms']:.0f}",
+                "yes" if r["boto3_loaded_before_first_call"] else "no",
+                target,
+                "met" if ok else "NOT met",
+            ]
+        )
+    header = ["function", "floor ms", "cold ms", "added ms", "added", "SDK ms", "boto3 early", "target", ""]
+    print(table(f"Cold start, median of {runs} fresh processes", header, rows))
+    print(
+        "floor: bare import of the declared packages; SDK: boto3 import + first client (the runtime's, at the first call)"
+    )
+    worst = max((r["overhead"] for r in results if r["function"] != "metrics /health"), default=0.0)
+    health = next((r for r in results if r["function"] == "metrics /health"), None)
+    health_ok = health is not None and not health["boto3_loaded_before_first_call"]
+    print(
+        f"Worst overhead {worst:+.1%}, target <= +{TARGET_OVERHEAD:.0%}: {verdict(worst, TARGET_OVERHEAD, at_most=True)}; /health without boto3: {'met' if health_ok else 'NOT met'}"
+    )
+    emit(
+        "coldstart",
+        {
+            "quick": args.quick,
+            "runs": runs,
+            "worst_overhead": worst,
+            "target_overhead": TARGET_OVERHEAD,
+            "health_without_boto3": health_ok,
+            "met": worst <= TARGET_OVERHEAD and health_ok,
+            "functions": results,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

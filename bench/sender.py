@@ -1,0 +1,114 @@
+"""Benchmark 4: sender efficiency. AWS calls per delivered message in one warm batch of 10 to one account,
+and SMTP connections opened per 1000 messages by one warm container.
+
+    python -m bench.sender [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from typing import Any
+
+from bench.report import emit, table, verdict
+from bench.sink import counting_sink
+from bench.world import make_message, running_world, setup_tenant
+
+TARGET_CALLS = 2.0
+TARGET_CONNECTIONS = 1.0
+
+
+def run(total: int) -> dict[str, Any]:
+    """Warm the container with one batch, measure the next batch, then deliver `total` more."""
+    from mailproxy import smtp
+
+    rng = random.Random(3)
+    with counting_sink() as (port, sink), running_world({"GMP_RETRY_DELAYS": "0"}) as world:
+        key = setup_tenant(world, "acme", ["primary"], port, limits={"limit_per_minute": 1_000_000})
+        counter = iter(range(10**9))
+
+        def submit(count: int) -> None:
+            for start in range(0, count, 100):
+                batch = [
+                    make_message(rng, f"m-{next(counter)}", "primary", 1200) for _ in range(min(100, count - start))
+                ]
+                status, reply = world.request("POST", "/commands/add-messages", {"messages": batch}, token=key)
+                if status != 200:
+                    raise RuntimeError(f"{status} {reply}")
+
+        submit(10)
+        world.deliver_all()  # the warm-up batch: the container's caches and connection are made here
+        submit(10)
+        world.reset_counts()
+        with world.meter.section() as batch_calls:
+            world.deliver_all()
+        per_operation = {name: n / 10 for name, n in sorted(batch_calls.calls.items())}
+
+        for start in range(0, total, 100):
+            submit(min(100, total - start))
+            world.deliver_all()
+        # Counted from the cold start: the warm-up batch opened the container's connection.
+        opened = smtp.default_pool().connections_opened
+        delivered = sink.accepted
+    return {
+        "calls_per_message": batch_calls.total_calls() / 10,
+        "operations": per_operation,
+        "messages_for_connections": delivered,
+        "connections_opened": opened,
+        "connections_per_1000": opened * 1000 / max(1, delivered),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sender benchmark and print its table and JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="20 messages for the connection count")
+    parser.add_argument("--messages", type=int, default=None)
+    args = parser.parse_args(argv)
+    total = args.messages or (20 if args.quick else 1000)
+    result = run(total)
+    rows = [[name, f"{n:.2f}"] for name, n in result["operations"].items()]
+    print(
+        table(
+            "Sender: AWS calls per delivered message, one warm batch of 10 to one account",
+            ["operation", "per message"],
+            rows,
+        )
+    )
+    calls, conns = result["calls_per_message"], result["connections_per_1000"]
+    print(
+        table(
+            "\nSender efficiency",
+            ["figure", "value", "target", ""],
+            [
+                [
+                    "AWS calls per delivered message",
+                    f"{calls:.2f}",
+                    f"<= {TARGET_CALLS:g}",
+                    verdict(calls, TARGET_CALLS, at_most=True),
+                ],
+                [
+                    f"SMTP connections per 1000 messages ({result['messages_for_connections']} sent)",
+                    f"{conns:.2f}",
+                    f"<= {TARGET_CONNECTIONS:g} per warm container and account",
+                    verdict(result["connections_opened"], TARGET_CONNECTIONS, at_most=True),
+                ],
+            ],
+        )
+    )
+    emit(
+        "sender",
+        {
+            "quick": args.quick,
+            **result,
+            "target_calls_per_message": TARGET_CALLS,
+            "target_connections": TARGET_CONNECTIONS,
+            "met": calls <= TARGET_CALLS and result["connections_opened"] <= TARGET_CONNECTIONS,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

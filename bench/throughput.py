@@ -1,0 +1,197 @@
+"""Benchmark 3: throughput through the local stack (`python -m local`, as `make run` starts it).
+
+One client posts N messages of about 1.2 KB in requests of 100 to the stack's API; the stack's pollers
+deliver them through an account pointing at a counting SMTP sink on loopback (in this process). Measured:
+intake messages/s and request latency, delivered messages/s, submit-to-sink latency per message (the sink
+notes when each X-Genro-Mail-ID arrives). Then, in the same run, the physical limit: the same messages sent
+straight to the same sink with aiosmtplib over one connection.
+
+    python -m bench.throughput [--quick] [--messages N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.report import emit, table, verdict
+from bench.sink import counting_sink
+from bench.world import make_message
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_DELIVERED_PER_SECOND = 200.0
+TOKEN = "bench-admin-token-0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def start_stack(port: int) -> subprocess.Popen[bytes]:
+    """`python -m local` on a free port, its own SMTP sink off; returns once /health answers."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'layers' / 'common'}:{ROOT}",
+        "GMP_PORT": str(port),
+        "GMP_SMTP_SINK_PORT": "0",
+        "GMP_MOTO_PORT": "0",
+        "GMP_API_TOKEN": TOKEN,
+        "GMP_SMTP_VERIFY_TLS": "false",
+        "LOG_LEVEL": "WARNING",
+    }
+    env.pop("AWS_ENDPOINT_URL", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"python -m local exited with {process.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.terminate()
+    raise RuntimeError("the local stack did not answer /health within 120 s")
+
+
+async def _direct(port: int, messages: list[EmailMessage]) -> float:
+    import aiosmtplib
+
+    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+    await smtp.connect()
+    started = time.perf_counter()
+    for message in messages:
+        await smtp.send_message(message)
+    elapsed = time.perf_counter() - started
+    await smtp.quit()
+    return elapsed
+
+
+def _as_email(message: dict[str, Any]) -> EmailMessage:
+    email = EmailMessage()
+    email["From"] = message["from"]
+    email["To"] = ", ".join(message["to"])
+    email["Subject"] = message["subject"]
+    email["X-Genro-Mail-ID"] = "direct-" + message["id"]
+    email.set_content(message["body"])
+    return email
+
+
+def run(total: int, timeout: float) -> dict[str, Any]:
+    """Drive the stack and the direct path; the figures."""
+    rng = random.Random(11)
+    messages = [make_message(rng, f"m-{n}", "primary", 1200) for n in range(total)]
+    port = _free_port()
+    with counting_sink() as (sink_port, sink):
+        stack = start_stack(port)
+        try:
+            client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
+            admin = {"X-API-Token": TOKEN}
+            tenant = client.post("/tenant", json={"id": "acme", "name": "Acme"}, headers=admin)
+            tenant.raise_for_status()
+            key = {"X-API-Token": tenant.json()["api_key"]}
+            account = {"id": "primary", "host": "127.0.0.1", "port": sink_port, "use_tls": False}
+            client.post("/account", json=account, headers=key).raise_for_status()
+
+            submitted: dict[str, float] = {}
+            latencies: list[float] = []
+            started = time.perf_counter()
+            wall_started = time.time()
+            for start in range(0, total, 100):
+                chunk = messages[start : start + 100]
+                t0 = time.perf_counter()
+                reply = client.post("/commands/add-messages", json={"messages": chunk}, headers=key)
+                latencies.append(time.perf_counter() - t0)
+                reply.raise_for_status()
+                now = time.time()
+                for message in chunk:
+                    submitted[message["id"]] = now
+            intake_seconds = time.perf_counter() - started
+            finished = sink.wait_for(total, timeout)
+            delivered_seconds = (max(sink.arrivals.values()) - wall_started) if sink.arrivals else float("inf")
+            arrived = dict(sink.arrivals)
+        finally:
+            stack.terminate()
+            try:
+                stack.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                stack.kill()
+        direct_seconds = asyncio.run(_direct(sink_port, [_as_email(m) for m in messages]))
+    to_sink = [arrived[i] - submitted[i] for i in submitted if i in arrived]
+    return {
+        "messages": total,
+        "delivered": len(arrived),
+        "complete": finished,
+        "intake_per_second": total / intake_seconds,
+        "request_p50_ms": 1000 * _percentile(latencies, 0.5),
+        "request_p99_ms": 1000 * _percentile(latencies, 0.99),
+        "delivered_per_second": len(arrived) / delivered_seconds if delivered_seconds > 0 else 0.0,
+        "to_sink_p50_ms": 1000 * _percentile(to_sink, 0.5),
+        "to_sink_p99_ms": 1000 * _percentile(to_sink, 0.99),
+        "direct_per_second": total / direct_seconds,
+        "request_mean_ms": 1000 * statistics.fmean(latencies) if latencies else 0.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the throughput benchmark and print its table and JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="20 messages")
+    parser.add_argument("--messages", type=int, default=None)
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for delivery")
+    args = parser.parse_args(argv)
+    total = args.messages or (20 if args.quick else 2000)
+    r = run(total, 120.0 if args.quick else args.timeout)
+    delivered = r["delivered_per_second"]
+    rows = [
+        ["intake (msg/s)", f"{r['intake_per_second']:.0f}", ""],
+        ["request of 100: p50 / p99 (ms)", f"{r['request_p50_ms']:.0f} / {r['request_p99_ms']:.0f}", ""],
+        [
+            "delivered (msg/s)",
+            f"{delivered:.1f}",
+            f">= {TARGET_DELIVERED_PER_SECOND:.0f}  {verdict(delivered, TARGET_DELIVERED_PER_SECOND, at_most=False)}",
+        ],
+        ["submit to sink: p50 / p99 (ms)", f"{r['to_sink_p50_ms']:.0f} / {r['to_sink_p99_ms']:.0f}", ""],
+        ["physical limit: aiosmtplib, one connection (msg/s)", f"{r['direct_per_second']:.0f}", ""],
+        ["delivered / physical limit", f"{delivered / r['direct_per_second']:.1%}", ""],
+    ]
+    title = f"Throughput through the local stack: {r['delivered']}/{r['messages']} messages of ~1.2 KB, requests of 100"
+    print(table(title, ["figure", "value", "target"], rows))
+    emit(
+        "throughput",
+        {
+            "quick": args.quick,
+            **r,
+            "target_delivered_per_second": TARGET_DELIVERED_PER_SECOND,
+            "met": delivered >= TARGET_DELIVERED_PER_SECOND and r["complete"],
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""The benchmarks keep working: each runs in its tiny --quick mode and prints its JSON line (not timed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cost", "coldstart", "throughput", "sender"])
+def test_benchmark_runs_in_quick_mode_and_prints_its_json_line(name: str) -> None:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers' / 'common'}:{ROOT}"}
+    env.pop("AWS_ENDPOINT_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", f"bench.{name}", "--quick"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,  # a quick run takes seconds; never let one hold CI
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH_JSON ")]
+    assert len(lines) == 1, done.stdout[-3000:]
+    result = json.loads(lines[0].removeprefix("BENCH_JSON "))
+    assert result["bench"] == name and "met" in result
