@@ -1,0 +1,43 @@
+"""Changes to os.environ that can be undone, so an in-process stack leaves the test process as it found it."""
+
+from __future__ import annotations
+
+import os
+
+
+class EnvironmentPatch:
+    """Sets environment variables and remembers the previous values for `restore()`."""
+
+    def __init__(self) -> None:
+        self._saved: dict[str, str | None] = {}
+
+    def _remember(self, key: str) -> None:
+        if key not in self._saved:
+            self._saved[key] = os.environ.get(key)
+
+    def set(self, key: str, value: str) -> None:
+        """Set `key` to `value`."""
+        self._remember(key)
+        os.environ[key] = value
+
+    def setdefault(self, key: str, value: str) -> str:
+        """Set `key` unless the user already gave it a non-empty value; return the value in force."""
+        current = os.environ.get(key, "")
+        if current.strip():
+            return current
+        self.set(key, value)
+        return value
+
+    def unset(self, key: str) -> None:
+        """Remove `key` from the environment."""
+        self._remember(key)
+        os.environ.pop(key, None)
+
+    def restore(self) -> None:
+        """Put back every variable this patch changed."""
+        for key, value in self._saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved.clear()

@@ -1,0 +1,123 @@
+"""The whole flow over HTTP through `make run`'s stack: submit, deliver to the sink, report to the client."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from local.stack import LocalStack
+
+TOKEN = "e2e-admin-token"
+pytestmark = pytest.mark.e2e
+
+
+class SyncClient:
+    """A genro-mail-proxy style client: a sync endpoint that records each report and answers ok."""
+
+    def __init__(self) -> None:
+        self.reports: list[dict[str, Any]] = []
+        self.auth: list[str | None] = []
+        self.lock = threading.Lock()
+        client = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with client.lock:
+                    client.reports.append(body)
+                    client.auth.append(self.headers.get("Authorization"))
+                answer = json.dumps({"ok": True, "queued": 0}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every delivery-report entry received so far, in order."""
+        with self.lock:
+            return [e for r in self.reports for e in r.get("delivery_report", [])]
+
+
+@pytest.fixture
+def client() -> Iterator[SyncClient]:
+    sync = SyncClient()
+    sync.thread.start()
+    yield sync
+    sync.server.shutdown()
+    sync.server.server_close()
+
+
+@pytest.fixture
+def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "ADMIN_TOKEN_SECRET_ARN"):
+        monkeypatch.delenv(name, raising=False)
+    with LocalStack(http_port=0, smtp_sink_port=0, moto_port=0, api_token=TOKEN) as running:
+        yield running
+
+
+def wait_until(check: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting")
+
+
+def test_client_sees_every_result_of_its_messages_through_the_local_stack(stack: LocalStack, client: SyncClient) -> None:
+    admin = {"X-API-Token": TOKEN}
+    with httpx.Client(base_url=stack.url, timeout=30) as http:
+        tenant = {"id": "acme", "client_base_url": client.url, "client_auth": {"method": "bearer", "token": "cb-token"}}
+        key = {"X-API-Token": http.post("/tenant", json=tenant, headers=admin).json()["api_key"]}
+        account = {"id": "sink", "host": "127.0.0.1", "port": stack.smtp_sink_port}
+        assert http.post("/account", json=account, headers=key).status_code == 200
+        messages = [
+            {"id": "ok-1", "account_id": "sink", "from": "a@acme.test", "to": "b@example.test", "subject": "One"},
+            {"id": "ok-2", "account_id": "sink", "from": "a@acme.test", "to": "c@example.test", "subject": "Two"},
+            {"id": "bad-1", "account_id": "nope", "from": "a@acme.test", "to": "d@example.test", "subject": "Bad"},
+        ]
+        reply = http.post("/commands/add-messages", json={"messages": messages}, headers=key)
+        assert reply.json()["queued"] == 2
+
+        assert stack.smtp_sink is not None
+        received = stack.smtp_sink.wait_for(2, timeout=30)
+        assert sorted(m.mail_id or "" for m in received) == ["ok-1", "ok-2"]
+
+        entries = wait_until(lambda: len({e["id"] for e in client.entries()}) >= 3 and client.entries())
+        by_id = {e["id"]: e for e in entries}
+        assert "sent_ts" in by_id["ok-1"] and "sent_ts" in by_id["ok-2"]
+        assert by_id["bad-1"]["error"] == "account not found for tenant"
+        assert len([e for e in entries if e["id"] == "ok-1"]) == 1  # reported once
+        assert set(client.auth) == {"Bearer cb-token"}
+
+        history = http.get("/messages", params={"include_history": "true"}, headers=key).json()["messages"]
+        sent = [r for r in history if r["status"] == "sent"]
+        assert len(sent) == 2
+        wait_until(
+            lambda: all(
+                e["reported_ts"] is not None
+                for r in http.get("/messages", params={"include_history": "true"}, headers=key).json()["messages"]
+                for e in r["history"]
+                if e["event_type"] in ("sent", "error")
+            )
+        )
+        metrics = http.get("/metrics").text
+        assert 'gmp_sent_total{account_id="sink",tenant_id="acme"} 2.0' in metrics
+        assert "gmp_pending_messages 0.0" in metrics
