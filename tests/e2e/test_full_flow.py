@@ -81,7 +81,9 @@ def wait_until(check: Any, timeout: float = 30.0) -> Any:
     raise AssertionError("timed out waiting")
 
 
-def test_client_sees_every_result_of_its_messages_through_the_local_stack(stack: LocalStack, client: SyncClient) -> None:
+def test_client_sees_every_result_of_its_messages_through_the_local_stack(
+    stack: LocalStack, client: SyncClient
+) -> None:
     admin = {"X-API-Token": TOKEN}
     with httpx.Client(base_url=stack.url, timeout=30) as http:
         tenant = {"id": "acme", "client_base_url": client.url, "client_auth": {"method": "bearer", "token": "cb-token"}}

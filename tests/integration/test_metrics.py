@@ -252,26 +252,6 @@ def test_health_answers_without_aws_and_imports_no_boto3() -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.fixture
-def atomic_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Serialise in-process moto's DynamoDB calls, as the local stack's emulator does.
-
-    DynamoDB applies each write and transaction atomically; in-process moto does not (concurrent
-    TransactWriteItems even crash it), so without this a concurrency test would test moto.
-    """
-    from moto.dynamodb.responses import DynamoHandler
-
-    lock = threading.RLock()
-    original = DynamoHandler.call_action
-
-    def call_action(self: Any) -> Any:
-        with lock:
-            return original(self)
-
-    monkeypatch.setattr(DynamoHandler, "call_action", call_action)
-
-
-@pytest.mark.usefixtures("atomic_dynamodb")
 def test_counters_stay_exact_with_many_concurrent_senders(delivery: Delivery, server: RunningServer) -> None:
     from functions.sender.app import handler
 

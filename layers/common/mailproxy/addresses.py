@@ -55,6 +55,6 @@ def is_valid_address(entry: str) -> bool:
     name, addr = parseaddr(entry)
     if not addr or len(addr) > 320:
         return False
-    if not name and addr != entry.strip():
+    if not name and entry.strip() not in (addr, f"<{addr}>"):  # `<addr>` is a mailbox without a name
         return False
     return bool(_ADDR_RE.match(addr))

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools import Logger
 from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from mailproxy import intake, state, tenants
 from mailproxy.auth import Principal, authenticate, require_admin, scope
@@ -44,6 +45,191 @@ class Ok(BaseModel):
     """A plain acknowledgement."""
 
     ok: bool = True
+
+
+class Rejection(BaseModel):
+    """A message not queued, and why."""
+
+    id: str
+    reason: str
+
+
+class StatusReply(Ok):
+    """`GET /status`."""
+
+    active: bool
+    scheduler_active: bool
+    pending_messages: int
+    uptime_seconds: int
+
+
+class AddMessagesReply(Ok):
+    """`POST /commands/add-messages`."""
+
+    queued: int
+    rejected: list[Rejection]
+
+
+class HistoryEvent(BaseModel):
+    """One event of a message's history."""
+
+    event_type: str | None
+    event_ts: int | None
+    description: str | None
+    reported_ts: int | None
+
+
+class MessageRecord(BaseModel):
+    """A message as `GET /messages` lists it (API.md "Records")."""
+
+    pk: str | None
+    id: str
+    tenant_id: str
+    account_id: str | None
+    priority: int
+    batch_code: str | None
+    status: Literal["pending", "deferred", "suspended", "sending", "sent", "error"]
+    deferred_ts: int | None
+    sent_ts: int | None
+    error_ts: int | None
+    error: str | None
+    created_at: int | None
+    updated_at: int | None
+    message: dict[str, Any] | None
+    history: list[HistoryEvent] | None = Field(default=None, description="With include_history=true only")
+
+
+class MessagesReply(Ok):
+    """`GET /messages`."""
+
+    messages: list[MessageRecord]
+
+
+class DeleteMessagesReply(Ok):
+    """`POST /commands/delete-messages`."""
+
+    removed: int
+    not_found: list[str]
+    unauthorized: list[str]
+
+
+class CleanupReply(Ok):
+    """`POST /commands/cleanup-messages`."""
+
+    removed: int
+
+
+class SuspensionReply(Ok):
+    """`POST /commands/suspend` and `/commands/activate`."""
+
+    tenant_id: str
+    batch_code: str | None
+    suspended_batches: list[str]
+    pending_messages: int
+
+
+class AccountView(BaseModel):
+    """An SMTP account as shown: no password."""
+
+    id: str
+    tenant_id: str
+    host: str | None
+    port: int | None
+    user: str | None
+    use_tls: bool | None
+    limit_per_minute: int | None
+    limit_per_hour: int | None
+    limit_per_day: int | None
+    limit_behavior: str
+    batch_size: int | None
+    has_password: bool
+    created_at: int | None
+    updated_at: int | None
+
+
+class AccountsReply(Ok):
+    """`GET /accounts`."""
+
+    accounts: list[AccountView]
+
+
+class ClientAuthView(BaseModel):
+    """A tenant's `client_auth` as shown: the method and user, never a secret."""
+
+    method: str
+    user: str | None = None
+
+
+class TenantView(BaseModel):
+    """A tenant as shown: flat, no key hash, no secret."""
+
+    id: str
+    name: str | None
+    client_base_url: str | None
+    client_sync_path: str
+    client_attachment_path: str
+    client_auth: ClientAuthView
+    active: bool
+    api_key_expires_at: int | None
+    has_api_key: bool
+    suspended_batches: list[str]
+    rate_limits: dict[str, Any] | None
+    large_file_config: dict[str, Any] | None
+    created_at: int | None
+    updated_at: int | None
+
+
+class TenantsReply(Ok):
+    """`GET /tenants`."""
+
+    tenants: list[TenantView]
+
+
+class KeyReply(Ok):
+    """A tenant key, shown this once (`POST /tenant` answers it only for a new tenant)."""
+
+    api_key: str | None = Field(default=None, min_length=43, max_length=43)
+
+
+class SyncRow(BaseModel):
+    """One tenant's report schedule."""
+
+    id: str
+    name: str | None
+    active: bool
+    client_base_url: str | None
+    last_sync_ts: int | None
+    next_sync_due: int | None
+    in_dnd: bool
+
+
+class SyncStatusReply(Ok):
+    """`GET /tenants/sync-status`."""
+
+    sync_interval_seconds: int
+    tenants: list[SyncRow]
+
+
+class Command(BaseModel):
+    """One logged mutating call."""
+
+    command_ts: int
+    endpoint: str
+    tenant_id: str | None
+    payload: Any
+    response_status: int
+
+
+class CommandLogReply(Ok):
+    """`GET /command-log`."""
+
+    commands: list[Command]
+    total: int
+
+
+def replies(model: type[BaseModel]) -> dict[str, Any]:
+    """Route arguments that document the 200 reply as `model` (handlers still return plain dicts)."""
+    return {"response_model": None, "responses": {200: {"model": model}}}
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -127,12 +313,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _install_routes(app: FastAPI) -> None:
-    @app.get("/status", tags=["service"])
+    @app.get("/status", tags=["service"], **replies(StatusReply))
     def get_status(who: Caller) -> dict[str, Any]:
         """Service state; a tenant key sees its own pending count."""
         return intake.status(who)
 
-    @app.post("/commands/add-messages", tags=["messages"])
+    @app.post("/commands/add-messages", tags=["messages"], **replies(AddMessagesReply))
     def add_messages(request: Request, who: Caller, body: AddMessages) -> dict[str, Any]:
         """Queue messages for delivery."""
         ids = {m.tenant_id for m in body.messages if m.tenant_id}
@@ -142,7 +328,7 @@ def _install_routes(app: FastAPI) -> None:
             request.state.tenant_id = who.tenant_id
         return intake.add_messages(who, body)
 
-    @app.get("/messages", tags=["messages"])
+    @app.get("/messages", tags=["messages"], **replies(MessagesReply))
     def list_messages(
         request: Request,
         who: Caller,
@@ -155,7 +341,7 @@ def _install_routes(app: FastAPI) -> None:
         records = intake.list_messages(resolved, active_only=active_only, include_history=include_history)
         return {"ok": True, "messages": records}
 
-    @app.post("/commands/delete-messages", tags=["messages"])
+    @app.post("/commands/delete-messages", tags=["messages"], **replies(DeleteMessagesReply))
     def delete_messages(
         request: Request, who: Caller, body: DeleteMessages, tenant_id: TenantQuery = None
     ) -> dict[str, Any]:
@@ -165,7 +351,7 @@ def _install_routes(app: FastAPI) -> None:
             raise BadRequest("tenant_id of the query and of the body differ")
         return intake.delete_messages(resolved, body.ids)
 
-    @app.post("/commands/cleanup-messages", tags=["messages"])
+    @app.post("/commands/cleanup-messages", tags=["messages"], **replies(CleanupReply))
     def cleanup_messages(
         request: Request,
         who: Caller,
@@ -177,13 +363,13 @@ def _install_routes(app: FastAPI) -> None:
         resolved = _scoped(request, who, tenant_id or body.tenant_id)
         return intake.cleanup_messages(resolved, body.older_than_seconds)
 
-    @app.post("/commands/run-now", tags=["service"])
+    @app.post("/commands/run-now", tags=["service"], **replies(Ok))
     def run_now(request: Request, who: Caller) -> dict[str, Any]:
         """Ask the scheduler and the reporter to run now."""
         request.state.tenant_id = who.tenant_id
         return intake.run_now(who)
 
-    @app.post("/commands/suspend", tags=["messages"])
+    @app.post("/commands/suspend", tags=["messages"], **replies(SuspensionReply))
     def suspend(
         request: Request,
         who: Caller,
@@ -195,7 +381,7 @@ def _install_routes(app: FastAPI) -> None:
         request.state.tenant_id = resolved
         return intake.suspend(resolved, batch_code)
 
-    @app.post("/commands/activate", tags=["messages"])
+    @app.post("/commands/activate", tags=["messages"], **replies(SuspensionReply))
     def activate(
         request: Request,
         who: Caller,
@@ -207,20 +393,20 @@ def _install_routes(app: FastAPI) -> None:
         request.state.tenant_id = resolved
         return intake.activate(resolved, batch_code)
 
-    @app.post("/account", tags=["accounts"])
+    @app.post("/account", tags=["accounts"], **replies(Ok))
     def put_account(request: Request, who: Caller, body: Account) -> dict[str, Any]:
         """Create or replace an SMTP account of the tenant."""
         resolved = _scoped(request, who, body.tenant_id)
         tenants.put_account(resolved, body.model_dump(), now=intake.now_ts())
         return {"ok": True}
 
-    @app.get("/accounts", tags=["accounts"])
+    @app.get("/accounts", tags=["accounts"], **replies(AccountsReply))
     def list_accounts(request: Request, who: Caller, tenant_id: TenantQuery = None) -> dict[str, Any]:
         """The tenant's accounts, without passwords."""
         resolved = _scoped(request, who, tenant_id)
         return {"ok": True, "accounts": [tenants.public_account(a) for a in tenants.list_accounts(resolved)]}
 
-    @app.delete("/account/{account_id}", tags=["accounts"])
+    @app.delete("/account/{account_id}", tags=["accounts"], **replies(Ok))
     def delete_account(
         request: Request,
         who: Caller,
@@ -233,7 +419,7 @@ def _install_routes(app: FastAPI) -> None:
             raise BadRequest(f"Account '{account_id}' not found for tenant '{resolved}'")
         return {"ok": True}
 
-    @app.post("/tenant", tags=["tenants"])
+    @app.post("/tenant", tags=["tenants"], **replies(KeyReply))
     def post_tenant(request: Request, who: Admin, body: Tenant) -> dict[str, Any]:
         """Create a tenant (its key is shown once) or overwrite its configuration (key kept)."""
         request.state.tenant_id = body.id
@@ -251,7 +437,7 @@ def _install_routes(app: FastAPI) -> None:
         _release_if_active(body.id)
         return {"ok": True}
 
-    @app.get("/tenants", tags=["tenants"])
+    @app.get("/tenants", tags=["tenants"], **replies(TenantsReply))
     def list_tenants(who: Admin, active_only: bool = False) -> dict[str, Any]:
         """Every tenant, without secrets."""
         return {
@@ -259,18 +445,18 @@ def _install_routes(app: FastAPI) -> None:
             "tenants": [tenants.public_tenant(t) for t in tenants.list_tenants(active_only=active_only)],
         }
 
-    @app.get("/tenants/sync-status", tags=["tenants"])
+    @app.get("/tenants/sync-status", tags=["tenants"], **replies(SyncStatusReply))
     def sync_status(who: Admin) -> dict[str, Any]:
         """When each tenant was last reported to and is next due."""
         return intake.sync_status()
 
-    @app.get("/tenant/{tenant_id}", tags=["tenants"])
+    @app.get("/tenant/{tenant_id}", tags=["tenants"], **replies(TenantView))
     def get_tenant(request: Request, who: Caller, tenant_id: Annotated[str, Path(max_length=255)]) -> dict[str, Any]:
         """One tenant, without secrets."""
         resolved = _scoped(request, who, tenant_id)
         return tenants.public_tenant(intake.require_tenant(resolved))
 
-    @app.put("/tenant/{tenant_id}", tags=["tenants"])
+    @app.put("/tenant/{tenant_id}", tags=["tenants"], **replies(Ok))
     def put_tenant(
         request: Request, who: Caller, body: TenantFields, tenant_id: Annotated[str, Path(max_length=255)]
     ) -> dict[str, Any]:
@@ -284,7 +470,7 @@ def _install_routes(app: FastAPI) -> None:
         _release_if_active(resolved)
         return {"ok": True}
 
-    @app.delete("/tenant/{tenant_id}", tags=["tenants"])
+    @app.delete("/tenant/{tenant_id}", tags=["tenants"], **replies(Ok))
     def delete_tenant(request: Request, who: Admin, tenant_id: Annotated[str, Path(max_length=255)]) -> dict[str, Any]:
         """Delete a tenant with its accounts and messages."""
         request.state.tenant_id = tenant_id
@@ -293,7 +479,7 @@ def _install_routes(app: FastAPI) -> None:
         tenants.delete_tenant(tenant_id)
         return {"ok": True}
 
-    @app.post("/tenant/{tenant_id}/api-key", tags=["tenants"])
+    @app.post("/tenant/{tenant_id}/api-key", tags=["tenants"], **replies(KeyReply))
     def rotate_key(
         request: Request,
         who: Admin,
@@ -309,7 +495,7 @@ def _install_routes(app: FastAPI) -> None:
             raise NotFound(f"Tenant '{tenant_id}' not found")
         return {"ok": True, "api_key": key}
 
-    @app.delete("/tenant/{tenant_id}/api-key", tags=["tenants"])
+    @app.delete("/tenant/{tenant_id}/api-key", tags=["tenants"], **replies(Ok))
     def revoke_key(request: Request, who: Admin, tenant_id: Annotated[str, Path(max_length=255)]) -> dict[str, Any]:
         """Revoke the tenant's key."""
         request.state.tenant_id = tenant_id
@@ -318,7 +504,7 @@ def _install_routes(app: FastAPI) -> None:
             raise NotFound(f"Tenant '{tenant_id}' not found")
         return {"ok": True}
 
-    @app.get("/command-log", tags=["service"])
+    @app.get("/command-log", tags=["service"], **replies(CommandLogReply))
     def command_log(
         who: Admin,
         tenant_id: TenantQuery = None,
@@ -346,18 +532,36 @@ def redact(value: Any) -> Any:
     return value
 
 
+def _finite_float(text: str) -> float | str:
+    value = float(text)
+    return value if math.isfinite(value) else text
+
+
+def _showable(value: Any) -> Any:
+    """`value` with lone surrogates (valid JSON escapes, invalid UTF-8) written out as the text `\\ud800`."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_showable(str(k)): _showable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_showable(v) for v in value]
+    return value
+
+
 def _logged_payload(body: bytes, query: str) -> Any:
     try:
-        payload: Any = json.loads(body) if body else None
-    except ValueError:
+        # Infinity/NaN (or 1e400) cannot be rendered back as JSON: they are kept as their text.
+        payload: Any = json.loads(body, parse_constant=str, parse_float=_finite_float) if body else None
+    except (ValueError, RecursionError):
         payload = {"unparsed_bytes": len(body)}
     payload = redact(payload)
     text = json.dumps(payload, ensure_ascii=False)
-    if len(text.encode("utf-8")) > MAX_LOGGED_PAYLOAD:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_LOGGED_PAYLOAD:
         summary: dict[str, Any] = {"truncated": True, "bytes": len(body)}
         if isinstance(payload, dict) and isinstance(payload.get("messages"), list):
             summary["message_ids"] = [m.get("id") for m in payload["messages"][:100] if isinstance(m, dict)]
         payload = summary
+    payload = _showable(payload)
     return {"query": query, "body": payload} if query else payload
 
 

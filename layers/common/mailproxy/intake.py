@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,9 @@ def is_suspended(tenant: dict[str, Any], batch_code: str | None) -> bool:
     return not tenant.get("active", True) or "*" in batches or (batch_code is not None and batch_code in batches)
 
 
+_HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 field-name: printable ASCII but the colon
+
+
 def rejection_reason(message: Message, account_ids: set[str]) -> str | None:
     """Why a schema-valid message cannot be accepted, or None."""
     if not split_addresses(message.to):
@@ -63,7 +67,7 @@ def rejection_reason(message: Message, account_ids: set[str]) -> str | None:
             if not is_valid_address(entry):
                 return f"invalid address: {entry}"
     for name, value in (message.headers or {}).items():
-        if any(c in str(value) for c in "\r\n\x00"):
+        if not _HEADER_NAME.fullmatch(name) or any(c in str(value) for c in "\r\n\x00"):
             return f"invalid header: {name}"
     if message.account_id not in account_ids:
         return "account not found for tenant"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_MESSAGES_PER_REQUEST = 1000
 MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31: keeps numbers inside DynamoDB's range
@@ -22,10 +24,65 @@ def _no_surrogates(value: str) -> str:
     return value
 
 
+def _fits_kms(value: str) -> str:
+    if len(value.encode("utf-8")) > MAX_SECRET_BYTES:
+        raise ValueError(f"must fit in {MAX_SECRET_BYTES} bytes of UTF-8")
+    return value
+
+
 def _single_line(value: str) -> str:
     if "\r" in value or "\n" in value or "\x00" in value:
         raise ValueError("must not contain line breaks or NUL")
     return value
+
+
+MAX_SECRET_BYTES = 4096  # KMS Encrypt takes at most 4096 bytes of plaintext
+MAX_CONFIG_BYTES = 64_000  # rate_limits / large_file_config: well inside a 400 KB DynamoDB item
+_MAX_DEPTH = 16  # DynamoDB refuses documents nested deeper than 32 levels
+
+
+def _json_text(value: Any, depth: int = 0) -> Any:
+    """Check every string (keys included) of a free-form JSON value for lone surrogates."""
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"nested more than {_MAX_DEPTH} levels deep")
+    if isinstance(value, str):
+        _no_surrogates(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_surrogates(str(key))
+            _json_text(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _json_text(item, depth + 1)
+    return value
+
+
+def _storable(value: Any) -> Any:
+    """A free-form JSON value that DynamoDB can hold as a document (else a 422, not a failed write)."""
+    _json_text(value)
+    for node in _nodes(value):
+        if isinstance(node, dict) and any(key == "" for key in node):
+            raise ValueError("object keys must not be empty")
+        if isinstance(node, bool):
+            continue
+        if isinstance(node, int) and abs(node) >= 10**38:
+            raise ValueError("numbers must have at most 38 digits")
+        if isinstance(node, float) and not (math.isfinite(node) and (node == 0 or 1e-130 <= abs(node) < 1e126)):
+            raise ValueError("numbers must be finite, between 1e-130 and 1e126 in magnitude")
+    if len(json.dumps(value, ensure_ascii=False).encode("utf-8")) > MAX_CONFIG_BYTES:
+        raise ValueError(f"at most {MAX_CONFIG_BYTES} bytes of JSON")
+    return value
+
+
+def _nodes(value: Any) -> list[Any]:
+    found = [value]
+    if isinstance(value, dict):
+        for item in value.values():
+            found += _nodes(item)
+    elif isinstance(value, list):
+        for item in value:
+            found += _nodes(item)
+    return found
 
 
 Text = Annotated[str, AfterValidator(_no_surrogates)]
@@ -33,11 +90,16 @@ Line = Annotated[str, AfterValidator(_no_surrogates), AfterValidator(_single_lin
 TenantId = Annotated[str, Field(pattern=TENANT_ID_PATTERN)]
 Timestamp = Annotated[int, Field(ge=-MAX_TIMESTAMP, le=MAX_TIMESTAMP)]
 Addresses = Annotated[list[Line], Field(max_length=1000)] | Text
+JsonText = Annotated[Any, AfterValidator(_json_text)]
+Document = Annotated[dict[str, Any], AfterValidator(_storable)]
+MessageId = Annotated[
+    str, Field(min_length=1, max_length=255), AfterValidator(_no_surrogates), AfterValidator(_single_line)
+]
 
 
 def is_tenant_id(value: str) -> bool:
     """True when `value` has the shape of a tenant id."""
-    return bool(_TENANT_ID_RE.match(value))
+    return bool(_TENANT_ID_RE.fullmatch(value))  # `$` alone would accept a trailing newline
 
 
 class Strict(BaseModel):
@@ -54,6 +116,14 @@ class ClientAuth(Strict):
     user: Text | None = Field(default=None, max_length=1024)
     password: Text | None = Field(default=None, max_length=4096)
 
+    @model_validator(mode="after")
+    def _secrets_fit_kms(self) -> ClientAuth:
+        # Stored as one KMS ciphertext of this JSON (mailproxy.tenants): too long would fail the write.
+        secrets = {k: v for k, v in (("token", self.token), ("password", self.password)) if v}
+        if len(json.dumps(secrets).encode("utf-8")) > MAX_SECRET_BYTES:
+            raise ValueError(f"token and password must fit in {MAX_SECRET_BYTES} bytes together")
+        return self
+
 
 class Attachment(Strict):
     """An attachment reference of a message."""
@@ -69,7 +139,7 @@ class Attachment(Strict):
 class Message(Strict):
     """A message as an application submits it (API.md "Message")."""
 
-    id: Text = Field(min_length=1, max_length=255)
+    id: MessageId  # it is also the X-Genro-Mail-ID header: one line
     tenant_id: Text | None = Field(default=None, max_length=64)
     account_id: Text = Field(min_length=1, max_length=64)
     from_: Line = Field(alias="from", min_length=1, max_length=998)
@@ -78,10 +148,10 @@ class Message(Strict):
     bcc: Addresses | None = None
     reply_to: Line | None = Field(default=None, max_length=998)
     return_path: Line | None = Field(default=None, max_length=998)
-    subject: Text = Field(min_length=1, max_length=10_000)
+    subject: Line = Field(min_length=1, max_length=10_000)
     body: Text = ""
     content_type: Literal["plain", "html"] = "plain"
-    headers: dict[Line, Any] | None = None
+    headers: dict[Line, JsonText] | None = None
     message_id: Line | None = Field(default=None, max_length=998)
     attachments: list[Attachment] | None = Field(default=None, max_length=1000)
     priority: int | str | None = None
@@ -129,7 +199,7 @@ class AddMessages(Strict):
 class DeleteMessages(Strict):
     """Body of `POST /commands/delete-messages`."""
 
-    ids: list[Text] = Field(max_length=10_000)
+    ids: list[MessageId] = Field(max_length=10_000)
     tenant_id: Text | None = Field(default=None, max_length=64)
 
 
@@ -148,7 +218,7 @@ class Account(Strict):
     host: Line = Field(min_length=1, max_length=255)
     port: int = Field(ge=1, le=65535)
     user: Text | None = Field(default=None, max_length=1024)
-    password: Text | None = Field(default=None, max_length=4096)
+    password: Annotated[Text, AfterValidator(_fits_kms)] | None = Field(default=None, max_length=4096)
     use_tls: bool | None = None
     limit_per_minute: int | None = Field(default=None, ge=-MAX_TIMESTAMP, le=MAX_TIMESTAMP)
     limit_per_hour: int | None = Field(default=None, ge=-MAX_TIMESTAMP, le=MAX_TIMESTAMP)
@@ -166,8 +236,8 @@ class TenantFields(Strict):
     client_attachment_path: Line | None = Field(default=None, max_length=1024)
     client_auth: ClientAuth | None = None
     active: bool | None = None
-    rate_limits: dict[Text, Any] | None = None
-    large_file_config: dict[Text, Any] | None = None
+    rate_limits: Document | None = None
+    large_file_config: Document | None = None
 
     @field_validator("client_base_url")
     @classmethod

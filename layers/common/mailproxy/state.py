@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -109,7 +110,8 @@ def log_command(*, ts: int, endpoint: str, tenant_id: str | None, payload: Any, 
         "command_ts": ts,
         "endpoint": endpoint,
         "tenant_id": tenant_id,
-        "payload": payload,
+        # As JSON text: a request body may nest deeper, or hold keys and numbers, that a DynamoDB map cannot.
+        "payload": json.dumps(payload, ensure_ascii=False),
         "response_status": response_status,
     }
     ddb().put_item(TableName=_table(), Item=to_item(item))
@@ -131,7 +133,10 @@ def list_commands(
         kwargs["FilterExpression"] = "tenant_id = :t"
         kwargs["ExpressionAttributeValues"][":t"] = to_attr(tenant_id)
     matches = [
-        {k: item.get(k) for k in ("command_ts", "endpoint", "tenant_id", "payload", "response_status")}
+        {
+            **{k: item.get(k) for k in ("command_ts", "endpoint", "tenant_id", "response_status")},
+            "payload": json.loads(item["payload"]) if isinstance(item.get("payload"), str) else item.get("payload"),
+        }
         for item in query_all(**kwargs)
     ]
     return matches[:limit], len(matches)

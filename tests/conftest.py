@@ -1,0 +1,312 @@
+"""Fixtures shared by every tier: the template's AWS resources in moto, the API app, tenants and accounts.
+
+`aws_env` creates what `template.yaml` declares (tables, queues, bucket, KMS key) with the local stack's
+own emulator, run in-process under `moto.mock_aws()` instead of moto's server, so tests need no port
+and every test starts from empty tables and queues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import moto
+import pytest
+from fastapi.testclient import TestClient
+
+from local.emulator import Emulator
+from local.environment import EnvironmentPatch
+from local.template import Template
+
+ADMIN_TOKEN = "test-admin-token-0123456789abcdefghijklmnopqrstuvwxyz"
+REGION = "us-east-1"
+QUEUE_VARIABLES = ("IMMEDIATE_QUEUE_URL", "HIGH_QUEUE_URL", "MEDIUM_QUEUE_URL", "LOW_QUEUE_URL")
+
+
+class MonkeypatchedEnvironment(EnvironmentPatch):
+    """The emulator's environment changes, made through pytest's monkeypatch so they are undone with it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        super().__init__()
+        self._monkeypatch = monkeypatch
+
+    def set(self, key: str, value: str) -> None:
+        """Set `key` until the test ends."""
+        self._monkeypatch.setenv(key, value)
+
+    def unset(self, key: str) -> None:
+        """Remove `key` until the test ends."""
+        self._monkeypatch.delenv(key, raising=False)
+
+    def restore(self) -> None:
+        """Nothing to do: monkeypatch undoes the changes."""
+
+
+class InProcessEmulator(Emulator):
+    """The local stack's emulator against `moto.mock_aws()` in this process rather than moto's server."""
+
+    def _connect(self) -> None:
+        self.endpoint_url = ""
+        self.region = REGION
+        self.resolver.region = REGION
+
+    def client(self, service: str) -> Any:
+        """A boto3 client without an endpoint override, so moto's in-process mock answers it."""
+        if service not in self._clients:
+            self._clients[service] = _boto_session().client(service, region_name=self.region)  # type: ignore[call-overload]
+        return self._clients[service]
+
+
+@functools.cache
+def _shared_loader(data_path: str | None) -> Any:
+    from botocore.loaders import create_loader
+
+    return create_loader(data_path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_aws_clients() -> Iterator[None]:
+    """Share botocore's model loader between sessions: each test's fresh clients then skip re-reading JSON models."""
+    import botocore.session
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(botocore.session, "create_loader", _shared_loader)
+        try:
+            import moto.kms.models as kms_models
+
+            # moto makes an RSA key for every KMS key, even symmetric ones: one per run is enough here.
+            generate = getattr(kms_models, "generate_private_key")  # noqa: B009 - moto does not export it
+            patch.setattr(kms_models, "generate_private_key", functools.cache(generate))
+        except (ImportError, AttributeError):
+            pass
+        yield
+
+
+@functools.cache
+def _template() -> Template:
+    return Template.load()
+
+
+@functools.cache
+def _boto_session() -> Any:
+    # One session for the fixtures' own clients: botocore then loads each service model once per run.
+    return boto3.session.Session(region_name=REGION)
+
+
+def _clear_caches() -> None:
+    import mailproxy.auth
+    import mailproxy.aws
+    import mailproxy.crypto
+    import mailproxy.ratelimit
+    import mailproxy.settings
+
+    mailproxy.aws.reset_clients()
+    mailproxy.settings.get_settings.cache_clear()
+    mailproxy.auth.admin_token.cache_clear()
+    mailproxy.crypto.decrypt_secret.cache_clear()
+    mailproxy.ratelimit.forget_cache()
+
+
+@contextlib.contextmanager
+def _atomic_dynamodb() -> Iterator[None]:
+    """Serialise in-process moto's DynamoDB calls, as the local stack's moto server does.
+
+    DynamoDB applies each write and each transaction atomically; in-process moto checks a condition
+    and then writes without a lock (and concurrent transactions can crash it), so without this a
+    concurrency test would test moto rather than the service.
+    """
+    from moto.dynamodb.responses import DynamoHandler
+
+    lock = threading.RLock()
+    original = DynamoHandler.call_action
+
+    def call_action(self: Any) -> Any:
+        with lock:
+            return original(self)
+
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        DynamoHandler.call_action = original  # type: ignore[method-assign]
+
+
+class AwsEnv(dict[str, str]):
+    """The resources' environment variables (a dict), with helpers to look at what the service stored."""
+
+    def __init__(self, env: dict[str, str], emulator: InProcessEmulator) -> None:
+        super().__init__(env)
+        self.emulator = emulator
+
+    def client(self, service: str) -> Any:
+        """A boto3 client of the mocked account."""
+        return self.emulator.client(service)
+
+    def table_items(self, variable: str) -> list[dict[str, Any]]:
+        """Every item of the table named by `variable` (`MESSAGES_TABLE`...), as plain Python values."""
+        from mailproxy.dynamo import from_item
+
+        ddb = self.client("dynamodb")
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self[variable], "ConsistentRead": True}
+        while True:
+            reply = ddb.scan(**kwargs)
+            items += [from_item(i) for i in reply.get("Items", [])]
+            if "LastEvaluatedKey" not in reply:
+                return items
+            kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+
+    def raw_table_dump(self, variable: str) -> str:
+        """The whole table as the text of its scan (to assert a secret appears nowhere in it)."""
+        reply = self.client("dynamodb").scan(TableName=self[variable], ConsistentRead=True)
+        return json.dumps(
+            reply.get("Items", []), default=lambda b: b.decode("latin-1") if isinstance(b, bytes) else str(b)
+        )
+
+    def queue_url(self, priority: int) -> str:
+        """The URL of the queue of a priority 0..3."""
+        return self[QUEUE_VARIABLES[priority]]
+
+    def queue_depth(self, priority: int) -> dict[str, int]:
+        """Visible and delayed message counts of a priority's queue."""
+        attributes = self.client("sqs").get_queue_attributes(
+            QueueUrl=self.queue_url(priority),
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"],
+        )["Attributes"]
+        return {
+            "visible": int(attributes["ApproximateNumberOfMessages"]),
+            "delayed": int(attributes["ApproximateNumberOfMessagesDelayed"]),
+        }
+
+    def queued_total(self) -> int:
+        """Messages on every priority queue, visible or delayed."""
+        return sum(sum(self.queue_depth(p).values()) for p in range(4))
+
+    def drain(self, priority: int) -> list[dict[str, Any]]:
+        """Receive and delete every visible message of a priority's queue: their JSON bodies."""
+        sqs = self.client("sqs")
+        bodies: list[dict[str, Any]] = []
+        while True:
+            reply = sqs.receive_message(QueueUrl=self.queue_url(priority), MaxNumberOfMessages=10)
+            received = reply.get("Messages", [])
+            if not received:
+                return bodies
+            for message in received:
+                bodies.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=self.queue_url(priority), ReceiptHandle=message["ReceiptHandle"])
+
+    def drain_all(self) -> dict[int, list[dict[str, Any]]]:
+        """Every visible message of every priority queue, by priority (received and deleted)."""
+        return {p: self.drain(p) for p in range(4)}
+
+    def finish_message(self, tenant_id: str, message_id: str, status: str = "sent") -> None:
+        """Mark a pending message sent (or failed) as the sender would: its status, and one pending less."""
+        self.set_message_status(tenant_id, message_id, status)
+        self.client("dynamodb").update_item(
+            TableName=self["STATE_TABLE"],
+            Key={"pk": {"S": "PENDING"}, "sk": {"S": tenant_id}},
+            UpdateExpression="ADD n :d",
+            ExpressionAttributeValues={":d": {"N": "-1"}},
+        )
+
+    def set_message_status(self, tenant_id: str, message_id: str, status: str) -> None:
+        """Change a message's status in `MessagesTable` as the sender would (e.g. to `sent`)."""
+        self.client("dynamodb").update_item(
+            TableName=self["MESSAGES_TABLE"],
+            Key={"tenant_id": {"S": tenant_id}, "id": {"S": message_id}},
+            UpdateExpression="SET #s = :s",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":s": {"S": status}},
+        )
+
+
+@contextlib.contextmanager
+def _aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEnv]:
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "ADMIN_TOKEN_SECRET_ARN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("GMP_API_TOKEN", ADMIN_TOKEN)
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    _clear_caches()
+    try:
+        with moto.mock_aws(), _atomic_dynamodb():
+            emulator = InProcessEmulator(_template(), environment=MonkeypatchedEnvironment(monkeypatch))
+            env = emulator.start()
+            yield AwsEnv(env, emulator)
+            emulator.stop()
+    finally:
+        _clear_caches()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEnv]:
+    """Every resource of template.yaml in a fresh moto account; the functions' env vars set; caches cleared."""
+    with _aws(monkeypatch) as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def module_aws_env() -> Iterator[AwsEnv]:
+    """`aws_env` shared by one module's tests (for property-based runs that make many calls)."""
+    with pytest.MonkeyPatch.context() as monkeypatch, _aws(monkeypatch) as env:
+        yield env
+
+
+@pytest.fixture(scope="session")
+def intake_app() -> Any:
+    """The IntakeFunction's FastAPI app, imported as Lambda imports it."""
+    from functions.intake.app import app
+
+    return app
+
+
+@pytest.fixture
+def api(aws_env: AwsEnv, intake_app: Any) -> Iterator[TestClient]:
+    """An HTTP client of the intake API backed by `aws_env`."""
+    with TestClient(intake_app) as client:
+        yield client
+
+
+@pytest.fixture
+def admin() -> dict[str, str]:
+    """The admin token header."""
+    return {"X-API-Token": ADMIN_TOKEN}
+
+
+TenantFactory = Callable[..., tuple[str, dict[str, str]]]
+AccountFactory = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def make_tenant(api: TestClient, admin: dict[str, str]) -> TenantFactory:
+    """Create a tenant through the API: returns (tenant_id, its key header)."""
+    counter = iter(range(1, 1_000_000))
+
+    def make(tenant_id: str | None = None, **fields: Any) -> tuple[str, dict[str, str]]:
+        tenant_id = tenant_id or f"tenant-{next(counter)}"
+        reply = api.post("/tenant", json={"id": tenant_id, "name": f"Tenant {tenant_id}", **fields}, headers=admin)
+        assert reply.status_code == 200, reply.text
+        return tenant_id, {"X-API-Token": reply.json()["api_key"]}
+
+    return make
+
+
+@pytest.fixture
+def make_account(api: TestClient, admin: dict[str, str]) -> AccountFactory:
+    """Create an SMTP account of a tenant through the API: returns the body sent."""
+
+    def make(tenant_id: str, account_id: str = "smtp", **fields: Any) -> dict[str, Any]:
+        body = {"id": account_id, "tenant_id": tenant_id, "host": "smtp.example.test", "port": 587, **fields}
+        reply = api.post("/account", json=body, headers=admin)
+        assert reply.status_code == 200, reply.text
+        return body
+
+    return make

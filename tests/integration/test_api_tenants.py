@@ -1,0 +1,294 @@
+"""Tenants: creation with a key shown once, overwrite, partial update, keys, deletion with its data."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import AccountFactory, AwsEnv, TenantFactory
+from tests.integration.api_support import INVALID_TOKEN, add, message, pending
+
+KEY_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+
+def test_a_new_tenant_gets_a_43_character_key_once(api: TestClient, admin: dict[str, str]) -> None:
+    reply = api.post("/tenant", json={"id": "acme", "name": "Acme"}, headers=admin)
+    assert reply.status_code == 200
+    body = reply.json()
+    assert set(body) == {"ok", "api_key"}
+    assert body["ok"] is True
+    key = body["api_key"]
+    assert KEY_SHAPE.match(key)
+    for path in ("/tenant/acme", "/tenants", "/tenants/sync-status", "/command-log"):
+        shown = api.get(path, headers=admin)
+        assert shown.status_code == 200
+        assert key not in shown.text, path
+    assert api.get("/status", headers={"X-API-Token": key}).status_code == 200
+
+
+def test_the_key_is_stored_only_as_its_sha256(api: TestClient, admin: dict[str, str], aws_env: AwsEnv) -> None:
+    key = api.post("/tenant", json={"id": "acme"}, headers=admin).json()["api_key"]
+    dump = aws_env.raw_table_dump("TENANTS_TABLE") + aws_env.raw_table_dump("STATE_TABLE")
+    assert key not in dump
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    assert digest in dump
+    for path in ("/tenant/acme", "/tenants", "/command-log"):
+        assert digest not in api.get(path, headers=admin).text, path
+
+
+def test_two_tenants_get_different_keys(make_tenant: TenantFactory) -> None:
+    _, first = make_tenant("one")
+    _, second = make_tenant("two")
+    assert first != second
+
+
+def test_a_tenant_is_shown_flat_with_defaults_and_without_secrets(api: TestClient, admin: dict[str, str]) -> None:
+    api.post(
+        "/tenant",
+        json={
+            "id": "acme",
+            "name": "Acme",
+            "client_base_url": "https://app.acme.test",
+            "client_auth": {"method": "bearer", "token": "callback-bearer-secret"},
+            "rate_limits": {"hourly": 100},
+            "large_file_config": {"enabled": True, "max_size_mb": 5},
+        },
+        headers=admin,
+    )
+    reply = api.get("/tenant/acme", headers=admin)
+    assert reply.status_code == 200
+    tenant = reply.json()
+    assert tenant["id"] == "acme"
+    assert tenant["name"] == "Acme"
+    assert tenant["client_base_url"] == "https://app.acme.test"
+    assert tenant["client_sync_path"] == "/mail-proxy/sync"
+    assert tenant["client_attachment_path"] == "/mail-proxy/attachments"
+    assert tenant["client_auth"] == {"method": "bearer"}
+    assert tenant["active"] is True
+    assert tenant["rate_limits"] == {"hourly": 100}
+    assert tenant["large_file_config"] == {"enabled": True, "max_size_mb": 5}
+    assert "callback-bearer-secret" not in reply.text
+    assert "api_key_hash" not in tenant
+
+
+def test_callback_secrets_are_encrypted_at_rest_and_never_shown(
+    api: TestClient, admin: dict[str, str], aws_env: AwsEnv
+) -> None:
+    body = {"id": "acme", "client_auth": {"method": "basic", "user": "hook-user", "password": "hook-pass-s3cret"}}
+    created = api.post("/tenant", json=body, headers=admin)
+    api.put("/tenant/acme", json={"client_auth": {"method": "bearer", "token": "hook-token-s3cret"}}, headers=admin)
+    api.post("/tenant", json={**body, "name": "again"}, headers=admin)
+    replies = [created, api.get("/tenant/acme", headers=admin), api.get("/tenants", headers=admin)]
+    replies.append(api.get("/command-log", headers=admin))
+    for reply in replies:
+        assert "hook-pass-s3cret" not in reply.text
+        assert "hook-token-s3cret" not in reply.text
+    dump = aws_env.raw_table_dump("TENANTS_TABLE") + aws_env.raw_table_dump("STATE_TABLE")
+    assert "hook-pass-s3cret" not in dump
+    assert "hook-token-s3cret" not in dump
+
+
+def test_posting_an_existing_tenant_overwrites_its_config_and_keeps_its_key(
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory
+) -> None:
+    _, key = make_tenant(
+        "acme", client_base_url="https://old.acme.test", rate_limits={"daily": 5}, client_sync_path="/old/sync"
+    )
+    reply = api.post("/tenant", json={"id": "acme", "name": "Acme 2"}, headers=admin)
+    assert reply.status_code == 200
+    assert reply.json() == {"ok": True}
+    tenant = api.get("/tenant/acme", headers=key).json()
+    assert tenant["name"] == "Acme 2"
+    assert tenant["client_base_url"] is None
+    assert tenant["rate_limits"] is None
+    assert tenant["client_sync_path"] == "/mail-proxy/sync"
+    assert tenant["active"] is True
+
+
+def test_put_changes_only_the_fields_given(api: TestClient, make_tenant: TenantFactory) -> None:
+    _, key = make_tenant("acme", client_base_url="https://app.acme.test", rate_limits={"daily": 5})
+    before = api.get("/tenant/acme", headers=key).json()
+    reply = api.put("/tenant/acme", json={"name": "Renamed", "client_sync_path": "/hooks/sync"}, headers=key)
+    assert reply.status_code == 200
+    assert reply.json() == {"ok": True}
+    after = api.get("/tenant/acme", headers=key).json()
+    assert after["name"] == "Renamed"
+    assert after["client_sync_path"] == "/hooks/sync"
+    unchanged = {k for k in before if k not in ("name", "client_sync_path", "updated_at")}
+    assert {k: after[k] for k in unchanged} == {k: before[k] for k in unchanged}
+
+
+def test_put_with_an_empty_body_changes_nothing(api: TestClient, make_tenant: TenantFactory) -> None:
+    _, key = make_tenant("acme")
+    before = api.get("/tenant/acme", headers=key).json()
+    assert api.put("/tenant/acme", json={}, headers=key).status_code == 200
+    assert api.get("/tenant/acme", headers=key).json() == before
+
+
+def test_routes_of_a_tenant_that_does_not_exist_answer_404(api: TestClient, admin: dict[str, str]) -> None:
+    not_found = {"detail": "Tenant 'ghost' not found"}
+    calls = [
+        api.get("/tenant/ghost", headers=admin),
+        api.put("/tenant/ghost", json={"name": "x"}, headers=admin),
+        api.put("/tenant/ghost", json={}, headers=admin),
+        api.delete("/tenant/ghost", headers=admin),
+        api.post("/tenant/ghost/api-key", json={}, headers=admin),
+        api.delete("/tenant/ghost/api-key", headers=admin),
+        api.get("/messages", params={"tenant_id": "ghost"}, headers=admin),
+        api.get("/accounts", params={"tenant_id": "ghost"}, headers=admin),
+        api.post("/account", json={"id": "a", "tenant_id": "ghost", "host": "h.test", "port": 25}, headers=admin),
+        api.post("/commands/delete-messages", params={"tenant_id": "ghost"}, json={"ids": ["x"]}, headers=admin),
+        api.post("/commands/cleanup-messages", params={"tenant_id": "ghost"}, json={}, headers=admin),
+        add(api, admin, message(tenant_id="ghost")),
+    ]
+    assert [(c.status_code, c.json()) for c in calls] == [(404, not_found)] * len(calls)
+    assert api.get("/tenants", headers=admin).json()["tenants"] == []
+
+
+def test_rotating_the_key_stops_the_old_one_at_once(
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory
+) -> None:
+    _, old = make_tenant("acme")
+    reply = api.post("/tenant/acme/api-key", headers=admin)
+    assert reply.status_code == 200
+    new_key = reply.json()["api_key"]
+    assert KEY_SHAPE.match(new_key)
+    assert new_key != old["X-API-Token"]
+    assert api.get("/status", headers=old).status_code == 401
+    assert api.get("/status", headers=old).json() == INVALID_TOKEN
+    assert api.get("/status", headers={"X-API-Token": new_key}).status_code == 200
+
+
+def test_a_rotated_key_can_be_given_an_expiry(
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory
+) -> None:
+    make_tenant("acme")
+    past = api.post("/tenant/acme/api-key", json={"expires_at": int(time.time()) - 10}, headers=admin).json()["api_key"]
+    assert api.get("/status", headers={"X-API-Token": past}).status_code == 401
+    later = int(time.time()) + 3600
+    future = api.post("/tenant/acme/api-key", json={"expires_at": later}, headers=admin).json()["api_key"]
+    assert api.get("/status", headers={"X-API-Token": future}).status_code == 200
+    assert api.get("/tenant/acme", headers=admin).json()["api_key_expires_at"] == later
+
+
+def test_a_tenant_created_with_an_expiry_in_the_past_cannot_use_its_key(
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory
+) -> None:
+    expired = int(time.time()) - 60
+    _, key = make_tenant("acme", api_key_expires_at=expired)
+    assert api.get("/messages", headers=key).json() == INVALID_TOKEN
+    assert api.get("/tenant/acme", headers=admin).json()["api_key_expires_at"] == expired
+
+
+def test_revoking_the_key_stops_it_and_a_new_one_can_be_issued(
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory
+) -> None:
+    _, key = make_tenant("acme")
+    reply = api.delete("/tenant/acme/api-key", headers=admin)
+    assert reply.status_code == 200
+    assert reply.json() == {"ok": True}
+    assert api.get("/status", headers=key).status_code == 401
+    assert api.get("/tenant/acme", headers=admin).json()["has_api_key"] is False
+    assert api.delete("/tenant/acme/api-key", headers=admin).status_code == 200  # revoking twice is harmless
+    fresh = api.post("/tenant/acme/api-key", headers=admin).json()["api_key"]
+    assert api.get("/status", headers={"X-API-Token": fresh}).status_code == 200
+    assert api.get("/status", headers=key).status_code == 401
+
+
+def test_deleting_a_tenant_removes_its_accounts_messages_key_and_pending_count(
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, make_account: AccountFactory, aws_env: AwsEnv
+) -> None:
+    _, key = make_tenant("acme")
+    make_tenant("other")
+    for tenant_id in ("acme", "other"):
+        make_account(tenant_id, password="smtp-pass")
+        reply = add(api, admin, message("m-1", tenant_id=tenant_id), message("m-2", tenant_id=tenant_id))
+        assert reply.json()["queued"] == 2
+    add(api, admin, message("big", tenant_id="acme", body="x" * 10, to=["not an address"]))
+    assert pending(api, admin) == 4
+
+    reply = api.delete("/tenant/acme", headers=admin)
+    assert reply.status_code == 200
+    assert reply.json() == {"ok": True}
+
+    assert api.get("/tenant/acme", headers=admin).status_code == 404
+    assert api.get("/status", headers=key).json() == INVALID_TOKEN
+    assert pending(api, admin) == 2
+    assert [t["id"] for t in api.get("/tenants", headers=admin).json()["tenants"]] == ["other"]
+    assert not [i for i in aws_env.table_items("TENANTS_TABLE") if "acme" in str(i)]
+    assert {i["tenant_id"] for i in aws_env.table_items("MESSAGES_TABLE")} == {"other"}
+    assert {i["tenant_id"] for i in aws_env.table_items("PAYLOADS_TABLE")} == {"other"}
+    assert api.get("/accounts", params={"tenant_id": "other"}, headers=admin).json()["accounts"]
+
+
+def test_a_deleted_tenant_can_be_created_again_with_a_new_key(
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, make_account: AccountFactory
+) -> None:
+    _, old = make_tenant("acme")
+    make_account("acme")
+    add(api, old, message("m-1"))
+    api.delete("/tenant/acme", headers=admin)
+    _, new = make_tenant("acme")
+    assert new != old
+    assert api.get("/status", headers=old).status_code == 401
+    assert api.get("/messages", headers=new).json()["messages"] == []
+    assert api.get("/accounts", headers=new).json()["accounts"] == []
+    assert api.get("/status", headers=new).json()["pending_messages"] == 0
+
+
+def test_tenants_are_listed_by_id_and_can_be_filtered_to_active_ones(
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory
+) -> None:
+    make_tenant("zeta")
+    make_tenant("alpha", active=False)
+    make_tenant("mid")
+    listed = api.get("/tenants", headers=admin).json()
+    assert listed["ok"] is True
+    assert [t["id"] for t in listed["tenants"]] == ["alpha", "mid", "zeta"]
+    active = api.get("/tenants", params={"active_only": "true"}, headers=admin).json()["tenants"]
+    assert [t["id"] for t in active] == ["mid", "zeta"]
+    assert all("api_key" not in t and "api_key_hash" not in t for t in listed["tenants"])
+
+
+def test_a_tenant_key_can_read_and_change_its_own_tenant_but_not_delete_it(
+    api: TestClient, make_tenant: TenantFactory
+) -> None:
+    _, key = make_tenant("acme")
+    assert api.get("/tenant/acme", headers=key).json()["id"] == "acme"
+    assert api.put("/tenant/acme", json={"name": "Mine"}, headers=key).status_code == 200
+    assert api.get("/tenant/acme", headers=key).json()["name"] == "Mine"
+    assert api.delete("/tenant/acme", headers=key).status_code == 403
+    assert api.post("/tenant/acme/api-key", headers=key).status_code == 403
+    assert api.get("/tenant/acme", headers=key).status_code == 200
+
+
+def test_sync_status_lists_every_tenant_with_its_report_schedule(
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory
+) -> None:
+    make_tenant("acme", client_base_url="https://app.acme.test")
+    make_tenant("quiet", active=False)
+    reply = api.get("/tenants/sync-status", headers=admin)
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["ok"] is True
+    assert body["sync_interval_seconds"] == 300
+    assert [row["id"] for row in body["tenants"]] == ["acme", "quiet"]
+    for row in body["tenants"]:
+        assert set(row) == {"id", "name", "active", "client_base_url", "last_sync_ts", "next_sync_due", "in_dnd"}
+        assert row["last_sync_ts"] is None
+        assert row["in_dnd"] is False
+    assert body["tenants"][0]["client_base_url"] == "https://app.acme.test"
+    assert body["tenants"][0]["active"] is True
+    assert body["tenants"][1]["active"] is False
+
+
+def test_tenant_ids_must_be_letters_digits_dash_or_underscore(
+    api: TestClient, admin: dict[str, str], aws_env: AwsEnv
+) -> None:
+    for bad in ("", "a b", "a/b", "x" * 65, "t'1", "é"):
+        reply = api.post("/tenant", json={"id": bad}, headers=admin)
+        assert reply.status_code == 422, bad
+    assert aws_env.table_items("TENANTS_TABLE") == []
