@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +24,6 @@ from tests.integration.smtp_servers import (
 )
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
-
-
-@pytest.fixture(autouse=True)
-def fresh_pool() -> Iterator[None]:
-    """Each test starts with no pooled SMTP connection (as a cold container would)."""
-    smtp.run(smtp.default_pool().close_all())
-    smtp.reset_pool()
-    yield
-    smtp.run(smtp.default_pool().close_all())
-    smtp.reset_pool()
-
-
-@pytest.fixture
-def server() -> Iterator[RunningServer]:
-    with smtp_server() as running:
-        yield running
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,25 +11,11 @@ from mailproxy import smtp
 
 from tests.conftest import AwsEnv
 from tests.integration.delivery import Delivery, mail_ids, message, parsed
-from tests.integration.smtp_servers import RunningServer, smtp_server
+from tests.integration.smtp_servers import RunningServer
 
 
 class ContainerDied(BaseException):
     """What a Lambda container's sudden death looks like to the code it was running."""
-
-
-@pytest.fixture(autouse=True)
-def fresh_pool() -> Iterator[None]:
-    smtp.reset_pool()
-    yield
-    smtp.run(smtp.default_pool().close_all())
-    smtp.reset_pool()
-
-
-@pytest.fixture
-def server() -> Iterator[RunningServer]:
-    with smtp_server() as running:
-        yield running
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from mailproxy import ratelimit, smtp
 from mailproxy.logs import SERVICE, configure_logging
 
 from tests.conftest import AwsEnv
@@ -23,16 +22,6 @@ CALLBACK_TOKEN = "callback-bearer-token-91b2e4"
 ATTACHMENT_TOKEN = "attachment-bearer-token-c7d5a1"
 
 Capture = Callable[[str], io.StringIO]
-
-
-@pytest.fixture(autouse=True)
-def fresh_pool() -> Iterator[None]:
-    ratelimit.forget_cache()
-    smtp.run(smtp.default_pool().close_all())
-    smtp.reset_pool()
-    yield
-    smtp.run(smtp.default_pool().close_all())
-    smtp.reset_pool()
 
 
 @pytest.fixture

@@ -7,19 +7,18 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from mailproxy import ratelimit, smtp
+from mailproxy import smtp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import AwsEnv
 from tests.integration.delivery import Delivery, message
 from tests.integration.prometheus_support import binary
-from tests.integration.smtp_servers import RunningServer, smtp_server
+from tests.integration.smtp_servers import RunningServer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -67,23 +66,6 @@ def account_values(text: str, tenant_id: str, account_id: str) -> dict[str, floa
     found = samples(text)
     labels = (("account_id", account_id), ("tenant_id", tenant_id))
     return {name: found.get((name, labels), 0.0) for name in list(CORE_SERIES)[:4]}
-
-
-@pytest.fixture(autouse=True)
-def fresh_pool() -> Iterator[None]:
-    """No pooled SMTP connection, and no rate-window guess of an earlier test's tables, survives a test."""
-    ratelimit.forget_cache()
-    smtp.run(smtp.default_pool().close_all())
-    smtp.reset_pool()
-    yield
-    smtp.run(smtp.default_pool().close_all())
-    smtp.reset_pool()
-
-
-@pytest.fixture
-def server() -> Iterator[RunningServer]:
-    with smtp_server() as running:
-        yield running
 
 
 @pytest.fixture

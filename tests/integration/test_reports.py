@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from mailproxy import reports, smtp
+from mailproxy import reports
 
 from local.lambda_runtime import LambdaFunction
 from local.pollers import PollerContext, StreamPoller, pollers_from_template
 from tests.conftest import AwsEnv
 from tests.integration.delivery import Delivery, message
-from tests.integration.smtp_servers import RunningServer, free_port, smtp_server
+from tests.integration.smtp_servers import RunningServer, free_port
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 # moto answers the classic streams endpoint; botocore now derives an account-specific one from the ARN.
@@ -122,21 +122,6 @@ def callback() -> Iterator[Callback]:
 
 
 # ---------------------------------------------------------------------- the service
-
-
-@pytest.fixture(autouse=True)
-def fresh_pool() -> Iterator[None]:
-    smtp.run(smtp.default_pool().close_all())
-    smtp.reset_pool()
-    yield
-    smtp.run(smtp.default_pool().close_all())
-    smtp.reset_pool()
-
-
-@pytest.fixture
-def server() -> Iterator[RunningServer]:
-    with smtp_server() as running:
-        yield running
 
 
 class Clock:

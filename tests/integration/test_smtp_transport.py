@@ -6,7 +6,6 @@ import asyncio
 import email
 import email.policy
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -39,12 +38,6 @@ def outgoing(to: Any = "ok@rcpt.test", **fields: Any) -> OutgoingEmail:
 def account(port: int, **fields: Any) -> AccountConfig:
     fields.setdefault("timeout", 5.0)
     return AccountConfig(key="t1/smtp", host=HOST, port=port, **fields)
-
-
-@pytest.fixture
-def server() -> Iterator[RunningServer]:
-    with smtp_server() as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

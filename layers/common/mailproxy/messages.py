@@ -231,6 +231,24 @@ def _names(*expressions: str) -> dict[str, str]:
     return {token: token[1:] for expression in expressions for token in re.findall(r"#\w+", expression)}
 
 
+def _update_if(tenant_id: str, message_id: str, update: str, condition: str, values: dict[str, Any]) -> bool:
+    """Apply `update` to a message if `condition` holds; False when it does not (a lost race, not an error)."""
+    try:
+        ddb().update_item(
+            TableName=_table(),
+            Key=_key(tenant_id, message_id),
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeNames=_names(update, condition),
+            ExpressionAttributeValues={k: to_attr(v) for k, v in values.items()},
+        )
+    except Exception as exc:
+        if is_conditional_failure(exc):
+            return False
+        raise
+    return True
+
+
 def claim(tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int, stale_before: int) -> Item | None:
     """Take a message for sending; the claimed item, or None when it is gone, stale, final or held by a live claim."""
     update = "SET #status = :sending, #claim_id = :claim, #claim_ts = :now, #updated_at = :now"
@@ -292,40 +310,14 @@ def finish(
     removes = ["#claim_id", "#claim_ts", *(f"#{name}" for name in remove)]
     update = "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes)
     condition = "#claim_id = :claim"
-    try:
-        ddb().update_item(
-            TableName=_table(),
-            Key=_key(tenant_id, message_id),
-            UpdateExpression=update,
-            ConditionExpression=condition,
-            ExpressionAttributeNames=_names(update, condition),
-            ExpressionAttributeValues={k: to_attr(v) for k, v in values.items()},
-        )
-    except Exception as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
-    return True
+    return _update_if(tenant_id, message_id, update, condition, values)
 
 
 def unpark(tenant_id: str, message_id: str, *, park_ts: int, now: int) -> bool:
     """Take a due message off the parked index once it is back on a queue; False if it changed meanwhile."""
     update = "SET #updated_at = :now REMOVE #park_shard, #park_ts"
     condition = "#park_ts = :park"
-    try:
-        ddb().update_item(
-            TableName=_table(),
-            Key=_key(tenant_id, message_id),
-            UpdateExpression=update,
-            ConditionExpression=condition,
-            ExpressionAttributeNames=_names(update, condition),
-            ExpressionAttributeValues={":now": to_attr(now), ":park": to_attr(park_ts)},
-        )
-    except Exception as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
-    return True
+    return _update_if(tenant_id, message_id, update, condition, {":now": now, ":park": park_ts})
 
 
 def due_parked(now: int, limit: int = 500) -> list[Item]:
@@ -366,44 +358,16 @@ def mark_reported(
         return True
     update = "SET " + ", ".join(sets)
     condition = " AND ".join(conditions)
-    try:
-        ddb().update_item(
-            TableName=_table(),
-            Key=_key(tenant_id, message_id),
-            UpdateExpression=update,
-            ConditionExpression=condition,
-            ExpressionAttributeNames=_names(update, condition),
-            ExpressionAttributeValues={k: to_attr(v) for k, v in values.items()},
-        )
-    except Exception as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
-    return True
+    return _update_if(tenant_id, message_id, update, condition, values)
 
 
 def set_expiry(tenant_id: str, message_id: str, *, expires_at: int) -> bool:
     """Set the retention expiry of a final message that has none yet; False if it is not one."""
     update = "SET #expires_at = :expires"
     condition = "attribute_exists(#id) AND #status IN (:sent, :error) AND attribute_not_exists(#expires_at)"
-    try:
-        ddb().update_item(
-            TableName=_table(),
-            Key=_key(tenant_id, message_id),
-            UpdateExpression=update,
-            ConditionExpression=condition,
-            ExpressionAttributeNames=_names(update, condition),
-            ExpressionAttributeValues={
-                ":expires": to_attr(expires_at),
-                ":sent": to_attr("sent"),
-                ":error": to_attr("error"),
-            },
-        )
-    except Exception as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
-    return True
+    return _update_if(
+        tenant_id, message_id, update, condition, {":expires": expires_at, ":sent": "sent", ":error": "error"}
+    )
 
 
 def expired_keys(now: int) -> list[tuple[str, str]]:
