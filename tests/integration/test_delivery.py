@@ -463,3 +463,21 @@ def test_one_smtp_connection_serves_a_whole_batch(delivery: Delivery, server: Ru
 
     assert len(server.handler.received) == 20
     assert smtp.default_pool().connections_opened == 1
+
+
+def test_no_send_starts_when_the_invocation_has_too_little_time_left(delivery: Delivery, server: RunningServer) -> None:
+    from functions.sender.app import handler
+
+    class AlmostOutOfTime:
+        def get_remaining_time_in_millis(self) -> int:
+            return 2_000  # less than the SMTP timeout plus the time to record a result
+
+    delivery.submit(message("m-1"))
+    [body] = delivery.env.drain(2)
+    reply = handler({"Records": [{"messageId": "sqs-1", "body": json.dumps(body)}]}, AlmostOutOfTime())
+
+    assert reply == {"batchItemFailures": [{"itemIdentifier": "sqs-1"}]}  # SQS brings it back later
+    assert server.handler.received == []
+    assert delivery.records()["m-1"]["status"] == "pending"
+    assert handler({"Records": [{"messageId": "sqs-1", "body": json.dumps(body)}]}, None) == {"batchItemFailures": []}
+    assert mail_ids(server.handler.received) == ["m-1"]
