@@ -399,7 +399,7 @@ def running_world(settings: dict[str, str] | None = None) -> Iterator[World]:
     import moto
 
     from local.apigw import ApiGateway, api_settings_from_template, routes_from_template
-    from local.emulator import Emulator
+    from local.emulator import InProcessEmulator
     from local.environment import EnvironmentPatch
     from local.lambda_runtime import LambdaFunction
     from local.template import Template
@@ -419,19 +419,6 @@ def running_world(settings: dict[str, str] | None = None) -> Iterator[World]:
     }
     for key, value in base.items():
         patch.set(key, value)
-
-    class InProcessEmulator(Emulator):
-        def _connect(self) -> None:
-            self.endpoint_url = ""
-            self.region = REGION
-            self.resolver.region = REGION
-
-        def client(self, service: str) -> Any:
-            import boto3
-
-            if service not in self._clients:
-                self._clients[service] = boto3.session.Session(region_name=REGION).client(service)  # type: ignore[call-overload]
-            return self._clients[service]
 
     import mailproxy.aws
     import mailproxy.settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -414,3 +415,24 @@ class Emulator:
                     continue
                 target[name] = text
         return resource_vars, setting_vars
+
+
+@functools.cache
+def _in_process_session(region: str) -> Any:
+    # One session for every in-process emulator: botocore then loads each service model once.
+    return boto3.session.Session(region_name=region)
+
+
+class InProcessEmulator(Emulator):
+    """The emulator against `moto.mock_aws()` in this process (tests, benchmarks): no server, no port."""
+
+    def _connect(self) -> None:
+        self.endpoint_url = ""
+        self.region = LOCAL_REGION
+        self.resolver.region = LOCAL_REGION
+
+    def client(self, service: str) -> Any:
+        """A boto3 client without an endpoint override, so moto's in-process mock answers it."""
+        if service not in self._clients:
+            self._clients[service] = _in_process_session(self.region).client(service)  # type: ignore[call-overload]
+        return self._clients[service]

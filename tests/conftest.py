@@ -14,12 +14,11 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import boto3
 import moto
 import pytest
 from fastapi.testclient import TestClient
 
-from local.emulator import Emulator
+from local.emulator import InProcessEmulator
 from local.environment import EnvironmentPatch
 from local.template import Template
 
@@ -45,21 +44,6 @@ class MonkeypatchedEnvironment(EnvironmentPatch):
 
     def restore(self) -> None:
         """Nothing to do: monkeypatch undoes the changes."""
-
-
-class InProcessEmulator(Emulator):
-    """The local stack's emulator against `moto.mock_aws()` in this process rather than moto's server."""
-
-    def _connect(self) -> None:
-        self.endpoint_url = ""
-        self.region = REGION
-        self.resolver.region = REGION
-
-    def client(self, service: str) -> Any:
-        """A boto3 client without an endpoint override, so moto's in-process mock answers it."""
-        if service not in self._clients:
-            self._clients[service] = _boto_session().client(service, region_name=self.region)  # type: ignore[call-overload]
-        return self._clients[service]
 
 
 @functools.cache
@@ -90,12 +74,6 @@ def _fast_aws_clients() -> Iterator[None]:
 @functools.cache
 def _template() -> Template:
     return Template.load()
-
-
-@functools.cache
-def _boto_session() -> Any:
-    # One session for the fixtures' own clients: botocore then loads each service model once per run.
-    return boto3.session.Session(region_name=REGION)
 
 
 def _clear_caches() -> None:
