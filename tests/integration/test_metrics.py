@@ -287,3 +287,15 @@ def test_counters_stay_exact_with_many_concurrent_senders(delivery: Delivery, se
     assert unsent == 8 + 12 - limited_sent
     assert samples(text)[("gmp_pending_messages", ())] == unsent
     assert len(server.handler.received) == 24 + limited_sent
+
+
+def test_a_new_account_has_its_series_at_zero_before_its_first_event(
+    api: TestClient, admin: dict[str, str], aws_env: AwsEnv
+) -> None:
+    api.post("/tenant", json={"id": "fresh"}, headers=admin)
+    api.post("/account", json={"id": "new", "tenant_id": "fresh", "host": "127.0.0.1", "port": 25}, headers=admin)
+
+    found = samples(scrape()["body"])
+    labels = (("account_id", "new"), ("tenant_id", "fresh"))
+    for name in ("gmp_sent_total", "gmp_errors_total", "gmp_deferred_total", "gmp_rate_limited_total"):
+        assert found[(name, labels)] == 0.0

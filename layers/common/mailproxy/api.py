@@ -398,6 +398,7 @@ def _install_routes(app: FastAPI) -> None:
         """Create or replace an SMTP account of the tenant."""
         resolved = _scoped(request, who, body.tenant_id)
         tenants.put_account(resolved, body.model_dump(), now=intake.now_ts())
+        state.ensure_counters(resolved, body.id)
         return {"ok": True}
 
     @app.get("/accounts", tags=["accounts"], **replies(AccountsReply))

@@ -279,3 +279,15 @@ def clear_run_now(scope: str, requested_at: int) -> None:
     except Exception as exc:
         if not is_conditional_failure(exc):
             raise
+
+
+def ensure_counters(tenant_id: str, account_id: str) -> None:
+    """Give a new account its /metrics series at zero, so its first event shows as an increase."""
+    names = {f"#{name}": name for name in COUNTER_FIELDS}
+    ddb().update_item(
+        TableName=_table(),
+        Key={"pk": {"S": "COUNTERS"}, "sk": {"S": f"{tenant_id}#{account_id}"}},
+        UpdateExpression="SET " + ", ".join(f"#{name} = if_not_exists(#{name}, :zero)" for name in COUNTER_FIELDS),
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues={":zero": {"N": "0"}},
+    )
