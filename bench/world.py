@@ -269,7 +269,7 @@ class World:
                     )
         handled = 0
         for stream in self._streams:
-            while True:
+            for _ in range(10_000):  # bounded: a stream that never runs dry must not hang the benchmark
                 count = stream.poll_once()
                 handled += count
                 if not count:

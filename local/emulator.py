@@ -424,7 +424,38 @@ def _in_process_session(region: str) -> Any:
 
 
 class InProcessEmulator(Emulator):
-    """The emulator against `moto.mock_aws()` in this process (tests, benchmarks): no server, no port."""
+    """The emulator against `moto.mock_aws()` in this process (tests, benchmarks): no server, no port.
+
+    DynamoDB calls are serialised while it runs, as the moto server's are: DynamoDB applies each write
+    and transaction atomically, in-process moto checks a condition and then writes without a lock.
+    """
+
+    _original_call_action: Any = None
+
+    def start(self) -> dict[str, str]:
+        """Serialise moto's DynamoDB calls, then create the resources."""
+        from moto.dynamodb.responses import DynamoHandler
+
+        if InProcessEmulator._original_call_action is None:
+            original = DynamoHandler.call_action
+            lock = threading.RLock()
+
+            def call_action(handler: Any) -> Any:
+                with lock:
+                    return original(handler)
+
+            InProcessEmulator._original_call_action = original
+            DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+        return super().start()
+
+    def stop(self) -> None:
+        """Drop the resources and give moto back its own DynamoDB dispatch."""
+        super().stop()
+        if InProcessEmulator._original_call_action is not None:
+            from moto.dynamodb.responses import DynamoHandler
+
+            DynamoHandler.call_action = InProcessEmulator._original_call_action  # type: ignore[method-assign]
+            InProcessEmulator._original_call_action = None
 
     def _connect(self) -> None:
         self.endpoint_url = ""

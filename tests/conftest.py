@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -88,30 +87,6 @@ def _clear_caches() -> None:
     mailproxy.auth.admin_token.cache_clear()
     mailproxy.crypto.decrypt_secret.cache_clear()
     mailproxy.ratelimit.forget_cache()
-
-
-@contextlib.contextmanager
-def _atomic_dynamodb() -> Iterator[None]:
-    """Serialise in-process moto's DynamoDB calls, as the local stack's moto server does.
-
-    DynamoDB applies each write and each transaction atomically; in-process moto checks a condition
-    and then writes without a lock (and concurrent transactions can crash it), so without this a
-    concurrency test would test moto rather than the service.
-    """
-    from moto.dynamodb.responses import DynamoHandler
-
-    lock = threading.RLock()
-    original = DynamoHandler.call_action
-
-    def call_action(self: Any) -> Any:
-        with lock:
-            return original(self)
-
-    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        DynamoHandler.call_action = original  # type: ignore[method-assign]
 
 
 class AwsEnv(dict[str, str]):
@@ -215,7 +190,7 @@ def _aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEnv]:
     monkeypatch.setenv("LOG_LEVEL", "WARNING")
     _clear_caches()
     try:
-        with moto.mock_aws(), _atomic_dynamodb():
+        with moto.mock_aws():
             emulator = InProcessEmulator(_template(), environment=MonkeypatchedEnvironment(monkeypatch))
             env = emulator.start()
             yield AwsEnv(env, emulator)

@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+WATCHDOG = (
+    "import faulthandler, runpy, sys; faulthandler.dump_traceback_later(240, exit=True); "
+    "sys.argv = ['{module}', '--quick']; runpy.run_module('{module}', run_name='__main__')"
+)
 
 
 @pytest.mark.slow
@@ -19,7 +23,8 @@ def test_benchmark_runs_in_quick_mode_and_prints_its_json_line(name: str) -> Non
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers' / 'common'}:{ROOT}"}
     env.pop("AWS_ENDPOINT_URL", None)
     done = subprocess.run(
-        [sys.executable, "-m", f"bench.{name}", "--quick"],
+        # A hung run dumps every thread's stack and exits, so a failure says where it stopped.
+        [sys.executable, "-c", WATCHDOG.format(module=f"bench.{name}")],
         cwd=ROOT,
         env=env,
         capture_output=True,
