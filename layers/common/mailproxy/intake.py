@@ -16,7 +16,7 @@ from mailproxy.addresses import is_valid_address, split_addresses
 from mailproxy.auth import Principal, scope
 from mailproxy.errors import BadRequest, NotFound
 from mailproxy.models import MAX_MESSAGES_PER_REQUEST, AddMessages, Message, priority_of
-from mailproxy.queues import MAX_DELAY_SECONDS, QueueEntry, enqueue
+from mailproxy.queues import MAX_DELAY_SECONDS, QueueEntry, enqueue, stored_entries
 from mailproxy.settings import get_settings
 
 logger = Logger(service="mail-proxy")
@@ -39,12 +39,6 @@ def require_tenant(tenant_id: str) -> dict[str, Any]:
     if tenant is None:
         raise NotFound(f"Tenant '{tenant_id}' not found")
     return tenant
-
-
-def is_suspended(tenant: dict[str, Any], batch_code: str | None) -> bool:
-    """True when the tenant is inactive, fully suspended, or suspends this batch."""
-    batches = tenant.get("suspended_batches") or []
-    return not tenant.get("active", True) or "*" in batches or (batch_code is not None and batch_code in batches)
 
 
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 field-name: printable ASCII but the colon
@@ -193,7 +187,7 @@ def _plan(tenant: dict[str, Any], message: Message, default_priority: int, now: 
     priority = priority_of(message.priority, default_priority)
     delay = max(0, (message.deferred_ts or 0) - now)
     park_ts = None
-    if is_suspended(tenant, message.batch_code):
+    if tenants.is_held(tenant, message.batch_code):
         status, enqueue_now = "suspended", False
     elif delay > MAX_DELAY_SECONDS:
         status, enqueue_now, park_ts = "deferred", False, message.deferred_ts
@@ -376,23 +370,10 @@ def release_held(tenant: dict[str, Any]) -> int:
     held = [
         i
         for i in messages.list_states(tenant_id)
-        if i.get("status") == "suspended" and not is_suspended(tenant, i.get("batch_code"))
+        if i.get("status") == "suspended" and not tenants.is_held(tenant, i.get("batch_code"))
     ]
     released = [r for r in (messages.release_suspended(tenant_id, str(i["id"]), now=now) for i in held) if r]
-    loaded = payloads.load_payloads([(tenant_id, str(r["id"])) for r in released])
-    entries = []
-    for item in released:
-        stored = loaded.get((tenant_id, str(item["id"])))
-        entries.append(
-            QueueEntry(
-                tenant_id=tenant_id,
-                id=str(item["id"]),
-                rev=str(item["rev"]),
-                priority=int(item.get("priority", 2)),
-                delay=min(MAX_DELAY_SECONDS, max(0, int(item.get("deferred_ts") or 0) - now)),
-                payload=stored[1] if stored and stored[0] == item["rev"] else None,
-            )
-        )
+    entries = stored_entries(released, now)
     enqueue(entries)
     return len(entries)
 

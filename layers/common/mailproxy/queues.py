@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from mailproxy import payloads
 from mailproxy.aws import client
 from mailproxy.settings import get_settings
 
@@ -72,3 +73,22 @@ def enqueue(entries: list[QueueEntry]) -> None:
 def _send_batch(url: str, batch: list[dict[str, Any]]) -> list[str]:
     reply = client("sqs").send_message_batch(QueueUrl=url, Entries=batch)
     return [f"{f.get('Code')}: {f.get('Message')}" for f in reply.get("Failed", [])]
+
+
+def stored_entries(items: list[dict[str, Any]], now: int) -> list[QueueEntry]:
+    """Queue entries for stored message state items, their payloads inline when the stored revision matches."""
+    loaded = payloads.load_payloads([(str(i["tenant_id"]), str(i["id"])) for i in items])
+    entries = []
+    for item in items:
+        stored = loaded.get((str(item["tenant_id"]), str(item["id"])))
+        entries.append(
+            QueueEntry(
+                tenant_id=str(item["tenant_id"]),
+                id=str(item["id"]),
+                rev=str(item["rev"]),
+                priority=int(item.get("priority", 2)),
+                delay=min(MAX_DELAY_SECONDS, max(0, int(item.get("deferred_ts") or 0) - now)),
+                payload=stored[1] if stored and stored[0] == item["rev"] else None,
+            )
+        )
+    return entries

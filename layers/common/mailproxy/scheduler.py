@@ -8,9 +8,9 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from mailproxy import messages, payloads, state
+from mailproxy import messages, state
 from mailproxy.dynamo import Item
-from mailproxy.queues import MAX_DELAY_SECONDS, QueueEntry, enqueue
+from mailproxy.queues import enqueue, stored_entries
 
 logger = Logger(service="mail-proxy")
 
@@ -30,25 +30,6 @@ def run_round(now: int | None = None) -> dict[str, int]:
     return {"requeued": requeued, "journals_finished": finished}
 
 
-def _entries(items: list[Item], now: int) -> list[QueueEntry]:
-    """Queue entries for state items, their payloads inline when the stored revision matches."""
-    loaded = payloads.load_payloads([(str(i["tenant_id"]), str(i["id"])) for i in items])
-    entries = []
-    for item in items:
-        stored = loaded.get((str(item["tenant_id"]), str(item["id"])))
-        entries.append(
-            QueueEntry(
-                tenant_id=str(item["tenant_id"]),
-                id=str(item["id"]),
-                rev=str(item["rev"]),
-                priority=int(item.get("priority", 2)),
-                delay=min(MAX_DELAY_SECONDS, max(0, int(item.get("deferred_ts") or 0) - now)),
-                payload=stored[1] if stored and stored[0] == item["rev"] else None,
-            )
-        )
-    return entries
-
-
 def requeue_parked(now: int) -> int:
     """Put parked messages whose time has come back on their queues (queue first, then unpark)."""
     total = 0
@@ -63,7 +44,7 @@ def requeue_parked(now: int) -> int:
             for i in messages.get_states(t, ids).values()
             if i.get("status") == "deferred" and i.get("park_ts") is not None and int(i["park_ts"]) <= now
         ]
-        enqueue(_entries(items, now))
+        enqueue(stored_entries(items, now))
         for item in items:
             messages.unpark(str(item["tenant_id"]), str(item["id"]), park_ts=int(item["park_ts"]), now=now)
         total += len(items)
@@ -101,7 +82,9 @@ def _finish_intake(journal: Item, sk: str, now: int) -> None:
     keys = journal.get("keys") or []
     revs = {(str(k["tenant_id"]), str(k["id"])): str(k["rev"]) for k in keys}
     items = _states(keys)
-    enqueue(_entries([i for i in items if _requeueable(i) and revs.get((i["tenant_id"], i["id"])) == i["rev"]], now))
+    enqueue(
+        stored_entries([i for i in items if _requeueable(i) and revs.get((i["tenant_id"], i["id"])) == i["rev"]], now)
+    )
     deltas: dict[str, int] = defaultdict(int)
     if not journal.get("counted"):
         for item in items:
@@ -138,6 +121,6 @@ def _finish_send(journal: Item, sk: str, now: int) -> None:
                 requeue.append(item)
         if item.get("status") in messages.FINAL and outcome in ("sent", "error"):
             pending[tenant_id] -= 1
-    enqueue(_entries(requeue, now))
+    enqueue(stored_entries(requeue, now))
     state.close_batch(sk, counters=dict(counters), pending=dict(pending))
     logger.warning("finished a send batch left open", extra={"journal": sk, "messages": len(items)})

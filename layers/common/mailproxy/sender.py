@@ -127,7 +127,7 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
             messages.delete_state(job.tenant_id, job.id)
             job.outcome = "dropped"
             continue
-        if _held(tenant, item.get("batch_code")):
+        if tenants.is_held(tenant, item.get("batch_code")):
             _finish(job, journal, "suspended", history=None, outcome="held")
             continue
         by_account[(job.tenant_id, str(item["account_id"]))].append(job)
@@ -209,11 +209,6 @@ def _message_id(job: Job, payload: dict[str, Any]) -> str:
     """A Message-ID derived from the record's stable uuid, so every retry carries the same one."""
     domain = parseaddr(str(payload.get("from", "")))[1].rpartition("@")[2] or "mail-proxy.local"
     return f"<{(job.item or {}).get('pk', job.id)}@{domain}>"
-
-
-def _held(tenant: dict[str, Any], batch_code: str | None) -> bool:
-    batches = tenant.get("suspended_batches") or []
-    return not tenant.get("active", True) or "*" in batches or (batch_code is not None and batch_code in batches)
 
 
 def _unsent_status(job: Job) -> str:

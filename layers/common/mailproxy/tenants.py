@@ -347,3 +347,9 @@ def delete_account(tenant_id: str, account_id: str) -> bool:
             return False
         raise
     return True
+
+
+def is_held(tenant: dict[str, Any], batch_code: str | None) -> bool:
+    """True when the tenant's messages of this batch must wait: inactive, fully suspended, or batch suspended."""
+    batches = tenant.get("suspended_batches") or []
+    return not tenant.get("active", True) or "*" in batches or (batch_code is not None and batch_code in batches)
