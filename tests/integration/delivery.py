@@ -72,6 +72,12 @@ class Delivery:
         body: dict[str, Any] = reply.json()
         return body
 
+    def set_account(self, port: int, **fields: Any) -> None:
+        """Replace the tenant's `smtp` account (plain SMTP on 127.0.0.1:port) with these settings."""
+        body = {"id": "smtp", "host": "127.0.0.1", "port": port, "use_tls": False, **fields}
+        reply = self.api.post("/account", json=body, headers=self.key)
+        assert reply.status_code == 200, reply.text
+
     def records(self) -> dict[str, dict[str, Any]]:
         """id → record, as GET /messages shows them (with history)."""
         reply = self.api.get("/messages", params={"include_history": "true"}, headers=self.key)

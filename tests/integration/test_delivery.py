@@ -260,11 +260,7 @@ def test_wrong_password_fails_the_message_permanently(aws_env: AwsEnv, api: Test
 
 
 def test_rate_limit_defers_what_is_over_to_the_next_window(delivery: Delivery, server: RunningServer) -> None:
-    delivery.api.post(
-        "/account",
-        json={"id": "smtp", "host": "127.0.0.1", "port": server.port, "use_tls": False, "limit_per_minute": 2},
-        headers=delivery.key,
-    )
+    delivery.set_account(server.port, limit_per_minute=2)
     delivery.submit(*(message(f"m-{n}") for n in range(5)))
     delivery.pump()
 
@@ -281,18 +277,7 @@ def test_rate_limit_defers_what_is_over_to_the_next_window(delivery: Delivery, s
 
 
 def test_rate_limit_with_reject_fails_what_is_over(delivery: Delivery, server: RunningServer) -> None:
-    delivery.api.post(
-        "/account",
-        json={
-            "id": "smtp",
-            "host": "127.0.0.1",
-            "port": server.port,
-            "use_tls": False,
-            "limit_per_hour": 1,
-            "limit_behavior": "reject",
-        },
-        headers=delivery.key,
-    )
+    delivery.set_account(server.port, limit_per_hour=1, limit_behavior="reject")
     delivery.submit(message("m-1"), message("m-2"))
     delivery.pump()
 
@@ -305,11 +290,7 @@ def test_rate_limit_with_reject_fails_what_is_over(delivery: Delivery, server: R
 
 
 def test_failed_send_gives_its_rate_slot_back(delivery: Delivery, server: RunningServer) -> None:
-    delivery.api.post(
-        "/account",
-        json={"id": "smtp", "host": "127.0.0.1", "port": server.port, "use_tls": False, "limit_per_minute": 1},
-        headers=delivery.key,
-    )
+    delivery.set_account(server.port, limit_per_minute=1)
     delivery.submit(message("m-1", to="reject550@example.test"))
     delivery.pump()
     delivery.submit(message("m-2"))
@@ -323,11 +304,7 @@ def test_many_concurrent_senders_never_exceed_the_accounts_limit(delivery: Deliv
 
     from functions.sender.app import handler
 
-    delivery.api.post(
-        "/account",
-        json={"id": "smtp", "host": "127.0.0.1", "port": server.port, "use_tls": False, "limit_per_minute": 7},
-        headers=delivery.key,
-    )
+    delivery.set_account(server.port, limit_per_minute=7)
     delivery.submit(*(message(f"m-{n}") for n in range(24)))
     bodies = delivery.env.drain(2)
     batches = [bodies[n::4] for n in range(4)]
