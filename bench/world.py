@@ -240,6 +240,7 @@ class World:
     esm_tally: Tally = field(default_factory=Tally)
     _streams: list[Any] = field(default_factory=list)
     failures: dict[str, int] = field(default_factory=dict)
+    _batch_sizes: dict[str, int] = field(default_factory=dict)
 
     def play_streams(self) -> int:
         """Deliver what the DynamoDB stream holds to its function (the reporter), as its mapping would."""
@@ -320,23 +321,49 @@ class World:
         payload = result.get("body") or ""
         return int(result["statusCode"]), json.loads(payload) if payload else None
 
-    def deliver_all(self, batch_size: int = 10, rounds: int = 100_000) -> int:
-        """Play the sender's event source mapping until the queues are empty: records handled."""
+    def batch_sizes(self) -> dict[str, int]:
+        """Queue URL → the BatchSize of the sender's event source mapping on it, as the template sets it."""
+        if not self._batch_sizes:
+            from local.pollers import PollerContext, SqsPoller, pollers_from_template
+
+            for poller in pollers_from_template(self.functions, PollerContext(self.resolver)):
+                if isinstance(poller, SqsPoller):
+                    self._batch_sizes.update({source.queue_url: source.batch_size for source in poller.sources})
+        return self._batch_sizes
+
+    def _receive_batch(self, url: str, batch_size: int) -> list[dict[str, Any]]:
+        """What the mapping hands one invocation: receives of up to 10 until the batch is full or the queue empty."""
+        sqs = self.client("sqs")
+        messages: list[dict[str, Any]] = []
+        while len(messages) < batch_size:
+            reply = sqs.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=min(10, batch_size - len(messages)),
+                MessageSystemAttributeNames=["All"],
+            )
+            received = reply.get("Messages", [])
+            if not received:
+                break
+            # The mapping's requests are billed to the account like any other.
+            self.esm_tally.calls["sqs.ReceiveMessage"] += 1
+            self.esm_tally.billed_requests["sqs.ReceiveMessage"] += 1
+            messages += received
+        return messages
+
+    def deliver_all(self, batch_size: int | None = None, rounds: int = 100_000) -> int:
+        """Play the sender's event source mapping until the queues are empty: records handled.
+
+        Batches are as large as the template's mapping of each queue allows, unless `batch_size` is given.
+        """
         sqs = self.client("sqs")
         handled = 0
         for _ in range(rounds):
             delivered = False
             for variable in QUEUE_VARIABLES:
                 url = self.env[variable]
-                reply = sqs.receive_message(
-                    QueueUrl=url, MaxNumberOfMessages=min(10, batch_size), MessageSystemAttributeNames=["All"]
-                )
-                messages = reply.get("Messages", [])
+                messages = self._receive_batch(url, batch_size or self.batch_sizes().get(url, 10))
                 if not messages:
                     continue
-                # The mapping's requests are billed to the account like any other.
-                self.esm_tally.calls["sqs.ReceiveMessage"] += 1
-                self.esm_tally.billed_requests["sqs.ReceiveMessage"] += 1
                 records = [
                     {
                         "messageId": m["MessageId"],
