@@ -529,19 +529,23 @@ def test_retention_expires_only_fully_reported_messages(
     service.deliver(acme)
 
     done = service.message_item("acme", "done")
-    assert done is not None and done["expires_at"] == clock.now + 100
+    unreported = service.message_item("down", "unreported")
+    assert done is not None and unreported is not None and unreported["status"] == "sent"
+    # The retention runs from the result; a message whose report is still owed is kept past it.
+    assert done["expires_at"] == done["sent_ts"] + 100
     assert "expires_at" not in (service.message_item("acme", "later") or {})
-    assert "expires_at" not in (service.message_item("down", "unreported") or {})
+    sent_ts = int(max(done["sent_ts"], unreported["sent_ts"]))
 
-    assert reports.expire_due(clock.now + 99) == 0
-    assert reports.expire_due(clock.now + 100) == 1
+    assert reports.expire_due(sent_ts + 99) == 0
+    assert reports.expire_due(sent_ts + 100) == 1
     assert service.message_item("acme", "done") is None
     assert service.message_item("acme", "later") is not None
     assert service.message_item("down", "unreported") is not None
     from mailproxy.payloads import load_payloads
 
     assert set(load_payloads([("acme", "done"), ("acme", "later")])) == {("acme", "later")}
-    assert reports.expire_due(clock.now + 10**6) == 0
+    assert reports.expire_due(sent_ts + 10**6) == 0
+    assert service.message_item("down", "unreported") is not None
 
 
 def test_a_ttl_removal_on_the_stream_deletes_the_payload(service: Service, callback: Callback) -> None:
@@ -562,6 +566,39 @@ def test_a_ttl_removal_on_the_stream_deletes_the_payload(service: Service, callb
 
     assert handler({"Records": [record]}, None) == {"batchItemFailures": []}
     assert load_payloads([("acme", "m-1")]) == {}
+
+
+def test_a_ttl_removal_of_a_message_still_owed_puts_it_back_and_reports_it_once(
+    service: Service, callback: Callback
+) -> None:
+    from functions.reporter.app import handler
+    from mailproxy.dynamo import to_attr
+    from mailproxy.messages import delete_state
+
+    acme = service.tenant("acme", client_base_url=f"http://127.0.0.1:{free_port()}")  # down for now
+    acme.submit(message("m-1"))
+    service.deliver(acme)
+    old = delete_state("acme", "m-1")  # as TTL would, before the client was ever reachable
+    assert old is not None and old["status"] == "sent"
+    record = {
+        "eventName": "REMOVE",
+        "userIdentity": {"type": "Service", "principalId": "dynamodb.amazonaws.com"},
+        "dynamodb": {
+            "Keys": {"tenant_id": {"S": "acme"}, "id": {"S": "m-1"}},
+            "OldImage": {k: to_attr(v) for k, v in old.items()},
+            "SequenceNumber": "9" * 30,
+        },
+    }
+    assert handler({"Records": [record]}, None) == {"batchItemFailures": []}
+    item = service.message_item("acme", "m-1")
+    assert item is not None and item["status"] == "sent" and item["expires_at"] >= old["expires_at"]
+
+    service.reporter.stream()  # the put-back comes through the stream: nothing new is owed
+    reply = service.api.put("/tenant/acme", json={"client_base_url": callback.url}, headers=service.admin)
+    assert reply.status_code == 200, reply.text
+    service.api.post("/commands/run-now", headers=acme.key)
+    service.reporter.tick()
+    assert [e["id"] for e in callback.entries()] == ["m-1"]
 
 
 def test_cleanup_messages_agrees_with_retention(service: Service, callback: Callback) -> None:
@@ -594,5 +631,7 @@ def test_the_sample_stream_event_reports_its_sent_message(
     assert handler(event, None) == {"batchItemFailures": []}
     assert callback.entries() == [{"id": "m-1", "sent_ts": 1795867215}]
     item = service.message_item("acme", "m-1")
-    assert item is not None and item["history"][1]["reported_ts"] is not None
-    assert to_attr(item["status"]) == image["status"]
+    assert item is not None and to_attr(item["status"]) == image["status"]
+    reply = service.api.get("/messages", params={"tenant_id": "acme", "include_history": "true"}, headers=service.admin)
+    [record] = reply.json()["messages"]
+    assert record["history"][1]["reported_ts"] is not None

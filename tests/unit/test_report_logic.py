@@ -11,44 +11,63 @@ def item(message_id: str, status: str, *events: dict[str, object]) -> dict[str, 
     return {"id": message_id, "status": status, "history": [{"event_type": "queued", "event_ts": 1}, *events]}
 
 
+def owed(old: dict[str, object] | None, new: dict[str, object]) -> list[reports.Owed]:
+    return reports.appended_events(old, new)
+
+
 def test_entries_have_the_api_shapes_and_come_in_event_order() -> None:
-    items = [
-        item("late", "sent", {"event_type": "sent", "event_ts": 30}),
-        item(
-            "retried",
-            "error",
-            {
-                "event_type": "deferred",
-                "event_ts": 10,
-                "description": "451 4.3.0 Try again later (SMTP 451)",
-                "deferred_ts": 70,
-                "deferred_reason": "451 4.3.0 Try again later (SMTP 451)",
-            },
-            {"event_type": "error", "event_ts": 20, "description": "Max retries (1) exceeded"},
-        ),
-    ]
-    entries, marks = reports.build_report(items)
-    assert entries == [
+    late = item("late", "sent", {"event_type": "sent", "event_ts": 30})
+    retried = item(
+        "retried",
+        "error",
+        {
+            "event_type": "deferred",
+            "event_ts": 10,
+            "description": "451 4.3.0 Try again later (SMTP 451)",
+            "deferred_ts": 70,
+            "deferred_reason": "451 4.3.0 Try again later (SMTP 451)",
+        },
+        {"event_type": "error", "event_ts": 20, "description": "Max retries (1) exceeded"},
+    )
+    events = owed(None, late) + owed(None, retried)
+    assert reports.build_report(events) == [
         {"id": "retried", "deferred_ts": 70, "deferred_reason": "451 4.3.0 Try again later (SMTP 451)"},
         {"id": "retried", "error_ts": 20, "error": "Max retries (1) exceeded"},
         {"id": "late", "sent_ts": 30},
     ]
-    assert [(m.id, m.events, m.final) for m in marks] == [
-        ("late", [(1, "sent", 30)], True),
-        ("retried", [(1, "deferred", 10), (2, "error", 20)], True),
+    assert [e.key for e in events] == [
+        ("late", 1, "sent", 30),
+        ("retried", 1, "deferred", 10),
+        ("retried", 2, "error", 20),
     ]
 
 
-def test_reported_and_queued_events_are_left_out() -> None:
-    deferred = item(
-        "m",
-        "deferred",
-        {"event_type": "deferred", "event_ts": 5, "deferred_ts": 65, "deferred_reason": "rate_limit", "reported_ts": 6},
-        {"event_type": "deferred", "event_ts": 70, "deferred_ts": 130, "deferred_reason": "rate_limit"},
-    )
-    entries, marks = reports.build_report([deferred, item("q", "pending")])
-    assert entries == [{"id": "m", "deferred_ts": 130, "deferred_reason": "rate_limit"}]
-    assert [(m.events, m.final) for m in marks] == [([(2, "deferred", 70)], False)]
+def test_only_the_events_a_change_appended_are_owed_and_queued_events_never() -> None:
+    first = {"event_type": "deferred", "event_ts": 5, "deferred_ts": 65, "deferred_reason": "rate_limit"}
+    second = {"event_type": "deferred", "event_ts": 70, "deferred_ts": 130, "deferred_reason": "rate_limit"}
+    before, after = item("m", "deferred", first), item("m", "deferred", first, second)
+    assert reports.build_report(owed(before, after)) == [
+        {"id": "m", "deferred_ts": 130, "deferred_reason": "rate_limit"}
+    ]
+    assert owed(after, after) == []  # a change that added no event (a claim, an unpark) owes nothing
+    assert owed(None, item("q", "pending")) == []
+
+
+def test_chunks_and_ledger_keys_survive_their_compressed_form() -> None:
+    from mailproxy import ledger
+
+    events = owed(None, item("m-é", "error", {"event_type": "error", "event_ts": 3, "description": "550 no ✉"}))
+    assert reports.decode_events(reports.encode_events(events)) == events
+    keys = {e.key for e in events}
+    assert ledger.decode_keys(ledger.encode_keys(keys)) == keys
+
+
+def test_a_stream_batch_names_its_chunk_after_its_first_record() -> None:
+    change = {"ApproximateCreationDateTime": 1795867215, "SequenceNumber": "111100000000012345678901"}
+    key = reports.chunk_key(change, now=5)
+    assert key == reports.chunk_key(dict(change), now=99)  # a retried batch rewrites the same chunk
+    assert reports.chunk_ts(key) == 1795867215
+    assert reports.chunk_key({"SequenceNumber": "2"}, now=7) < reports.chunk_key({"SequenceNumber": "10"}, now=7)
 
 
 def test_any_2xx_body_is_an_acknowledgement_and_only_json_objects_carry_directives() -> None:
@@ -113,7 +132,14 @@ def test_who_is_called_by_the_scheduled_run() -> None:
 
 
 def test_a_backlog_is_taken_in_whole_chunks_oldest_first() -> None:
-    chunks = [{"sk": "2", "ids": ["c", "d"]}, {"sk": "1", "ids": ["a", "b"]}, {"sk": "3", "ids": ["e"]}]
-    assert reports._take(chunks, 4) == (["a", "b", "c", "d"], ["1", "2"], True)
-    assert reports._take(chunks, 1) == (["a", "b"], ["1"], True)
-    assert reports._take(chunks, 10) == (["a", "b", "c", "d", "e"], ["1", "2", "3"], False)
+    def chunk(sk: str, *ids: str) -> dict[str, object]:
+        events = [reports.Owed(i, 1, {"event_type": "sent", "event_ts": 1}) for i in ids]
+        return {"sk": sk, "events": reports.encode_events(events)}
+
+    def taken(limit: int) -> tuple[list[str], bool]:
+        used, more = reports._take([chunk("2", "c", "d"), chunk("1", "a", "b"), chunk("3", "e")], limit)
+        return [str(c["sk"]) for c in used], more
+
+    assert taken(4) == (["1", "2"], True)
+    assert taken(1) == (["1"], True)
+    assert taken(10) == (["1", "2", "3"], False)

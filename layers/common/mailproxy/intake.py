@@ -11,7 +11,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from mailproxy import messages, payloads, state, tenants
+from mailproxy import ledger, messages, payloads, state, tenants
 from mailproxy.addresses import is_valid_address, split_addresses
 from mailproxy.auth import Principal, scope
 from mailproxy.errors import BadRequest, NotFound
@@ -251,6 +251,7 @@ def list_messages(tenant_id: str, *, active_only: bool, include_history: bool) -
         items = [i for i in items if i.get("status") in messages.PENDING_STATUSES]
     items.sort(key=lambda i: (int(i.get("priority", 2)), int(i.get("created_at", 0)), str(i["id"])))
     loaded = payloads.load_payloads([(tenant_id, str(i["id"])) for i in items])
+    acks = ledger.acknowledged_events(tenant_id) if include_history else {}
     records = []
     for item in items:
         record = {name: item.get(name) for name in RECORD_FIELDS}
@@ -264,9 +265,9 @@ def list_messages(tenant_id: str, *, active_only: bool, include_history: bool) -
                     "event_type": e.get("event_type"),
                     "event_ts": e.get("event_ts"),
                     "description": e.get("description"),
-                    "reported_ts": e.get("reported_ts"),
+                    "reported_ts": reported,
                 }
-                for e in item.get("history", [])
+                for e, reported in zip(item.get("history", []), ledger.reported_ts(item, acks), strict=True)
             ]
         records.append(record)
     return records
@@ -291,12 +292,13 @@ def cleanup_messages(tenant_id: str, older_than_seconds: int | None) -> dict[str
     age = get_settings().report_retention_seconds if older_than_seconds is None else older_than_seconds
     cutoff = now_ts() - age
     no_callback = not tenant.get("client_base_url")
+    acks = {} if no_callback else ledger.acknowledged_events(tenant_id)
     doomed = [
         (tenant_id, str(i["id"]))
         for i in messages.list_states(tenant_id)
         if i.get("status") in messages.FINAL
         and int(i.get("updated_at", 0)) <= cutoff
-        and (no_callback or messages.fully_reported(i))
+        and (no_callback or ledger.fully_reported(i, acks))
     ]
     messages.delete_states(doomed)
     payloads.delete_payloads(doomed)

@@ -52,6 +52,12 @@ def get_states(tenant_id: str, ids: list[str]) -> dict[str, Item]:
     return {str(i["id"]): i for i in items}
 
 
+def retained_until(result_ts: int) -> int:
+    """The retention expiry (`expires_at`, the table's TTL) of a message that got its final result at
+    `result_ts`; the reporter puts back a message whose reports are still owed when it expires."""
+    return result_ts + get_settings().report_retention_seconds
+
+
 def event(event_type: str, ts: int, description: str | None = None, **extra: Any) -> dict[str, Any]:
     """A history event (reported to the tenant when its type is sent, error or deferred)."""
     value: dict[str, Any] = {"event_type": event_type, "event_ts": ts}
@@ -156,6 +162,7 @@ def record_rejected(
         "updated_at": now,
         "attempts": 0,
         "history": [event("error", now, reason)],
+        "expires_at": retained_until(now),
     }
     if account_id:
         item["account_id"] = account_id
@@ -217,13 +224,6 @@ def release_suspended(tenant_id: str, message_id: str, *, now: int) -> Item | No
             return None
         raise
     return from_item(reply["Attributes"])
-
-
-def fully_reported(item: Item) -> bool:
-    """True when every reportable event of the message has been acknowledged by the tenant."""
-    return all(
-        e.get("reported_ts") is not None for e in item.get("history", []) if e.get("event_type") in REPORTABLE_EVENTS
-    )
 
 
 def _names(*expressions: str) -> dict[str, str]:
@@ -333,50 +333,39 @@ def due_parked(now: int, limit: int = 500) -> list[Item]:
     return [from_item(i) for i in reply.get("Items", [])]
 
 
-def mark_reported(
-    tenant_id: str,
-    message_id: str,
-    events: list[tuple[int, str, int]],
-    *,
-    reported_ts: int,
-    expires_at: int | None,
-) -> bool:
-    """Stamp acknowledged history events (index, type, ts) `reported_ts`, and set the retention expiry
-    in the same write when given; False when the message is gone or its history is not the one reported."""
-    values: dict[str, Any] = {":reported": reported_ts}
-    sets, conditions = [], ["attribute_exists(#id)"]
-    for n, (index, event_type, event_ts) in enumerate(events):
-        sets.append(f"#history[{int(index)}].#reported_ts = :reported")
-        conditions.append(f"#history[{int(index)}].#event_type = :t{n} AND #history[{int(index)}].#event_ts = :e{n}")
-        values[f":t{n}"], values[f":e{n}"] = event_type, event_ts
-    if expires_at is not None:
-        # Only a final message expires: its history can no longer grow.
-        sets.append("#expires_at = :expires")
-        conditions.append("#status IN (:sent, :error)")
-        values.update({":expires": expires_at, ":sent": "sent", ":error": "error"})
-    if not sets:
-        return True
-    update = "SET " + ", ".join(sets)
-    condition = " AND ".join(conditions)
-    return _update_if(tenant_id, message_id, update, condition, values)
+def restore(item: Item, *, expires_at: int) -> bool:
+    """Put back a message TTL removed while its reports may still be owed, marked `restored` so that
+    its events are not owed twice; False if the id was submitted again meanwhile."""
+    try:
+        ddb().put_item(
+            TableName=_table(),
+            Item={k: to_attr(v) for k, v in {**item, "expires_at": expires_at, "restored": True}.items()},
+            ConditionExpression="attribute_not_exists(#id)",
+            ExpressionAttributeNames={"#id": "id"},
+        )
+    except Exception as exc:
+        if is_conditional_failure(exc):
+            return False
+        raise
+    return True
 
 
-def set_expiry(tenant_id: str, message_id: str, *, expires_at: int) -> bool:
-    """Set the retention expiry of a final message that has none yet; False if it is not one."""
+def extend_expiry(tenant_id: str, message_id: str, *, expires_at: int) -> bool:
+    """Move the retention expiry of a final message; False if it is not one (any more)."""
     update = "SET #expires_at = :expires"
-    condition = "attribute_exists(#id) AND #status IN (:sent, :error) AND attribute_not_exists(#expires_at)"
+    condition = "attribute_exists(#id) AND #status IN (:sent, :error)"
     return _update_if(
         tenant_id, message_id, update, condition, {":expires": expires_at, ":sent": "sent", ":error": "error"}
     )
 
 
-def expired_keys(now: int) -> list[tuple[str, str]]:
-    """(tenant_id, id) of every message whose `expires_at` has passed (a Scan: for the local stack only)."""
-    items = scan_all(
-        TableName=_table(),
-        FilterExpression="#expires_at <= :now",
-        ProjectionExpression="#tenant_id, #id",
-        ExpressionAttributeNames={"#expires_at": "expires_at", "#tenant_id": "tenant_id", "#id": "id"},
-        ExpressionAttributeValues={":now": to_attr(now)},
+def expired_items(now: int) -> list[Item]:
+    """Every message whose `expires_at` has passed (a Scan: for the local stack only)."""
+    return list(
+        scan_all(
+            TableName=_table(),
+            FilterExpression="#expires_at <= :now",
+            ExpressionAttributeNames={"#expires_at": "expires_at"},
+            ExpressionAttributeValues={":now": to_attr(now)},
+        )
     )
-    return [(str(i["tenant_id"]), str(i["id"])) for i in items]

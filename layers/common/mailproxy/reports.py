@@ -1,11 +1,14 @@
 """The reporter: delivery reports and heartbeats to each tenant's callback (API.md "Delivery reports").
 
-The stream of `MessagesTable` says which messages have results. What is owed is persisted per tenant
-in `StateTable` (outbox chunks, one per tenant per stream batch) before any call, so nothing is lost
+The stream of `MessagesTable` carries each result as it is written. The events a change appended
+are persisted per tenant in `StateTable` (an outbox chunk per tenant per stream batch, keyed by the
+batch's first record so a retried batch rewrites the same chunk) before any call, so nothing is lost
 while a client is down for days. One holder per tenant at a time (a lease in `SYNC/<tenant>`) posts
-everything owed in one call, stamps the acknowledged events `reported_ts` (one write per message,
-which also sets the retention expiry once a final message is fully reported) and drops the chunks.
-The scheduled run retries with backoff, sends heartbeats and acts on run-now requests.
+what is owed, and on a 2xx moves the chunks to the tenant's ledger (`LEDGER/<tenant>`: which events
+were acknowledged, and when). Nothing is written per message: `reported_ts` in a record's history
+is read from the ledger. Retention is a TTL set with the result; a message whose events may still be
+owed when it expires is put back. The scheduled run retries with backoff, sends heartbeats and acts
+on run-now requests.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,7 +30,7 @@ from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
 
-from mailproxy import messages, payloads, state, tenants
+from mailproxy import ledger, messages, payloads, state, tenants
 from mailproxy.dynamo import (
     Item,
     batch_write,
@@ -39,6 +43,7 @@ from mailproxy.dynamo import (
     to_attr,
     to_item,
 )
+from mailproxy.ledger import EventKey, event_key
 from mailproxy.settings import get_settings
 
 logger = Logger(service="mail-proxy")
@@ -47,8 +52,11 @@ POST_TIMEOUT_SECONDS = 10.0  # a slow client cannot hold the function
 LEASE_SECONDS = 60  # the function's timeout: a crashed holder's lease lapses by then
 RETRY_BASE_SECONDS = 30  # backoff after a failed call: 30 s, 60 s, 120 s ... capped
 RETRY_MAX_SECONDS = 900
-MAX_MESSAGES_PER_CALL = 500  # a backlog goes out in several calls, each acknowledged on its own
-MAX_IDS_PER_CHUNK = 400  # an outbox chunk stays far below DynamoDB's 400 KB item limit
+MAX_EVENTS_PER_CALL = 500  # a backlog goes out in several calls, each acknowledged on its own
+MAX_EVENTS_PER_CHUNK = 400  # an outbox chunk stays far below DynamoDB's 400 KB item limit
+# A result and the stream record that carries it are written in the same second; an outbox chunk is
+# named after its first record's time. This much leeway covers clocks and the stream's own lag.
+CHUNK_CLOCK_SLACK_SECONDS = 3_600
 MAX_ROUNDS = 20  # calls per tenant per invocation (a backlog, or results that arrived meanwhile)
 ROUND_MARGIN_MS = 15_000  # time a round needs: the call's timeout plus the writes after it
 WORKERS = 8
@@ -66,23 +74,28 @@ def now_ts() -> int:
 # ---------------------------------------------------------------------- what a report says
 
 
-@dataclass
-class Mark:
-    """The events of one message a call reports, stamped `reported_ts` once acknowledged."""
+@dataclass(frozen=True)
+class Owed:
+    """One reportable event owed to a tenant: the message, the event's place in its history, the event."""
 
     id: str
-    events: list[tuple[int, str, int]]  # (history index, event_type, event_ts)
-    final: bool  # sent or failed: fully reported after this call, so it may expire
+    index: int
+    event: Mapping[str, Any]
+
+    @property
+    def key(self) -> EventKey:
+        """What identifies the event in the ledger."""
+        return event_key(self.id, self.index, self.event)
 
 
-def unreported(item: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
-    """(history index, event) of each reportable event not yet acknowledged, in history order."""
+def appended_events(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[Owed]:
+    """The reportable events a change appended to a message's history (histories only grow)."""
+    start = len(old.get("history") or []) if old else 0
+    message_id = str(new["id"])
     return [
-        (index, event)
-        for index, event in enumerate(item.get("history") or [])
-        if isinstance(event, Mapping)
-        and event.get("event_type") in messages.REPORTABLE_EVENTS
-        and event.get("reported_ts") is None
+        Owed(message_id, index, event)
+        for index, event in enumerate(new.get("history") or [])
+        if index >= start and isinstance(event, Mapping) and event.get("event_type") in messages.REPORTABLE_EVENTS
     ]
 
 
@@ -98,26 +111,22 @@ def entry(message_id: str, event: Mapping[str, Any]) -> dict[str, Any]:
     return {"id": message_id, "deferred_ts": int(due) if due is not None else ts, "deferred_reason": str(reason)}
 
 
-def build_report(items: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[Mark]]:
-    """The entries of every unreported event of the messages, in event order, and what to mark."""
-    timed: list[tuple[int, int, dict[str, Any]]] = []
-    marks: list[Mark] = []
-    for item in items:
-        events = unreported(item)
-        if not events:
-            continue
-        message_id = str(item["id"])
-        for _, event in events:
-            timed.append((int(event.get("event_ts") or 0), len(timed), entry(message_id, event)))
-        marks.append(
-            Mark(
-                message_id,
-                [(index, str(e["event_type"]), int(e.get("event_ts") or 0)) for index, e in events],
-                item.get("status") in messages.FINAL,
-            )
-        )
-    timed.sort(key=lambda t: (t[0], t[1]))
-    return [e for _, _, e in timed], marks
+def build_report(owed: Iterable[Owed]) -> list[dict[str, Any]]:
+    """The entries of the owed events in event order (a message's own events keep their history order)."""
+    timed = [(int(o.event.get("event_ts") or 0), o.id, o.index, entry(o.id, o.event)) for o in owed]
+    timed.sort(key=lambda t: (t[0], t[1], t[2]))
+    return [e for _, _, _, e in timed]
+
+
+def encode_events(owed: list[Owed]) -> bytes:
+    """An outbox chunk's events, compressed (a chunk is billed by its size)."""
+    rows = [[o.id, o.index, dict(o.event)] for o in owed]
+    return zlib.compress(json.dumps(rows, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def decode_events(blob: bytes) -> list[Owed]:
+    """The events of an outbox chunk."""
+    return [Owed(str(i), int(n), e) for i, n, e in json.loads(zlib.decompress(blob).decode("utf-8"))]
 
 
 @dataclass
@@ -246,12 +255,25 @@ def _outbox_pk(tenant_id: str) -> str:
     return f"OUTBOX#{tenant_id}"
 
 
-def owe(tenant_id: str, ids: list[str], now: int) -> None:
-    """Persist that the tenant is owed reports of these messages: the chunk first, then the revision bump."""
-    for part in chunks(list(dict.fromkeys(ids)), MAX_IDS_PER_CHUNK):
-        item = {"pk": _outbox_pk(tenant_id), "sk": f"{now:012d}#{uuid.uuid4().hex}", "ids": part}
+def chunk_key(change: Mapping[str, Any], now: int) -> str:
+    """The outbox key of a stream batch's events for one tenant, from its first record: the same batch
+    retried gives the same key. The time first, so that chunks sort roughly in event order."""
+    created = change.get("ApproximateCreationDateTime")
+    ts = int(created) if isinstance(created, int | float) and not isinstance(created, bool) else now
+    return f"{ts:012d}#{change.get('SequenceNumber', '')!s:0>40}"
+
+
+def chunk_ts(sk: str) -> int:
+    """The time an outbox chunk's key starts with."""
+    return int(sk.partition("#")[0])
+
+
+def owe(tenant_id: str, owed: list[Owed], key: str) -> None:
+    """Persist events owed to a tenant (rewriting the same chunks when a stream batch is retried),
+    then bump the revision so that a holder that read the outbox before sees more is owed."""
+    for n, part in enumerate(chunks(owed, MAX_EVENTS_PER_CHUNK)):
+        item = {"pk": _outbox_pk(tenant_id), "sk": f"{key}#{n:03d}", "events": encode_events(part)}
         ddb().put_item(TableName=_state_table(), Item=to_item(item))
-    # A holder that read the revision before this chunk existed sees the bump and calls again.
     ddb().update_item(
         TableName=_state_table(),
         Key=_sync_key(tenant_id),
@@ -271,8 +293,28 @@ def _outbox(tenant_id: str) -> list[Item]:
     )
 
 
+def oldest_owed_ts(tenant_id: str) -> int | None:
+    """The time of the tenant's oldest outbox chunk, or None when nothing is owed."""
+    reply = ddb().query(
+        TableName=_state_table(),
+        KeyConditionExpression="pk = :p",
+        ExpressionAttributeValues={":p": to_attr(_outbox_pk(tenant_id))},
+        ProjectionExpression="sk",
+        ConsistentRead=True,
+        Limit=1,
+    )
+    found = reply.get("Items") or []
+    return chunk_ts(str(from_item(found[0])["sk"])) if found else None
+
+
 def _drop_chunks(tenant_id: str, sks: list[str]) -> None:
     batch_write(_state_table(), deletes=[{"pk": _outbox_pk(tenant_id), "sk": sk} for sk in sks])
+
+
+def _acknowledge(tenant_id: str, acked: dict[str, set[EventKey]], acknowledged_ts: int) -> None:
+    """Record in the ledger which events of which chunks the tenant acknowledged, then drop the chunks."""
+    ledger.record(tenant_id, acked, acknowledged_ts)
+    _drop_chunks(tenant_id, list(acked))
 
 
 def _acquire(tenant_id: str, lease_id: str, now: int, *, ignore_backoff: bool) -> Item | None:
@@ -335,6 +377,7 @@ def _release(tenant_id: str, lease_id: str, sets: dict[str, Any], removes: Itera
 def _forget_tenant(tenant_id: str) -> None:
     """Drop the reporter state of a tenant that no longer exists (its messages are gone)."""
     _drop_chunks(tenant_id, [str(c["sk"]) for c in _outbox(tenant_id)])
+    ledger.forget(tenant_id)
     ddb().delete_item(TableName=_state_table(), Key=_sync_key(tenant_id))
 
 
@@ -347,35 +390,21 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="reporter")
 
 
-@functools.cache
-def _mark_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="reporter-mark")
-
-
 def _time_left(remaining_ms: RemainingMs) -> bool:
     return remaining_ms is None or remaining_ms() > ROUND_MARGIN_MS
 
 
-def _mark(tenant_id: str, marks: list[Mark], reported_ts: int) -> None:
-    retention = get_settings().report_retention_seconds
-
-    def one(mark: Mark) -> bool:
-        expires = reported_ts + retention if mark.final else None
-        return messages.mark_reported(tenant_id, mark.id, mark.events, reported_ts=reported_ts, expires_at=expires)
-
-    list(_mark_pool().map(one, marks))
-
-
-def _take(chunk_items: list[Item], limit: int) -> tuple[list[str], list[str], bool]:
-    """Message ids of whole chunks, oldest first, up to `limit` (at least one chunk); the chunks; whether more remain."""
-    ids: list[str] = []
-    used: list[str] = []
+def _take(chunk_items: list[Item], limit: int) -> tuple[list[Item], bool]:
+    """Whole chunks, oldest first, up to `limit` events (at least one chunk); whether more remain."""
+    used: list[Item] = []
+    count = 0
     for chunk in sorted(chunk_items, key=lambda c: str(c["sk"])):
-        if used and len(ids) + len(chunk.get("ids") or []) > limit:
-            return list(dict.fromkeys(ids)), used, True
-        ids += [str(i) for i in chunk.get("ids") or []]
-        used.append(str(chunk["sk"]))
-    return list(dict.fromkeys(ids)), used, False
+        events = decode_events(bytes(chunk["events"]))
+        if used and count + len(events) > limit:
+            return used, True
+        used.append({**chunk, "owed": events})
+        count += len(events)
+    return used, False
 
 
 @dataclass
@@ -390,13 +419,22 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
     """One call (or none when nothing is owed and no heartbeat is wanted), holding the tenant's lease."""
     tenant_id = str(tenant["id"])
     seen_rev = int(sync.get("owed_rev") or 0)
-    chunk_items = _outbox(tenant_id)
-    ids, used, capped = _take(chunk_items, MAX_MESSAGES_PER_CALL)
-    found = messages.get_states(tenant_id, ids) if ids else {}
-    report, marks = build_report(found[i] for i in ids if i in found)
+    used, capped = _take(_outbox(tenant_id), MAX_EVENTS_PER_CALL)
+    # A stream batch retried after its chunk was acknowledged writes the chunk again: skip what the ledger has.
+    acked = ledger.acknowledged_in(tenant_id, [str(c["sk"]) for c in used])
+    seen: set[EventKey] = set()
+    owed: list[Owed] = []
+    for chunk in used:
+        known = acked.setdefault(str(chunk["sk"]), set())
+        for event in chunk["owed"]:
+            if event.key not in known and event.key not in seen:
+                seen.add(event.key)
+                owed.append(event)
+                known.add(event.key)
+    report = build_report(owed)
     settled = {} if capped else {"done_rev": seen_rev}
     if not report and not heartbeat:
-        _drop_chunks(tenant_id, used)  # everything listed was reported already (or deleted)
+        _drop_chunks(tenant_id, [str(c["sk"]) for c in used])  # everything listed was acknowledged already
         _release(tenant_id, lease_id, settled)
         return Round(more=capped)
 
@@ -415,8 +453,7 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
         return Round(called=True)
 
     acknowledged = now_ts()
-    _mark(tenant_id, marks, acknowledged)
-    _drop_chunks(tenant_id, used)
+    _acknowledge(tenant_id, acked, acknowledged)
     reply = parse_reply(answer)
     interval = get_settings().sync_interval
     sets: dict[str, Any] = {**settled, "last_sync_ts": acknowledged, "failures": 0}
@@ -532,63 +569,99 @@ def _forget_payloads(keys: list[tuple[str, str]]) -> None:
     payloads.delete_payloads(gone)
 
 
+def _may_be_owed(item: Mapping[str, Any], oldest_owed: int | None) -> bool:
+    """Whether an event of the message can still sit in its tenant's outbox: a chunk is named after the
+    time of its first result, so none older than the message's last result can hold it."""
+    if oldest_owed is None:
+        return False
+    times = [
+        int(e.get("event_ts") or 0)
+        for e in item.get("history") or []
+        if isinstance(e, Mapping) and e.get("event_type") in messages.REPORTABLE_EVENTS
+    ]
+    return bool(times) and oldest_owed <= max(times) + CHUNK_CLOCK_SLACK_SECONDS
+
+
+def split_expired(items: list[Item]) -> tuple[list[Item], list[Item]]:
+    """Expired messages as (to keep: their events may still be owed, to let go)."""
+    keep: list[Item] = []
+    gone: list[Item] = []
+    by_tenant: dict[str, list[Item]] = {}
+    for item in items:
+        by_tenant.setdefault(str(item["tenant_id"]), []).append(item)
+    for tenant_id, group in by_tenant.items():
+        tenant = tenants.get_tenant(tenant_id)
+        oldest = oldest_owed_ts(tenant_id) if tenant is not None and tenant.get("client_base_url") else None
+        for item in group:
+            (keep if _may_be_owed(item, oldest) else gone).append(item)
+    return keep, gone
+
+
+def _expired(images: list[Item], keys: list[tuple[str, str]], now: int) -> None:
+    """Messages DynamoDB's TTL removed: put back those whose reports may still be owed (unreported
+    messages are never removed by retention), and delete the payloads of the others."""
+    keep, _ = split_expired(images)
+    expires = now + get_settings().report_retention_seconds
+    for item in keep:
+        messages.restore(item, expires_at=expires)
+    kept = {(str(i["tenant_id"]), str(i["id"])) for i in keep}
+    _forget_payloads([k for k in keys if k not in kept])
+
+
 def handle_stream(
     records: list[dict[str, Any]], *, http: ReportHttp | None = None, remaining_ms: RemainingMs = None
 ) -> dict[str, Any]:
-    """A batch of MessagesTable stream records: persist what each tenant is owed, then try to report it now.
+    """A batch of MessagesTable stream records: persist the events each tenant is owed, then try to report them now.
 
-    The partial batch response names a tenant's first record only when its outbox could not be written.
+    When an outbox cannot be written, the partial batch response names the batch's first record, so that
+    the whole batch comes back and each chunk is written again under the same key.
     """
     now = now_ts()
-    owed: dict[str, dict[str, Item]] = {}
-    first_sequence: dict[str, str] = {}
-    expired: list[tuple[str, str]] = []
+    owed: dict[str, list[Owed]] = {}
+    keys: dict[str, str] = {}
+    expired: list[Item] = []
+    expired_keys: list[tuple[str, str]] = []
     for record in records:
         try:
             change = record["dynamodb"]
             if _is_ttl_removal(record):
-                keys = stream_image(change["Keys"]) or {}
-                expired.append((str(keys["tenant_id"]), str(keys["id"])))
+                key = stream_image(change["Keys"]) or {}
+                expired_keys.append((str(key["tenant_id"]), str(key["id"])))
+                old = stream_image(change.get("OldImage"))
+                if old is not None:
+                    expired.append(old)
                 continue
-            image = stream_image(change.get("NewImage"))
-            # The reporter's own "mark reported" writes come back here with nothing left unreported.
-            if image is None or not unreported(image) or image.get("expires_at") is not None:
+            new = stream_image(change.get("NewImage"))
+            # A message put back after its TTL removal carries events that were owed before.
+            if new is None or new.get("restored"):
                 continue
-            tenant_id, message_id = str(image["tenant_id"]), str(image["id"])
+            events = appended_events(stream_image(change.get("OldImage")), new)
+            if not events:
+                continue
+            tenant_id = str(new["tenant_id"])
         except (KeyError, TypeError, ValueError, AttributeError):
             logger.exception("unreadable stream record skipped", extra={"event_id": record.get("eventID")})
             continue
-        owed.setdefault(tenant_id, {})[message_id] = image
-        first_sequence.setdefault(tenant_id, str(change.get("SequenceNumber", "")))
+        owed.setdefault(tenant_id, []).extend(events)
+        keys.setdefault(tenant_id, chunk_key(change, now))
 
-    if expired:
-        _forget_payloads(expired)
-    failures: list[str] = []
+    if expired_keys:
+        _expired(expired, expired_keys, now)
     plans: list[tuple[Item, bool, bool]] = []
-    for tenant_id, images in owed.items():
+    for tenant_id, events in owed.items():
         try:
             tenant = tenants.get_tenant(tenant_id)
-            if tenant is None:
-                continue  # deleted: its messages go with it, nothing is reported
-            if not tenant.get("client_base_url"):
-                _retain_without_callback(tenant_id, images, now)
-                continue
-            owe(tenant_id, list(images), now)
+            if tenant is None or not tenant.get("client_base_url"):
+                continue  # deleted (its messages go with it), or nobody to report to
+            owe(tenant_id, events, keys[tenant_id])
             plans.append((tenant, False, False))
         except Exception:
             logger.exception("could not record owed reports", extra={"tenant_id": tenant_id})
-            failures.append(first_sequence[tenant_id])
+            first = str(records[0].get("dynamodb", {}).get("SequenceNumber", ""))
+            return {"batchItemFailures": [{"itemIdentifier": first}] if first else []}
     if plans:
         _serve(plans, http, remaining_ms)
-    return {"batchItemFailures": [{"itemIdentifier": s} for s in failures if s]}
-
-
-def _retain_without_callback(tenant_id: str, images: dict[str, Item], now: int) -> None:
-    """A tenant without a callback URL has nobody to report to: its final messages expire after retention."""
-    expires = now + get_settings().report_retention_seconds
-    for message_id, image in images.items():
-        if image.get("status") in messages.FINAL:
-            messages.set_expiry(tenant_id, message_id, expires_at=expires)
+    return {"batchItemFailures": []}
 
 
 # ---------------------------------------------------------------------- the schedule
@@ -648,10 +721,17 @@ def handle_event(event: Mapping[str, Any], remaining_ms: RemainingMs = None) -> 
 
 
 def expire_due(now: int | None = None) -> int:
-    """Delete messages whose `expires_at` has passed, with their payloads: what DynamoDB TTL and the
-    reporter's handling of its removals do in AWS. Only the local stack calls it (moto never expires items)."""
-    keys = messages.expired_keys(now_ts() if now is None else now)
+    """What DynamoDB's TTL and the reporter's handling of its removals do in AWS, for the local stack
+    (moto never expires items): delete expired messages and their payloads, keep those whose reports
+    may still be owed, and drop expired ledger items. How many messages were deleted."""
+    now = now_ts() if now is None else now
+    keep, gone = split_expired(messages.expired_items(now))
+    expires = now + get_settings().report_retention_seconds
+    for item in keep:
+        messages.extend_expiry(str(item["tenant_id"]), str(item["id"]), expires_at=expires)
+    keys = [(str(i["tenant_id"]), str(i["id"])) for i in gone]
     if keys:
         messages.delete_states(keys)
         payloads.delete_payloads(keys)
+    state.delete_expired(now)
     return len(keys)

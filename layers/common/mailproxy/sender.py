@@ -18,7 +18,7 @@ from aws_lambda_powertools import Logger
 from mailproxy import messages, payloads, ratelimit, state, tenants
 from mailproxy.email_builder import build_email
 from mailproxy.errors import DeliveryError, PermanentDeliveryError
-from mailproxy.messages import event
+from mailproxy.messages import event, retained_until
 from mailproxy.queues import MAX_DELAY_SECONDS, QueueEntry, enqueue, parse_body
 from mailproxy.settings import get_settings
 from mailproxy.smtp import AccountConfig, default_pool, run
@@ -254,7 +254,15 @@ def _finish(
 def _sent(job: Job, journal: str, tally: BatchTally) -> None:
     now = now_ts()
     if _finish(
-        job, journal, "sent", history=event("sent", now), outcome="sent", sent_ts=now, error=None, error_ts=None
+        job,
+        journal,
+        "sent",
+        history=event("sent", now),
+        outcome="sent",
+        sent_ts=now,
+        error=None,
+        error_ts=None,
+        expires_at=retained_until(now),
     ):
         tally.count(job, "sent")
         tally.finalized(job)
@@ -266,7 +274,9 @@ def _sent(job: Job, journal: str, tally: BatchTally) -> None:
 
 def _fail(job: Job, journal: str, tally: BatchTally, reason: str, *, count_error: bool = True) -> None:
     now = now_ts()
-    if _finish(job, journal, "error", history=event("error", now, reason), outcome="error", error=reason, error_ts=now):
+    history = event("error", now, reason)
+    expires = retained_until(now)
+    if _finish(job, journal, "error", history=history, outcome="error", error=reason, error_ts=now, expires_at=expires):
         if count_error:
             tally.count(job, "errors")
         tally.finalized(job)

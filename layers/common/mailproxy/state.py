@@ -7,7 +7,17 @@ import time
 import uuid
 from typing import Any
 
-from mailproxy.dynamo import Item, ddb, from_item, is_conditional_failure, query_all, to_attr, to_item
+from mailproxy.dynamo import (
+    Item,
+    batch_write,
+    ddb,
+    from_item,
+    is_conditional_failure,
+    query_all,
+    scan_all,
+    to_attr,
+    to_item,
+)
 from mailproxy.settings import get_settings
 
 
@@ -291,3 +301,18 @@ def ensure_counters(tenant_id: str, account_id: str) -> None:
         ExpressionAttributeNames=names,
         ExpressionAttributeValues={":zero": {"N": "0"}},
     )
+
+
+def delete_expired(now: int) -> int:
+    """Delete items whose `expires_at` has passed (the table's TTL, played by the local stack: a Scan)."""
+    items = list(
+        scan_all(
+            TableName=_table(),
+            FilterExpression="#expires_at <= :now",
+            ProjectionExpression="pk, sk",
+            ExpressionAttributeNames={"#expires_at": "expires_at"},
+            ExpressionAttributeValues={":now": to_attr(now)},
+        )
+    )
+    batch_write(_table(), deletes=[{"pk": i["pk"], "sk": i["sk"]} for i in items])
+    return len(items)
