@@ -100,6 +100,20 @@ class AwsEnv(dict[str, str]):
         """A boto3 client of the mocked account."""
         return self.emulator.client(service)
 
+    def stored_payloads(self) -> set[tuple[str, str]]:
+        """(tenant_id, id) of every payload the service holds: pinned items and what its packs contain."""
+        import json
+        import zlib
+
+        held = {(str(i["tenant_id"]), str(i["id"])) for i in self.table_items("PAYLOADS_TABLE")}
+        s3 = self.client("s3")
+        listed = s3.list_objects_v2(Bucket=self["PAYLOAD_BUCKET"], Prefix="payloads/packs/").get("Contents", [])
+        for obj in listed:
+            tenant_id = obj["Key"].split("/")[2]
+            body = s3.get_object(Bucket=self["PAYLOAD_BUCKET"], Key=obj["Key"])["Body"].read()
+            held |= {(tenant_id, message_id) for message_id in json.loads(zlib.decompress(body))}
+        return held
+
     def table_items(self, variable: str) -> list[dict[str, Any]]:
         """Every item of the table named by `variable` (`MESSAGES_TABLE`...), as plain Python values."""
         from mailproxy.dynamo import from_item

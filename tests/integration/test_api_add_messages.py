@@ -102,7 +102,7 @@ def test_more_than_1000_messages_are_refused_and_nothing_is_stored(
     assert reply.status_code == 400
     assert reply.json() == {"detail": {"error": "Cannot enqueue more than 1000 messages at once"}}
     assert aws_env.table_items("MESSAGES_TABLE") == []
-    assert aws_env.table_items("PAYLOADS_TABLE") == []
+    assert aws_env.stored_payloads() == set()
     assert aws_env.queued_total() == 0
     assert pending(api, key) == 0
 
@@ -307,22 +307,23 @@ def test_a_schedule_in_the_past_means_now(api: TestClient, key: dict[str, str], 
     assert aws_env.queue_depth(2) == {"visible": 2, "delayed": 0}
 
 
-def test_a_payload_too_big_for_a_table_item_is_kept_in_s3_and_still_listed(
+def test_payloads_too_big_for_a_queue_message_or_a_table_item_are_kept_in_s3_and_still_listed(
     api: TestClient, key: dict[str, str], aws_env: AwsEnv
 ) -> None:
     body = base64.b64encode(os.urandom(420_000)).decode()  # ~560 KB that does not compress below 350 KB
-    reply = add(api, key, message("big", body=body))
+    later = int(time.time()) + 3600  # parked: its payload is pinned, one item (here an S3 object) of its own
+    reply = add(api, key, message("big", body=body), message("later", body=body, deferred_ts=later))
     assert reply.status_code == 200
-    assert reply.json()["queued"] == 1
+    assert reply.json()["queued"] == 2
     (item,) = aws_env.table_items("PAYLOADS_TABLE")
-    assert "payload" not in item
+    assert item["id"] == "later" and "payload" not in item
     objects = aws_env.client("s3").list_objects_v2(Bucket=aws_env["PAYLOAD_BUCKET"])["Contents"]
-    assert [o["Key"] for o in objects] == [item["payload_s3_key"]]
-    assert item["payload_s3_key"].startswith("payloads/acme/")
-    (record,) = records(api, key)
-    assert record["message"]["body"] == body
+    keys = sorted(o["Key"] for o in objects)
+    assert len(keys) == 2 and item["payload_s3_key"] in keys and item["payload_s3_key"].startswith("payloads/acme/")
+    assert [k for k in keys if k.startswith("payloads/packs/acme/")]  # the queued one, in its request's pack
+    assert {r["id"]: r["message"]["body"] for r in records(api, key)} == {"big": body, "later": body}
     (queued,) = aws_env.drain(2)
-    assert "payload" not in queued  # too big for a queue message: the sender reads it from storage
+    assert "payload" not in queued  # too big for a queue message: the sender reads it from its pack
 
 
 def test_deleting_a_big_message_removes_its_s3_object(api: TestClient, key: dict[str, str], aws_env: AwsEnv) -> None:

@@ -20,6 +20,7 @@ def snapshot(aws_env: AwsEnv, api: TestClient, admin: dict[str, str]) -> dict[st
         "tenants_table": sorted(map(repr, (i for i in aws_env.table_items("TENANTS_TABLE") if A in repr(i)))),
         "messages_table": sorted(map(repr, (i for i in aws_env.table_items("MESSAGES_TABLE") if i["tenant_id"] == A))),
         "payloads_table": sorted(map(repr, (i for i in aws_env.table_items("PAYLOADS_TABLE") if i["tenant_id"] == A))),
+        "payloads": sorted(key for key in aws_env.stored_payloads() if key[0] == A),
         "state_table": sorted(map(repr, state)),
         "tenant": api.get(f"/tenant/{A}", headers=admin).json(),
         "accounts": api.get("/accounts", params={"tenant_id": A}, headers=admin).json(),

@@ -366,6 +366,21 @@ def test_suspended_tenant_is_held_and_sent_on_activation(delivery: Delivery, ser
     assert delivery.pending() == 0
 
 
+def test_a_held_message_keeps_its_payload_after_its_pack_expires(delivery: Delivery, server: RunningServer) -> None:
+    delivery.submit(message("m-1"), message("m-2"))
+    assert delivery.api.post("/commands/suspend", headers=delivery.key).status_code == 200
+    delivery.pump()  # held: the sender stores each payload on its own, since a hold can outlast a pack
+    s3, bucket = delivery.env.client("s3"), delivery.env["PAYLOAD_BUCKET"]
+    packs = s3.list_objects_v2(Bucket=bucket, Prefix="payloads/packs/").get("Contents", [])
+    assert len(packs) == 1
+    s3.delete_object(Bucket=bucket, Key=packs[0]["Key"])  # as the lifecycle rule does after PackExpirationDays
+
+    assert delivery.api.post("/commands/activate", headers=delivery.key).status_code == 200
+    delivery.pump()
+    assert sorted(mail_ids(server.handler.received)) == ["m-1", "m-2"]
+    assert {r["message"]["to"][0] for r in delivery.records().values()} == {"alice@example.test"}
+
+
 def test_suspended_batch_is_held_while_others_go(delivery: Delivery, server: RunningServer) -> None:
     assert (
         delivery.api.post("/commands/suspend", params={"batch_code": "promo"}, headers=delivery.key).status_code == 200

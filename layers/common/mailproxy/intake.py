@@ -95,28 +95,28 @@ def _submit_tenant_batch(
     tenant: dict[str, Any], batch: dict[str, Message], default_priority: int, now: int
 ) -> tuple[int, list[dict[str, str]]]:
     tenant_id = str(tenant["id"])
-    existing = messages.get_states(tenant_id, list(batch))
     account_ids = tenants.account_ids(tenant_id)
     rejected: list[dict[str, str]] = []
-    to_record: list[tuple[Message, str]] = []
+    refused: list[tuple[Message, str]] = []
     plans: list[dict[str, Any]] = []
     for message in batch.values():
-        current = existing.get(message.id)
-        if current is not None and current.get("status") not in messages.UNSENT:
-            rejected.append({"id": message.id, "reason": "already sent"})
-            continue
         reason = rejection_reason(message, account_ids)
         if reason is not None:
-            rejected.append({"id": message.id, "reason": reason})
-            if current is None:
-                to_record.append((message, reason))
-            continue
-        plans.append(_plan(tenant, message, default_priority, now))
-
-    for message, reason in to_record:
-        messages.record_rejected(
-            tenant_id, message.id, uid=uuid.uuid4().hex, reason=reason, account_id=message.account_id, now=now
-        )
+            refused.append((message, reason))
+        else:
+            plans.append(_plan(tenant, message, default_priority, now))
+    # No read of every id first: the conditional writes refuse what was already sent. Only the refused
+    # ones are read, because "already sent" is the answer for them too when it holds.
+    existing = messages.get_states(tenant_id, [m.id for m, _ in refused]) if refused else {}
+    for message, reason in refused:
+        current = existing.get(message.id)
+        if current is not None and current.get("status") not in messages.UNSENT:
+            reason = "already sent"
+        elif current is None:
+            messages.record_rejected(
+                tenant_id, message.id, uid=uuid.uuid4().hex, reason=reason, account_id=message.account_id, now=now
+            )
+        rejected.append({"id": message.id, "reason": reason})
     if not plans:
         return 0, rejected
 
@@ -125,10 +125,12 @@ def _submit_tenant_batch(
     journal = state.open_journal(
         "intake", [{"tenant_id": tenant_id, **k} for k in keys], due_ts=now + settings.intake_grace_seconds
     )
-    payload_items = list(
-        _pool().map(lambda p: payloads.payload_item(tenant_id, p["id"], p["rev"], p["payload"]), plans)
-    )
-    payloads.store_payloads(payload_items)
+    # What goes on a queue now shares one pack; what waits is pinned, one item each.
+    pack = payloads.store_pack(tenant_id, ((p["id"], p["rev"], p["payload"]) for p in plans if p["enqueue"]))
+    pinned = [p for p in plans if not p["enqueue"]]
+    if pinned:
+        items = list(_pool().map(lambda p: payloads.payload_item(tenant_id, p["id"], p["rev"], p["payload"]), pinned))
+        payloads.store_payloads(items)
 
     def submit(plan: dict[str, Any]) -> bool | None:
         try:
@@ -144,6 +146,7 @@ def _submit_tenant_batch(
                 deferred_ts=plan["deferred_ts"],
                 park_ts=plan["park_ts"],
                 payload_size=plan["payload_size"],
+                pack=pack if plan["enqueue"] else None,
                 journal=journal,
                 now=now,
             )
@@ -177,7 +180,8 @@ def _submit_tenant_batch(
     else:
         state.add_pending({tenant_id: new}, journal_sk=journal)
     accepted = sum(1 for o in outcomes if o is not None)
-    return accepted, rejected
+    order = {message_id: n for n, message_id in enumerate(batch)}
+    return accepted, sorted(rejected, key=lambda r: order[r["id"]])
 
 
 def _plan(tenant: dict[str, Any], message: Message, default_priority: int, now: int) -> dict[str, Any]:
@@ -250,7 +254,7 @@ def list_messages(tenant_id: str, *, active_only: bool, include_history: bool) -
     if active_only:
         items = [i for i in items if i.get("status") in messages.PENDING_STATUSES]
     items.sort(key=lambda i: (int(i.get("priority", 2)), int(i.get("created_at", 0)), str(i["id"])))
-    loaded = payloads.load_payloads([(tenant_id, str(i["id"])) for i in items])
+    loaded = payloads.load_payloads(items)
     acks = ledger.acknowledged_events(tenant_id) if include_history else {}
     records = []
     for item in items:
@@ -281,7 +285,7 @@ def delete_messages(tenant_id: str, ids: list[str]) -> dict[str, Any]:
     removed = [i for i, old in zip(unique, deleted, strict=True) if old is not None]
     not_found = [i for i, old in zip(unique, deleted, strict=True) if old is None]
     unsent = sum(1 for old in deleted if old is not None and old.get("status") in messages.PENDING_STATUSES)
-    payloads.delete_payloads([(tenant_id, i) for i in removed])
+    payloads.forget(old for old in deleted if old is not None)
     state.add_pending({tenant_id: -unsent})
     return {"ok": True, "removed": len(removed), "not_found": not_found, "unauthorized": []}
 
@@ -294,22 +298,23 @@ def cleanup_messages(tenant_id: str, older_than_seconds: int | None) -> dict[str
     no_callback = not tenant.get("client_base_url")
     acks = {} if no_callback else ledger.acknowledged_events(tenant_id)
     doomed = [
-        (tenant_id, str(i["id"]))
+        i
         for i in messages.list_states(tenant_id)
         if i.get("status") in messages.FINAL
         and int(i.get("updated_at", 0)) <= cutoff
         and (no_callback or ledger.fully_reported(i, acks))
     ]
-    messages.delete_states(doomed)
-    payloads.delete_payloads(doomed)
+    messages.delete_states([(tenant_id, str(i["id"])) for i in doomed])
+    payloads.forget(doomed)
     return {"ok": True, "removed": len(doomed)}
 
 
 def delete_tenant_messages(tenant_id: str) -> None:
     """Delete every message and payload of a tenant (cascade of `DELETE /tenant/{id}`)."""
-    keys = [(tenant_id, str(i["id"])) for i in messages.list_states(tenant_id)]
-    messages.delete_states(keys)
-    payloads.delete_payloads(keys)
+    items = messages.list_states(tenant_id)
+    messages.delete_states([(tenant_id, str(i["id"])) for i in items])
+    payloads.delete_payloads(payloads.pinned_keys(items))
+    payloads.delete_packs(tenant_id)
     state.forget_tenant(tenant_id)
 
 

@@ -80,6 +80,7 @@ def submit(
     deferred_ts: int | None,
     park_ts: int | None,
     payload_size: int,
+    pack: str | None,
     journal: str,
     now: int,
 ) -> bool:
@@ -114,7 +115,7 @@ def submit(
         "#history = list_append(if_not_exists(#history, :empty), :queued)",
     ]
     removes = ["#error", "#error_ts", "#claim_id", "#claim_ts"]
-    for name, value in (("batch_code", batch_code), ("deferred_ts", deferred_ts)):
+    for name, value in (("batch_code", batch_code), ("deferred_ts", deferred_ts), ("pack", pack)):
         if value is None:
             removes.append(f"#{name}")
         else:

@@ -77,7 +77,7 @@ def _send_batch(url: str, batch: list[dict[str, Any]]) -> list[str]:
 
 def stored_entries(items: list[dict[str, Any]], now: int) -> list[QueueEntry]:
     """Queue entries for stored message state items, their payloads inline when the stored revision matches."""
-    loaded = payloads.load_payloads([(str(i["tenant_id"]), str(i["id"])) for i in items])
+    loaded = payloads.load_payloads(items)
     entries = []
     for item in items:
         stored = loaded.get((str(item["tenant_id"]), str(item["id"])))

@@ -599,13 +599,14 @@ def split_expired(items: list[Item]) -> tuple[list[Item], list[Item]]:
 
 def _expired(images: list[Item], keys: list[tuple[str, str]], now: int) -> None:
     """Messages DynamoDB's TTL removed: put back those whose reports may still be owed (unreported
-    messages are never removed by retention), and delete the payloads of the others."""
-    keep, _ = split_expired(images)
+    messages are never removed by retention), and delete the pinned payloads of the others (a packed
+    one goes with its pack)."""
+    keep, gone = split_expired(images)
     expires = now + get_settings().report_retention_seconds
     for item in keep:
         messages.restore(item, expires_at=expires)
-    kept = {(str(i["tenant_id"]), str(i["id"])) for i in keep}
-    _forget_payloads([k for k in keys if k not in kept])
+    seen = {(str(i["tenant_id"]), str(i["id"])) for i in images}
+    _forget_payloads(payloads.pinned_keys(gone) + [k for k in keys if k not in seen])
 
 
 def handle_stream(
@@ -732,6 +733,6 @@ def expire_due(now: int | None = None) -> int:
     keys = [(str(i["tenant_id"]), str(i["id"])) for i in gone]
     if keys:
         messages.delete_states(keys)
-        payloads.delete_payloads(keys)
+        payloads.delete_payloads(payloads.pinned_keys(gone))
     state.delete_expired(now)
     return len(keys)

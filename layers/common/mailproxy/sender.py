@@ -117,6 +117,7 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
     settings = get_settings()
     tenant_cache: dict[str, dict[str, Any] | None] = {}
     by_account: dict[tuple[str, str], list[Job]] = defaultdict(list)
+    held: list[Job] = []
     for job in jobs:
         if job.tenant_id not in tenant_cache:
             tenant_cache[job.tenant_id] = tenants.get_tenant(job.tenant_id)
@@ -128,11 +129,13 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
             job.outcome = "dropped"
             continue
         if tenants.is_held(tenant, item.get("batch_code")):
-            _finish(job, journal, "suspended", history=None, outcome="held")
+            held.append(job)
             continue
         by_account[(job.tenant_id, str(item["account_id"]))].append(job)
 
-    _load_missing_payloads([j for group in by_account.values() for j in group])
+    _load_missing_payloads(held + [j for group in by_account.values() for j in group])
+    for job in held:
+        _finish(job, journal, "suspended", history=None, outcome="held", **_pinned(job))
     for (tenant_id, account_id), group in by_account.items():
         tenant = tenant_cache[tenant_id] or {}
         account = tenants.get_account(tenant_id, account_id)
@@ -220,11 +223,20 @@ def _load_missing_payloads(jobs: list[Job]) -> None:
     wanted = [j for j in jobs if j.payload is None]
     if not wanted:
         return
-    loaded = payloads.load_payloads([(j.tenant_id, j.id) for j in wanted])
+    loaded = payloads.load_payloads([j.item or {"tenant_id": j.tenant_id, "id": j.id} for j in wanted])
     for job in wanted:
         stored = loaded.get((job.tenant_id, job.id))
         if stored is not None and stored[0] == job.rev:
             job.payload = stored[1]
+
+
+def _pinned(job: Job) -> dict[str, Any]:
+    """Store the payload of a message that is going to wait on its own (it may outlive its pack): the
+    record's fields that say so (`pack` removed), or none when there is nothing to do."""
+    if not (job.item or {}).get("pack") or job.payload is None:
+        return {}
+    payloads.pin(job.tenant_id, job.id, job.rev, job.payload)
+    return {"pack": None}
 
 
 def _finish(
@@ -293,7 +305,7 @@ def _defer(job: Job, journal: str, tally: BatchTally, *, until: int, reason: str
     parked = delay > MAX_DELAY_SECONDS
     fields: dict[str, Any] = {"deferred_ts": until, "attempts": attempts}
     if parked:
-        fields.update(park_shard=messages.PARK_SHARD, park_ts=until)
+        fields.update(park_shard=messages.PARK_SHARD, park_ts=until, **_pinned(job))
     history = event("deferred", now, reason, deferred_ts=until, deferred_reason=reason)
     if _finish(job, journal, "deferred", history=history, outcome=outcome, **fields):
         tally.count(job, "deferred")
