@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from mailproxy.dynamo import batch_get, batch_write, query_all, to_attr
@@ -26,15 +26,16 @@ def event_key(message_id: str, index: int, event: Mapping[str, Any]) -> EventKey
     return (message_id, int(index), str(event.get("event_type")), int(event.get("event_ts") or 0))
 
 
-def encode_keys(keys: Iterable[EventKey]) -> bytes:
-    """Event keys, compressed (an item is billed by its size)."""
-    rows = sorted([list(k) for k in keys])
+def encode_acks(acks: Mapping[EventKey, int]) -> bytes:
+    """Acknowledged event keys with their `acked_ts`, compressed (an item is billed by its size)."""
+    rows = sorted([[*key, ts] for key, ts in acks.items()])
     return zlib.compress(json.dumps(rows, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
 
-def decode_keys(blob: bytes) -> set[EventKey]:
-    """Event keys from their compressed form."""
-    return {(str(i), int(n), str(t), int(ts)) for i, n, t, ts in json.loads(zlib.decompress(blob).decode("utf-8"))}
+def decode_acks(blob: bytes) -> dict[EventKey, int]:
+    """Acknowledged event keys and their `acked_ts`, from their compressed form."""
+    rows = json.loads(zlib.decompress(blob).decode("utf-8"))
+    return {(str(i), int(n), str(t), int(ts)): int(at) for i, n, t, ts, at in rows}
 
 
 def _table() -> str:
@@ -45,29 +46,24 @@ def _pk(tenant_id: str) -> str:
     return f"LEDGER#{tenant_id}"
 
 
-def acknowledged_in(tenant_id: str, chunk_keys: list[str]) -> dict[str, set[EventKey]]:
+def acknowledged_in(tenant_id: str, chunk_keys: list[str]) -> dict[str, dict[EventKey, int]]:
     """The events already acknowledged under these chunk keys (what a retried stream batch wrote again)."""
     if not chunk_keys:
         return {}
     items = batch_get(_table(), [{"pk": _pk(tenant_id), "sk": sk} for sk in chunk_keys])
-    return {str(i["sk"]): decode_keys(bytes(i["keys"])) for i in items}
+    return {str(i["sk"]): decode_acks(bytes(i["acks"])) for i in items}
 
 
-def record(tenant_id: str, acked: Mapping[str, set[EventKey]], acknowledged_ts: int) -> None:
-    """Record that the tenant acknowledged these events of these chunks at `acknowledged_ts`."""
-    expires = acknowledged_ts + get_settings().report_retention_seconds + SLACK_SECONDS
+def record(tenant_id: str, acked: Mapping[str, Mapping[EventKey, int]]) -> None:
+    """Store, per chunk key, every event acknowledged under it and when (replacing what was there)."""
+    retention = get_settings().report_retention_seconds
     batch_write(
         _table(),
         puts=[
-            {
-                "pk": _pk(tenant_id),
-                "sk": sk,
-                "keys": encode_keys(keys),
-                "acked_ts": acknowledged_ts,
-                "expires_at": expires,
-            }
-            for sk, keys in acked.items()
-            if keys
+            {"pk": _pk(tenant_id), "sk": sk, "acks": encode_acks(acks)}
+            | {"expires_at": max(acks.values()) + retention + SLACK_SECONDS}
+            for sk, acks in acked.items()
+            if acks
         ],
     )
 
@@ -80,8 +76,7 @@ def acknowledged_events(tenant_id: str) -> dict[EventKey, int]:
         KeyConditionExpression="pk = :p",
         ExpressionAttributeValues={":p": to_attr(_pk(tenant_id))},
     ):
-        for key in decode_keys(bytes(item["keys"])):
-            acks[key] = int(item["acked_ts"])
+        acks.update(decode_acks(bytes(item["acks"])))
     return acks
 
 

@@ -311,12 +311,6 @@ def _drop_chunks(tenant_id: str, sks: list[str]) -> None:
     batch_write(_state_table(), deletes=[{"pk": _outbox_pk(tenant_id), "sk": sk} for sk in sks])
 
 
-def _acknowledge(tenant_id: str, acked: dict[str, set[EventKey]], acknowledged_ts: int) -> None:
-    """Record in the ledger which events of which chunks the tenant acknowledged, then drop the chunks."""
-    ledger.record(tenant_id, acked, acknowledged_ts)
-    _drop_chunks(tenant_id, list(acked))
-
-
 def _acquire(tenant_id: str, lease_id: str, now: int, *, ignore_backoff: bool) -> Item | None:
     """Take the tenant's lease (none held, and no backoff unless ignored); its SYNC item, or None."""
     condition = "(attribute_not_exists(lease_until) OR lease_until < :now)"
@@ -421,16 +415,17 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
     seen_rev = int(sync.get("owed_rev") or 0)
     used, capped = _take(_outbox(tenant_id), MAX_EVENTS_PER_CALL)
     # A stream batch retried after its chunk was acknowledged writes the chunk again: skip what the ledger has.
-    acked = ledger.acknowledged_in(tenant_id, [str(c["sk"]) for c in used])
+    previous = ledger.acknowledged_in(tenant_id, [str(c["sk"]) for c in used])
     seen: set[EventKey] = set()
     owed: list[Owed] = []
+    fresh: dict[str, list[EventKey]] = {}  # chunk key → the events this call reports
     for chunk in used:
-        known = acked.setdefault(str(chunk["sk"]), set())
+        sk = str(chunk["sk"])
         for event in chunk["owed"]:
-            if event.key not in known and event.key not in seen:
+            if event.key not in previous.get(sk, {}) and event.key not in seen:
                 seen.add(event.key)
                 owed.append(event)
-                known.add(event.key)
+                fresh.setdefault(sk, []).append(event.key)
     report = build_report(owed)
     settled = {} if capped else {"done_rev": seen_rev}
     if not report and not heartbeat:
@@ -453,7 +448,11 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
         return Round(called=True)
 
     acknowledged = now_ts()
-    _acknowledge(tenant_id, acked, acknowledged)
+    # The ledger first: a chunk dropped before its ledger item is written would be owed again.
+    ledger.record(
+        tenant_id, {sk: {**previous.get(sk, {}), **dict.fromkeys(keys, acknowledged)} for sk, keys in fresh.items()}
+    )
+    _drop_chunks(tenant_id, [str(c["sk"]) for c in used])
     reply = parse_reply(answer)
     interval = get_settings().sync_interval
     sets: dict[str, Any] = {**settled, "last_sync_ts": acknowledged, "failures": 0}
