@@ -319,6 +319,39 @@ def test_each_tenant_is_called_on_its_own_path_with_only_its_own_results(service
 # ---------------------------------------------------------------------- failures and retries
 
 
+def test_a_stream_batch_that_comes_back_after_its_call_is_not_reported_again(
+    service: Service, callback: Callback
+) -> None:
+    from mailproxy.dynamo import to_attr
+
+    from functions.reporter.app import handler
+
+    acme = service.tenant("acme", client_base_url=callback.url)
+    acme.submit(message("m-1"))
+    service.deliver(acme)
+    assert [e["id"] for e in callback.entries()] == ["m-1"]
+    # The same record again, as Lambda hands back a batch it could not checkpoint: same time and sequence.
+    [acked] = [i for i in service.env.table_items("STATE_TABLE") if i["pk"] == "LEDGER#acme"]
+    created, sequence, _ = str(acked["sk"]).split("#")
+    item = service.message_item("acme", "m-1")
+    assert item is not None
+    before = {**item, "status": "sending", "history": item["history"][:-1]}
+    record = {
+        "eventName": "MODIFY",
+        "dynamodb": {
+            "Keys": {"tenant_id": {"S": "acme"}, "id": {"S": "m-1"}},
+            "NewImage": {k: to_attr(v) for k, v in item.items()},
+            "OldImage": {k: to_attr(v) for k, v in before.items()},
+            "ApproximateCreationDateTime": int(created),
+            "SequenceNumber": sequence.lstrip("0"),
+        },
+    }
+    assert handler({"Records": [record]}, None) == {"batchItemFailures": []}
+    service.reporter.tick()
+    assert [e["id"] for e in callback.entries()] == ["m-1"]
+    assert not [i for i in service.env.table_items("STATE_TABLE") if i["pk"] == "OUTBOX#acme"]
+
+
 def test_a_failed_call_is_retried_with_the_same_entries_then_never_again(
     service: Service, callback: Callback, clock: Clock
 ) -> None:

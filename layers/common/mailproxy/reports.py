@@ -645,20 +645,20 @@ def handle_stream(
         owed.setdefault(tenant_id, []).extend(events)
         keys.setdefault(tenant_id, chunk_key(change, now))
 
-    if expired_keys:
-        _expired(expired, expired_keys, now)
     plans: list[tuple[Item, bool, bool]] = []
-    for tenant_id, events in owed.items():
-        try:
+    try:
+        if expired_keys:
+            _expired(expired, expired_keys, now)
+        for tenant_id, events in owed.items():
             tenant = tenants.get_tenant(tenant_id)
             if tenant is None or not tenant.get("client_base_url"):
                 continue  # deleted (its messages go with it), or nobody to report to
             owe(tenant_id, events, keys[tenant_id])
             plans.append((tenant, False, False))
-        except Exception:
-            logger.exception("could not record owed reports", extra={"tenant_id": tenant_id})
-            first = str(records[0].get("dynamodb", {}).get("SequenceNumber", ""))
-            return {"batchItemFailures": [{"itemIdentifier": first}] if first else []}
+    except Exception:
+        logger.exception("could not record owed reports: the batch comes back whole")
+        first = str(records[0].get("dynamodb", {}).get("SequenceNumber", ""))
+        return {"batchItemFailures": [{"itemIdentifier": first}] if first else []}
     if plans:
         _serve(plans, http, remaining_ms)
     return {"batchItemFailures": []}
