@@ -115,13 +115,14 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
 async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_ms: Any) -> None:
     """Send the claimed jobs, one connection per account, recording each result as soon as it is known."""
     settings = get_settings()
-    tenant_cache: dict[str, dict[str, Any] | None] = {}
+    # Every tenant and account the batch needs, in one read.
+    tenant_cache, accounts = tenants.get_tenants_and_accounts(
+        {j.tenant_id for j in jobs}, {(j.tenant_id, str((j.item or {}).get("account_id"))) for j in jobs}
+    )
     by_account: dict[tuple[str, str], list[Job]] = defaultdict(list)
     held: list[Job] = []
     for job in jobs:
-        if job.tenant_id not in tenant_cache:
-            tenant_cache[job.tenant_id] = tenants.get_tenant(job.tenant_id)
-        tenant = tenant_cache[job.tenant_id]
+        tenant = tenant_cache.get(job.tenant_id)
         item = job.item or {}
         if tenant is None:
             # The tenant was deleted: its messages go with it and are never sent.
@@ -137,8 +138,8 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
     for job in held:
         _finish(job, journal, "suspended", history=None, outcome="held", **_pinned(job))
     for (tenant_id, account_id), group in by_account.items():
-        tenant = tenant_cache[tenant_id] or {}
-        account = tenants.get_account(tenant_id, account_id)
+        tenant = tenant_cache.get(tenant_id) or {}
+        account = accounts.get((tenant_id, account_id))
         if account is None:
             for job in group:
                 _fail(job, journal, tally, f"Account '{account_id}' not found for tenant '{tenant_id}'")

@@ -8,6 +8,7 @@ from typing import Any
 from mailproxy.crypto import decrypt_secret, encrypt_secret
 from mailproxy.dynamo import (
     Item,
+    batch_get,
     batch_write,
     ddb,
     from_item,
@@ -297,6 +298,23 @@ def get_account(tenant_id: str, account_id: str) -> Item | None:
     """The stored account (password still encrypted), or None."""
     reply = ddb().get_item(TableName=_table(), Key=_account_key(tenant_id, account_id), ConsistentRead=True)
     return from_item(reply["Item"]) if "Item" in reply else None
+
+
+def get_tenants_and_accounts(
+    tenant_ids: set[str], account_keys: set[tuple[str, str]]
+) -> tuple[dict[str, Item], dict[tuple[str, str], Item]]:
+    """The stored tenants and (tenant_id, account_id) accounts that exist among those asked for, read
+    together (one BatchGetItem for up to 100 of them)."""
+    keys = [{"pk": f"TENANT#{t}", "sk": "TENANT"} for t in sorted(tenant_ids)]
+    keys += [{"pk": f"TENANT#{t}", "sk": f"ACCOUNT#{a}"} for t, a in sorted(account_keys)]
+    found_tenants: dict[str, Item] = {}
+    found_accounts: dict[tuple[str, str], Item] = {}
+    for item in batch_get(_table(), keys):
+        if item["sk"] == "TENANT":
+            found_tenants[str(item["pk"]).removeprefix("TENANT#")] = item
+        else:
+            found_accounts[(str(item["tenant_id"]), str(item["id"]))] = item
+    return found_tenants, found_accounts
 
 
 def list_accounts(tenant_id: str) -> list[Item]:
