@@ -448,7 +448,7 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
         return Round(called=True)
 
     acknowledged = now_ts()
-    # The ledger first: a chunk dropped before its ledger item is written would be owed again.
+    # The ledger first: chunks that outlive a crash here are found acknowledged by the next round and dropped.
     ledger.record(
         tenant_id, {sk: {**previous.get(sk, {}), **dict.fromkeys(keys, acknowledged)} for sk, keys in fresh.items()}
     )
