@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
 
@@ -13,6 +14,8 @@ from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
+from starlette.routing import compile_path, get_name
 
 from mailproxy import intake, state, tenants
 from mailproxy.auth import Principal, authenticate, require_admin, scope
@@ -79,6 +82,8 @@ def create_app(documented: bool = False) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    if not documented:
+        app.router.route_class = LazyRoute
     _install_docs(app)
     _install_error_handlers(app)
     app.add_middleware(CommandLog)
@@ -86,6 +91,34 @@ def create_app(documented: bool = False) -> FastAPI:
     if not documented:
         app.openapi = functools.partial(_documented_schema, app)  # type: ignore[method-assign]
     return app
+
+
+class LazyRoute(APIRoute):
+    """An APIRoute that makes its validators (FastAPI's costly part) when first used, not at start.
+
+    Matching a request needs only the path pattern and the methods, set here; the first access to any
+    other attribute (its handler, when a request reaches it) builds the whole route as APIRoute would.
+    A cold start then builds the route it serves, not all 22.
+    """
+
+    _building = threading.RLock()
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        self._pending = (path, endpoint, kwargs)
+        self.path = path
+        self.path_regex, self.path_format, self.param_convertors = compile_path(path)
+        self.methods = {method.upper() for method in kwargs.get("methods") or ["GET"]}
+        self.name = get_name(endpoint) if kwargs.get("name") is None else kwargs["name"]
+        self.include_in_schema = kwargs.get("include_in_schema", True)
+
+    def __getattr__(self, name: str) -> Any:
+        with LazyRoute._building:
+            pending = self.__dict__.pop("_pending", None)
+            if pending is not None:
+                path, endpoint, kwargs = pending
+                super().__init__(path, endpoint, **kwargs)
+        # Built now (here or by another thread meanwhile); a name the route lacks still raises.
+        return object.__getattribute__(self, name)
 
 
 def _documented_schema(app: FastAPI) -> dict[str, Any]:
