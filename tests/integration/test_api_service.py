@@ -184,7 +184,7 @@ def test_the_log_stays_readable_whatever_the_request_bodies_held(
 def test_rich_replies_match_the_models_the_openapi_schema_declares(
     api: TestClient, admin: dict[str, str], make_account: AccountFactory
 ) -> None:
-    from mailproxy import api as declared
+    from mailproxy import replies as declared
 
     created = api.post(
         "/tenant",

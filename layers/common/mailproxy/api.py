@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, Field
+from fastapi.routing import APIRoute
+from starlette.routing import compile_path, get_name
 
 from mailproxy import intake, state, tenants
 from mailproxy.auth import Principal, authenticate, require_admin, scope
@@ -34,214 +37,7 @@ MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 SECRET_KEYS = {"password", "token", "api_key", "secret", "client_secret", "authorization"}
 MAX_LOGGED_PAYLOAD = 64_000
 
-
-class ErrorReply(BaseModel):
-    """Every error: FastAPI's shape."""
-
-    detail: Any
-
-
-class Ok(BaseModel):
-    """A plain acknowledgement."""
-
-    ok: bool = True
-
-
-class Rejection(BaseModel):
-    """A message not queued, and why."""
-
-    id: str
-    reason: str
-
-
-class StatusReply(Ok):
-    """`GET /status`."""
-
-    active: bool
-    scheduler_active: bool
-    pending_messages: int
-    uptime_seconds: int
-
-
-class AddMessagesReply(Ok):
-    """`POST /commands/add-messages`."""
-
-    queued: int
-    rejected: list[Rejection]
-
-
-class HistoryEvent(BaseModel):
-    """One event of a message's history."""
-
-    event_type: str | None
-    event_ts: int | None
-    description: str | None
-    reported_ts: int | None
-
-
-class MessageRecord(BaseModel):
-    """A message as `GET /messages` lists it (API.md "Records")."""
-
-    pk: str | None
-    id: str
-    tenant_id: str
-    account_id: str | None
-    priority: int
-    batch_code: str | None
-    status: Literal["pending", "deferred", "suspended", "sending", "sent", "error"]
-    deferred_ts: int | None
-    sent_ts: int | None
-    error_ts: int | None
-    error: str | None
-    created_at: int | None
-    updated_at: int | None
-    message: dict[str, Any] | None
-    history: list[HistoryEvent] | None = Field(default=None, description="With include_history=true only")
-
-
-class MessagesReply(Ok):
-    """`GET /messages`."""
-
-    messages: list[MessageRecord]
-
-
-class DeleteMessagesReply(Ok):
-    """`POST /commands/delete-messages`."""
-
-    removed: int
-    not_found: list[str]
-    unauthorized: list[str]
-
-
-class CleanupReply(Ok):
-    """`POST /commands/cleanup-messages`."""
-
-    removed: int
-
-
-class SuspensionReply(Ok):
-    """`POST /commands/suspend` and `/commands/activate`."""
-
-    tenant_id: str
-    batch_code: str | None
-    suspended_batches: list[str]
-    pending_messages: int
-
-
-class AccountView(BaseModel):
-    """An SMTP account as shown: no password."""
-
-    id: str
-    tenant_id: str
-    host: str | None
-    port: int | None
-    user: str | None
-    use_tls: bool | None
-    limit_per_minute: int | None
-    limit_per_hour: int | None
-    limit_per_day: int | None
-    limit_behavior: str
-    batch_size: int | None
-    has_password: bool
-    created_at: int | None
-    updated_at: int | None
-
-
-class AccountsReply(Ok):
-    """`GET /accounts`."""
-
-    accounts: list[AccountView]
-
-
-class ClientAuthView(BaseModel):
-    """A tenant's `client_auth` as shown: the method and user, never a secret."""
-
-    method: str
-    user: str | None = None
-
-
-class TenantView(BaseModel):
-    """A tenant as shown: flat, no key hash, no secret."""
-
-    id: str
-    name: str | None
-    client_base_url: str | None
-    client_sync_path: str
-    client_attachment_path: str
-    client_auth: ClientAuthView
-    active: bool
-    api_key_expires_at: int | None
-    has_api_key: bool
-    suspended_batches: list[str]
-    rate_limits: dict[str, Any] | None
-    large_file_config: dict[str, Any] | None
-    created_at: int | None
-    updated_at: int | None
-
-
-class TenantsReply(Ok):
-    """`GET /tenants`."""
-
-    tenants: list[TenantView]
-
-
-class KeyReply(Ok):
-    """A tenant key, shown this once (`POST /tenant` answers it only for a new tenant)."""
-
-    api_key: str | None = Field(default=None, min_length=43, max_length=43)
-
-
-class SyncRow(BaseModel):
-    """One tenant's report schedule."""
-
-    id: str
-    name: str | None
-    active: bool
-    client_base_url: str | None
-    last_sync_ts: int | None
-    next_sync_due: int | None
-    in_dnd: bool
-
-
-class SyncStatusReply(Ok):
-    """`GET /tenants/sync-status`."""
-
-    sync_interval_seconds: int
-    tenants: list[SyncRow]
-
-
-class Command(BaseModel):
-    """One logged mutating call."""
-
-    command_ts: int
-    endpoint: str
-    tenant_id: str | None
-    payload: Any
-    response_status: int
-
-
-class CommandLogReply(Ok):
-    """`GET /command-log`."""
-
-    commands: list[Command]
-    total: int
-
-
-def replies(model: type[BaseModel]) -> dict[str, Any]:
-    """Route arguments that document the 200 reply as `model` (handlers still return plain dicts)."""
-    return {"response_model": None, "responses": {200: {"model": model}}}
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorReply, "description": text}
-    for code, text in (
-        (400, "Rejected request"),
-        (401, "Invalid or missing API token, or a token for another tenant"),
-        (403, "Admin token required"),
-        (404, "Not found"),
-        (413, "Request too large"),
-    )
-}
+ReplyDocs = Callable[[str], dict[str, Any]]
 
 TokenHeader = Annotated[str | None, Header(alias="X-API-Token", description="Admin token or tenant key")]
 TenantQuery = Annotated[str | None, Query(max_length=64, description="Implied by a tenant key")]
@@ -272,21 +68,83 @@ def _scoped(request: Request, who: Principal, tenant_id: str | None) -> str:
     return resolved
 
 
-def create_app() -> FastAPI:
-    """The API application (its routes, error handlers and command log)."""
+def create_app(documented: bool = False) -> FastAPI:
+    """The API application (its routes, error handlers and command log).
+
+    The app that serves calls leaves out the reply models, which only the OpenAPI schema uses: its
+    `/openapi.json` is the schema of a `documented` twin, built on the first request for it.
+    """
     app = FastAPI(
         title="Serverless Mail Proxy",
         version="0.1.0",
         description="genro-mail-proxy's REST API on AWS managed services.",
-        responses=ERRORS,
+        responses=_error_docs() if documented else None,
         docs_url=None,
         redoc_url=None,
     )
+    if not documented:
+        app.router.route_class = LazyRoute
     _install_docs(app)
     _install_error_handlers(app)
     app.add_middleware(CommandLog)
-    _install_routes(app)
+    _install_routes(app, _reply_docs if documented else _no_reply_docs)
+    if not documented:
+        app.openapi = functools.partial(_documented_schema, app)  # type: ignore[method-assign]
     return app
+
+
+class LazyRoute(APIRoute):
+    """An APIRoute that makes its validators (FastAPI's costly part) when first used, not at start.
+
+    Matching a request needs only the path pattern and the methods, set here; the first access to any
+    other attribute (its handler, when a request reaches it) builds the whole route as APIRoute would.
+    A cold start then builds the route it serves, not all 22.
+    """
+
+    _building = threading.RLock()
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        self._pending = (path, endpoint, kwargs)
+        self.path = path
+        self.path_regex, self.path_format, self.param_convertors = compile_path(path)
+        self.methods = {method.upper() for method in kwargs.get("methods") or ["GET"]}
+        self.name = get_name(endpoint) if kwargs.get("name") is None else kwargs["name"]
+        self.include_in_schema = kwargs.get("include_in_schema", True)
+
+    def __getattr__(self, name: str) -> Any:
+        with LazyRoute._building:
+            pending = self.__dict__.pop("_pending", None)
+            if pending is not None:
+                path, endpoint, kwargs = pending
+                super().__init__(path, endpoint, **kwargs)
+        # Built now (here or by another thread meanwhile); a name the route lacks still raises.
+        return object.__getattribute__(self, name)
+
+
+def _documented_schema(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        twin = create_app(documented=True)
+        twin.servers = app.servers  # FastAPI adds the request's root_path to the serving app's servers
+        app.openapi_schema = twin.openapi()
+    return app.openapi_schema
+
+
+def _error_docs() -> dict[int | str, dict[str, Any]]:
+    from mailproxy.replies import ERRORS
+
+    return ERRORS
+
+
+def _reply_docs(model: str) -> dict[str, Any]:
+    """Route arguments that document the 200 reply as the named model of `mailproxy.replies`."""
+    from mailproxy import replies
+
+    # Handlers still return plain dicts: the model documents the reply and does not filter it.
+    return {"response_model": None, "responses": {200: {"model": getattr(replies, model)}}}
+
+
+def _no_reply_docs(model: str) -> dict[str, Any]:
+    return {"response_model": None}
 
 
 def _install_docs(app: FastAPI) -> None:
@@ -312,13 +170,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": errors}, status_code=422)
 
 
-def _install_routes(app: FastAPI) -> None:
-    @app.get("/status", tags=["service"], **replies(StatusReply))
+def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
+    @app.get("/status", tags=["service"], **reply("StatusReply"))
     def get_status(who: Caller) -> dict[str, Any]:
         """Service state; a tenant key sees its own pending count."""
         return intake.status(who)
 
-    @app.post("/commands/add-messages", tags=["messages"], **replies(AddMessagesReply))
+    @app.post("/commands/add-messages", tags=["messages"], **reply("AddMessagesReply"))
     def add_messages(request: Request, who: Caller, body: AddMessages) -> dict[str, Any]:
         """Queue messages for delivery."""
         ids = {m.tenant_id for m in body.messages if m.tenant_id}
@@ -328,7 +186,7 @@ def _install_routes(app: FastAPI) -> None:
             request.state.tenant_id = who.tenant_id
         return intake.add_messages(who, body)
 
-    @app.get("/messages", tags=["messages"], **replies(MessagesReply))
+    @app.get("/messages", tags=["messages"], **reply("MessagesReply"))
     def list_messages(
         request: Request,
         who: Caller,
@@ -341,7 +199,7 @@ def _install_routes(app: FastAPI) -> None:
         records = intake.list_messages(resolved, active_only=active_only, include_history=include_history)
         return {"ok": True, "messages": records}
 
-    @app.post("/commands/delete-messages", tags=["messages"], **replies(DeleteMessagesReply))
+    @app.post("/commands/delete-messages", tags=["messages"], **reply("DeleteMessagesReply"))
     def delete_messages(
         request: Request, who: Caller, body: DeleteMessages, tenant_id: TenantQuery = None
     ) -> dict[str, Any]:
@@ -351,7 +209,7 @@ def _install_routes(app: FastAPI) -> None:
             raise BadRequest("tenant_id of the query and of the body differ")
         return intake.delete_messages(resolved, body.ids)
 
-    @app.post("/commands/cleanup-messages", tags=["messages"], **replies(CleanupReply))
+    @app.post("/commands/cleanup-messages", tags=["messages"], **reply("CleanupReply"))
     def cleanup_messages(
         request: Request,
         who: Caller,
@@ -363,13 +221,13 @@ def _install_routes(app: FastAPI) -> None:
         resolved = _scoped(request, who, tenant_id or body.tenant_id)
         return intake.cleanup_messages(resolved, body.older_than_seconds)
 
-    @app.post("/commands/run-now", tags=["service"], **replies(Ok))
+    @app.post("/commands/run-now", tags=["service"], **reply("Ok"))
     def run_now(request: Request, who: Caller) -> dict[str, Any]:
         """Ask the scheduler and the reporter to run now."""
         request.state.tenant_id = who.tenant_id
         return intake.run_now(who)
 
-    @app.post("/commands/suspend", tags=["messages"], **replies(SuspensionReply))
+    @app.post("/commands/suspend", tags=["messages"], **reply("SuspensionReply"))
     def suspend(
         request: Request,
         who: Caller,
@@ -381,7 +239,7 @@ def _install_routes(app: FastAPI) -> None:
         request.state.tenant_id = resolved
         return intake.suspend(resolved, batch_code)
 
-    @app.post("/commands/activate", tags=["messages"], **replies(SuspensionReply))
+    @app.post("/commands/activate", tags=["messages"], **reply("SuspensionReply"))
     def activate(
         request: Request,
         who: Caller,
@@ -393,7 +251,7 @@ def _install_routes(app: FastAPI) -> None:
         request.state.tenant_id = resolved
         return intake.activate(resolved, batch_code)
 
-    @app.post("/account", tags=["accounts"], **replies(Ok))
+    @app.post("/account", tags=["accounts"], **reply("Ok"))
     def put_account(request: Request, who: Caller, body: Account) -> dict[str, Any]:
         """Create or replace an SMTP account of the tenant."""
         resolved = _scoped(request, who, body.tenant_id)
@@ -401,13 +259,13 @@ def _install_routes(app: FastAPI) -> None:
         state.ensure_counters(resolved, body.id)
         return {"ok": True}
 
-    @app.get("/accounts", tags=["accounts"], **replies(AccountsReply))
+    @app.get("/accounts", tags=["accounts"], **reply("AccountsReply"))
     def list_accounts(request: Request, who: Caller, tenant_id: TenantQuery = None) -> dict[str, Any]:
         """The tenant's accounts, without passwords."""
         resolved = _scoped(request, who, tenant_id)
         return {"ok": True, "accounts": [tenants.public_account(a) for a in tenants.list_accounts(resolved)]}
 
-    @app.delete("/account/{account_id}", tags=["accounts"], **replies(Ok))
+    @app.delete("/account/{account_id}", tags=["accounts"], **reply("Ok"))
     def delete_account(
         request: Request,
         who: Caller,
@@ -420,7 +278,7 @@ def _install_routes(app: FastAPI) -> None:
             raise BadRequest(f"Account '{account_id}' not found for tenant '{resolved}'")
         return {"ok": True}
 
-    @app.post("/tenant", tags=["tenants"], **replies(KeyReply))
+    @app.post("/tenant", tags=["tenants"], **reply("KeyReply"))
     def post_tenant(request: Request, who: Admin, body: Tenant) -> dict[str, Any]:
         """Create a tenant (its key is shown once) or overwrite its configuration (key kept)."""
         request.state.tenant_id = body.id
@@ -438,7 +296,7 @@ def _install_routes(app: FastAPI) -> None:
         _release_if_active(body.id)
         return {"ok": True}
 
-    @app.get("/tenants", tags=["tenants"], **replies(TenantsReply))
+    @app.get("/tenants", tags=["tenants"], **reply("TenantsReply"))
     def list_tenants(who: Admin, active_only: bool = False) -> dict[str, Any]:
         """Every tenant, without secrets."""
         return {
@@ -446,18 +304,18 @@ def _install_routes(app: FastAPI) -> None:
             "tenants": [tenants.public_tenant(t) for t in tenants.list_tenants(active_only=active_only)],
         }
 
-    @app.get("/tenants/sync-status", tags=["tenants"], **replies(SyncStatusReply))
+    @app.get("/tenants/sync-status", tags=["tenants"], **reply("SyncStatusReply"))
     def sync_status(who: Admin) -> dict[str, Any]:
         """When each tenant was last reported to and is next due."""
         return intake.sync_status()
 
-    @app.get("/tenant/{tenant_id}", tags=["tenants"], **replies(TenantView))
+    @app.get("/tenant/{tenant_id}", tags=["tenants"], **reply("TenantView"))
     def get_tenant(request: Request, who: Caller, tenant_id: Annotated[str, Path(max_length=255)]) -> dict[str, Any]:
         """One tenant, without secrets."""
         resolved = _scoped(request, who, tenant_id)
         return tenants.public_tenant(intake.require_tenant(resolved))
 
-    @app.put("/tenant/{tenant_id}", tags=["tenants"], **replies(Ok))
+    @app.put("/tenant/{tenant_id}", tags=["tenants"], **reply("Ok"))
     def put_tenant(
         request: Request, who: Caller, body: TenantFields, tenant_id: Annotated[str, Path(max_length=255)]
     ) -> dict[str, Any]:
@@ -471,7 +329,7 @@ def _install_routes(app: FastAPI) -> None:
         _release_if_active(resolved)
         return {"ok": True}
 
-    @app.delete("/tenant/{tenant_id}", tags=["tenants"], **replies(Ok))
+    @app.delete("/tenant/{tenant_id}", tags=["tenants"], **reply("Ok"))
     def delete_tenant(request: Request, who: Admin, tenant_id: Annotated[str, Path(max_length=255)]) -> dict[str, Any]:
         """Delete a tenant with its accounts and messages."""
         request.state.tenant_id = tenant_id
@@ -480,7 +338,7 @@ def _install_routes(app: FastAPI) -> None:
         tenants.delete_tenant(tenant_id)
         return {"ok": True}
 
-    @app.post("/tenant/{tenant_id}/api-key", tags=["tenants"], **replies(KeyReply))
+    @app.post("/tenant/{tenant_id}/api-key", tags=["tenants"], **reply("KeyReply"))
     def rotate_key(
         request: Request,
         who: Admin,
@@ -496,7 +354,7 @@ def _install_routes(app: FastAPI) -> None:
             raise NotFound(f"Tenant '{tenant_id}' not found")
         return {"ok": True, "api_key": key}
 
-    @app.delete("/tenant/{tenant_id}/api-key", tags=["tenants"], **replies(Ok))
+    @app.delete("/tenant/{tenant_id}/api-key", tags=["tenants"], **reply("Ok"))
     def revoke_key(request: Request, who: Admin, tenant_id: Annotated[str, Path(max_length=255)]) -> dict[str, Any]:
         """Revoke the tenant's key."""
         request.state.tenant_id = tenant_id
@@ -505,7 +363,7 @@ def _install_routes(app: FastAPI) -> None:
             raise NotFound(f"Tenant '{tenant_id}' not found")
         return {"ok": True}
 
-    @app.get("/command-log", tags=["service"], **replies(CommandLogReply))
+    @app.get("/command-log", tags=["service"], **reply("CommandLogReply"))
     def command_log(
         who: Admin,
         tenant_id: TenantQuery = None,

@@ -10,7 +10,6 @@ from aws_lambda_powertools import Logger
 
 from mailproxy import messages, state
 from mailproxy.dynamo import Item
-from mailproxy.queues import enqueue, stored_entries
 
 logger = Logger(service="mail-proxy")
 
@@ -44,6 +43,8 @@ def requeue_parked(now: int) -> int:
             for i in messages.get_states(t, ids).values()
             if i.get("status") == "deferred" and i.get("park_ts") is not None and int(i["park_ts"]) <= now
         ]
+        from mailproxy.queues import enqueue, stored_entries  # SQS only when something is due
+
         enqueue(stored_entries(items, now))
         for item in items:
             messages.unpark(str(item["tenant_id"]), str(item["id"]), park_ts=int(item["park_ts"]), now=now)
@@ -82,6 +83,8 @@ def _finish_intake(journal: Item, sk: str, now: int) -> None:
     keys = journal.get("keys") or []
     revs = {(str(k["tenant_id"]), str(k["id"])): str(k["rev"]) for k in keys}
     items = _states(keys)
+    from mailproxy.queues import enqueue, stored_entries
+
     enqueue(
         stored_entries([i for i in items if _requeueable(i) and revs.get((i["tenant_id"], i["id"])) == i["rev"]], now)
     )
@@ -121,6 +124,8 @@ def _finish_send(journal: Item, sk: str, now: int) -> None:
                 requeue.append(item)
         if item.get("status") in messages.FINAL and outcome in ("sent", "error"):
             pending[tenant_id] -= 1
+    from mailproxy.queues import enqueue, stored_entries
+
     enqueue(stored_entries(requeue, now))
     state.close_batch(sk, counters=dict(counters), pending=dict(pending))
     logger.warning("finished a send batch left open", extra={"journal": sk, "messages": len(items)})
