@@ -9,11 +9,12 @@ The floor is the bare import of the third-party packages in functions/<name>/req
 layers/common/requirements.txt. /health must import no boto3.
 
 Bytecode is fixed, not left to the environment: the floor's packages load from the .venv's
-precompiled bytecode, and the project's own code runs from a fresh copy with no bytecode, compiled in
-every process as in Lambda today (SAM's build leaves out *.pyc and /opt is read-only). With
---bytecode the copy is precompiled first, as a build that ships bytecode would deploy it.
+precompiled bytecode, and the project's own code runs from a fresh copy, precompiled as the layer's
+build ships it (layers/common/Makefile: unchecked-hash .pyc files). With --from-source the copy has
+no bytecode and every process compiles it, as SAM's python3.12 builder deployed it before (it leaves
+out *.pyc, and /opt is read-only).
 
-    python -m bench.coldstart [--quick] [--runs N] [--bytecode]
+    python -m bench.coldstart [--quick] [--runs N] [--from-source]
 """
 
 from __future__ import annotations
@@ -197,12 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 processes per figure")
     parser.add_argument("--runs", type=int, default=None)
-    parser.add_argument("--bytecode", action="store_true", help="the project's code precompiled, as its packages are")
+    parser.add_argument(
+        "--from-source", action="store_true", help="the project's code compiled in each process (no shipped bytecode)"
+    )
     args = parser.parse_args(argv)
     runs = args.runs or (2 if args.quick else 20)
     names = [n for n in FUNCTIONS if (ROOT / (FUNCTIONS[n][1].replace(".", "/") + ".py")).exists()]
     with tempfile.TemporaryDirectory(prefix="coldstart-") as scratch:
-        root = project_copy(Path(scratch), bytecode=args.bytecode)
+        root = project_copy(Path(scratch), bytecode=not args.from_source)
         results = [measure(name, runs, root) for name in names]
     rows = []
     for r in results:
@@ -225,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     header = ["function", "floor ms", "cold ms", "added ms", "added", "SDK ms", "added with SDK ms", "boto3 early"]
     header += ["target", ""]
-    code = "precompiled (--bytecode)" if args.bytecode else "compiled in each process, as in Lambda today"
+    code = "compiled in each process (--from-source)" if args.from_source else "precompiled, as the layer ships it"
     print(table(f"Cold start, median of {runs} fresh processes; the project's code {code}", header, rows))
     print(
         "floor: bare import of the declared packages; SDK: boto3 import + first client (the runtime's, at the first call);\n"
@@ -242,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         {
             "quick": args.quick,
             "runs": runs,
-            "bytecode": args.bytecode,
+            "bytecode": not args.from_source,
             "worst_overhead": worst,
             "target_overhead": TARGET_OVERHEAD,
             "health_without_boto3": health_ok,
