@@ -71,7 +71,8 @@ class LocalStack:
         api_token: str | None = None,
         scheduler_interval: float | None = None,
         run_pollers: bool = True,
-        sqs_workers: int = 1,
+        sqs_workers: int | None = None,
+        aws_backend: str | None = None,
     ) -> None:
         self.template_path = template_path
         self.host = host
@@ -83,7 +84,9 @@ class LocalStack:
         self._api_token = api_token
         self._scheduler_interval = scheduler_interval
         self.run_pollers = run_pollers
-        self.sqs_workers = sqs_workers
+        self._sqs_workers = sqs_workers
+        self.sqs_workers = 1
+        self.aws_backend = aws_backend
 
         self.environment_patch = EnvironmentPatch()
         self.template: Template | None = None
@@ -153,7 +156,11 @@ class LocalStack:
 
         self.template = Template.load(self.template_path)
         self.emulator = Emulator(
-            self.template, moto_port=self._moto_port, endpoint_url=self._endpoint_url, environment=patch
+            self.template,
+            moto_port=self._moto_port,
+            endpoint_url=self._endpoint_url,
+            environment=patch,
+            aws_backend=self.aws_backend,
         )
         self.environment = self.emulator.start()
         _reset_package_caches()
@@ -186,6 +193,10 @@ class LocalStack:
             self.smtp_sink = SmtpSink(self.host, sink_port)
             self.smtp_sink.start()
 
+        if self._sqs_workers is not None:
+            self.sqs_workers = self._sqs_workers
+        else:
+            self.sqs_workers = _env_int("GMP_SQS_WORKERS", 1)
         if self.run_pollers:
             context = PollerContext(resolver, self.scheduler_interval, self.sqs_workers)
             self.pollers = pollers_from_template(self.functions, context)
@@ -229,7 +240,7 @@ class LocalStack:
         token_note = "generated; set GMP_API_TOKEN to choose it" if self.api_token_generated else "from GMP_API_TOKEN"
         token = self.api_token if self.api_token_generated else "(hidden)"
         sink = f"{self.host}:{self.smtp_sink_port}" if self.smtp_sink_port else "off (GMP_SMTP_SINK_PORT=0)"
-        kind = "moto, in memory: gone at exit" if emulator.uses_moto else "from AWS_ENDPOINT_URL"
+        kind = emulator.description
         pollers = ", ".join(poller.name for poller in self.pollers) or "none yet"
         return "\n".join(
             [
