@@ -12,6 +12,7 @@ from typing import Any
 
 from local.apigw import ApiGateway, api_settings_from_template, routes_from_template
 from local.emulator import Emulator
+from local.environments import EnvironmentPool
 from local.environment import EnvironmentPatch
 from local.lambda_runtime import LambdaFunction
 from local.pollers import Poller, PollerContext, SchedulePoller, pollers_from_template
@@ -73,6 +74,7 @@ class LocalStack:
         run_pollers: bool = True,
         sqs_workers: int | None = None,
         aws_backend: str | None = None,
+        lambda_processes: int | None = None,
     ) -> None:
         self.template_path = template_path
         self.host = host
@@ -87,6 +89,9 @@ class LocalStack:
         self._sqs_workers = sqs_workers
         self.sqs_workers = 1
         self.aws_backend = aws_backend
+        self._lambda_processes = lambda_processes
+        self.lambda_processes = 0
+        self.environment_pools: list[EnvironmentPool] = []
 
         self.environment_patch = EnvironmentPatch()
         self.template: Template | None = None
@@ -198,6 +203,7 @@ class LocalStack:
         else:
             self.sqs_workers = _env_int("GMP_SQS_WORKERS", 1)
         if self.run_pollers:
+            self._start_environments(resolver)
             context = PollerContext(resolver, self.scheduler_interval, self.sqs_workers)
             self.pollers = pollers_from_template(self.functions, context)
             # moto never expires items: play MessagesTable's TTL (report retention) on the schedule's beat.
@@ -208,11 +214,36 @@ class LocalStack:
                 poller.start()
                 logger.info("poller %s started", poller.name)
 
+    def _start_environments(self, resolver: Any) -> None:
+        """SQS-triggered functions run in worker processes (GMP_LAMBDA_PROCESSES), as concurrent Lambda
+        execution environments do: the sender's CPU work then uses more than one core."""
+        wanted = self._lambda_processes
+        if wanted is None:
+            wanted = _env_int("GMP_LAMBDA_PROCESSES", 0)
+        emulator = self.emulator
+        if wanted <= 0 or emulator is None or emulator.fast is None:
+            return
+        self.lambda_processes = wanted
+        for spec in self.template.functions(resolver) if self.template else []:
+            function = self.functions[spec.logical_id]
+            if not spec.events_of_type("SQS") or not function.is_available():
+                continue
+            pool = EnvironmentPool(function, emulator.fast, emulator.endpoint_url, wanted)
+            pool.start()
+            function.environments = pool
+            self.environment_pools.append(pool)
+        # One poller thread per environment keeps them all busy.
+        self.sqs_workers = max(self.sqs_workers, wanted)
+
     def stop(self) -> None:
         """Stop everything in reverse order and undo every environment change."""
         for poller in reversed(self.pollers):
             poller.stop()
         self.pollers = []
+        for pool in self.environment_pools:
+            pool.function.environments = None
+            pool.stop()
+        self.environment_pools = []
         if self.smtp_sink is not None:
             self.smtp_sink.stop()
             self.smtp_sink = None

@@ -150,6 +150,7 @@ class Index:
 class Partition:
     ranges: list[Any] = field(default_factory=list)
     items: dict[Any, v.Item] = field(default_factory=dict)
+    sizes: dict[Any, int] = field(default_factory=dict)  # each item's size, so an update need not measure it all
 
 
 class Table:
@@ -239,18 +240,31 @@ class Table:
         partition = self.partitions.get(key[0])
         return partition.items.get(key[1]) if partition is not None else None
 
-    def write(self, key: tuple[Any, Any], new: v.Item | None) -> v.Item | None:
-        """Store `new` (None deletes) at `key`, keeping indexes and stream in step; the old item."""
+    def write(self, key: tuple[Any, Any], new: v.Item | None, touched: set[str] | None = None) -> v.Item | None:
+        """Store `new` (None deletes) at `key`, keeping indexes and stream in step; the old item.
+
+        `touched` names the only attributes that may differ from the old item (an update's).
+        """
         partition = self.partitions.get(key[0])
         old = partition.items.get(key[1]) if partition is not None else None
+        size = 0
         if new is not None:
-            if v.item_size(new) > v.MAX_ITEM_BYTES:
+            if old is not None and touched is not None and partition is not None:
+                size = partition.sizes[key[1]] + sum(
+                    _attribute_size(name, new.get(name)) - _attribute_size(name, old.get(name)) for name in touched
+                )
+            else:
+                size = v.item_size(new)
+            if size > v.MAX_ITEM_BYTES:
                 raise ValidationError("Item size has exceeded the maximum allowed size")
             for index in self.indexes.values():
                 index.check(new)
         if old is None and new is None:
             return None
+        old_size = partition.sizes.get(key[1], 0) if partition is not None else 0
         for index in self.indexes.values():
+            if touched is not None and old is not None and new is not None and touched.isdisjoint(index.schema.names):
+                continue  # the update left this index's key alone: its entry stays
             if old is not None:
                 index.remove(old, key)
             if new is not None:
@@ -263,15 +277,17 @@ class Table:
                 bisect.insort(partition.ranges, key[1])
                 self.item_count += 1
             partition.items[key[1]] = new
+            partition.sizes[key[1]] = size
         elif partition is not None:
             del partition.items[key[1]]
+            del partition.sizes[key[1]]
             del partition.ranges[bisect.bisect_left(partition.ranges, key[1])]
             self.item_count -= 1
             if not partition.items:
                 del self.partitions[key[0]]
                 self._scan_order = None
         if self.stream is not None:
-            self.stream.append(old, new, self.schema.names)
+            self.stream.append(old, new, self.schema.names, touched, (old_size, size))
         return old
 
     def scan_order(self) -> list[tuple[int, Any]]:
@@ -281,7 +297,7 @@ class Table:
         return self._scan_order
 
     def describe(self) -> dict[str, Any]:
-        size = sum(v.item_size(i) for p in self.partitions.values() for i in p.items.values())
+        size = sum(sum(p.sizes.values()) for p in self.partitions.values())
         description: dict[str, Any] = {
             "TableName": self.name,
             "TableArn": self.arn,
@@ -319,6 +335,10 @@ class Table:
             description["LatestStreamArn"] = self.stream.arn
             description["LatestStreamLabel"] = self.stream.label
         return description
+
+
+def _attribute_size(name: str, value: v.Value | None) -> int:
+    return 0 if value is None else len(name.encode()) + v.value_size(value)
 
 
 def _check_key_value(value: v.Value, limit: int, what: str) -> None:
@@ -459,7 +479,12 @@ class DynamoDB:
         key_item = v.normalize_item(params["Key"])
         key = table.key_of(key_item, exact=True)
         new, old, touched = self._updated(table, key, key_item, params)
-        table.write(key, new)
+        try:
+            table.write(key, new, touched if old is not None else None)
+        except ValidationError as exc:
+            if exc.message.startswith("Item size"):
+                raise ValidationError("Item size to update has exceeded the maximum allowed size") from None
+            raise
         returns = params.get("ReturnValues", "NONE")
         if returns == "ALL_NEW":
             return {"Attributes": v.copy_item(new)}
@@ -669,9 +694,9 @@ class DynamoDB:
                     hi = min(hi, bisect.bisect_left(ranges, position, lo, hi))
             chosen = ranges[lo:hi]
             assert partition is not None or not chosen
-            rows: Iterator[v.Item] = (
-                partition.items[r]
-                for r in (chosen if forward else reversed(chosen))  # type: ignore[union-attr]
+            rows: Iterator[tuple[v.Item, int]] = (
+                (partition.items[r], partition.sizes[r])  # type: ignore[union-attr]
+                for r in (chosen if forward else reversed(chosen))
             )
         else:
             entries = index.partitions.get(hash_value, [])
@@ -688,7 +713,7 @@ class DynamoDB:
                     hi = min(hi, bisect.bisect_left(entries, found[1], lo, hi))
             chosen_entries = entries[lo:hi]
             ordered = chosen_entries if forward else list(reversed(chosen_entries))
-            rows = (index.project(table.get((e[1], e[2])) or {}, table.schema) for e in ordered)
+            rows = (_index_row(index, table, (e[1], e[2])) for e in ordered)
         return self._page(table, index, rows, params, filter_, projection, values)
 
     def op_Scan(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -708,7 +733,7 @@ class DynamoDB:
             raise NotEmulated("Scan of a secondary index")
         return self._page(table, None, self._scan_rows(table, start_key), params, filter_, projection, values)
 
-    def _scan_rows(self, table: Table, start: tuple[Any, Any] | None) -> Iterator[v.Item]:
+    def _scan_rows(self, table: Table, start: tuple[Any, Any] | None) -> Iterator[tuple[v.Item, int]]:
         order = table.scan_order()
         first = 0
         if start is not None:
@@ -723,13 +748,13 @@ class DynamoDB:
             if start is not None and hash_value == start[0]:
                 begin = bisect.bisect_right(ranges, start[1])
             for range_value in ranges[begin:]:
-                yield partition.items[range_value]
+                yield partition.items[range_value], partition.sizes[range_value]
 
     def _page(
         self,
         table: Table,
         index: Index | None,
-        rows: Iterator[v.Item],
+        rows: Iterator[tuple[v.Item, int]],
         params: Mapping[str, Any],
         filter_: ex.Parsed[ex.Condition] | None,
         projection: ex.Parsed[tuple[ex.Path, ...]] | None,
@@ -747,12 +772,12 @@ class DynamoDB:
         read_bytes = 0
         last: v.Item | None = None
         more = False
-        for row in rows:
+        for row, size in rows:
             if (limit is not None and scanned >= int(limit)) or read_bytes >= PAGE_BYTES:
                 more = True
                 break
             scanned += 1
-            read_bytes += v.item_size(row)
+            read_bytes += size
             last = row
             if filter_ is not None and not filter_.tree.holds(row, values):
                 continue
@@ -881,6 +906,11 @@ class DynamoDB:
     @staticmethod
     def _shape(item: v.Item, projection: tuple[ex.Path, ...] | None) -> v.Item:
         return ex.project(item, projection) if projection else v.copy_item(item)
+
+
+def _index_row(index: Index, table: Table, key: tuple[Any, Any]) -> tuple[v.Item, int]:
+    item = index.project(table.get(key) or {}, table.schema)
+    return item, v.item_size(item)
 
 
 # A ConditionCheck's "write": the item stays as it is.

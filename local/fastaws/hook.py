@@ -1,19 +1,25 @@
-"""Serving boto3 calls from the fast backend in-process, through botocore's event hooks.
+"""Serving boto3 calls from the fast backend in-process, by short-circuiting botocore's client call.
 
-`before-parameter-build` keeps the call's parameters (already validated by botocore's model), and
-`before-call` answers with the backend's reply instead of sending an HTTP request, as moto's own mock
-does one step later. Which backend answers depends on the client's endpoint: a stack registers the
-endpoint of its moto server (KMS, S3... still go there), the in-process test emulator registers AWS's
-own endpoints. A client whose endpoint has no backend is not touched.
+A boto3 call normally validates its parameters against the service model, resolves the endpoint,
+serialises the request, signs it, sends it and parses the reply: about 0.6 ms of CPU per call, more
+than the emulated operation itself. For a client of DynamoDB, DynamoDB Streams or SQS whose endpoint
+has a registered backend, `_make_api_call` instead runs the client's parameter events (so handlers that
+fill parameters, like idempotency tokens, still run), checks the parameter names against the model,
+and hands the parameters to the backend; its reply (already in botocore's parsed shape) or its error
+(as the modeled exception class, a `ClientError`) is what the caller gets. Every other client, service
+and endpoint goes through botocore untouched (moto keeps KMS, S3, Secrets Manager...).
+
+Which backend answers depends on the client's endpoint: a stack registers the endpoint of its moto
+server, the in-process test emulator registers AWS's own endpoints.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +30,6 @@ from local.fastaws.sqs import Sqs
 logger = logging.getLogger(__name__)
 
 AWS_ENDPOINTS = "aws"
-_PARAMS_KEY = "fastaws_params"
 _SERVICES = ("dynamodb", "dynamodbstreams", "sqs")
 
 
@@ -44,21 +49,12 @@ class FastAws:
         return self.dynamodb.handle(operation, params)
 
 
-@dataclass
-class _Response:
-    """The little of an HTTP response botocore looks at after a `before-call` answer."""
-
-    status_code: int
-    headers: dict[str, str] = field(default_factory=dict)
-    content: bytes = b""
-    text: str = ""
-
-
 _backends: dict[str, FastAws] = {}
 _lock = threading.Lock()
 _installed = False
 
 
+@functools.lru_cache(maxsize=256)
 def endpoint_key(url: str) -> str:
     """The registry key of an endpoint URL: scheme and host:port, or AWS_ENDPOINTS for AWS's own."""
     parts = urlsplit(url)
@@ -81,43 +77,71 @@ def unregister(endpoint_url: str | None) -> None:
 
 
 def install() -> None:
-    """Add the hooks to botocore's built-in handlers, so every session created from now on has them."""
+    """Route the calls of DynamoDB, DynamoDB Streams and SQS clients to a registered backend (idempotent)."""
     global _installed
-    if _installed:
-        return
-    from botocore import handlers
+    with _lock:
+        if _installed:
+            return
+        from botocore.client import BaseClient
 
-    handlers.BUILTIN_HANDLERS.append(("before-parameter-build", _keep_params))
-    handlers.BUILTIN_HANDLERS.append(("before-call", _answer))
-    _installed = True
+        original = BaseClient._make_api_call
+
+        def _make_api_call(client: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
+            backend = _backend_of(client)
+            if backend is None:
+                return original(client, operation_name, api_params)
+            return _call(client, backend, operation_name, api_params)
+
+        BaseClient._make_api_call = _make_api_call  # type: ignore[method-assign]
+        _installed = True
 
 
-def _keep_params(params: dict[str, Any], model: Any, context: dict[str, Any] | None = None, **_: Any) -> None:
-    if context is not None and model.service_model.service_name in _SERVICES and _backends:
-        context[_PARAMS_KEY] = params
-
-
-def _answer(
-    model: Any, params: Mapping[str, Any], context: dict[str, Any] | None = None, **_: Any
-) -> tuple[_Response, dict[str, Any]] | None:
-    if context is None or _PARAMS_KEY not in context:
+def _backend_of(client: Any) -> FastAws | None:
+    if not _backends:
         return None
-    backend = _backends.get(endpoint_key(str(params.get("url", ""))))
-    if backend is None:
+    meta = client.meta
+    if meta.service_model.service_name not in _SERVICES:
         return None
-    service = model.service_model.service_name
-    request_id = str(uuid.uuid4())
-    metadata = {"RequestId": request_id, "HTTPStatusCode": 200, "HTTPHeaders": {}, "RetryAttempts": 0}
+    return _backends.get(endpoint_key(str(meta.endpoint_url)))
+
+
+def _call(client: Any, backend: FastAws, operation_name: str, api_params: dict[str, Any]) -> dict[str, Any]:
+    from botocore.exceptions import ParamValidationError
+
+    operation = client.meta.service_model.operation_model(operation_name)
+    context: dict[str, Any] = {"client_region": client.meta.region_name, "client_config": client.meta.config}
+    params = client._emit_api_params(api_params=api_params, operation_model=operation, context=context)
+    problems = _parameter_problems(operation, params)
+    if problems:
+        raise ParamValidationError(report="\n".join(problems))
+    metadata = {"RequestId": str(uuid.uuid4()), "HTTPStatusCode": 200, "HTTPHeaders": {}, "RetryAttempts": 0}
     try:
-        reply = backend.handle(service, model.name, context.pop(_PARAMS_KEY))
+        reply = backend.handle(operation.service_model.service_name, operation_name, params)
     except ServiceError as exc:
         metadata["HTTPStatusCode"] = exc.status
-        error = {
-            "Error": {"Code": exc.code, "Message": exc.message},
-            "ResponseMetadata": metadata,
-            "message": exc.message,
-        }
+        error: dict[str, Any] = {"Error": {"Code": exc.code, "Message": exc.message}, "ResponseMetadata": metadata}
         error.update(exc.extra)
-        return _Response(exc.status), error
+        raise client.exceptions.from_code(exc.code)(error, operation_name) from None
     reply["ResponseMetadata"] = metadata
-    return _Response(200), reply
+    return reply
+
+
+def _parameter_problems(operation: Any, params: Mapping[str, Any]) -> list[str]:
+    """botocore's checks of the top-level parameters: unknown names and missing required ones.
+
+    The values are checked by the backend as the service checks them (attribute values, sizes, ranges);
+    botocore's full type walk of every nested value costs more than the operation.
+    """
+    shape = operation.input_shape
+    if shape is None:
+        return [f'Unknown parameter in input: "{name}"' for name in params]
+    members = shape.members
+    problems = [
+        f'Unknown parameter in input: "{name}", must be one of: {", ".join(members)}'
+        for name in params
+        if name not in members
+    ]
+    problems += [
+        f'Missing required parameter in input: "{name}"' for name in shape.required_members if name not in params
+    ]
+    return problems

@@ -241,7 +241,7 @@ class Sqs:
         for name, (low, high) in limits.items():
             if name in attributes and not (attributes[name].isdigit() and low <= int(attributes[name]) <= high):
                 raise _invalid(f"Invalid value for the parameter {name}.")
-        if "RedrivePolicy" in attributes and attributes["RedrivePolicy"]:
+        if attributes.get("RedrivePolicy"):
             policy = json.loads(attributes["RedrivePolicy"])
             if "deadLetterTargetArn" not in policy or "maxReceiveCount" not in policy:
                 raise _invalid("Value for parameter RedrivePolicy is invalid.")
@@ -554,7 +554,7 @@ class Sqs:
         if message.state != "inflight":
             raise _error(
                 "AWS.SimpleQueueService.MessageNotInflight",
-                f"Message does not exist or is not available for visibility timeout change.",
+                "Message does not exist or is not available for visibility timeout change.",
             )
         now = self.clock()
         queue.hide(message, now + timeout)

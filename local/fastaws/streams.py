@@ -48,9 +48,20 @@ class Stream:
         self._first = 0  # absolute index of records[0] after trimming
         self._next_sequence = _SEQUENCE_BASE + 1
 
-    def append(self, old: v.Item | None, new: v.Item | None, key_names: list[str]) -> None:
-        """Record a change; nothing when the item did not change, as DynamoDB Streams."""
-        if old is not None and new is not None and _same_item(old, new):
+    def append(
+        self,
+        old: v.Item | None,
+        new: v.Item | None,
+        key_names: list[str],
+        touched: set[str] | None = None,
+        sizes: tuple[int, int] = (0, 0),
+    ) -> None:
+        """Record a change; nothing when the item did not change, as DynamoDB Streams.
+
+        `touched` (an update's attributes) limits the comparison to what the write could have changed;
+        `sizes` are the old and new items' sizes, which make the record's SizeBytes.
+        """
+        if old is not None and new is not None and _same_item(old, new, touched):
             return
         if old is None and new is None:
             return
@@ -68,9 +79,7 @@ class Stream:
             keys=keys,
             old_image=old if keep_old else None,
             new_image=new if keep_new else None,
-            size=v.item_size(keys)
-            + (v.item_size(new) if keep_new and new else 0)
-            + (v.item_size(old) if keep_old and old else 0),
+            size=v.item_size(keys) + (sizes[1] if keep_new else 0) + (sizes[0] if keep_old else 0),
         )
         self._next_sequence += 1
         self.records.append(record)
@@ -154,5 +163,11 @@ class Stream:
         }
 
 
-def _same_item(a: Mapping[str, v.Value], b: Mapping[str, v.Value]) -> bool:
+def _same_item(a: Mapping[str, v.Value], b: Mapping[str, v.Value], touched: set[str] | None) -> bool:
+    if touched is not None:
+        return all(_same(a.get(name), b.get(name)) for name in touched)
     return a.keys() == b.keys() and all(v.equal(a[name], b[name]) for name in a)
+
+
+def _same(a: v.Value | None, b: v.Value | None) -> bool:
+    return a is None and b is None or v.equal(a, b)

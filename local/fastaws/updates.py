@@ -3,6 +3,9 @@
 Every right-hand side is read from the item as it was before the update; then SET, REMOVE, ADD and
 DELETE are applied to a copy. Nested SETs need their parent to exist; a SET past the end of a list
 appends; REMOVEs of list elements use the original indexes.
+
+Stored items are never mutated, so the copy is copy-on-write: the top level and the containers on the
+paths an action changes are copied, everything else is shared with the old item.
 """
 
 from __future__ import annotations
@@ -35,12 +38,12 @@ def apply_update(
     computed = [
         (action, action.operand.value(old, values) if action.operand is not None else None) for action in actions
     ]
-    new = v.copy_item(old)
+    new = _Copy(old)
     removals: list[Path] = []
     for action, value in computed:
         if action.verb == "SET":
             assert value is not None
-            _set(new, action.path, v.copy_value(value))
+            _set(new, action.path, value)
         elif action.verb == "REMOVE":
             removals.append(action.path)
         elif action.verb == "ADD":
@@ -50,34 +53,40 @@ def apply_update(
             assert value is not None
             _delete(new, action.path, value)
     _remove_all(new, removals)
-    return new, {str(action.path[0]) for action in actions}
+    return new.item, {str(action.path[0]) for action in actions}
 
 
-def _walk(item: v.Item, path: Path) -> Any:
-    container: Any = item
-    for depth, step in enumerate(path[:-1]):
-        if isinstance(container, dict):
-            if not isinstance(step, str) or step not in container:
+class _Copy:
+    """The new item: a shallow copy whose containers are copied the first time an action goes through them."""
+
+    def __init__(self, old: Mapping[str, v.Value]) -> None:
+        self.item: v.Item = dict(old)
+        self._fresh: set[int] = set()
+
+    def container(self, path: Path) -> Any:
+        """The (copied) container holding the last step of `path`; ValidationException if a step is missing."""
+        container: Any = self.item
+        for depth, step in enumerate(path[:-1]):
+            if isinstance(container, dict):
+                if not isinstance(step, str) or step not in container:
+                    raise ValidationError(_INVALID_PATH)
+            elif not isinstance(step, int) or step >= len(container):
                 raise ValidationError(_INVALID_PATH)
             current = container[step]
-        else:
-            if not isinstance(step, int) or step >= len(container):
+            tag = "L" if isinstance(path[depth + 1], int) else "M"
+            inner = current.get(tag)
+            if inner is None:
                 raise ValidationError(_INVALID_PATH)
-            current = container[step]
-        following = path[depth + 1]
-        if isinstance(following, int):
-            if "L" not in current:
-                raise ValidationError(_INVALID_PATH)
-            container = current["L"]
-        else:
-            if "M" not in current:
-                raise ValidationError(_INVALID_PATH)
-            container = current["M"]
-    return container
+            if id(inner) not in self._fresh:
+                inner = list(inner) if tag == "L" else dict(inner)
+                self._fresh.add(id(inner))
+                container[step] = {tag: inner}
+            container = inner
+        return container
 
 
-def _set(item: v.Item, path: Path, value: v.Value) -> None:
-    container = _walk(item, path)
+def _set(item: _Copy, path: Path, value: v.Value) -> None:
+    container = item.container(path)
     last = path[-1]
     if isinstance(container, list):
         assert isinstance(last, int)
@@ -89,12 +98,12 @@ def _set(item: v.Item, path: Path, value: v.Value) -> None:
         container[last] = value
 
 
-def _remove_all(item: v.Item, paths: list[Path]) -> None:
+def _remove_all(item: _Copy, paths: list[Path]) -> None:
     # Locate every target first, then delete list elements from the highest index down.
     targets: list[tuple[Any, str | int]] = []
     for path in paths:
         try:
-            container = _walk(item, path)
+            container = item.container(path)
         except ValidationError:
             continue
         targets.append((container, path[-1]))
@@ -106,17 +115,17 @@ def _remove_all(item: v.Item, paths: list[Path]) -> None:
             container.pop(last, None)
 
 
-def _add(item: v.Item, path: Path, value: v.Value) -> None:
+def _add(item: _Copy, path: Path, value: v.Value) -> None:
     tag = v.kind(value)
     if tag != "N" and tag not in v.SET_TYPES:
         raise ValidationError(
             f"Invalid UpdateExpression: Incorrect operand type for operator or function; operator: ADD, operand type: {_type_name(tag)}"
         )
-    container = _walk(item, path)
+    container = item.container(path)
     last = path[-1]
     current = _get(container, last)
     if current is None:
-        _put(container, last, v.copy_value(value))
+        _put(container, last, value)
         return
     if v.kind(current) != tag:
         raise ValidationError("An operand in the update expression has an incorrect data type")
@@ -133,13 +142,13 @@ def _add(item: v.Item, path: Path, value: v.Value) -> None:
     _put(container, last, {tag: merged})
 
 
-def _delete(item: v.Item, path: Path, value: v.Value) -> None:
+def _delete(item: _Copy, path: Path, value: v.Value) -> None:
     tag = v.kind(value)
     if tag not in v.SET_TYPES:
         raise ValidationError(
             f"Invalid UpdateExpression: Incorrect operand type for operator or function; operator: DELETE, operand type: {_type_name(tag)}"
         )
-    container = _walk(item, path)
+    container = item.container(path)
     last = path[-1]
     current = _get(container, last)
     if current is None:

@@ -125,6 +125,8 @@ def normalize_item(item: Any) -> Item:
 
 def equal(a: Value | None, b: Value | None) -> bool:
     """DynamoDB equality: same type and same value (numbers by value, sets regardless of order)."""
+    if a is b:
+        return a is not None  # stored items share unchanged values: identity is the common, cheap case
     if a is None or b is None:
         return False
     ((ta, ra),) = a.items()
@@ -154,32 +156,35 @@ def sortable(value: Value) -> Any:
 
 def value_size(value: Value) -> int:
     """Bytes a value counts for in DynamoDB's item size (the documented rules, rounded as AWS does)."""
-    ((tag, raw),) = value.items()
-    if tag == "S":
-        return len(raw.encode())
-    if tag == "B":
-        return len(raw)
-    if tag == "N":
-        digits = len(raw.replace("-", "").replace(".", "").lstrip("0")) or 1
-        return (digits + 1) // 2 + 1
-    if tag in ("BOOL", "NULL"):
-        return 1
-    if tag == "M":
-        return 3 + sum(len(k.encode()) + value_size(v) + 1 for k, v in raw.items())
-    if tag == "L":
-        return 3 + sum(value_size(v) + 1 for v in raw)
-    if tag == "SS":
-        return sum(len(m.encode()) for m in raw)
-    if tag == "BS":
-        return sum(len(m) for m in raw)
-    if tag == "NS":
-        return sum(value_size({"N": m}) for m in raw)
+    for tag, raw in value.items():
+        if tag == "S":
+            return len(raw) if raw.isascii() else len(raw.encode())
+        if tag == "N":
+            # Leading and trailing zeros do not count: one byte per two significant digits, plus one.
+            digits = len(raw.lstrip("-").replace(".", "").strip("0")) or 1
+            return (digits + 1) // 2 + 1
+        if tag == "M":
+            return 3 + sum((len(k) if k.isascii() else len(k.encode())) + value_size(v) + 1 for k, v in raw.items())
+        if tag == "L":
+            return 3 + sum(value_size(v) + 1 for v in raw)
+        if tag == "B":
+            return len(raw)
+        if tag in ("BOOL", "NULL"):
+            return 1
+        if tag == "SS":
+            return sum(len(m.encode()) for m in raw)
+        if tag == "BS":
+            return sum(len(m) for m in raw)
+        if tag == "NS":
+            return sum(value_size({"N": m}) for m in raw)
     return 0
 
 
 def item_size(item: Mapping[str, Value]) -> int:
     """An item's size as DynamoDB counts it against the 400 KB limit: names plus values."""
-    return sum(len(name.encode()) + value_size(value) for name, value in item.items())
+    return sum(
+        (len(name) if name.isascii() else len(name.encode())) + value_size(value) for name, value in item.items()
+    )
 
 
 def size_of(value: Value) -> int | None:
