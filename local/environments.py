@@ -11,6 +11,7 @@ operations); every other AWS call goes to the stack's moto server through AWS_EN
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -134,9 +135,16 @@ class EnvironmentPool:
         started = [_Worker(context, self.function, spec) for _ in range(self.size)]
         deadline = time.monotonic() + _START_TIMEOUT
         for worker in started:
-            if not worker.connection.poll(max(0.0, deadline - time.monotonic())):
-                raise RuntimeError(f"{self.logical_id}: an execution environment did not start")
-            worker.connection.recv()
+            try:
+                if not worker.connection.poll(max(0.0, deadline - time.monotonic())):
+                    raise EOFError
+                worker.connection.recv()
+            except (EOFError, OSError):
+                self._workers = list(started)
+                self.stop()
+                raise RuntimeError(
+                    f"{self.logical_id}: an execution environment did not start (its log says why)"
+                ) from None
             self._workers.append(worker)
             self._idle.put(worker)
         logger.info("%s: %d execution environments (processes)", self.logical_id, self.size)
@@ -144,10 +152,8 @@ class EnvironmentPool:
     def stop(self) -> None:
         """Stop the worker processes."""
         for worker in self._workers:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 worker.connection.send(("stop",))
-            except (OSError, ValueError):
-                pass
         for worker in self._workers:
             worker.process.join(5)
             if worker.process.is_alive():

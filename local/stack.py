@@ -12,8 +12,8 @@ from typing import Any
 
 from local.apigw import ApiGateway, api_settings_from_template, routes_from_template
 from local.emulator import Emulator
-from local.environments import EnvironmentPool
 from local.environment import EnvironmentPatch
+from local.environments import EnvironmentPool
 from local.lambda_runtime import LambdaFunction
 from local.pollers import Poller, PollerContext, SchedulePoller, pollers_from_template
 from local.smtp_sink import DEFAULT_PORT as DEFAULT_SMTP_SINK_PORT

@@ -27,7 +27,7 @@ class ConditionalCheckFailed(ServiceError):
     """A condition expression that did not hold; `item` is the old item when the caller asked for it."""
 
     def __init__(self, item: dict[str, Any] | None = None) -> None:
-        extra = {"Item": item} if item is not None else {}
+        extra: dict[str, Any] = {"Item": item} if item is not None else {}
         super().__init__("ConditionalCheckFailedException", "The conditional request failed", **extra)
 
 

@@ -596,7 +596,7 @@ def _attribute_matches(pattern: str, name: str) -> bool:
 
 def _check_message_attributes(attributes: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     if len(attributes) > 10:
-        raise _invalid("Number of message attributes [%d] exceeds the allowed maximum [10]." % len(attributes))
+        raise _invalid(f"Number of message attributes [{len(attributes)}] exceeds the allowed maximum [10].")
     checked: dict[str, dict[str, Any]] = {}
     for name, attribute in attributes.items():
         data_type = str(attribute.get("DataType", ""))

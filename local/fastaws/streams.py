@@ -170,4 +170,4 @@ def _same_item(a: Mapping[str, v.Value], b: Mapping[str, v.Value], touched: set[
 
 
 def _same(a: v.Value | None, b: v.Value | None) -> bool:
-    return a is None and b is None or v.equal(a, b)
+    return (a is None and b is None) or v.equal(a, b)
