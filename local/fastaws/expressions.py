@@ -10,11 +10,12 @@ looked up at evaluation, so one parse serves every request with the same text an
 from __future__ import annotations
 
 import functools
+import importlib.util
+import pathlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from importlib import resources
 from typing import Any
 
 from local.fastaws import values as v
@@ -37,9 +38,14 @@ _UPDATE_FUNCTIONS = frozenset({"if_not_exists", "list_append"})
 @functools.cache
 def reserved_words() -> frozenset[str]:
     """DynamoDB's reserved words (AWS's published list, as shipped in moto's package data)."""
+    # Read the file from moto's package directory without importing moto.dynamodb (a second of imports).
+    spec = importlib.util.find_spec("moto")
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - moto is a dev dependency
+        return frozenset()
+    path = pathlib.Path(next(iter(spec.submodule_search_locations))) / "dynamodb" / "parsing" / "reserved_keywords.txt"
     try:
-        text = resources.files("moto.dynamodb.parsing").joinpath("reserved_keywords.txt").read_text()
-    except (ModuleNotFoundError, FileNotFoundError):  # pragma: no cover - moto is a dev dependency
+        text = path.read_text()
+    except OSError:  # pragma: no cover
         return frozenset()
     return frozenset(word.strip().upper() for word in text.split() if word.strip())
 
