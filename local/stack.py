@@ -281,6 +281,10 @@ class LocalStack:
                 f"  SMTP sink     {sink}",
                 f"  AWS emulator  {emulator.endpoint_url}   ({kind})",
                 f"  Pollers       {pollers} (schedules every {self.scheduler_interval:g} s)",
+                *(
+                    f"  {pool.logical_id}  {pool.size} execution environments (processes; GMP_LAMBDA_PROCESSES)"
+                    for pool in self.environment_pools
+                ),
                 "Ctrl-C stops.",
             ]
         )
