@@ -78,7 +78,12 @@ def normalize_value(value: Any, *, path: str = "") -> Value:
     if tag == "S":
         return {"S": str(raw)}
     if tag == "N":
-        return {"N": number_text(number(str(raw)))}
+        text = str(raw)
+        # Plain integers without leading zeros are already canonical (most numbers: timestamps, counters).
+        digits = text[1:] if text[:1] == "-" else text
+        if digits.isdigit() and digits.isascii() and (digits[0] != "0" or digits == "0") and len(digits) <= 38:
+            return {"N": "0" if digits == "0" else text}
+        return {"N": number_text(number(text))}
     if tag == "B":
         return {"B": raw.encode() if isinstance(raw, str) else bytes(raw)}
     if tag == "BOOL":
