@@ -81,7 +81,10 @@ def _worker_main(connection: Connection, spec: dict[str, Any]) -> None:
         message = connection.recv()
         if message[0] == "stop":
             return
-        outcome = function.invoke(message[1])
+        context = function.new_context()
+        if message[2]:
+            context.aws_request_id = message[2]
+        outcome = function.invoke(message[1], context)
         error = None
         if outcome.error is not None:
             error = "".join(traceback.format_exception(outcome.error))
@@ -161,17 +164,17 @@ class EnvironmentPool:
             worker.connection.close()
         self._workers = []
 
-    def invoke(self, event: Any) -> Invocation:
+    def invoke(self, event: Any, request_id: str | None = None) -> Invocation:
         """Run one invocation in an idle environment, answering its AWS calls from the backend meanwhile."""
         worker = self._idle.get()
         try:
-            return self._run(worker, event)
+            return self._run(worker, event, request_id)
         finally:
             self._idle.put(worker)
 
-    def _run(self, worker: _Worker, event: Any) -> Invocation:
+    def _run(self, worker: _Worker, event: Any, request_id: str | None) -> Invocation:
         connection = worker.connection
-        connection.send(("invoke", event))
+        connection.send(("invoke", event, request_id))
         while True:
             message = connection.recv()
             if message[0] == "call":

@@ -161,8 +161,8 @@ class LambdaFunction:
 
     def invoke(self, event: Any, context: LambdaContext | None = None) -> Invocation:
         """Call the handler as Lambda would; errors are returned in the Invocation, never raised."""
-        if self.environments is not None and context is None:
-            outcome: Invocation = self.environments.invoke(event)
+        if self.environments is not None:
+            outcome: Invocation = self.environments.invoke(event, context.aws_request_id if context else None)
             if outcome.error is not None:
                 logger.error("%s failed in its execution environment:\n%s", self.logical_id, outcome.error)
             return outcome
