@@ -33,8 +33,11 @@ typecheck: $(BIN)/.installed
 cfn-lint: $(BIN)/.installed
 	$(BIN)/cfn-lint template.yaml
 
+# Every tier against the fast in-process DynamoDB/SQS (what `make run` uses), then the AWS-facing tiers
+# again against moto, the independent reference: a test passing on one backend must pass on the other.
 pytest: $(BIN)/.installed
 	$(BIN)/pytest -q
+	GMP_AWS_BACKEND=moto $(BIN)/pytest -q -m "not slow" tests/integration tests/e2e
 
 validate: ## sam validate --lint and sam build, with SAM CLI in its own virtual environment
 	test -x .venv-sam/bin/sam || ($(PYTHON) -m venv .venv-sam && .venv-sam/bin/pip install --quiet aws-sam-cli)

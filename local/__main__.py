@@ -14,6 +14,7 @@ from botocore.exceptions import BotoCoreError
 from local.stack import LocalStack
 
 logger = logging.getLogger("local")
+DEFAULT_LAMBDA_PROCESSES = 2
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -34,7 +35,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
 
     # GMP_HOST=0.0.0.0 in a container (examples/docker), so the published ports reach the API and the sink.
-    stack = LocalStack(host=os.environ.get("GMP_HOST", "").strip() or "127.0.0.1")
+    # `make run` gives the sender two execution environments (processes) unless GMP_LAMBDA_PROCESSES says
+    # otherwise: its MIME and SMTP work then uses a second core, as concurrent Lambdas do (tests use 0).
+    processes = None if os.environ.get("GMP_LAMBDA_PROCESSES", "").strip() else DEFAULT_LAMBDA_PROCESSES
+    stack = LocalStack(host=os.environ.get("GMP_HOST", "").strip() or "127.0.0.1", lambda_processes=processes)
     try:
         stack.start()
     except OSError as exc:

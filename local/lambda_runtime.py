@@ -102,6 +102,8 @@ class LambdaFunction:
         self.account_id = account_id
         self._handler = handler
         self._lock = threading.Lock()
+        # Execution environments in other processes (local.environments.EnvironmentPool), if any.
+        self.environments: Any = None
 
     @classmethod
     def from_spec(
@@ -159,6 +161,11 @@ class LambdaFunction:
 
     def invoke(self, event: Any, context: LambdaContext | None = None) -> Invocation:
         """Call the handler as Lambda would; errors are returned in the Invocation, never raised."""
+        if self.environments is not None:
+            outcome: Invocation = self.environments.invoke(event, context.aws_request_id if context else None)
+            if outcome.error is not None:
+                logger.error("%s failed in its execution environment:\n%s", self.logical_id, outcome.error)
+            return outcome
         context = context or self.new_context()
         start = time.monotonic()
         outcome = Invocation()

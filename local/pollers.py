@@ -463,6 +463,25 @@ def _lambda_attribute_value(value: Any) -> Any:
     return value
 
 
+def _encode_binaries(image: dict[str, Any]) -> None:
+    """Turn the binary values of a GetRecords image into base64 text in place (the reply is the caller's own)."""
+    for value in image.values():
+        _encode_binary(value)
+
+
+def _encode_binary(value: dict[str, Any]) -> None:
+    for tag, raw in value.items():
+        if tag == "B":
+            value["B"] = base64.b64encode(bytes(raw)).decode()
+        elif tag == "BS":
+            value["BS"] = [base64.b64encode(bytes(member)).decode() for member in raw]
+        elif tag == "M":
+            _encode_binaries(raw)
+        elif tag == "L":
+            for member in raw:
+                _encode_binary(member)
+
+
 class StreamPoller(_ThreadPoller):
     """Plays a DynamoDB stream event source mapping: batches, filters, retries, bisection, checkpoints."""
 
@@ -534,13 +553,17 @@ class StreamPoller(_ThreadPoller):
             self._iterators[shard_id] = iterator["ShardIterator"]
 
     def _lambda_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        converted = _lambda_attribute_value(dict(record))
-        dynamodb = converted.get("dynamodb", {})
-        created = record.get("dynamodb", {}).get("ApproximateCreationDateTime")
+        converted = {key: value for key, value in record.items() if key != "dynamodb"}
+        dynamodb = dict(record.get("dynamodb", {}))
+        # Only the attribute maps hold binary values; GetRecords' reply is ours to change.
+        for images in ("Keys", "NewImage", "OldImage"):
+            if isinstance(dynamodb.get(images), dict):
+                _encode_binaries(dynamodb[images])
+        created = dynamodb.get("ApproximateCreationDateTime")
         if isinstance(created, datetime.datetime):
             dynamodb["ApproximateCreationDateTime"] = int(created.timestamp())
+        converted["dynamodb"] = dynamodb
         converted["eventSourceARN"] = self.stream_arn
-        assert isinstance(converted, dict)
         return converted
 
     def _fetch(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from local.apigw import ApiGateway, api_settings_from_template, routes_from_template
 from local.emulator import Emulator
 from local.environment import EnvironmentPatch
+from local.environments import EnvironmentPool
 from local.lambda_runtime import LambdaFunction
 from local.pollers import Poller, PollerContext, SchedulePoller, pollers_from_template
 from local.smtp_sink import DEFAULT_PORT as DEFAULT_SMTP_SINK_PORT
@@ -71,7 +72,9 @@ class LocalStack:
         api_token: str | None = None,
         scheduler_interval: float | None = None,
         run_pollers: bool = True,
-        sqs_workers: int = 1,
+        sqs_workers: int | None = None,
+        aws_backend: str | None = None,
+        lambda_processes: int | None = None,
     ) -> None:
         self.template_path = template_path
         self.host = host
@@ -83,7 +86,12 @@ class LocalStack:
         self._api_token = api_token
         self._scheduler_interval = scheduler_interval
         self.run_pollers = run_pollers
-        self.sqs_workers = sqs_workers
+        self._sqs_workers = sqs_workers
+        self.sqs_workers = 1
+        self.aws_backend = aws_backend
+        self._lambda_processes = lambda_processes
+        self.lambda_processes = 0
+        self.environment_pools: list[EnvironmentPool] = []
 
         self.environment_patch = EnvironmentPatch()
         self.template: Template | None = None
@@ -153,7 +161,11 @@ class LocalStack:
 
         self.template = Template.load(self.template_path)
         self.emulator = Emulator(
-            self.template, moto_port=self._moto_port, endpoint_url=self._endpoint_url, environment=patch
+            self.template,
+            moto_port=self._moto_port,
+            endpoint_url=self._endpoint_url,
+            environment=patch,
+            aws_backend=self.aws_backend,
         )
         self.environment = self.emulator.start()
         _reset_package_caches()
@@ -186,7 +198,12 @@ class LocalStack:
             self.smtp_sink = SmtpSink(self.host, sink_port)
             self.smtp_sink.start()
 
+        if self._sqs_workers is not None:
+            self.sqs_workers = self._sqs_workers
+        else:
+            self.sqs_workers = _env_int("GMP_SQS_WORKERS", 1)
         if self.run_pollers:
+            self._start_environments(resolver)
             context = PollerContext(resolver, self.scheduler_interval, self.sqs_workers)
             self.pollers = pollers_from_template(self.functions, context)
             # moto never expires items: play MessagesTable's TTL (report retention) on the schedule's beat.
@@ -197,11 +214,36 @@ class LocalStack:
                 poller.start()
                 logger.info("poller %s started", poller.name)
 
+    def _start_environments(self, resolver: Any) -> None:
+        """SQS-triggered functions run in worker processes (GMP_LAMBDA_PROCESSES), as concurrent Lambda
+        execution environments do: the sender's CPU work then uses more than one core."""
+        wanted = self._lambda_processes
+        if wanted is None:
+            wanted = _env_int("GMP_LAMBDA_PROCESSES", 0)
+        emulator = self.emulator
+        if wanted <= 0 or emulator is None or emulator.fast is None:
+            return
+        self.lambda_processes = wanted
+        for spec in self.template.functions(resolver) if self.template else []:
+            function = self.functions[spec.logical_id]
+            if not spec.events_of_type("SQS") or not function.is_available():
+                continue
+            pool = EnvironmentPool(function, emulator.fast, emulator.endpoint_url, wanted)
+            pool.start()
+            function.environments = pool
+            self.environment_pools.append(pool)
+        # One poller thread per environment keeps them all busy.
+        self.sqs_workers = max(self.sqs_workers, wanted)
+
     def stop(self) -> None:
         """Stop everything in reverse order and undo every environment change."""
         for poller in reversed(self.pollers):
             poller.stop()
         self.pollers = []
+        for pool in self.environment_pools:
+            pool.function.environments = None
+            pool.stop()
+        self.environment_pools = []
         if self.smtp_sink is not None:
             self.smtp_sink.stop()
             self.smtp_sink = None
@@ -229,7 +271,7 @@ class LocalStack:
         token_note = "generated; set GMP_API_TOKEN to choose it" if self.api_token_generated else "from GMP_API_TOKEN"
         token = self.api_token if self.api_token_generated else "(hidden)"
         sink = f"{self.host}:{self.smtp_sink_port}" if self.smtp_sink_port else "off (GMP_SMTP_SINK_PORT=0)"
-        kind = "moto, in memory: gone at exit" if emulator.uses_moto else "from AWS_ENDPOINT_URL"
+        kind = emulator.description
         pollers = ", ".join(poller.name for poller in self.pollers) or "none yet"
         return "\n".join(
             [
@@ -239,6 +281,10 @@ class LocalStack:
                 f"  SMTP sink     {sink}",
                 f"  AWS emulator  {emulator.endpoint_url}   ({kind})",
                 f"  Pollers       {pollers} (schedules every {self.scheduler_interval:g} s)",
+                *(
+                    f"  {pool.logical_id}  {pool.size} execution environments (processes; GMP_LAMBDA_PROCESSES)"
+                    for pool in self.environment_pools
+                ),
                 "Ctrl-C stops.",
             ]
         )
