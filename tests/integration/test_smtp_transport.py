@@ -90,6 +90,27 @@ def test_connection_is_reused_across_sends(server: RunningServer) -> None:
     assert len(server.handler.received) == 3
 
 
+def test_back_to_back_sends_reuse_the_connection_without_a_noop_and_an_idle_one_is_probed(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(smtp, "PROBE_AFTER_IDLE_SECONDS", 0.3)
+
+    async def scenario() -> tuple[int, int]:
+        pool = SmtpPool()
+        try:
+            for _ in range(3):
+                await pool.send(account(server.port), outgoing())
+            back_to_back = pool.probes_sent
+            await asyncio.sleep(0.5)
+            await pool.send(account(server.port), outgoing())
+            return back_to_back, pool.probes_sent
+        finally:
+            await pool.close_all()
+
+    assert asyncio.run(scenario()) == (0, 1)
+    assert len(server.handler.received) == 4
+
+
 def test_connection_survives_between_run_calls_on_the_default_pool(server: RunningServer) -> None:
     smtp.reset_pool()
     try:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import ssl
 import threading
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +20,10 @@ from mailproxy.errors import DeliveryError, PermanentDeliveryError, TemporaryDel
 IMPLICIT_TLS_PORT = 465
 # A liveness probe should fail fast: a dead pooled connection costs a reconnect, not a full timeout.
 PROBE_TIMEOUT_SECONDS = 5.0
+# A connection used this recently is reused without a NOOP first: within a batch, messages go back to
+# back, and a round trip per message would double the SMTP time. Servers close idle sessions after
+# minutes (RFC 5321 suggests 5); a close or a 421 that did arrive shows on the socket (`_quiet`).
+PROBE_AFTER_IDLE_SECONDS = 10.0
 QUIT_TIMEOUT_SECONDS = 5.0
 
 
@@ -110,6 +116,21 @@ def classify(exc: Exception) -> DeliveryError | None:
 class _Pooled:
     account: AccountConfig
     smtp: aiosmtplib.SMTP
+    last_used: float = 0.0  # time.monotonic() of its last transaction
+
+
+def _quiet(smtp: aiosmtplib.SMTP) -> bool:
+    """True when nothing arrived on an idle connection since its last reply: no close, no unsolicited
+    421. Checked on the socket, without a round trip; anything else sends the connection to a NOOP."""
+    transport = smtp.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
 
 
 def _close_quietly(smtp: aiosmtplib.SMTP) -> None:
@@ -124,6 +145,7 @@ class SmtpPool:
     def __init__(self, *, probe_timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
         self.probe_timeout = probe_timeout
         self.connections_opened = 0
+        self.probes_sent = 0  # NOOPs before a reuse (a connection idle for a while, or one the server wrote to)
         self._connections: dict[str, _Pooled] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -145,6 +167,7 @@ class SmtpPool:
         # One transaction at a time per connection: SMTP does not interleave envelopes.
         async with lock:
             smtp = await self._connection(account)
+            self._connections[account.key].last_used = time.monotonic()
             try:
                 refused, _ = await smtp.send_message(email.message, sender=email.sender, recipients=email.recipients)
             except BaseException as exc:
@@ -162,7 +185,9 @@ class SmtpPool:
         pooled = self._connections.get(account.key)
         if pooled is not None:
             # A changed account (new host, rotated password) must not keep the old session.
-            if pooled.account == account and await self._alive(pooled.smtp):
+            recent = time.monotonic() - pooled.last_used < PROBE_AFTER_IDLE_SECONDS
+            unprobed = recent and pooled.smtp.is_connected and _quiet(pooled.smtp)
+            if pooled.account == account and (unprobed or await self._alive(pooled.smtp)):
                 return pooled.smtp
             self._discard(account.key)
         smtp = await self._open(account)
@@ -173,6 +198,7 @@ class SmtpPool:
     async def _alive(self, smtp: aiosmtplib.SMTP) -> bool:
         if not smtp.is_connected:
             return False
+        self.probes_sent += 1
         try:
             await smtp.noop(timeout=self.probe_timeout)
         except (aiosmtplib.SMTPException, OSError, TimeoutError):

@@ -133,6 +133,8 @@ def list_commands(
     """Logged commands, newest first, and how many match in all."""
     low = f"{max(since_ts or 0, 0):012d}#"
     high = f"{min(until_ts, 10**12 - 1):012d}#~" if until_ts is not None else "~"
+    if low > high:
+        return [], 0  # a window that ends before it starts: DynamoDB refuses BETWEEN with reversed bounds
     kwargs: dict[str, Any] = {
         "TableName": _table(),
         "KeyConditionExpression": "pk = :p AND sk BETWEEN :lo AND :hi",
