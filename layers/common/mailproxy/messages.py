@@ -167,6 +167,11 @@ def record_rejected(
     }
     if account_id:
         item["account_id"] = account_id
+    return _put_if_absent(item)
+
+
+def _put_if_absent(item: Item) -> bool:
+    """Write a whole message item unless its id exists; False when it does."""
     try:
         ddb().put_item(
             TableName=_table(),
@@ -337,18 +342,7 @@ def due_parked(now: int, limit: int = 500) -> list[Item]:
 def restore(item: Item, *, expires_at: int) -> bool:
     """Put back a message TTL removed while its reports may still be owed, marked `restored` so that
     its events are not owed twice; False if the id was submitted again meanwhile."""
-    try:
-        ddb().put_item(
-            TableName=_table(),
-            Item={k: to_attr(v) for k, v in {**item, "expires_at": expires_at, "restored": True}.items()},
-            ConditionExpression="attribute_not_exists(#id)",
-            ExpressionAttributeNames={"#id": "id"},
-        )
-    except Exception as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
-    return True
+    return _put_if_absent({**item, "expires_at": expires_at, "restored": True})
 
 
 def extend_expiry(tenant_id: str, message_id: str, *, expires_at: int) -> bool:
