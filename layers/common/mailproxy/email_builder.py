@@ -10,16 +10,36 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
-from email.headerregistry import Address, UnstructuredHeader
+from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.policy import Policy
 from typing import Any
 
 from mailproxy.errors import PermanentDeliveryError
 
+
+class _HeaderClasses(HeaderRegistry):
+    """The stdlib's header registry, making each header's class once instead of at every lookup.
+
+    `HeaderRegistry.__getitem__` builds a new class each time it is called (a few dozen µs, ten-odd
+    times per message: a third of building an email); the classes it builds are the same each time.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type] = {}
+
+    def __getitem__(self, name: str) -> type:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
 # SMTP line endings, and bodies kept 7-bit (quoted-printable or base64) so any relay accepts them
 # whether or not it offers 8BITMIME; headers are RFC 2047-encoded either way.
-_POLICY = email.policy.SMTP.clone(cte_type="7bit")
+_POLICY = email.policy.SMTP.clone(cte_type="7bit", header_factory=_HeaderClasses())
 
 # RFC 5322 field names: printable ASCII without the colon.
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
