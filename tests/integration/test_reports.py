@@ -624,7 +624,12 @@ def test_a_ttl_removal_of_a_message_still_owed_puts_it_back_and_reports_it_once(
     item = service.message_item("acme", "m-1")
     assert item is not None and item["status"] == "sent" and item["expires_at"] >= old["expires_at"]
 
+    def outbox() -> list[str]:
+        return sorted(str(i["sk"]) for i in service.env.table_items("STATE_TABLE") if i["pk"] == "OUTBOX#acme")
+
+    owed = outbox()
     service.reporter.stream()  # the put-back comes through the stream: nothing new is owed
+    assert outbox() == owed and len(owed) == 1
     reply = service.api.put("/tenant/acme", json={"client_base_url": callback.url}, headers=service.admin)
     assert reply.status_code == 200, reply.text
     service.api.post("/commands/run-now", headers=acme.key)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
@@ -10,6 +12,17 @@ from typing import Any
 from mailproxy.aws import client
 
 Item = dict[str, Any]
+
+
+def compress_json(value: Any) -> bytes:
+    """Compact JSON, zlib-compressed: how documents are stored in binary attributes (an item is billed
+    by its size) and in S3 objects."""
+    return zlib.compress(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def decompress_json(blob: bytes) -> Any:
+    """A value stored by `compress_json`."""
+    return json.loads(zlib.decompress(blob).decode("utf-8"))
 
 
 def to_attr(value: Any) -> dict[str, Any]:
@@ -136,3 +149,17 @@ def is_conditional_failure(exc: Exception) -> bool:
     """True for a ConditionalCheckFailedException (a lost race, not an error)."""
     code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
     return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+def expired(table: str, now: int, projection: str | None = None) -> list[Item]:
+    """Items of `table` whose `expires_at` (the TTL attribute of every table that has one) has passed.
+    A Scan: for the local stack, which plays DynamoDB's TTL because its emulators do not."""
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "FilterExpression": "#expires_at <= :now",
+        "ExpressionAttributeNames": {"#expires_at": "expires_at"},
+        "ExpressionAttributeValues": {":now": to_attr(now)},
+    }
+    if projection:
+        kwargs["ProjectionExpression"] = projection
+    return list(scan_all(**kwargs))

@@ -145,7 +145,6 @@ def _submit_tenant_batch(
                 status=plan["status"],
                 deferred_ts=plan["deferred_ts"],
                 park_ts=plan["park_ts"],
-                payload_size=plan["payload_size"],
                 pack=pack if plan["enqueue"] else None,
                 journal=journal,
                 now=now,
@@ -211,7 +210,6 @@ def _plan(tenant: dict[str, Any], message: Message, default_priority: int, now: 
         "delay": delay,
         "enqueue": enqueue_now,
         "payload": payload,
-        "payload_size": len(payloads.encode(payload)),
     }
 
 

@@ -8,12 +8,10 @@ describe.
 
 from __future__ import annotations
 
-import json
-import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from mailproxy.dynamo import batch_get, batch_write, query_all, to_attr
+from mailproxy.dynamo import Item, batch_get, batch_write, compress_json, decompress_json, query_all, to_attr
 from mailproxy.messages import REPORTABLE_EVENTS
 from mailproxy.settings import get_settings
 
@@ -28,14 +26,12 @@ def event_key(message_id: str, index: int, event: Mapping[str, Any]) -> EventKey
 
 def encode_acks(acks: Mapping[EventKey, int]) -> bytes:
     """Acknowledged event keys with their `acked_ts`, compressed (an item is billed by its size)."""
-    rows = sorted([[*key, ts] for key, ts in acks.items()])
-    return zlib.compress(json.dumps(rows, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    return compress_json(sorted([[*key, ts] for key, ts in acks.items()]))
 
 
 def decode_acks(blob: bytes) -> dict[EventKey, int]:
     """Acknowledged event keys and their `acked_ts`, from their compressed form."""
-    rows = json.loads(zlib.decompress(blob).decode("utf-8"))
-    return {(str(i), int(n), str(t), int(ts)): int(at) for i, n, t, ts, at in rows}
+    return {(str(i), int(n), str(t), int(ts)): int(at) for i, n, t, ts, at in decompress_json(blob)}
 
 
 def _table() -> str:
@@ -57,38 +53,40 @@ def acknowledged_in(tenant_id: str, chunk_keys: list[str]) -> dict[str, dict[Eve
 def record(tenant_id: str, acked: Mapping[str, Mapping[EventKey, int]]) -> None:
     """Store, per chunk key, every event acknowledged under it and when (replacing what was there)."""
     retention = get_settings().report_retention_seconds
-    batch_write(
-        _table(),
-        puts=[
-            {"pk": _pk(tenant_id), "sk": sk, "acks": encode_acks(acks)}
-            | {"expires_at": max(acks.values()) + retention + SLACK_SECONDS}
-            for sk, acks in acked.items()
-            if acks
-        ],
+    puts = [
+        {
+            "pk": _pk(tenant_id),
+            "sk": sk,
+            "acks": encode_acks(acks),
+            "expires_at": max(acks.values()) + retention + SLACK_SECONDS,
+        }
+        for sk, acks in acked.items()
+        if acks
+    ]
+    batch_write(_table(), puts=puts)
+
+
+def _items(tenant_id: str, **projection: str) -> Iterator[Item]:
+    return query_all(
+        TableName=_table(),
+        KeyConditionExpression="pk = :p",
+        ExpressionAttributeValues={":p": to_attr(_pk(tenant_id))},
+        **projection,
     )
 
 
 def acknowledged_events(tenant_id: str) -> dict[EventKey, int]:
     """Every acknowledged event of the tenant's retained messages, and when (its `reported_ts`)."""
     acks: dict[EventKey, int] = {}
-    for item in query_all(
-        TableName=_table(),
-        KeyConditionExpression="pk = :p",
-        ExpressionAttributeValues={":p": to_attr(_pk(tenant_id))},
-    ):
+    for item in _items(tenant_id):
         acks.update(decode_acks(bytes(item["acks"])))
     return acks
 
 
 def forget(tenant_id: str) -> None:
     """Drop a deleted tenant's ledger."""
-    items = query_all(
-        TableName=_table(),
-        KeyConditionExpression="pk = :p",
-        ExpressionAttributeValues={":p": to_attr(_pk(tenant_id))},
-        ProjectionExpression="pk, sk",
-    )
-    batch_write(_table(), deletes=[{"pk": i["pk"], "sk": i["sk"]} for i in items])
+    keys = [{"pk": i["pk"], "sk": i["sk"]} for i in _items(tenant_id, ProjectionExpression="pk, sk")]
+    batch_write(_table(), deletes=keys)
 
 
 def reported_ts(item: Mapping[str, Any], acks: Mapping[EventKey, int]) -> list[int | None]:

@@ -10,10 +10,10 @@ from mailproxy.dynamo import (
     batch_get,
     batch_write,
     ddb,
+    expired,
     from_item,
     is_conditional_failure,
     query_all,
-    scan_all,
     to_attr,
 )
 from mailproxy.settings import get_settings
@@ -79,7 +79,6 @@ def submit(
     status: str,
     deferred_ts: int | None,
     park_ts: int | None,
-    payload_size: int,
     pack: str | None,
     journal: str,
     now: int,
@@ -93,7 +92,6 @@ def submit(
         ":status": status,
         ":now": now,
         ":zero": 0,
-        ":size": payload_size,
         ":journal": journal,
         ":empty": [],
         ":queued": [event("queued", now)],
@@ -111,7 +109,6 @@ def submit(
         "#created_by = if_not_exists(#created_by, :journal)",
         "#updated_at = :now",
         "#attempts = :zero",
-        "#payload_size = :size",
         "#history = list_append(if_not_exists(#history, :empty), :queued)",
     ]
     removes = ["#error", "#error_ts", "#claim_id", "#claim_ts"]
@@ -356,11 +353,4 @@ def extend_expiry(tenant_id: str, message_id: str, *, expires_at: int) -> bool:
 
 def expired_items(now: int) -> list[Item]:
     """Every message whose `expires_at` has passed (a Scan: for the local stack only)."""
-    return list(
-        scan_all(
-            TableName=_table(),
-            FilterExpression="#expires_at <= :now",
-            ExpressionAttributeNames={"#expires_at": "expires_at"},
-            ExpressionAttributeValues={":now": to_attr(now)},
-        )
-    )
+    return expired(_table(), now)

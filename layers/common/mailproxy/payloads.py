@@ -11,29 +11,16 @@ objects S3 expires after `PackExpirationDays`.
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
-import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mailproxy.aws import client
-from mailproxy.dynamo import batch_get, batch_write
+from mailproxy.dynamo import batch_get, batch_write, compress_json, decompress_json
 from mailproxy.settings import get_settings
 
 MAX_ITEM_PAYLOAD = 350_000  # DynamoDB items stop at 400 KB; leave room for the keys
 PACK_PREFIX = "payloads/packs/"  # under payloads/: the same policies; a lifecycle rule of its own
-
-
-def encode(payload: dict[str, Any]) -> bytes:
-    """The compressed JSON form of a payload."""
-    return zlib.compress(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8"), 6)
-
-
-def decode(blob: bytes) -> dict[str, Any]:
-    """A payload from its compressed JSON form."""
-    value: dict[str, Any] = json.loads(zlib.decompress(blob).decode("utf-8"))
-    return value
 
 
 def _s3_key(tenant_id: str, message_id: str, rev: str) -> str:
@@ -43,7 +30,7 @@ def _s3_key(tenant_id: str, message_id: str, rev: str) -> str:
 
 def payload_item(tenant_id: str, message_id: str, rev: str, payload: dict[str, Any]) -> dict[str, Any]:
     """The `PayloadsTable` item of a payload, first uploading it to S3 when it is too big for an item."""
-    blob = encode(payload)
+    blob = compress_json(payload)
     item: dict[str, Any] = {"tenant_id": tenant_id, "id": message_id, "rev": rev}
     if len(blob) > MAX_ITEM_PAYLOAD:
         key = _s3_key(tenant_id, message_id, rev)
@@ -61,9 +48,9 @@ def store_payloads(items: list[dict[str, Any]]) -> None:
 
 def _payload_of(item: dict[str, Any]) -> dict[str, Any]:
     if "payload" in item:
-        return decode(bytes(item["payload"]))
+        return dict(decompress_json(bytes(item["payload"])))
     body = client("s3").get_object(Bucket=get_settings().payload_bucket, Key=item["payload_s3_key"])["Body"]
-    return decode(body.read())
+    return dict(decompress_json(body.read()))
 
 
 def store_pack(tenant_id: str, entries: Iterable[tuple[str, str, dict[str, Any]]]) -> str | None:
@@ -77,7 +64,7 @@ def store_pack(tenant_id: str, entries: Iterable[tuple[str, str, dict[str, Any]]
 
 
 def _write_pack(key: str, packed: dict[str, list[Any]]) -> None:
-    body = zlib.compress(json.dumps(packed, separators=(",", ":"), ensure_ascii=False).encode("utf-8"), 9)
+    body = compress_json(packed)
     client("s3").put_object(Bucket=get_settings().payload_bucket, Key=key, Body=body)
 
 
@@ -89,8 +76,7 @@ def _read_pack(key: str) -> dict[str, list[Any]] | None:
         if getattr(exc, "response", {}).get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
             raise
         return None
-    value: dict[str, list[Any]] = json.loads(zlib.decompress(body.read()).decode("utf-8"))
-    return value
+    return dict(decompress_json(body.read()))
 
 
 def pin(tenant_id: str, message_id: str, rev: str, payload: dict[str, Any]) -> None:

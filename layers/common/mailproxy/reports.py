@@ -22,7 +22,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-import zlib
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,7 +34,9 @@ from mailproxy.dynamo import (
     Item,
     batch_write,
     chunks,
+    compress_json,
     ddb,
+    decompress_json,
     from_attr,
     from_item,
     is_conditional_failure,
@@ -120,13 +121,12 @@ def build_report(owed: Iterable[Owed]) -> list[dict[str, Any]]:
 
 def encode_events(owed: list[Owed]) -> bytes:
     """An outbox chunk's events, compressed (a chunk is billed by its size)."""
-    rows = [[o.id, o.index, dict(o.event)] for o in owed]
-    return zlib.compress(json.dumps(rows, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    return compress_json([[o.id, o.index, dict(o.event)] for o in owed])
 
 
 def decode_events(blob: bytes) -> list[Owed]:
     """The events of an outbox chunk."""
-    return [Owed(str(i), int(n), e) for i, n, e in json.loads(zlib.decompress(blob).decode("utf-8"))]
+    return [Owed(str(i), int(n), e) for i, n, e in decompress_json(blob)]
 
 
 @dataclass
@@ -588,8 +588,9 @@ def split_expired(items: list[Item]) -> tuple[list[Item], list[Item]]:
     by_tenant: dict[str, list[Item]] = {}
     for item in items:
         by_tenant.setdefault(str(item["tenant_id"]), []).append(item)
+    found = tenants.get_tenants(set(by_tenant))
     for tenant_id, group in by_tenant.items():
-        tenant = tenants.get_tenant(tenant_id)
+        tenant = found.get(tenant_id)
         oldest = oldest_owed_ts(tenant_id) if tenant is not None and tenant.get("client_base_url") else None
         for item in group:
             (keep if _may_be_owed(item, oldest) else gone).append(item)
@@ -649,8 +650,9 @@ def handle_stream(
     try:
         if expired_keys:
             _expired(expired, expired_keys, now)
+        found = tenants.get_tenants(set(owed)) if owed else {}
         for tenant_id, events in owed.items():
-            tenant = tenants.get_tenant(tenant_id)
+            tenant = found.get(tenant_id)
             if tenant is None or not tenant.get("client_base_url"):
                 continue  # deleted (its messages go with it), or nobody to report to
             owe(tenant_id, events, keys[tenant_id])

@@ -11,10 +11,10 @@ from mailproxy.dynamo import (
     Item,
     batch_write,
     ddb,
+    expired,
     from_item,
     is_conditional_failure,
     query_all,
-    scan_all,
     to_attr,
     to_item,
 )
@@ -307,14 +307,6 @@ def ensure_counters(tenant_id: str, account_id: str) -> None:
 
 def delete_expired(now: int) -> int:
     """Delete items whose `expires_at` has passed (the table's TTL, played by the local stack: a Scan)."""
-    items = list(
-        scan_all(
-            TableName=_table(),
-            FilterExpression="#expires_at <= :now",
-            ProjectionExpression="pk, sk",
-            ExpressionAttributeNames={"#expires_at": "expires_at"},
-            ExpressionAttributeValues={":now": to_attr(now)},
-        )
-    )
+    items = expired(_table(), now, projection="pk, sk")
     batch_write(_table(), deletes=[{"pk": i["pk"], "sk": i["sk"]} for i in items])
     return len(items)

@@ -317,6 +317,11 @@ def get_tenants_and_accounts(
     return found_tenants, found_accounts
 
 
+def get_tenants(tenant_ids: set[str]) -> dict[str, Item]:
+    """The stored tenants among those asked for, read together."""
+    return get_tenants_and_accounts(tenant_ids, set())[0] if tenant_ids else {}
+
+
 def list_accounts(tenant_id: str) -> list[Item]:
     """The tenant's accounts, sorted by id."""
     return list(
