@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -143,6 +143,17 @@ def scan_all(**kwargs: Any) -> Iterator[Item]:
         if "LastEvaluatedKey" not in reply:
             return
         kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+
+
+def conditional_write(call: Callable[..., dict[str, Any]], **request: Any) -> dict[str, Any] | None:
+    """Run a conditional write (`ddb().update_item`, `put_item`, `transact_write_items`...): its reply, or
+    None when DynamoDB refused it because a condition did not hold (a lost race, not an error)."""
+    try:
+        return call(**request)
+    except Exception as exc:
+        if is_conditional_failure(exc):
+            return None
+        raise
 
 
 def is_conditional_failure(exc: Exception) -> bool:

@@ -9,6 +9,7 @@ from mailproxy.dynamo import (
     Item,
     batch_get,
     batch_write,
+    conditional_write,
     ddb,
     expired,
     from_item,
@@ -169,18 +170,16 @@ def record_rejected(
 
 def _put_if_absent(item: Item) -> bool:
     """Write a whole message item unless its id exists; False when it does."""
-    try:
-        ddb().put_item(
+    return (
+        conditional_write(
+            ddb().put_item,
             TableName=_table(),
             Item={k: to_attr(v) for k, v in item.items()},
             ConditionExpression="attribute_not_exists(#id)",
             ExpressionAttributeNames={"#id": "id"},
         )
-    except Exception as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
-    return True
+        is not None
+    )
 
 
 def list_states(tenant_id: str) -> list[Item]:
@@ -208,24 +207,22 @@ def delete_states(keys: list[tuple[str, str]]) -> None:
 
 def release_suspended(tenant_id: str, message_id: str, *, now: int) -> Item | None:
     """Turn a suspended message back to pending (on activation); the new item, or None if it changed."""
-    try:
-        reply = ddb().update_item(
-            TableName=_table(),
-            Key=_key(tenant_id, message_id),
-            UpdateExpression="SET #status = :pending, #updated_at = :now",
-            ConditionExpression="#status = :suspended",
-            ExpressionAttributeNames={"#status": "status", "#updated_at": "updated_at"},
-            ExpressionAttributeValues={
-                ":pending": to_attr("pending"),
-                ":suspended": to_attr("suspended"),
-                ":now": to_attr(now),
-            },
-            ReturnValues="ALL_NEW",
-        )
-    except Exception as exc:
-        if is_conditional_failure(exc):
-            return None
-        raise
+    reply = conditional_write(
+        ddb().update_item,
+        TableName=_table(),
+        Key=_key(tenant_id, message_id),
+        UpdateExpression="SET #status = :pending, #updated_at = :now",
+        ConditionExpression="#status = :suspended",
+        ExpressionAttributeNames={"#status": "status", "#updated_at": "updated_at"},
+        ExpressionAttributeValues={
+            ":pending": to_attr("pending"),
+            ":suspended": to_attr("suspended"),
+            ":now": to_attr(now),
+        },
+        ReturnValues="ALL_NEW",
+    )
+    if reply is None:
+        return None
     return from_item(reply["Attributes"])
 
 
@@ -236,8 +233,9 @@ def _names(*expressions: str) -> dict[str, str]:
 
 def _update_if(tenant_id: str, message_id: str, update: str, condition: str, values: dict[str, Any]) -> bool:
     """Apply `update` to a message if `condition` holds; False when it does not (a lost race, not an error)."""
-    try:
-        ddb().update_item(
+    return (
+        conditional_write(
+            ddb().update_item,
             TableName=_table(),
             Key=_key(tenant_id, message_id),
             UpdateExpression=update,
@@ -245,11 +243,8 @@ def _update_if(tenant_id: str, message_id: str, update: str, condition: str, val
             ExpressionAttributeNames=_names(update, condition),
             ExpressionAttributeValues={k: to_attr(v) for k, v in values.items()},
         )
-    except Exception as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
-    return True
+        is not None
+    )
 
 
 def claim(tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int, stale_before: int) -> Item | None:
@@ -260,32 +255,30 @@ def claim(tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int,
         "#rev = :rev AND (#status IN (:pending, :deferred) OR (#status = :sending AND #claim_ts <= :stale))"
         " AND (attribute_not_exists(#deferred_ts) OR #deferred_ts <= :due)"
     )
-    try:
-        reply = ddb().update_item(
-            TableName=_table(),
-            Key=_key(tenant_id, message_id),
-            UpdateExpression=update,
-            ConditionExpression=condition,
-            ExpressionAttributeNames=_names(update, condition),
-            ExpressionAttributeValues={
-                k: to_attr(v)
-                for k, v in {
-                    ":sending": "sending",
-                    ":pending": "pending",
-                    ":deferred": "deferred",
-                    ":claim": claim_id,
-                    ":now": now,
-                    ":rev": rev,
-                    ":stale": stale_before,
-                    ":due": now + EARLY_SLACK_SECONDS,
-                }.items()
-            },
-            ReturnValues="ALL_NEW",
-        )
-    except Exception as exc:
-        if is_conditional_failure(exc):
-            return None
-        raise
+    reply = conditional_write(
+        ddb().update_item,
+        TableName=_table(),
+        Key=_key(tenant_id, message_id),
+        UpdateExpression=update,
+        ConditionExpression=condition,
+        ExpressionAttributeNames=_names(update, condition),
+        ExpressionAttributeValues={
+            k: to_attr(v)
+            for k, v in {
+                ":sending": "sending",
+                ":pending": "pending",
+                ":deferred": "deferred",
+                ":claim": claim_id,
+                ":now": now,
+                ":rev": rev,
+                ":stale": stale_before,
+                ":due": now + EARLY_SLACK_SECONDS,
+            }.items()
+        },
+        ReturnValues="ALL_NEW",
+    )
+    if reply is None:
+        return None
     return from_item(reply["Attributes"])
 
 

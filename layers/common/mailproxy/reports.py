@@ -35,11 +35,11 @@ from mailproxy.dynamo import (
     batch_write,
     chunks,
     compress_json,
+    conditional_write,
     ddb,
     decompress_json,
     from_attr,
     from_item,
-    is_conditional_failure,
     query_all,
     to_attr,
     to_item,
@@ -316,23 +316,21 @@ def _acquire(tenant_id: str, lease_id: str, now: int, *, ignore_backoff: bool) -
     condition = "(attribute_not_exists(lease_until) OR lease_until < :now)"
     if not ignore_backoff:
         condition += " AND (attribute_not_exists(retry_at) OR retry_at <= :now)"
-    try:
-        reply = ddb().update_item(
-            TableName=_state_table(),
-            Key=_sync_key(tenant_id),
-            UpdateExpression="SET lease_until = :until, lease_id = :lease",
-            ConditionExpression=condition,
-            ExpressionAttributeValues={
-                ":now": to_attr(now),
-                ":until": to_attr(now + LEASE_SECONDS),
-                ":lease": to_attr(lease_id),
-            },
-            ReturnValues="ALL_NEW",
-        )
-    except Exception as exc:
-        if is_conditional_failure(exc):
-            return None
-        raise
+    reply = conditional_write(
+        ddb().update_item,
+        TableName=_state_table(),
+        Key=_sync_key(tenant_id),
+        UpdateExpression="SET lease_until = :until, lease_id = :lease",
+        ConditionExpression=condition,
+        ExpressionAttributeValues={
+            ":now": to_attr(now),
+            ":until": to_attr(now + LEASE_SECONDS),
+            ":lease": to_attr(lease_id),
+        },
+        ReturnValues="ALL_NEW",
+    )
+    if reply is None:
+        return None
     return from_item(reply["Attributes"])
 
 
@@ -350,21 +348,19 @@ def _release(tenant_id: str, lease_id: str, sets: dict[str, Any], removes: Itera
         names[f"#r{n}"] = name
         dropped.append(f"#r{n}")
     update = ("SET " + ", ".join(parts) + " " if parts else "") + "REMOVE " + ", ".join(dropped)
-    try:
-        reply = ddb().update_item(
-            TableName=_state_table(),
-            Key=_sync_key(tenant_id),
-            UpdateExpression=update,
-            ConditionExpression="#lease_id = :lease",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-            ReturnValues="ALL_NEW",
-        )
-    except Exception as exc:
-        if is_conditional_failure(exc):
-            logger.warning("report lease lost before release", extra={"tenant_id": tenant_id})
-            return None
-        raise
+    reply = conditional_write(
+        ddb().update_item,
+        TableName=_state_table(),
+        Key=_sync_key(tenant_id),
+        UpdateExpression=update,
+        ConditionExpression="#lease_id = :lease",
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues=values,
+        ReturnValues="ALL_NEW",
+    )
+    if reply is None:
+        logger.warning("report lease lost before release", extra={"tenant_id": tenant_id})
+        return None
     return from_item(reply["Attributes"])
 
 

@@ -10,9 +10,9 @@ from mailproxy.dynamo import (
     Item,
     batch_get,
     batch_write,
+    conditional_write,
     ddb,
     from_item,
-    is_conditional_failure,
     query_all,
     scan_all,
     to_attr,
@@ -95,8 +95,9 @@ def create_tenant(tenant: dict[str, Any], *, key_hash: str, now: int) -> bool:
     key_item = {"pk": f"APIKEY#{key_hash}", "sk": "APIKEY", "tenant_id": tenant_id}
     if tenant.get("api_key_expires_at") is not None:
         key_item["expires_at"] = tenant["api_key_expires_at"]
-    try:
-        ddb().transact_write_items(
+    return (
+        conditional_write(
+            ddb().transact_write_items,
             TransactItems=[
                 {
                     "Put": {
@@ -106,13 +107,10 @@ def create_tenant(tenant: dict[str, Any], *, key_hash: str, now: int) -> bool:
                     }
                 },
                 {"Put": {"TableName": _table(), "Item": to_item(key_item)}},
-            ]
+            ],
         )
-    except Exception as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
-    return True
+        is not None
+    )
 
 
 def update_tenant(tenant_id: str, fields: dict[str, Any], *, now: int, replace: bool = False) -> bool:
@@ -133,8 +131,9 @@ def update_tenant(tenant_id: str, fields: dict[str, Any], *, now: int, replace: 
     expression = "SET " + ", ".join(sets)
     if removes:
         expression += " REMOVE " + ", ".join(removes)
-    try:
-        ddb().update_item(
+    return (
+        conditional_write(
+            ddb().update_item,
             TableName=_table(),
             Key=_tenant_key(tenant_id),
             UpdateExpression=expression,
@@ -142,11 +141,8 @@ def update_tenant(tenant_id: str, fields: dict[str, Any], *, now: int, replace: 
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=attrs,
         )
-    except Exception as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
-    return True
+        is not None
+    )
 
 
 def list_tenants(*, active_only: bool = False) -> list[Item]:
@@ -247,13 +243,7 @@ def set_api_key(tenant_id: str, *, key_hash: str | None, expires_at: int | None,
             }
         }
     )
-    try:
-        ddb().transact_write_items(TransactItems=actions)
-    except Exception as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
-    return True
+    return conditional_write(ddb().transact_write_items, TransactItems=actions) is not None
 
 
 def lookup_api_key(key_hash: str) -> Item | None:
@@ -359,17 +349,15 @@ def account_password(item: Item) -> str | None:
 
 def delete_account(tenant_id: str, account_id: str) -> bool:
     """Delete an account; False if the tenant has no such account."""
-    try:
-        ddb().delete_item(
+    return (
+        conditional_write(
+            ddb().delete_item,
             TableName=_table(),
             Key=_account_key(tenant_id, account_id),
             ConditionExpression="attribute_exists(pk)",
         )
-    except Exception as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
-    return True
+        is not None
+    )
 
 
 def is_held(tenant: dict[str, Any], batch_code: str | None) -> bool:
