@@ -470,6 +470,9 @@ def _claim_race(dynamodb: Any, table: str, contenders: int) -> list[int]:
     dynamodb.put_item(TableName=table, Item={**key, "status": {"S": "pending"}, "rev": {"N": "1"}})
     winners: list[int] = []
     barrier = threading.Barrier(contenders)
+    # botocore makes a client's exception classes on first use, unlocked: threads racing to make them
+    # get different ConditionalCheckFailedException classes, and `except` misses the others'.
+    refused = dynamodb.exceptions.ConditionalCheckFailedException
 
     def claim(n: int) -> None:
         barrier.wait()
@@ -490,7 +493,7 @@ def _claim_race(dynamodb: Any, table: str, contenders: int) -> list[int]:
                 },
             )
             winners.append(n)
-        except dynamodb.exceptions.ConditionalCheckFailedException:
+        except refused:
             pass
 
     threads = [threading.Thread(target=claim, args=(n,)) for n in range(contenders)]
