@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import sys
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
@@ -43,7 +44,7 @@ TokenHeader = Annotated[str | None, Header(alias="X-API-Token", description="Adm
 TenantQuery = Annotated[str | None, Query(max_length=64, description="Implied by a tenant key")]
 
 
-def principal(request: Request, token: TokenHeader = None) -> Principal:
+async def principal(request: Request, token: TokenHeader = None) -> Principal:
     """The authenticated caller (401 otherwise), remembered for the command log."""
     who = authenticate(token)
     request.state.principal = who
@@ -53,7 +54,7 @@ def principal(request: Request, token: TokenHeader = None) -> Principal:
 Caller = Annotated[Principal, Depends(principal)]
 
 
-def admin(who: Caller) -> Principal:
+async def admin(who: Caller) -> Principal:
     """The caller, who must hold the admin token."""
     require_admin(who)
     return who
@@ -68,12 +69,37 @@ def _scoped(request: Request, who: Principal, tenant_id: str | None) -> str:
     return resolved
 
 
+def _probe_pydantic_v1_only_once_imported() -> None:
+    """Keep FastAPI from importing `pydantic.v1` (about 45 ms of a cold start) just to say a type is not a v1 model.
+
+    FastAPI asks of every route parameter, and of any reply value its encoder does not know, whether it is a
+    `pydantic.v1` model, importing `pydantic.v1` to find out. No v1 model can exist before `pydantic.v1` is
+    imported, so until then the answer is no without the import (fastapi/fastapi#16374 proposed the same).
+    The names are FastAPI's private ones (FastAPI is pinned); if they move, FastAPI keeps its own check and
+    `tests/unit/test_import_paths.py` says so.
+    """
+    from fastapi import encoders
+    from fastapi._compat import shared
+
+    def guarded(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+        def v1_imported_and(value: Any) -> bool:
+            return "pydantic.v1" in sys.modules and check(value)
+
+        return v1_imported_and
+
+    for module, name in ((shared, "is_pydantic_v1_model_class"), (encoders, "is_pydantic_v1_model_instance")):
+        check = getattr(module, name, None)
+        if check is not None and check.__name__ != "v1_imported_and":
+            setattr(module, name, guarded(check))
+
+
 def create_app(documented: bool = False) -> FastAPI:
     """The API application (its routes, error handlers and command log).
 
     The app that serves calls leaves out the reply models, which only the OpenAPI schema uses: its
     `/openapi.json` is the schema of a `documented` twin, built on the first request for it.
     """
+    _probe_pydantic_v1_only_once_imported()
     app = FastAPI(
         title="Serverless Mail Proxy",
         version="0.1.0",
@@ -149,7 +175,7 @@ def _no_reply_docs(model: str) -> dict[str, Any]:
 
 def _install_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
-    def docs() -> HTMLResponse:
+    async def docs() -> HTMLResponse:
         # A relative schema URL works both at /docs locally and under the stage prefix (/prod/docs) on AWS.
         return get_swagger_ui_html(openapi_url="openapi.json", title="Serverless Mail Proxy")
 
@@ -171,13 +197,16 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
+    # The handlers are coroutines although they wait on DynamoDB: a Lambda container serves one request at a
+    # time in Mangum's own event loop (the local stack gives each request a thread and a loop), so FastAPI's
+    # thread pool would buy nothing, and its first use costs a cold start anyio's worker machinery (~15 ms).
     @app.get("/status", tags=["service"], **reply("StatusReply"))
-    def get_status(who: Caller) -> dict[str, Any]:
+    async def get_status(who: Caller) -> dict[str, Any]:
         """Service state; a tenant key sees its own pending count."""
         return intake.status(who)
 
     @app.post("/commands/add-messages", tags=["messages"], **reply("AddMessagesReply"))
-    def add_messages(request: Request, who: Caller, body: AddMessages) -> dict[str, Any]:
+    async def add_messages(request: Request, who: Caller, body: AddMessages) -> dict[str, Any]:
         """Queue messages for delivery."""
         ids = {m.tenant_id for m in body.messages if m.tenant_id}
         if len(ids) == 1:
@@ -187,7 +216,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         return intake.add_messages(who, body)
 
     @app.get("/messages", tags=["messages"], **reply("MessagesReply"))
-    def list_messages(
+    async def list_messages(
         request: Request,
         who: Caller,
         tenant_id: TenantQuery = None,
@@ -200,7 +229,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         return {"ok": True, "messages": records}
 
     @app.post("/commands/delete-messages", tags=["messages"], **reply("DeleteMessagesReply"))
-    def delete_messages(
+    async def delete_messages(
         request: Request, who: Caller, body: DeleteMessages, tenant_id: TenantQuery = None
     ) -> dict[str, Any]:
         """Delete messages by id."""
@@ -210,7 +239,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         return intake.delete_messages(resolved, body.ids)
 
     @app.post("/commands/cleanup-messages", tags=["messages"], **reply("CleanupReply"))
-    def cleanup_messages(
+    async def cleanup_messages(
         request: Request,
         who: Caller,
         body: Annotated[Cleanup | None, Body()] = None,
@@ -222,13 +251,13 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         return intake.cleanup_messages(resolved, body.older_than_seconds)
 
     @app.post("/commands/run-now", tags=["service"], **reply("Ok"))
-    def run_now(request: Request, who: Caller) -> dict[str, Any]:
+    async def run_now(request: Request, who: Caller) -> dict[str, Any]:
         """Ask the scheduler and the reporter to run now."""
         request.state.tenant_id = who.tenant_id
         return intake.run_now(who)
 
     @app.post("/commands/suspend", tags=["messages"], **reply("SuspensionReply"))
-    def suspend(
+    async def suspend(
         request: Request,
         who: Caller,
         tenant_id: TenantQuery = None,
@@ -240,7 +269,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         return intake.suspend(resolved, batch_code)
 
     @app.post("/commands/activate", tags=["messages"], **reply("SuspensionReply"))
-    def activate(
+    async def activate(
         request: Request,
         who: Caller,
         tenant_id: TenantQuery = None,
@@ -252,7 +281,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         return intake.activate(resolved, batch_code)
 
     @app.post("/account", tags=["accounts"], **reply("Ok"))
-    def put_account(request: Request, who: Caller, body: Account) -> dict[str, Any]:
+    async def put_account(request: Request, who: Caller, body: Account) -> dict[str, Any]:
         """Create or replace an SMTP account of the tenant."""
         resolved = _scoped(request, who, body.tenant_id)
         tenants.put_account(resolved, body.model_dump(), now=intake.now_ts())
@@ -260,13 +289,13 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         return {"ok": True}
 
     @app.get("/accounts", tags=["accounts"], **reply("AccountsReply"))
-    def list_accounts(request: Request, who: Caller, tenant_id: TenantQuery = None) -> dict[str, Any]:
+    async def list_accounts(request: Request, who: Caller, tenant_id: TenantQuery = None) -> dict[str, Any]:
         """The tenant's accounts, without passwords."""
         resolved = _scoped(request, who, tenant_id)
         return {"ok": True, "accounts": [tenants.public_account(a) for a in tenants.list_accounts(resolved)]}
 
     @app.delete("/account/{account_id}", tags=["accounts"], **reply("Ok"))
-    def delete_account(
+    async def delete_account(
         request: Request,
         who: Caller,
         account_id: Annotated[str, Path(min_length=1, max_length=255)],
@@ -279,7 +308,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         return {"ok": True}
 
     @app.post("/tenant", tags=["tenants"], **reply("KeyReply"))
-    def post_tenant(request: Request, who: Admin, body: Tenant) -> dict[str, Any]:
+    async def post_tenant(request: Request, who: Admin, body: Tenant) -> dict[str, Any]:
         """Create a tenant (its key is shown once) or overwrite its configuration (key kept)."""
         request.state.tenant_id = body.id
         now = intake.now_ts()
@@ -297,7 +326,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         return {"ok": True}
 
     @app.get("/tenants", tags=["tenants"], **reply("TenantsReply"))
-    def list_tenants(who: Admin, active_only: bool = False) -> dict[str, Any]:
+    async def list_tenants(who: Admin, active_only: bool = False) -> dict[str, Any]:
         """Every tenant, without secrets."""
         return {
             "ok": True,
@@ -305,18 +334,20 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         }
 
     @app.get("/tenants/sync-status", tags=["tenants"], **reply("SyncStatusReply"))
-    def sync_status(who: Admin) -> dict[str, Any]:
+    async def sync_status(who: Admin) -> dict[str, Any]:
         """When each tenant was last reported to and is next due."""
         return intake.sync_status()
 
     @app.get("/tenant/{tenant_id}", tags=["tenants"], **reply("TenantView"))
-    def get_tenant(request: Request, who: Caller, tenant_id: Annotated[str, Path(max_length=255)]) -> dict[str, Any]:
+    async def get_tenant(
+        request: Request, who: Caller, tenant_id: Annotated[str, Path(max_length=255)]
+    ) -> dict[str, Any]:
         """One tenant, without secrets."""
         resolved = _scoped(request, who, tenant_id)
         return tenants.public_tenant(intake.require_tenant(resolved))
 
     @app.put("/tenant/{tenant_id}", tags=["tenants"], **reply("Ok"))
-    def put_tenant(
+    async def put_tenant(
         request: Request, who: Caller, body: TenantFields, tenant_id: Annotated[str, Path(max_length=255)]
     ) -> dict[str, Any]:
         """Change the given fields of a tenant."""
@@ -330,7 +361,9 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         return {"ok": True}
 
     @app.delete("/tenant/{tenant_id}", tags=["tenants"], **reply("Ok"))
-    def delete_tenant(request: Request, who: Admin, tenant_id: Annotated[str, Path(max_length=255)]) -> dict[str, Any]:
+    async def delete_tenant(
+        request: Request, who: Admin, tenant_id: Annotated[str, Path(max_length=255)]
+    ) -> dict[str, Any]:
         """Delete a tenant with its accounts and messages."""
         request.state.tenant_id = tenant_id
         intake.require_tenant(tenant_id)
@@ -339,7 +372,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         return {"ok": True}
 
     @app.post("/tenant/{tenant_id}/api-key", tags=["tenants"], **reply("KeyReply"))
-    def rotate_key(
+    async def rotate_key(
         request: Request,
         who: Admin,
         tenant_id: Annotated[str, Path(max_length=255)],
@@ -355,7 +388,9 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         return {"ok": True, "api_key": key}
 
     @app.delete("/tenant/{tenant_id}/api-key", tags=["tenants"], **reply("Ok"))
-    def revoke_key(request: Request, who: Admin, tenant_id: Annotated[str, Path(max_length=255)]) -> dict[str, Any]:
+    async def revoke_key(
+        request: Request, who: Admin, tenant_id: Annotated[str, Path(max_length=255)]
+    ) -> dict[str, Any]:
         """Revoke the tenant's key."""
         request.state.tenant_id = tenant_id
         intake.require_tenant(tenant_id)
@@ -364,7 +399,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         return {"ok": True}
 
     @app.get("/command-log", tags=["service"], **reply("CommandLogReply"))
-    def command_log(
+    async def command_log(
         who: Admin,
         tenant_id: TenantQuery = None,
         since_ts: Annotated[int | None, Query(ge=0, le=10**11)] = None,
