@@ -240,3 +240,13 @@ def test_long_non_latin_subject_keeps_every_space_and_short_lines() -> None:
     assert received["Subject"] == subject
     assert received["X-Summary"] == subject
     assert max(len(line) for line in raw.split(b"\r\n")) <= 78
+
+
+def test_an_account_password_and_attachment_bytes_never_show_in_a_repr() -> None:
+    # What a traceback or a debug log of these values prints: never the secret, never the file.
+    from mailproxy.smtp import AccountConfig
+
+    config = AccountConfig(key="t1/a", host="smtp.example", port=587, user="u", password="s3cret-pw")
+    assert "s3cret-pw" not in repr(config) and "smtp.example" in repr(config)
+    attachment = Attachment("report.pdf", b"%PDF-private-bytes")
+    assert "private" not in repr(attachment) and "report.pdf" in repr(attachment)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from mailproxy import tenants
 from mailproxy.aws import client
@@ -16,8 +16,7 @@ INVALID_TOKEN = "Invalid or missing API token"
 WRONG_TENANT = "Token not authorized for this tenant"
 
 
-@dataclass(frozen=True)
-class Principal:
+class Principal(NamedTuple):
     """The caller: the admin, or one tenant."""
 
     is_admin: bool

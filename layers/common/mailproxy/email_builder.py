@@ -7,13 +7,12 @@ import email.policy
 import email.utils
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
 from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.policy import Policy
-from typing import Any
+from typing import Any, NamedTuple
 
 from mailproxy.errors import PermanentDeliveryError
 
@@ -51,17 +50,18 @@ _ENCODED_WORD_BYTES = 39
 _MAX_TEXT_LINE = 78
 
 
-@dataclass(frozen=True)
-class Attachment:
+class Attachment(NamedTuple):
     """One file attached to an email: the name sent, its bytes and its MIME type."""
 
     filename: str
-    content: bytes = field(repr=False)
+    content: bytes
     mime_type: str = "application/octet-stream"
 
+    def __repr__(self) -> str:
+        return f"Attachment(filename={self.filename!r}, {len(self.content)} bytes, mime_type={self.mime_type!r})"
 
-@dataclass
-class OutgoingEmail:
+
+class OutgoingEmail(NamedTuple):
     """A built email: the MIME message, the envelope sender and every envelope recipient."""
 
     message: EmailMessage

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mailproxy import payloads
 from mailproxy.aws import client
@@ -15,8 +14,7 @@ MAX_BATCH_BYTES = 240_000  # under SQS's 256 KiB per message and per SendMessage
 MAX_INLINE_PAYLOAD = 200_000
 
 
-@dataclass(frozen=True)
-class QueueEntry:
+class QueueEntry(NamedTuple):
     """One message to put on the queue of its priority."""
 
     tenant_id: str

@@ -8,8 +8,7 @@ that lose the race re-read and try again, so together they never exceed a limit.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mailproxy.dynamo import Item, ddb, from_item, is_conditional_failure, to_attr
 from mailproxy.settings import get_settings
@@ -21,8 +20,7 @@ _known: dict[str, Item] = {}  # last seen item per account: a good first guess s
 _known_lock = threading.Lock()
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """An account's limits; None, 0 or negative means unlimited."""
 
     per_minute: int | None = None
@@ -40,8 +38,7 @@ class Limits:
         return {kind: int(limit) for kind, limit in values.items() if limit is not None and int(limit) > 0}
 
 
-@dataclass(frozen=True)
-class Reservation:
+class Reservation(NamedTuple):
     """What a reservation got: `granted` slots, and when the next window opens if it got fewer than asked."""
 
     granted: int

@@ -24,8 +24,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from aws_lambda_powertools import Logger
 
@@ -75,18 +74,17 @@ def now_ts() -> int:
 # ---------------------------------------------------------------------- what a report says
 
 
-@dataclass(frozen=True)
-class Owed:
+class Owed(NamedTuple):
     """One reportable event owed to a tenant: the message, the event's place in its history, the event."""
 
     id: str
-    index: int
+    position: int
     event: Mapping[str, Any]
 
     @property
     def key(self) -> EventKey:
         """What identifies the event in the ledger."""
-        return event_key(self.id, self.index, self.event)
+        return event_key(self.id, self.position, self.event)
 
 
 def appended_events(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[Owed]:
@@ -114,14 +112,14 @@ def entry(message_id: str, event: Mapping[str, Any]) -> dict[str, Any]:
 
 def build_report(owed: Iterable[Owed]) -> list[dict[str, Any]]:
     """The entries of the owed events in event order (a message's own events keep their history order)."""
-    timed = [(int(o.event.get("event_ts") or 0), o.id, o.index, entry(o.id, o.event)) for o in owed]
+    timed = [(int(o.event.get("event_ts") or 0), o.id, o.position, entry(o.id, o.event)) for o in owed]
     timed.sort(key=lambda t: (t[0], t[1], t[2]))
     return [e for _, _, _, e in timed]
 
 
 def encode_events(owed: list[Owed]) -> bytes:
     """An outbox chunk's events, compressed (a chunk is billed by its size)."""
-    return compress_json([[o.id, o.index, dict(o.event)] for o in owed])
+    return compress_json([[o.id, o.position, dict(o.event)] for o in owed])
 
 
 def decode_events(blob: bytes) -> list[Owed]:
@@ -129,13 +127,12 @@ def decode_events(blob: bytes) -> list[Owed]:
     return [Owed(str(i), int(n), e) for i, n, e in decompress_json(blob)]
 
 
-@dataclass
-class Reply:
+class Reply(NamedTuple):
     """What a client's 2xx answer asks for (a body that is not a JSON object asks for nothing)."""
 
     next_sync_after: int | None = None
     queued: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = {}  # never changed: a Mapping
 
 
 def parse_reply(body: bytes) -> Reply:
@@ -146,14 +143,12 @@ def parse_reply(body: bytes) -> Reply:
         return Reply()
     if not isinstance(value, dict):
         return Reply()
-    reply = Reply(extra={k: value[k] for k in ("error", "not_found") if k in value})
-    after = value.get("next_sync_after")
-    if isinstance(after, int | float) and not isinstance(after, bool):
-        reply.next_sync_after = int(after)
-    queued = value.get("queued")
-    if isinstance(queued, int | float) and not isinstance(queued, bool):
-        reply.queued = int(queued)
-    return reply
+    after, queued = value.get("next_sync_after"), value.get("queued")
+    return Reply(
+        next_sync_after=int(after) if isinstance(after, int | float) and not isinstance(after, bool) else None,
+        queued=int(queued) if isinstance(queued, int | float) and not isinstance(queued, bool) else 0,
+        extra={k: value[k] for k in ("error", "not_found") if k in value},
+    )
 
 
 def retry_delay(failures: int) -> int:
@@ -397,8 +392,7 @@ def _take(chunk_items: list[Item], limit: int) -> tuple[list[Item], bool]:
     return used, False
 
 
-@dataclass
-class Round:
+class Round(NamedTuple):
     """What one call to a tenant did."""
 
     called: bool = False

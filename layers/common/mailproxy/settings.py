@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from mailproxy.errors import ConfigurationError
 
@@ -51,8 +51,7 @@ def _int_list(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
     return values
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """Resource names and product settings (`GMP_*`) of one running function."""
 
     tenants_table: str

@@ -9,8 +9,7 @@ import ssl
 import threading
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiosmtplib
 
@@ -27,18 +26,23 @@ PROBE_AFTER_IDLE_SECONDS = 10.0
 QUIT_TIMEOUT_SECONDS = 5.0
 
 
-@dataclass(frozen=True)
-class AccountConfig:
+class AccountConfig(NamedTuple):
     """How to reach and log in to one SMTP account (`key` is "tenant_id/account_id")."""
 
     key: str
     host: str
     port: int
     user: str | None = None
-    password: str | None = field(default=None, repr=False)
+    password: str | None = None
     use_tls: bool | None = None
     timeout: float = 30.0
     verify_tls: bool = True
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={value!r}" for name, value in zip(self._fields, self, strict=True) if name != "password"
+        )
+        return f"AccountConfig({shown})"
 
     @property
     def implicit_tls(self) -> bool:
@@ -112,11 +116,15 @@ def classify(exc: Exception) -> DeliveryError | None:
     return None
 
 
-@dataclass
 class _Pooled:
-    account: AccountConfig
-    smtp: aiosmtplib.SMTP
-    last_used: float = 0.0  # time.monotonic() of its last transaction
+    """An open connection of the pool, with the account it was opened for."""
+
+    __slots__ = ("account", "last_used", "smtp")
+
+    def __init__(self, account: AccountConfig, smtp: aiosmtplib.SMTP) -> None:
+        self.account = account
+        self.smtp = smtp
+        self.last_used = 0.0  # time.monotonic() of its last transaction
 
 
 def _quiet(smtp: aiosmtplib.SMTP) -> bool:
