@@ -73,10 +73,9 @@ FUNCTIONS: dict[str, tuple[list[str], str, str]] = {
     ),
 }
 
-PROJECT = """
-import time
-t0 = time.perf_counter()
-import json, sys
+# Both timed kinds of process: the handler imported with AWS stopped at its first call, then its first
+# invocation run to that call (`t`); `t0` and `event` are set before.
+FIRST_INVOCATION = """
 stop = {{}}
 class FirstAwsCall(BaseException):
     pass
@@ -88,7 +87,6 @@ aws.client = first_call
 import importlib
 module = importlib.import_module({module!r})
 t_import = time.perf_counter()
-event = {event}
 try:
     module.handler(event, None)
 except FirstAwsCall:
@@ -96,6 +94,17 @@ except FirstAwsCall:
 except Exception:
     pass
 t = stop.get('t', time.perf_counter())
+"""
+
+PROJECT = (
+    """
+import time
+t0 = time.perf_counter()
+import json, sys
+event = {event}
+"""
+    + FIRST_INVOCATION
+    + """
 boto = 'boto3' in sys.modules or 'botocore.client' in sys.modules
 t1 = time.perf_counter()
 import boto3
@@ -103,35 +112,27 @@ boto3.session.Session().client('dynamodb', region_name='us-east-1')
 sdk = time.perf_counter() - t1
 print(json.dumps({{'total': t - t0, 'import': t_import - t0, 'boto3_loaded': boto, 'sdk': sdk}}))
 """
+)
 
 # The project's own code timed directly: in a process that has already loaded the declared packages and the
 # runtime's SDK (a client made, as every function but /health makes one at its first call), the import of
 # the handler and its first invocation up to the first AWS call. Stdlib modules the SDK needs anyway
 # (http.client, ssl, email, uuid, decimal...) are then not charged to whichever of the two imports them
 # first, and the figure is one interval measured, not the difference of two noisy medians.
-OWN = """
+OWN = (
+    """
 import time
 import json
 {imports}
 {sdk}
 event = {event}
 t0 = time.perf_counter()
-import mailproxy.aws as aws
-class FirstAwsCall(BaseException):
-    pass
-def first_call(service):
-    raise FirstAwsCall(service)
-aws.client = first_call
-import importlib
-module = importlib.import_module({module!r})
-try:
-    module.handler(event, None)
-except FirstAwsCall:
-    pass
-except Exception:
-    pass
-print(json.dumps({{'total': time.perf_counter() - t0}}))
 """
+    + FIRST_INVOCATION
+    + """
+print(json.dumps({{'total': t - t0}}))
+"""
+)
 SDK_FIRST = "import boto3\nboto3.session.Session().client('dynamodb', region_name='us-east-1')"
 
 FLOOR = """
