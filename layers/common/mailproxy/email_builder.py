@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import email.policy
 import email.utils
+import functools
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -16,17 +17,24 @@ from typing import Any, NamedTuple
 
 from mailproxy.errors import PermanentDeliveryError
 
+# Parsed headers kept for reuse: enough for every header value a warm container repeats.
+_HEADER_CACHE_SIZE = 512
+
 
 class _HeaderClasses(HeaderRegistry):
-    """The stdlib's header registry, making each header's class once instead of at every lookup.
+    """The stdlib's header registry, making each header's class once and each header once per value.
 
     `HeaderRegistry.__getitem__` builds a new class each time it is called (a few dozen µs, ten-odd
     times per message: a third of building an email); the classes it builds are the same each time.
+    Parsing a value is most of the rest, and most values repeat from message to message (the MIME
+    headers, the tenant's From, the Date within a second): a parsed header is immutable (folding
+    reads its parse tree, never changes it), so messages can share one.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._made: dict[str, type] = {}
+        self._parsed: dict[tuple[str, str], Any] = {}
 
     def __getitem__(self, name: str) -> type:
         key = name.lower()
@@ -34,6 +42,17 @@ class _HeaderClasses(HeaderRegistry):
         if made is None:
             made = self._made[key] = super().__getitem__(name)
         return made
+
+    def __call__(self, name: str, value: Any) -> Any:
+        if type(value) is not str:
+            return super().__call__(name, value)
+        key = (name, value)
+        header = self._parsed.get(key)
+        if header is None:
+            if len(self._parsed) >= _HEADER_CACHE_SIZE:
+                self._parsed.clear()
+            header = self._parsed[key] = super().__call__(name, value)
+        return header
 
 
 # SMTP line endings, and bodies kept 7-bit (quoted-printable or base64) so any relay accepts them
@@ -87,12 +106,18 @@ def _address_pairs(value: str | Iterable[str] | None) -> list[tuple[str, str]]:
     for item in _items(value):
         if not item.strip():
             continue
-        parsed = email.utils.getaddresses([item])
-        # getaddresses answers ('', '') for text it cannot parse rather than raising.
-        if not parsed or any(not addr or "@" not in addr for _, addr in parsed):
-            raise ValueError(f"invalid address: {item.strip()}")
-        pairs.extend((name, addr) for name, addr in parsed)
+        pairs.extend(_parsed_addresses(item))
     return pairs
+
+
+@functools.lru_cache(maxsize=_HEADER_CACHE_SIZE)
+def _parsed_addresses(item: str) -> tuple[tuple[str, str], ...]:
+    # Cached: a tenant sends from the same few addresses, and parsing one costs tens of µs.
+    parsed = email.utils.getaddresses([item])
+    # getaddresses answers ('', '') for text it cannot parse rather than raising.
+    if not parsed or any(not addr or "@" not in addr for _, addr in parsed):
+        raise ValueError(f"invalid address: {item.strip()}")
+    return tuple((name, addr) for name, addr in parsed)
 
 
 def parse_addresses(value: str | list[str] | None) -> list[str]:
@@ -100,8 +125,14 @@ def parse_addresses(value: str | list[str] | None) -> list[str]:
     return [addr for _, addr in _address_pairs(value)]
 
 
-def _header_addresses(pairs: list[tuple[str, str]]) -> list[Address]:
-    return [Address(display_name=name, addr_spec=addr) for name, addr in pairs]
+def _set_addresses(msg: EmailMessage, name: str, pairs: list[tuple[str, str]]) -> None:
+    msg[name] = _address_header(name, tuple(pairs))
+
+
+@functools.lru_cache(maxsize=_HEADER_CACHE_SIZE)
+def _address_header(name: str, pairs: tuple[tuple[str, str], ...]) -> Any:
+    # The parsed header, shared by every message with the same addresses (see _HeaderClasses).
+    return _POLICY.header_factory(name, [Address(display_name=n, addr_spec=a) for n, a in pairs])  # type: ignore[attr-defined]
 
 
 class _EncodedHeader(str):
@@ -214,13 +245,13 @@ def _build(payload: dict[str, Any], *, message_id: str, attachments: list[Attach
         raise PermanentDeliveryError("missing to")
 
     msg = EmailMessage(policy=_POLICY)
-    msg["From"] = _header_addresses(from_pairs)
+    _set_addresses(msg, "From", from_pairs)
     if to_pairs:
-        msg["To"] = _header_addresses(to_pairs)
+        _set_addresses(msg, "To", to_pairs)
     if cc_pairs:
-        msg["Cc"] = _header_addresses(cc_pairs)
+        _set_addresses(msg, "Cc", cc_pairs)
     if reply_pairs:
-        msg["Reply-To"] = _header_addresses(reply_pairs)
+        _set_addresses(msg, "Reply-To", reply_pairs)
     _set_header(msg, "Subject", _one_line(payload.get("subject") or ""))
 
     body = str(payload.get("body") or "")
