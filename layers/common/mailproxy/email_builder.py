@@ -17,8 +17,11 @@ from typing import Any, NamedTuple
 
 from mailproxy.errors import PermanentDeliveryError
 
-# Parsed headers kept for reuse: enough for every header value a warm container repeats.
+# Parsed headers kept for reuse: enough for every header value a warm container repeats. Only short
+# values: a parse tree takes tens of times its text, and a long value (a 10 000-character subject, a
+# list of recipients) rarely repeats; 512 values of 1 000 characters hold a few tens of MB at most.
 _HEADER_CACHE_SIZE = 512
+_CACHED_VALUE_CHARS = 1_000
 
 
 class _HeaderClasses(HeaderRegistry):
@@ -44,7 +47,7 @@ class _HeaderClasses(HeaderRegistry):
         return made
 
     def __call__(self, name: str, value: Any) -> Any:
-        if type(value) is not str:
+        if type(value) is not str or len(value) > _CACHED_VALUE_CHARS:
             return super().__call__(name, value)
         key = (name, value)
         header = self._parsed.get(key)
@@ -106,7 +109,8 @@ def _address_pairs(value: str | Iterable[str] | None) -> list[tuple[str, str]]:
     for item in _items(value):
         if not item.strip():
             continue
-        pairs.extend(_parsed_addresses(item))
+        parse = _parsed_addresses if len(item) <= _CACHED_VALUE_CHARS else _parsed_addresses.__wrapped__
+        pairs.extend(parse(item))
     return pairs
 
 
@@ -126,7 +130,8 @@ def parse_addresses(value: str | list[str] | None) -> list[str]:
 
 
 def _set_addresses(msg: EmailMessage, name: str, pairs: list[tuple[str, str]]) -> None:
-    msg[name] = _address_header(name, tuple(pairs))
+    short = sum(len(n) + len(a) for n, a in pairs) <= _CACHED_VALUE_CHARS
+    msg[name] = (_address_header if short else _address_header.__wrapped__)(name, tuple(pairs))
 
 
 @functools.lru_cache(maxsize=_HEADER_CACHE_SIZE)
