@@ -17,27 +17,28 @@ from typing import Any, NamedTuple
 
 from mailproxy.errors import PermanentDeliveryError
 
-# Parsed headers kept for reuse: enough for every header value a warm container repeats. Only short
-# values: a parse tree takes tens of times its text, and a long value (a 10 000-character subject, a
-# list of recipients) rarely repeats; 512 values of 1 000 characters hold a few tens of MB at most.
-_HEADER_CACHE_SIZE = 512
-_CACHED_VALUE_CHARS = 1_000
+# Parsed headers kept for reuse, least recently used dropped first. Only short values: a parse tree
+# takes hundreds of times its text (a 1 000-character To list, ~0.4 MB), values that long rarely
+# repeat, and the repeated ones are short (the MIME headers, a tenant's From, the Date of a second).
+# 256 values of at most 100 characters hold a few MB (~20 MB for the densest values).
+_HEADER_CACHE_SIZE = 256
+_CACHED_VALUE_CHARS = 100
+_NEVER_REPEATED = frozenset({"message-id", "x-genro-mail-id"})
 
 
 class _HeaderClasses(HeaderRegistry):
-    """The stdlib's header registry, making each header's class once and each header once per value.
+    """The stdlib's header registry, making each header's class once and each short header once per value.
 
     `HeaderRegistry.__getitem__` builds a new class each time it is called (a few dozen µs, ten-odd
     times per message: a third of building an email); the classes it builds are the same each time.
-    Parsing a value is most of the rest, and most values repeat from message to message (the MIME
-    headers, the tenant's From, the Date within a second): a parsed header is immutable (folding
-    reads its parse tree, never changes it), so messages can share one.
+    Parsing a value is most of the rest, and many values repeat from message to message: a parsed
+    header is immutable (folding reads its parse tree, never changes it), so messages can share one.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._made: dict[str, type] = {}
-        self._parsed: dict[tuple[str, str], Any] = {}
+        self._parsed = functools.lru_cache(maxsize=_HEADER_CACHE_SIZE)(functools.partial(HeaderRegistry.__call__, self))
 
     def __getitem__(self, name: str) -> type:
         key = name.lower()
@@ -47,15 +48,9 @@ class _HeaderClasses(HeaderRegistry):
         return made
 
     def __call__(self, name: str, value: Any) -> Any:
-        if type(value) is not str or len(value) > _CACHED_VALUE_CHARS:
-            return super().__call__(name, value)
-        key = (name, value)
-        header = self._parsed.get(key)
-        if header is None:
-            if len(self._parsed) >= _HEADER_CACHE_SIZE:
-                self._parsed.clear()
-            header = self._parsed[key] = super().__call__(name, value)
-        return header
+        if type(value) is str and len(value) <= _CACHED_VALUE_CHARS and name.lower() not in _NEVER_REPEATED:
+            return self._parsed(name, value)
+        return super().__call__(name, value)
 
 
 # SMTP line endings, and bodies kept 7-bit (quoted-printable or base64) so any relay accepts them
@@ -109,12 +104,13 @@ def _address_pairs(value: str | Iterable[str] | None) -> list[tuple[str, str]]:
     for item in _items(value):
         if not item.strip():
             continue
-        parse = _parsed_addresses if len(item) <= _CACHED_VALUE_CHARS else _parsed_addresses.__wrapped__
+        # Only the pairs of strings are kept, so longer texts than headers' can be; not a whole list's.
+        parse = _parsed_addresses if len(item) <= 1_000 else _parsed_addresses.__wrapped__
         pairs.extend(parse(item))
     return pairs
 
 
-@functools.lru_cache(maxsize=_HEADER_CACHE_SIZE)
+@functools.lru_cache(maxsize=512)
 def _parsed_addresses(item: str) -> tuple[tuple[str, str], ...]:
     # Cached: a tenant sends from the same few addresses, and parsing one costs tens of µs.
     parsed = email.utils.getaddresses([item])
