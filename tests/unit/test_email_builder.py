@@ -242,11 +242,26 @@ def test_long_non_latin_subject_keeps_every_space_and_short_lines() -> None:
     assert max(len(line) for line in raw.split(b"\r\n")) <= 78
 
 
-def test_an_account_password_and_attachment_bytes_never_show_in_a_repr() -> None:
-    # What a traceback or a debug log of these values prints: never the secret, never the file.
+def test_secrets_and_attachment_bytes_never_show_in_a_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a traceback or a debug log of these values prints: never a secret, never the file.
+    import json
+
+    from mailproxy import settings
     from mailproxy.smtp import AccountConfig
 
     config = AccountConfig(key="t1/a", host="smtp.example", port=587, user="u", password="s3cret-pw")
     assert "s3cret-pw" not in repr(config) and "smtp.example" in repr(config)
+    assert "s3cret-pw" not in json.dumps({"account": config}, default=str)  # as Powertools logs an `extra`
     attachment = Attachment("report.pdf", b"%PDF-private-bytes")
     assert "private" not in repr(attachment) and "report.pdf" in repr(attachment)
+    for name in ("TENANTS_TABLE", "MESSAGES_TABLE", "PAYLOADS_TABLE", "STATE_TABLE", "PAYLOAD_BUCKET"):
+        monkeypatch.setenv(name, "x")
+    for name in ("SECRETS_KEY_ID", "IMMEDIATE_QUEUE_URL", "HIGH_QUEUE_URL", "MEDIUM_QUEUE_URL", "LOW_QUEUE_URL"):
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("GMP_API_TOKEN", "admin-s3cret")
+    settings.get_settings.cache_clear()
+    try:
+        loaded = settings.get_settings()
+        assert loaded.admin_token == "admin-s3cret" and "admin-s3cret" not in repr(loaded)
+    finally:
+        settings.get_settings.cache_clear()

@@ -73,6 +73,10 @@ class Settings(NamedTuple):
     claim_timeout_seconds: int
     smtp_timeout_seconds: float
 
+    def __repr__(self) -> str:
+        shown = (f"{name}={value!r}" for name, value in zip(self._fields, self, strict=True) if name != "admin_token")
+        return f"Settings({', '.join(shown)})"
+
     def queue_url(self, priority: int) -> str:
         """The queue URL of a priority 0 (immediate) to 3 (low)."""
         return self.queue_urls[priority]
