@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import Any
 
@@ -43,14 +43,14 @@ class Job:
     requeue: QueueEntry | None = None
 
 
-@dataclass
 class BatchTally:
     """Counters and pending deltas a batch applies when it closes."""
 
-    counters: dict[tuple[str, str], dict[str, int]] = field(
-        default_factory=lambda: defaultdict(lambda: dict.fromkeys(state.COUNTER_FIELDS, 0))
-    )
-    pending: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    def __init__(self) -> None:
+        self.counters: dict[tuple[str, str], dict[str, int]] = defaultdict(
+            lambda: dict.fromkeys(state.COUNTER_FIELDS, 0)
+        )
+        self.pending: dict[str, int] = defaultdict(int)
 
     def count(self, job: Job, *names: str) -> None:
         """Add one to each named counter of the job's account."""
