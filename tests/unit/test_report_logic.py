@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+import pytest
 from mailproxy import reports
 
 
@@ -77,6 +78,19 @@ def test_any_2xx_body_is_an_acknowledgement_and_only_json_objects_carry_directiv
     assert reports.parse_reply(b'{"ok": true, "queued": "3"}').queued == 0
     reply = reports.parse_reply(b'{"ok": true, "queued": 2, "next_sync_after": 1700000000.5, "error": "x"}')
     assert (reply.queued, reply.next_sync_after, reply.extra) == (2, 1700000000, {"error": "x"})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"next_sync_after": Infinity, "queued": NaN}',
+        b'{"next_sync_after": 1e400, "queued": -Infinity}',
+        b'{"next_sync_after": 1e300, "queued": -3}',  # past what DynamoDB can store, and a negative count
+    ],
+)
+def test_numbers_no_clock_or_table_can_hold_are_no_directive(body: bytes) -> None:
+    # Python's JSON reads Infinity and NaN; int() of them raised after the report was acknowledged.
+    assert reports.parse_reply(body) == reports.Reply()
 
 
 def test_backoff_doubles_from_thirty_seconds_up_to_fifteen_minutes() -> None:

@@ -61,6 +61,7 @@ MAX_ROUNDS = 20  # calls per tenant per invocation (a backlog, or results that a
 ROUND_MARGIN_MS = 15_000  # time a round needs: the call's timeout plus the writes after it
 WORKERS = 8
 MAX_REPLY_BYTES = 1_000_000
+LATEST_TIMESTAMP = 253_402_300_799  # 9999-12-31: a later next_sync_after is no time at all (DynamoDB keeps 38 digits)
 TTL_PRINCIPAL = "dynamodb.amazonaws.com"
 
 RemainingMs = Callable[[], int] | None
@@ -143,12 +144,18 @@ def parse_reply(body: bytes) -> Reply:
         return Reply()
     if not isinstance(value, dict):
         return Reply()
-    after, queued = value.get("next_sync_after"), value.get("queued")
     return Reply(
-        next_sync_after=int(after) if isinstance(after, int | float) and not isinstance(after, bool) else None,
-        queued=int(queued) if isinstance(queued, int | float) and not isinstance(queued, bool) else 0,
+        next_sync_after=_whole(value.get("next_sync_after"), LATEST_TIMESTAMP),
+        queued=_whole(value.get("queued"), 10**9) or 0,
         extra={k: value[k] for k in ("error", "not_found") if k in value},
     )
+
+
+def _whole(value: Any, highest: int) -> int | None:
+    """A JSON number as an int, if it is one from 0 to `highest` (JSON's Infinity, NaN and 1e400 are not)."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= highest:
+        return None  # NaN fails every comparison
+    return int(value)
 
 
 def retry_delay(failures: int) -> int:
