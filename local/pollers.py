@@ -452,17 +452,6 @@ def event_pattern_matches(pattern: Mapping[str, Any], record: Mapping[str, Any])
     return True
 
 
-def _lambda_attribute_value(value: Any) -> Any:
-    """A DynamoDB attribute value as in a Lambda stream event (binary as base64 text)."""
-    if isinstance(value, bytes | bytearray):
-        return base64.b64encode(bytes(value)).decode()
-    if isinstance(value, Mapping):
-        return {key: _lambda_attribute_value(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_lambda_attribute_value(item) for item in value]
-    return value
-
-
 def _encode_binaries(image: dict[str, Any]) -> None:
     """Turn the binary values of a GetRecords image into base64 text in place (the reply is the caller's own)."""
     for value in image.values():
