@@ -452,7 +452,16 @@ class DynamoDB:
     def op_PutItem(self, params: Mapping[str, Any]) -> dict[str, Any]:
         table = self.table(params["TableName"])
         item = v.normalize_item(params["Item"])
-        key = table.key_of(item, exact=False)
+        return self._replace(table, table.key_of(item, exact=False), item, params)
+
+    def op_DeleteItem(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        table = self.table(params["TableName"])
+        return self._replace(table, table.key_of(params["Key"], exact=True), None, params)
+
+    def _replace(
+        self, table: Table, key: tuple[Any, Any], item: v.Item | None, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """PutItem (`item`) or DeleteItem (None): the condition checked on the old item, then the write."""
         condition = self._condition(params, "ConditionExpression")
         returns = params.get("ReturnValues", "NONE")
         if returns not in ("NONE", "ALL_OLD"):
@@ -460,18 +469,6 @@ class DynamoDB:
         old = table.get(key)
         self._check(condition, old, params)
         table.write(key, item)
-        return {"Attributes": v.copy_item(old)} if returns == "ALL_OLD" and old is not None else {}
-
-    def op_DeleteItem(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        table = self.table(params["TableName"])
-        key = table.key_of(params["Key"], exact=True)
-        condition = self._condition(params, "ConditionExpression")
-        returns = params.get("ReturnValues", "NONE")
-        if returns not in ("NONE", "ALL_OLD"):
-            raise ValidationError("ReturnValues can only be ALL_OLD or NONE")
-        old = table.get(key)
-        self._check(condition, old, params)
-        table.write(key, None)
         return {"Attributes": v.copy_item(old)} if returns == "ALL_OLD" and old is not None else {}
 
     def op_UpdateItem(self, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -522,6 +522,10 @@ class Sqs:
         queue.remove(message)
 
     def op_DeleteMessageBatch(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return self._each_entry(params, lambda queue, entry: self._delete(queue, str(entry["ReceiptHandle"])))
+
+    def _each_entry(self, params: Mapping[str, Any], act: Callable[[Queue, Mapping[str, Any]], None]) -> dict[str, Any]:
+        """A batch call on receipt handles: `act` on each entry, its ServiceError a failed entry, not the call's."""
         queue = self.queue(params["QueueUrl"])
         entries = list(params.get("Entries") or [])
         self._check_batch([{"Id": e.get("Id"), "MessageBody": "x"} for e in entries])
@@ -529,7 +533,7 @@ class Sqs:
         failed: list[dict[str, Any]] = []
         for entry in entries:
             try:
-                self._delete(queue, str(entry["ReceiptHandle"]))
+                act(queue, entry)
             except ServiceError as exc:
                 failed.append({"Id": entry["Id"], "SenderFault": True, "Code": exc.code, "Message": exc.message})
             else:
@@ -563,19 +567,12 @@ class Sqs:
             self.arrived.notify_all()
 
     def op_ChangeMessageVisibilityBatch(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        queue = self.queue(params["QueueUrl"])
-        entries = list(params.get("Entries") or [])
-        self._check_batch([{"Id": e.get("Id"), "MessageBody": "x"} for e in entries])
-        successful: list[dict[str, Any]] = []
-        failed: list[dict[str, Any]] = []
-        for entry in entries:
-            try:
-                self._change_visibility(queue, str(entry["ReceiptHandle"]), int(entry.get("VisibilityTimeout", 0)))
-            except ServiceError as exc:
-                failed.append({"Id": entry["Id"], "SenderFault": True, "Code": exc.code, "Message": exc.message})
-            else:
-                successful.append({"Id": entry["Id"]})
-        return {"Successful": successful, "Failed": failed}
+        return self._each_entry(
+            params,
+            lambda queue, entry: self._change_visibility(
+                queue, str(entry["ReceiptHandle"]), int(entry.get("VisibilityTimeout", 0))
+            ),
+        )
 
 
 def _receipt_of(queue: Queue, receipt: str) -> bool:

@@ -86,16 +86,7 @@ class _Copy:
 
 
 def _set(item: _Copy, path: Path, value: v.Value) -> None:
-    container = item.container(path)
-    last = path[-1]
-    if isinstance(container, list):
-        assert isinstance(last, int)
-        if last < len(container):
-            container[last] = value
-        else:
-            container.append(value)
-    else:
-        container[last] = value
+    _put(item.container(path), path[-1], value)
 
 
 def _remove_all(item: _Copy, paths: list[Path]) -> None:
