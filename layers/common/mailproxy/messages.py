@@ -233,17 +233,22 @@ def _names(*expressions: str) -> dict[str, str]:
 
 def _update_if(tenant_id: str, message_id: str, update: str, condition: str, values: dict[str, Any]) -> bool:
     """Apply `update` to a message if `condition` holds; False when it does not (a lost race, not an error)."""
-    return (
-        conditional_write(
-            ddb().update_item,
-            TableName=_table(),
-            Key=_key(tenant_id, message_id),
-            UpdateExpression=update,
-            ConditionExpression=condition,
-            ExpressionAttributeNames=_names(update, condition),
-            ExpressionAttributeValues={k: to_attr(v) for k, v in values.items()},
-        )
-        is not None
+    return _update_where(tenant_id, message_id, update, condition, values) is not None
+
+
+def _update_where(
+    tenant_id: str, message_id: str, update: str, condition: str, values: dict[str, Any], **options: Any
+) -> dict[str, Any] | None:
+    """Apply `update` to a message if `condition` holds: DynamoDB's reply, or None when it does not."""
+    return conditional_write(
+        ddb().update_item,
+        TableName=_table(),
+        Key=_key(tenant_id, message_id),
+        UpdateExpression=update,
+        ConditionExpression=condition,
+        ExpressionAttributeNames=_names(update, condition),
+        ExpressionAttributeValues={k: to_attr(v) for k, v in values.items()},
+        **options,
     )
 
 
@@ -255,28 +260,17 @@ def claim(tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int,
         "#rev = :rev AND (#status IN (:pending, :deferred) OR (#status = :sending AND #claim_ts <= :stale))"
         " AND (attribute_not_exists(#deferred_ts) OR #deferred_ts <= :due)"
     )
-    reply = conditional_write(
-        ddb().update_item,
-        TableName=_table(),
-        Key=_key(tenant_id, message_id),
-        UpdateExpression=update,
-        ConditionExpression=condition,
-        ExpressionAttributeNames=_names(update, condition),
-        ExpressionAttributeValues={
-            k: to_attr(v)
-            for k, v in {
-                ":sending": "sending",
-                ":pending": "pending",
-                ":deferred": "deferred",
-                ":claim": claim_id,
-                ":now": now,
-                ":rev": rev,
-                ":stale": stale_before,
-                ":due": now + EARLY_SLACK_SECONDS,
-            }.items()
-        },
-        ReturnValues="ALL_NEW",
-    )
+    values = {
+        ":sending": "sending",
+        ":pending": "pending",
+        ":deferred": "deferred",
+        ":claim": claim_id,
+        ":now": now,
+        ":rev": rev,
+        ":stale": stale_before,
+        ":due": now + EARLY_SLACK_SECONDS,
+    }
+    reply = _update_where(tenant_id, message_id, update, condition, values, ReturnValues="ALL_NEW")
     if reply is None:
         return None
     return from_item(reply["Attributes"])
