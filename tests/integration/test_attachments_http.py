@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import threading
@@ -56,7 +57,8 @@ def make_handler(log: list[dict[str, Any]], files: dict[str, bytes]) -> type[Bas
             self._record(None)
             if self.path == "/slow":
                 time.sleep(1.0)
-                self._answer(200, b"late")
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up, as meant
+                    self._answer(200, b"late")
             elif self.path == "/moved":
                 self.send_response(302)
                 self.send_header("Location", "/files/report.pdf")
