@@ -24,6 +24,9 @@ from mailproxy.errors import PermanentDeliveryError
 _HEADER_CACHE_SIZE = 256
 _CACHED_VALUE_CHARS = 100
 _NEVER_REPEATED = frozenset({"message-id", "x-genro-mail-id"})
+# Parsed address texts keep only pairs of strings, so longer texts can be kept (not a whole list's).
+_ADDRESS_CACHE_SIZE = 512
+_CACHED_ADDRESS_CHARS = 1_000
 
 
 class _HeaderClasses(HeaderRegistry):
@@ -104,13 +107,12 @@ def _address_pairs(value: str | Iterable[str] | None) -> list[tuple[str, str]]:
     for item in _items(value):
         if not item.strip():
             continue
-        # Only the pairs of strings are kept, so longer texts than headers' can be; not a whole list's.
-        parse = _parsed_addresses if len(item) <= 1_000 else _parsed_addresses.__wrapped__
+        parse = _parsed_addresses if len(item) <= _CACHED_ADDRESS_CHARS else _parsed_addresses.__wrapped__
         pairs.extend(parse(item))
     return pairs
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=_ADDRESS_CACHE_SIZE)
 def _parsed_addresses(item: str) -> tuple[tuple[str, str], ...]:
     # Cached: a tenant sends from the same few addresses, and parsing one costs tens of µs.
     parsed = email.utils.getaddresses([item])
