@@ -8,6 +8,9 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from mailproxy.tenants import DEFAULT_CONNECTION_TTL
 
 MAX_MESSAGES_PER_REQUEST = 1000
 MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31: keeps numbers inside DynamoDB's range
@@ -210,6 +213,10 @@ class Cleanup(Strict):
     tenant_id: Text | None = Field(default=None, max_length=64)
 
 
+# genro-mail-proxy 0.6's AccountPayload fields for PEC (Italian certified mail) accounts and their IMAP inbox.
+PEC_FIELDS = ("is_pec_account", "imap_host", "imap_port", "imap_user", "imap_password", "imap_ssl", "imap_folder")
+
+
 class Account(Strict):
     """An SMTP account of a tenant (API.md "Account")."""
 
@@ -225,6 +232,35 @@ class Account(Strict):
     limit_per_day: int | None = Field(default=None, ge=-MAX_TIMESTAMP, le=MAX_TIMESTAMP)
     limit_behavior: Literal["defer", "reject"] = "defer"
     batch_size: int | None = Field(default=None, ge=1, le=10_000)
+    ttl: int = Field(
+        default=DEFAULT_CONNECTION_TTL,
+        ge=0,
+        le=MAX_TIMESTAMP,
+        description="Seconds a pooled SMTP connection of the account may live: an older one is closed with "
+        "QUIT and a new one opened (genro-mail-proxy's pool; default 300, null means the default); "
+        "0: a new connection for every message",
+    )
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _default_ttl(cls, value: Any) -> Any:
+        return DEFAULT_CONNECTION_TTL if value is None else value  # genro's AccountPayload allows null
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_pec(cls, data: Any) -> Any:
+        # genro-mail-proxy's PEC (certified mail) fields ask for receipts read over IMAP, which this service
+        # does not do: say so rather than "extra field". Left at null/false by a client, they ask for nothing.
+        if isinstance(data, dict):
+            asked = [name for name in PEC_FIELDS if data.get(name) not in (None, False)]
+            if asked:
+                raise PydanticCustomError(
+                    "pec_not_supported",
+                    "PEC accounts are not supported (fields {fields})",
+                    {"fields": ", ".join(asked)},
+                )
+            data = {k: v for k, v in data.items() if k not in PEC_FIELDS}
+        return data
 
 
 class TenantFields(Strict):

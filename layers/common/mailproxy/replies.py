@@ -118,6 +118,7 @@ class AccountView(BaseModel):
     limit_per_day: int | None
     limit_behavior: str
     batch_size: int | None
+    ttl: int = Field(description="Seconds a pooled SMTP connection may live (default 300)")
     has_password: bool
     created_at: int | None
     updated_at: int | None

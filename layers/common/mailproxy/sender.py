@@ -179,6 +179,7 @@ async def _send_group(
         use_tls=account.get("use_tls"),
         timeout=smtp_timeout,
         verify_tls=os.environ.get("GMP_SMTP_VERIFY_TLS", "true").lower() != "false",
+        ttl=tenants.connection_ttl(account),
     )
     unused = 0
     tenant_for_fetch: dict[str, Any] | None = None
