@@ -7,7 +7,7 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from mailproxy.tenants import DEFAULT_CONNECTION_TTL
@@ -145,7 +145,14 @@ class Message(Strict):
     id: MessageId  # it is also the X-Genro-Mail-ID header: one line
     tenant_id: Text | None = Field(default=None, max_length=64)
     account_id: Text = Field(min_length=1, max_length=64)
-    from_: Line = Field(alias="from", min_length=1, max_length=998)
+    from_: Line = Field(
+        validation_alias=AliasChoices("from", "from_addr"),
+        serialization_alias="from",
+        min_length=1,
+        max_length=998,
+        description="The sender; `from_addr` is accepted in its place (genro-mail-proxy's client sends it), "
+        "the stored payload keeps `from`",
+    )
     to: Addresses
     cc: Addresses | None = None
     bcc: Addresses | None = None
