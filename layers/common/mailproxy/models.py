@@ -131,11 +131,21 @@ class ClientAuth(Strict):
 class Attachment(Strict):
     """An attachment reference of a message."""
 
-    filename: Line = Field(min_length=1, max_length=255)
+    filename: Line = Field(
+        min_length=1,
+        max_length=255,
+        description="The name sent; a `{MD5:<hex>}` marker (genro-mail-proxy's cache key, never checked against "
+        "the content) is removed with the separator it leaves: `report_{MD5:ab12}.pdf` is sent as `report.pdf`",
+    )
     storage_path: Text = Field(min_length=1)
     mime_type: Line | None = Field(default=None, max_length=255)
     fetch_mode: Literal["base64", "http_url", "endpoint", "s3"] | None = None
-    content_md5: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")
+    content_md5: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{32}$",
+        description="MD5 of the content, checked once fetched: a mismatch fails the message permanently with "
+        "`Attachment fetch failed for <filename>: MD5 mismatch (expected <hex>, got <hex>)`",
+    )
     auth: ClientAuth | None = None
 
 
