@@ -227,3 +227,16 @@ def test_an_unknown_account_field_is_still_a_422_naming_it(api: TestClient, make
     reply = api.post("/account", json={"id": "smtp", "host": "h.test", "port": 25, "pool_size": 3}, headers=key)
     assert reply.status_code == 422
     assert reply.json()["detail"][0]["loc"] == ["body", "pool_size"]
+
+
+def test_a_refused_pec_accounts_imap_password_is_not_kept_in_the_command_log(
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory
+) -> None:
+    _, key = make_tenant("acme")
+    body = {"id": "pec", "host": "smtp.pec.test", "port": 465, "is_pec_account": True, "imap_password": "imap-s3cret"}
+    assert api.post("/account", json=body, headers=key).status_code == 422
+    log = api.get("/command-log", headers=admin)
+    assert log.status_code == 200
+    assert "imap-s3cret" not in log.text
+    [logged] = [c for c in log.json()["commands"] if c["endpoint"].endswith("/account")]
+    assert logged["payload"]["imap_password"] == "***" and logged["response_status"] == 422

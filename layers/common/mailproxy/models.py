@@ -235,7 +235,8 @@ PEC_FIELDS = ("is_pec_account", "imap_host", "imap_port", "imap_user", "imap_pas
 
 
 class Account(Strict):
-    """An SMTP account of a tenant (API.md "Account")."""
+    """An SMTP account of a tenant (API.md "Account"). genro-mail-proxy's PEC fields (`is_pec_account`, `imap_*`)
+    are refused with a 422 "PEC accounts are not supported" unless null or false."""
 
     id: Text = Field(min_length=1, max_length=64)
     tenant_id: Text | None = Field(default=None, max_length=64)
