@@ -29,7 +29,7 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_ATTACHMENT_PATH = "/mail-proxy/attachments"
 FETCH_MODES = ("base64", "http_url", "endpoint", "s3")
 
-# A marker with the separators around it: what is left of them is decided by `_without_marker`.
+# A marker with the separators around it: what is left of them is decided by `clean_filename`.
 _MD5_MARKER = re.compile(r"(?P<left>[-_. ]*)\{MD5:[0-9A-Za-z]*\}(?P<right>[-_ ]*)")
 
 
