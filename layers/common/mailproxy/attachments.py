@@ -10,20 +10,19 @@ import base64
 import binascii
 import hashlib
 import http.client
-import ipaddress
 import json
 import mimetypes
 import os
 import re
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from mailproxy import outbound_http
 from mailproxy.email_builder import Attachment
-from mailproxy.errors import AttachmentError
+from mailproxy.errors import AttachmentError, DestinationNotAllowed
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_ATTACHMENT_PATH = "/mail-proxy/attachments"
@@ -47,55 +46,10 @@ class AttachmentHttp(Protocol):
         ...
 
 
-class _NoInternalRedirect(urllib.request.HTTPRedirectHandler):
-    """Follows redirects only to hosts the guard allows (a redirect must not reach the runtime API)."""
-
-    def __init__(self, guard: bool) -> None:
-        super().__init__()
-        self._guard = guard
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: Any,
-        code: int,
-        msg: str,
-        headers: Any,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        if self._guard:
-            _refuse_internal_host(newurl)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _refuse_internal_host(url: str) -> None:
-    """Raise when the URL's host resolves to loopback, link-local or an unspecified address."""
-    host = urllib.parse.urlsplit(url).hostname
-    if not host:
-        raise _FetchFailed(f"no host in {url!r}")
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except OSError as exc:
-        raise _FetchFailed(f"cannot resolve {host}: {exc}") from exc
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if address.is_loopback or address.is_link_local or address.is_unspecified:
-            raise _FetchFailed(f"refusing internal address {address} of {host}")
-
-
 class UrllibHttp:
-    """AttachmentHttp over urllib in a worker thread.
-
-    In Lambda (`AWS_LAMBDA_RUNTIME_API` set) it refuses loopback and link-local targets: a tenant's
-    URL must not reach the runtime API, which would hand over other invocations' events.
+    """AttachmentHttp over urllib in a worker thread, every connection (redirects too) through the
+    outbound guard: a tenant's URL must not reach the runtime API, the metadata service or a private host.
     """
-
-    def __init__(self, *, block_internal: bool | None = None) -> None:
-        if block_internal is None:
-            block_internal = bool(os.environ.get("AWS_LAMBDA_RUNTIME_API"))
-        self.block_internal = block_internal
 
     async def request(
         self, method: str, url: str, *, headers: dict[str, str], body: bytes | None, timeout: float
@@ -104,8 +58,6 @@ class UrllibHttp:
         return await asyncio.to_thread(self._request, method, url, headers, body, timeout)
 
     def _request(self, method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float) -> bytes:
-        if self.block_internal:
-            _refuse_internal_host(url)
         request = urllib.request.Request(url, data=body, method=method)
         for name, value in headers.items():
             if name.lower() == "authorization":
@@ -113,7 +65,7 @@ class UrllibHttp:
                 request.add_unredirected_header(name, value)
             else:
                 request.add_header(name, value)
-        opener = urllib.request.build_opener(_NoInternalRedirect(self.block_internal))
+        opener = outbound_http.http_opener()
         try:
             with opener.open(request, timeout=timeout) as response:
                 status = int(response.status)
@@ -122,6 +74,8 @@ class UrllibHttp:
             raise _FetchFailed(f"HTTP {exc.code} {exc.reason}") from exc
         except urllib.error.URLError as exc:
             raise _FetchFailed(f"{exc.reason}") from exc
+        except DestinationNotAllowed as exc:
+            raise _FetchFailed(str(exc)) from exc
         except TimeoutError as exc:
             raise _FetchFailed(f"timed out after {timeout:g} s") from exc
         except (OSError, http.client.HTTPException) as exc:

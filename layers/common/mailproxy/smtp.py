@@ -14,8 +14,14 @@ from typing import Any
 
 import aiosmtplib
 
+from mailproxy import outbound
 from mailproxy.email_builder import OutgoingEmail
-from mailproxy.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from mailproxy.errors import (
+    DeliveryError,
+    DestinationNotAllowed,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+)
 
 IMPLICIT_TLS_PORT = 465
 # A liveness probe should fail fast: a dead pooled connection costs a reconnect, not a full timeout.
@@ -215,9 +221,17 @@ class SmtpPool:
         return True
 
     async def _open(self, account: AccountConfig) -> aiosmtplib.SMTP:
+        try:
+            # The guard resolves and checks the host once; aiosmtplib gets the socket, and the host name
+            # for SNI and certificate verification (implicit TLS and STARTTLS alike).
+            sock = await outbound.open_socket(account.host, account.port, account.timeout)
+        except DestinationNotAllowed as exc:
+            raise PermanentDeliveryError(str(exc)) from exc
+        except (OSError, TimeoutError) as exc:
+            raise TemporaryDeliveryError(f"cannot connect to {account.host}:{account.port}: {exc}") from exc
         smtp = aiosmtplib.SMTP(
             hostname=account.host,
-            port=account.port,
+            sock=sock,
             timeout=account.timeout,
             use_tls=account.implicit_tls,
             # STARTTLS is decided here, not by aiosmtplib's "if offered", so `use_tls: false` stays plain.
