@@ -133,9 +133,15 @@ class OutboundSettings(NamedTuple):
     resource names are not set (the attachment fetcher, the reporter's HTTP client, their tests)."""
 
     allowed_networks: tuple[Network, ...]  # GMP_ALLOWED_NETWORKS: internal networks the operator opened
+    max_attachment_bytes: int  # GMP_MAX_ATTACHMENT_BYTES: per fetched attachment
+    attachment_fetch_seconds: float  # GMP_ATTACHMENT_FETCH_SECONDS: a whole fetch, not one socket operation
 
 
 @functools.cache
 def get_outbound_settings() -> OutboundSettings:
     """The outbound settings of this process, read once; `cache_clear()` re-reads them."""
-    return OutboundSettings(allowed_networks=_networks("GMP_ALLOWED_NETWORKS"))
+    return OutboundSettings(
+        allowed_networks=_networks("GMP_ALLOWED_NETWORKS"),
+        max_attachment_bytes=_int("GMP_MAX_ATTACHMENT_BYTES", 25 * 1024 * 1024),
+        attachment_fetch_seconds=_float("GMP_ATTACHMENT_FETCH_SECONDS", 30.0),
+    )
