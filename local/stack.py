@@ -23,6 +23,8 @@ from local.template import Template
 logger = logging.getLogger(__name__)
 
 DEFAULT_HTTP_PORT = 8000
+# The SMTP sink and a developer's callback listen on loopback: the outbound guard lets them through here.
+LOCAL_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -103,6 +105,7 @@ class LocalStack:
         self.environment: dict[str, str] = {}
         self.api_token = ""
         self.api_token_generated = False
+        self.allowed_networks = ""
         self.scheduler_interval = 1.0
 
     # ------------------------------------------------------------------ what tests and the banner read
@@ -148,6 +151,7 @@ class LocalStack:
         patch = self.environment_patch
         # Local defaults go in before the template's settings so they win over its AWS values.
         patch.setdefault("LOG_FORMAT", "text")
+        self.allowed_networks = patch.setdefault("GMP_ALLOWED_NETWORKS", LOCAL_ALLOWED_NETWORKS)
         if self._scheduler_interval is not None:
             patch.set("GMP_SCHEDULER_INTERVAL", str(self._scheduler_interval))
         self.scheduler_interval = float(patch.setdefault("GMP_SCHEDULER_INTERVAL", "1"))
@@ -279,6 +283,7 @@ class LocalStack:
                 f"  API           {self.url}   (try: curl {self.url}/health)",
                 f"  Admin token   {token}   ({token_note}; header X-API-Token)",
                 f"  SMTP sink     {sink}",
+                f"  Outbound      SMTP, attachments and callbacks may reach {self.allowed_networks} (GMP_ALLOWED_NETWORKS)",
                 f"  AWS emulator  {emulator.endpoint_url}   ({kind})",
                 f"  Pollers       {pollers} (schedules every {self.scheduler_interval:g} s)",
                 *(

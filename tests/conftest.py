@@ -74,6 +74,22 @@ def _fast_aws_clients() -> Iterator[None]:
         yield
 
 
+# The loopback SMTP and HTTP servers of the tests are internal destinations the outbound guard refuses
+# unless an operator allows them, as `make run` does; a test of the guard itself sets its own list.
+TEST_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128"
+
+
+@pytest.fixture(autouse=True)
+def _loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test may reach loopback servers (GMP_ALLOWED_NETWORKS), as under `make run`."""
+    from mailproxy.settings import get_outbound_settings
+
+    monkeypatch.setenv("GMP_ALLOWED_NETWORKS", TEST_ALLOWED_NETWORKS)
+    get_outbound_settings.cache_clear()
+    yield
+    get_outbound_settings.cache_clear()
+
+
 @functools.cache
 def _template() -> Template:
     return Template.load()
@@ -88,6 +104,7 @@ def _clear_caches() -> None:
 
     mailproxy.aws.reset_clients()
     mailproxy.settings.get_settings.cache_clear()
+    mailproxy.settings.get_outbound_settings.cache_clear()
     mailproxy.auth.admin_token.cache_clear()
     mailproxy.crypto.decrypt_secret.cache_clear()
     mailproxy.ratelimit.forget_cache()

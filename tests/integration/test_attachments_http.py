@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from mailproxy import aws
-from mailproxy.attachments import UrllibHttp, fetch_attachments
+from mailproxy.attachments import fetch_attachments
 from mailproxy.email_builder import Attachment
 from mailproxy.errors import AttachmentError
 
@@ -179,22 +179,6 @@ def test_redirect_is_followed_without_the_credentials(file_server: FileServer) -
         ("/moved", "Bearer file-token"),
         ("/files/report.pdf", None),
     ]
-
-
-def test_in_lambda_loopback_urls_are_refused(file_server: FileServer) -> None:
-    spec = {"filename": "report.pdf", "storage_path": f"{file_server.base_url}/files/report.pdf"}
-
-    with pytest.raises(AttachmentError, match=r"refusing internal address 127\.0\.0\.1"):
-        fetch([spec], http=UrllibHttp(block_internal=True))
-
-    assert file_server.requests == []
-
-
-def test_lambda_is_detected_from_its_runtime_api_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
-    assert UrllibHttp().block_internal is True
-    monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API")
-    assert UrllibHttp().block_internal is False
 
 
 @pytest.fixture

@@ -251,7 +251,7 @@ def _authenticator() -> Any:
 
 def test_wrong_password_fails_the_message_permanently(aws_env: AwsEnv, api: TestClient, admin: dict[str, str]) -> None:
     with smtp_server(auth_required=True, authenticator=_authenticator()) as server:
-        delivery = make_delivery(aws_env, api, admin, server.port, user=SMTP_USER, password="wrong")
+        delivery = make_delivery(aws_env, api, admin, server.port, use_tls=False, user=SMTP_USER, password="wrong")
         delivery.submit(message("m-1"))
         delivery.pump()
         assert server.handler.received == []

@@ -261,7 +261,8 @@ def test_login_with_the_right_password_delivers() -> None:
         async def scenario() -> None:
             pool = SmtpPool()
             try:
-                await pool.send(account(server.port, user=SMTP_USER, password=SMTP_PASSWORD), outgoing())
+                config = account(server.port, use_tls=False, user=SMTP_USER, password=SMTP_PASSWORD)
+                await pool.send(config, outgoing())
             finally:
                 await pool.close_all()
 
@@ -276,7 +277,7 @@ def test_wrong_password_is_permanent() -> None:
     with smtp_server(authenticator=authenticator, auth_required=True) as server:
 
         async def scenario() -> None:
-            await SmtpPool().send(account(server.port, user=SMTP_USER, password="wrong"), outgoing())
+            await SmtpPool().send(account(server.port, use_tls=False, user=SMTP_USER, password="wrong"), outgoing())
 
         with pytest.raises(PermanentDeliveryError) as caught:
             asyncio.run(scenario())
@@ -363,23 +364,65 @@ def test_use_tls_true_fails_permanently_when_starttls_is_not_offered(server: Run
     assert server.handler.received == []
 
 
-@pytest.mark.parametrize("use_tls", [None, False])
-def test_plain_accounts_do_not_upgrade_even_when_starttls_is_offered(
-    use_tls: bool | None, cert: SelfSignedCert
-) -> None:
+def test_use_tls_false_stays_plain_even_when_starttls_is_offered(cert: SelfSignedCert) -> None:
     with smtp_server(tls_context=cert.server_context()) as server:
-
-        async def scenario() -> None:
-            pool = SmtpPool()
-            try:
-                await pool.send(account(server.port, use_tls=use_tls), outgoing())
-            finally:
-                await pool.close_all()
-
-        asyncio.run(scenario())
+        send_one(account(server.port, use_tls=False))
 
     [got] = server.handler.received
     assert got.tls is False
+
+
+def send_one(config: AccountConfig) -> None:
+    async def scenario() -> None:
+        pool = SmtpPool()
+        try:
+            await pool.send(config, outgoing())
+        finally:
+            await pool.close_all()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("credentials", [False, True])
+def test_default_use_tls_upgrades_with_starttls_when_offered(
+    credentials: bool, cert: SelfSignedCert, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    login = {"user": SMTP_USER, "password": SMTP_PASSWORD} if credentials else {}
+    with smtp_server(tls_context=cert.server_context(), authenticator=authenticator) as server:
+        send_one(account(server.port, use_tls=None, verify_tls=False, **login))
+
+    [got] = server.handler.received
+    assert got.tls is True
+    assert got.authenticated is credentials
+
+
+def test_default_use_tls_without_starttls_sends_plain_when_there_is_no_password(server: RunningServer) -> None:
+    send_one(account(server.port, use_tls=None))
+
+    [got] = server.handler.received
+    assert got.tls is False
+
+
+def test_default_use_tls_never_sends_a_password_over_a_plain_session() -> None:
+    with smtp_server(authenticator=authenticator) as server, pytest.raises(PermanentDeliveryError) as caught:
+        send_one(account(server.port, use_tls=None, user=SMTP_USER, password=SMTP_PASSWORD))
+
+    assert caught.value.reason == (
+        f"refusing to send credentials over an unencrypted connection: {HOST} offers no STARTTLS"
+        " (set use_tls: false to allow plain SMTP)"
+    )
+    assert server.handler.received == []
+
+
+def test_use_tls_false_logs_in_over_plain_smtp_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    warnings: list[str] = []
+    monkeypatch.setattr(smtp.logger, "warning", lambda message, *args, **kwargs: warnings.append(message))
+    with smtp_server(authenticator=authenticator) as server:
+        send_one(account(server.port, use_tls=False, user=SMTP_USER, password=SMTP_PASSWORD))
+
+    [got] = server.handler.received
+    assert (got.tls, got.authenticated) == (False, True)
+    assert warnings == ["Account t1/smtp: credentials sent over plain SMTP (use_tls: false)"]
 
 
 def implicit_tls_server(cert: SelfSignedCert, monkeypatch: pytest.MonkeyPatch) -> RunningServer:

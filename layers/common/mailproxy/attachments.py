@@ -10,22 +10,23 @@ import base64
 import binascii
 import hashlib
 import http.client
-import ipaddress
 import json
 import mimetypes
 import os
 import re
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from mailproxy import outbound_http
 from mailproxy.email_builder import Attachment
-from mailproxy.errors import AttachmentError
+from mailproxy.errors import AttachmentError, DestinationNotAllowed
+from mailproxy.settings import get_outbound_settings
 
-DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_TIMEOUT_SECONDS = 10.0  # per socket operation; GMP_ATTACHMENT_FETCH_SECONDS bounds a whole fetch
+READ_CHUNK_BYTES = 64 * 1024
 DEFAULT_ATTACHMENT_PATH = "/mail-proxy/attachments"
 FETCH_MODES = ("base64", "http_url", "endpoint", "s3")
 
@@ -47,55 +48,16 @@ class AttachmentHttp(Protocol):
         ...
 
 
-class _NoInternalRedirect(urllib.request.HTTPRedirectHandler):
-    """Follows redirects only to hosts the guard allows (a redirect must not reach the runtime API)."""
-
-    def __init__(self, guard: bool) -> None:
-        super().__init__()
-        self._guard = guard
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: Any,
-        code: int,
-        msg: str,
-        headers: Any,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        if self._guard:
-            _refuse_internal_host(newurl)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _refuse_internal_host(url: str) -> None:
-    """Raise when the URL's host resolves to loopback, link-local or an unspecified address."""
-    host = urllib.parse.urlsplit(url).hostname
-    if not host:
-        raise _FetchFailed(f"no host in {url!r}")
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except OSError as exc:
-        raise _FetchFailed(f"cannot resolve {host}: {exc}") from exc
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if address.is_loopback or address.is_link_local or address.is_unspecified:
-            raise _FetchFailed(f"refusing internal address {address} of {host}")
-
-
 class UrllibHttp:
-    """AttachmentHttp over urllib in a worker thread.
-
-    In Lambda (`AWS_LAMBDA_RUNTIME_API` set) it refuses loopback and link-local targets: a tenant's
-    URL must not reach the runtime API, which would hand over other invocations' events.
+    """AttachmentHttp over urllib in a worker thread, every connection (redirects too) through the
+    outbound guard: a tenant's URL must not reach the runtime API, the metadata service or a private host.
+    The body is read in chunks and dropped past `max_bytes`; the whole exchange ends at `deadline` seconds.
     """
 
-    def __init__(self, *, block_internal: bool | None = None) -> None:
-        if block_internal is None:
-            block_internal = bool(os.environ.get("AWS_LAMBDA_RUNTIME_API"))
-        self.block_internal = block_internal
+    def __init__(self, *, max_bytes: int | None = None, deadline: float | None = None) -> None:
+        limits = get_outbound_settings()
+        self.max_bytes = limits.max_attachment_bytes if max_bytes is None else max_bytes
+        self.deadline = limits.attachment_fetch_seconds if deadline is None else deadline
 
     async def request(
         self, method: str, url: str, *, headers: dict[str, str], body: bytes | None, timeout: float
@@ -104,8 +66,6 @@ class UrllibHttp:
         return await asyncio.to_thread(self._request, method, url, headers, body, timeout)
 
     def _request(self, method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float) -> bytes:
-        if self.block_internal:
-            _refuse_internal_host(url)
         request = urllib.request.Request(url, data=body, method=method)
         for name, value in headers.items():
             if name.lower() == "authorization":
@@ -113,22 +73,51 @@ class UrllibHttp:
                 request.add_unredirected_header(name, value)
             else:
                 request.add_header(name, value)
-        opener = urllib.request.build_opener(_NoInternalRedirect(self.block_internal))
-        try:
-            with opener.open(request, timeout=timeout) as response:
-                status = int(response.status)
-                data = response.read()
-        except urllib.error.HTTPError as exc:
-            raise _FetchFailed(f"HTTP {exc.code} {exc.reason}") from exc
-        except urllib.error.URLError as exc:
-            raise _FetchFailed(f"{exc.reason}") from exc
-        except TimeoutError as exc:
-            raise _FetchFailed(f"timed out after {timeout:g} s") from exc
-        except (OSError, http.client.HTTPException) as exc:
-            raise _FetchFailed(str(exc) or type(exc).__name__) from exc
+        with outbound_http.Deadline(self.deadline) as deadline:
+            opener = outbound_http.http_opener(deadline=deadline)
+            try:
+                with opener.open(request, timeout=min(timeout, self.deadline)) as response:
+                    status = int(response.status)
+                    data = self._read(response)
+            except _FetchFailed:
+                raise
+            except urllib.error.HTTPError as exc:
+                raise _FetchFailed(f"HTTP {exc.code} {exc.reason}") from exc
+            except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as exc:
+                if deadline.expired:
+                    raise _FetchFailed(f"timed out after {self.deadline:g} s") from exc
+                if isinstance(exc, urllib.error.URLError):
+                    raise _FetchFailed(f"{exc.reason}") from exc
+                if isinstance(exc, TimeoutError):
+                    raise _FetchFailed(f"timed out after {timeout:g} s") from exc
+                raise _FetchFailed(str(exc) or type(exc).__name__) from exc
+            except DestinationNotAllowed as exc:
+                raise _FetchFailed(str(exc)) from exc
+            if deadline.expired:  # the shutdown may read as a clean end of the body
+                raise _FetchFailed(f"timed out after {self.deadline:g} s")
         if not 200 <= status < 300:
             raise _FetchFailed(f"HTTP {status}")
-        return bytes(data)
+        return data
+
+    def _read(self, response: Any) -> bytes:
+        declared = response.headers.get("Content-Length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
+            raise _FetchFailed(f"larger than {self.max_bytes} bytes")  # refused before reading a byte of it
+        return _read_capped(response.read, self.max_bytes)
+
+
+def _read_capped(read: Any, max_bytes: int) -> bytes:
+    """Read with `read(n)` until the end, failing as soon as more than `max_bytes` arrived."""
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        chunk = read(min(READ_CHUNK_BYTES, max_bytes + 1 - total))
+        if not chunk:
+            return b"".join(parts)
+        total += len(chunk)
+        if total > max_bytes:
+            raise _FetchFailed(f"larger than {max_bytes} bytes")
+        parts.append(chunk)
 
 
 def _auth_headers(auth: dict[str, Any] | None) -> dict[str, str]:
@@ -185,6 +174,9 @@ def _decode_base64(storage_path: str) -> bytes:
     data = storage_path[len("base64:") :] if storage_path.lower().startswith("base64:") else storage_path
     # Clients wrap base64 in lines; whitespace is not content, anything else outside the alphabet is.
     compact = "".join(data.split())
+    max_bytes = get_outbound_settings().max_attachment_bytes
+    if len(compact) // 4 * 3 - compact[-2:].count("=") > max_bytes:  # the decoded size, before decoding
+        raise _FetchFailed(f"larger than {max_bytes} bytes")
     try:
         return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -202,8 +194,15 @@ def _s3_location(storage_path: str) -> tuple[str, str]:
 def _read_s3_object(bucket: str, key: str) -> bytes:
     from mailproxy.aws import client
 
+    max_bytes = get_outbound_settings().max_attachment_bytes
     response = client("s3").get_object(Bucket=bucket, Key=key)
-    return bytes(response["Body"].read())
+    body = response["Body"]
+    try:
+        if int(response.get("ContentLength") or 0) > max_bytes:
+            raise _FetchFailed(f"larger than {max_bytes} bytes")
+        return _read_capped(body.read, max_bytes)
+    finally:
+        body.close()
 
 
 async def _fetch_s3(storage_path: str, blocked_buckets: frozenset[str]) -> bytes:
@@ -213,6 +212,8 @@ async def _fetch_s3(storage_path: str, blocked_buckets: frozenset[str]) -> bytes
         raise _FetchFailed(f"bucket {bucket} is not readable for attachments")
     try:
         return await asyncio.to_thread(_read_s3_object, bucket, key)
+    except _FetchFailed:
+        raise
     except Exception as exc:  # botocore's errors are not imported here: keep the layer light
         raise _FetchFailed(f"S3 error: {exc}") from exc
 

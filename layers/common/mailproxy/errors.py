@@ -76,3 +76,7 @@ class PermanentDeliveryError(DeliveryError):
 
 class AttachmentError(PermanentDeliveryError):
     """An attachment could not be fetched: a permanent error of that message."""
+
+
+class DestinationNotAllowed(MailProxyError):
+    """An outbound connection (SMTP, attachment, callback) to an address the guard refuses."""

@@ -17,7 +17,6 @@ import base64
 import functools
 import http.client
 import json
-import os
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +27,7 @@ from typing import Any, NamedTuple, Protocol
 
 from aws_lambda_powertools import Logger
 
-from mailproxy import ledger, messages, payloads, state, tenants
+from mailproxy import ledger, messages, outbound_http, payloads, state, tenants
 from mailproxy.dynamo import (
     Item,
     batch_write,
@@ -43,6 +42,7 @@ from mailproxy.dynamo import (
     to_attr,
     to_item,
 )
+from mailproxy.errors import DestinationNotAllowed
 from mailproxy.ledger import EventKey, event_key
 from mailproxy.settings import get_settings
 
@@ -204,27 +204,15 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 class UrllibReportHttp:
-    """ReportHttp over urllib. In Lambda (`AWS_LAMBDA_RUNTIME_API` set) it refuses loopback and
-    link-local targets with the attachments' guard: a callback must not reach the runtime API."""
-
-    def __init__(self, *, block_internal: bool | None = None) -> None:
-        if block_internal is None:
-            block_internal = bool(os.environ.get("AWS_LAMBDA_RUNTIME_API"))
-        self.block_internal = block_internal
+    """ReportHttp over urllib through the outbound guard: a callback must not reach the runtime API,
+    the metadata service or a private host; a refused one is retried as an unreachable one."""
 
     def post(self, url: str, *, headers: dict[str, str], body: bytes, timeout: float) -> bytes:
         """POST `body`; the response body of a 2xx answer, ReportFailed otherwise."""
         if not url.lower().startswith(("http://", "https://")):
             raise ReportFailed(f"not an http(s) URL: {url!r}")
-        if self.block_internal:
-            from mailproxy.attachments import _refuse_internal_host
-
-            try:
-                _refuse_internal_host(url)
-            except Exception as exc:
-                raise ReportFailed(str(exc)) from exc
         request = urllib.request.Request(url, data=body, method="POST", headers=headers)
-        opener = urllib.request.build_opener(_NoRedirect())
+        opener = outbound_http.http_opener(_NoRedirect())
         try:
             with opener.open(request, timeout=timeout) as response:
                 status = int(response.status)
@@ -233,6 +221,8 @@ class UrllibReportHttp:
             raise ReportFailed(f"HTTP {exc.code}") from exc
         except urllib.error.URLError as exc:
             raise ReportFailed(str(exc.reason)) from exc
+        except DestinationNotAllowed as exc:
+            raise ReportFailed(str(exc)) from exc
         except TimeoutError as exc:
             raise ReportFailed(f"timed out after {timeout:g} s") from exc
         except (OSError, http.client.HTTPException, ValueError) as exc:

@@ -3,6 +3,7 @@
 # No `from __future__ import annotations` here: typing.NamedTuple compiles every string annotation into a
 # ForwardRef, which doubles the cost of making the NamedTuples below at each cold start.
 import functools
+import ipaddress
 import os
 from typing import NamedTuple
 
@@ -114,3 +115,33 @@ def _load() -> Settings:
 def get_settings() -> Settings:
     """The settings of this process, read once; `get_settings.cache_clear()` re-reads them."""
     return _load()
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(name: str) -> tuple[Network, ...]:
+    raw = os.environ.get(name, "")
+    try:
+        return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigurationError(f"environment variable {name} must be comma-separated CIDRs: {exc}") from exc
+
+
+class OutboundSettings(NamedTuple):
+    """What outbound connections may reach. Apart from `Settings`: the guard also runs where the
+    resource names are not set (the attachment fetcher, the reporter's HTTP client, their tests)."""
+
+    allowed_networks: tuple[Network, ...]  # GMP_ALLOWED_NETWORKS: internal networks the operator opened
+    max_attachment_bytes: int  # GMP_MAX_ATTACHMENT_BYTES: per fetched attachment
+    attachment_fetch_seconds: float  # GMP_ATTACHMENT_FETCH_SECONDS: a whole fetch, not one socket operation
+
+
+@functools.cache
+def get_outbound_settings() -> OutboundSettings:
+    """The outbound settings of this process, read once; `cache_clear()` re-reads them."""
+    return OutboundSettings(
+        allowed_networks=_networks("GMP_ALLOWED_NETWORKS"),
+        max_attachment_bytes=_int("GMP_MAX_ATTACHMENT_BYTES", 25 * 1024 * 1024),
+        attachment_fetch_seconds=_float("GMP_ATTACHMENT_FETCH_SECONDS", 30.0),
+    )

@@ -13,9 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiosmtplib
+from aws_lambda_powertools import Logger
 
+from mailproxy import outbound
 from mailproxy.email_builder import OutgoingEmail
-from mailproxy.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from mailproxy.errors import (
+    DeliveryError,
+    DestinationNotAllowed,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+)
+
+logger = Logger(service="mail-proxy")
 
 IMPLICIT_TLS_PORT = 465
 # A liveness probe should fail fast: a dead pooled connection costs a reconnect, not a full timeout.
@@ -226,22 +235,42 @@ class SmtpPool:
         return True
 
     async def _open(self, account: AccountConfig) -> aiosmtplib.SMTP:
+        try:
+            # The guard resolves and checks the host once; aiosmtplib gets the socket, and the host name
+            # for SNI and certificate verification (implicit TLS and STARTTLS alike).
+            sock = await outbound.open_socket(account.host, account.port, account.timeout)
+        except DestinationNotAllowed as exc:
+            raise PermanentDeliveryError(str(exc)) from exc
+        except (OSError, TimeoutError) as exc:
+            raise TemporaryDeliveryError(f"cannot connect to {account.host}:{account.port}: {exc}") from exc
         smtp = aiosmtplib.SMTP(
             hostname=account.host,
-            port=account.port,
+            sock=sock,
             timeout=account.timeout,
             use_tls=account.implicit_tls,
-            # STARTTLS is decided here, not by aiosmtplib's "if offered", so `use_tls: false` stays plain.
+            # STARTTLS is decided in _open, not by aiosmtplib's "if offered": `use_tls: false` stays plain.
             start_tls=False,
             validate_certs=account.verify_tls,
         )
         try:
             await smtp.connect()
-            if account.starttls_required:
+            credentials = bool(account.user and account.password)
+            if account.use_tls is False:
+                if credentials:
+                    # The account's explicit choice (a relay on a private network), as genro's clients expect.
+                    logger.warning(f"Account {account.key}: credentials sent over plain SMTP (use_tls: false)")
+            elif not account.implicit_tls:
                 await smtp.ehlo()
-                if not smtp.supports_extension("starttls"):
+                if smtp.supports_extension("starttls"):
+                    # use_tls null: STARTTLS whenever offered (Postfix's "may"); true: required.
+                    await smtp.starttls()
+                elif account.starttls_required:
                     raise PermanentDeliveryError(f"STARTTLS required but not offered by {account.host}:{account.port}")
-                await smtp.starttls()
+                elif credentials:
+                    raise PermanentDeliveryError(
+                        f"refusing to send credentials over an unencrypted connection: {account.host} offers no"
+                        " STARTTLS (set use_tls: false to allow plain SMTP)"
+                    )
             if account.user and account.password:
                 try:
                     await smtp.login(account.user, account.password)
