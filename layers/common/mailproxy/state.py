@@ -235,6 +235,32 @@ def counter_rows() -> list[dict[str, Any]]:
 
 
 COUNTER_FIELDS = ("sent", "errors", "deferred", "rate_limited")
+TENANT_COUNTER_FIELDS = ("quota_rejected",)
+
+
+def add_tenant_counters(tenant_id: str, deltas: dict[str, int]) -> None:
+    """Add to a tenant's own /metrics counters (those of no single account: quota rejections)."""
+    used = {name: value for name, value in deltas.items() if value}
+    if not used:
+        return
+    ddb().update_item(
+        TableName=_table(),
+        Key={"pk": {"S": "TENANT_COUNTERS"}, "sk": {"S": tenant_id}},
+        UpdateExpression="ADD " + ", ".join(f"#{name} :{name}" for name in used),
+        ExpressionAttributeNames={f"#{name}": name for name in used},
+        ExpressionAttributeValues={f":{name}": {"N": str(value)} for name, value in used.items()},
+    )
+
+
+def tenant_counter_rows() -> dict[str, Item]:
+    """The persisted per-tenant /metrics counters, by tenant id."""
+    items = query_all(
+        TableName=_table(),
+        KeyConditionExpression="pk = :p",
+        ExpressionAttributeValues={":p": {"S": "TENANT_COUNTERS"}},
+        ConsistentRead=True,
+    )
+    return {str(i["sk"]): i for i in items}
 
 
 def counter_update(tenant_id: str, account_id: str, deltas: dict[str, int]) -> dict[str, Any]:
