@@ -52,7 +52,15 @@ def test_every_mutating_call_is_logged_with_its_status_and_reads_are_not(
     expected += [(f"{m} {p}", s, "acme") for (m, p, _, _), s in zip(calls, statuses, strict=True)]
     assert logged == expected
     for command in log["commands"]:
-        assert set(command) == {"command_ts", "endpoint", "tenant_id", "payload", "response_status", "source_ip"}
+        assert set(command) == {
+            "command_ts",
+            "endpoint",
+            "tenant_id",
+            "payload",
+            "response_status",
+            "source_ip",
+            "request_id",
+        }
         assert command["source_ip"] == "testclient"  # Starlette's TestClient's peer address
         assert abs(command["command_ts"] - time.time()) < 120
 

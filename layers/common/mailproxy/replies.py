@@ -197,6 +197,7 @@ class Command(BaseModel):
     source_ip: str | None = Field(
         description="The caller's address as API Gateway saw it (requestContext.identity.sourceIp); locally the peer"
     )
+    request_id: str | None = Field(description="API Gateway's request id: the requestId of its access-log line")
 
 
 class CommandLogReply(Ok):

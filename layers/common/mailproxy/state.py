@@ -229,7 +229,10 @@ def list_commands(
     next_cursor = _encode_cursor(str(page[-1]["sk"])) if len(found) > len(page) else None
     commands = [
         {
-            **{k: item.get(k) for k in ("command_ts", "endpoint", "tenant_id", "response_status", "source_ip")},
+            **{
+                k: item.get(k)
+                for k in ("command_ts", "endpoint", "tenant_id", "response_status", "source_ip", "request_id")
+            },
             "payload": json.loads(item["payload"]) if isinstance(item.get("payload"), str) else item.get("payload"),
         }
         for item in page
