@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -173,7 +174,14 @@ def test_the_callers_source_ip_from_api_gateway_is_recorded(
 ) -> None:
     from functions.intake.app import handler
 
-    response = handler(rest_event("POST", "/tenant", {"id": "acme"}, "203.0.113.9"), None)
+    # Mangum runs on the thread's event loop, as in a Lambda container; an earlier asyncio.run may have unset it.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        response = handler(rest_event("POST", "/tenant", {"id": "acme"}, "203.0.113.9"), None)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
     assert response["statusCode"] == 200, response
     [command] = page(api, admin)["commands"]
     assert command["source_ip"] == "203.0.113.9"
