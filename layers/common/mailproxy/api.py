@@ -405,11 +405,16 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         tenant_id: TenantQuery = None,
         since_ts: Annotated[int | None, Query(ge=0, le=10**11)] = None,
         until_ts: Annotated[int | None, Query(ge=0, le=10**11)] = None,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+        limit: Annotated[int, Query(ge=1, le=10_000, description="Entries per page at most (newest first)")] = 100,
+        cursor: Annotated[
+            str | None, Query(max_length=200, description="`next_cursor` of the previous page, to continue it")
+        ] = None,
     ) -> dict[str, Any]:
-        """Every mutating call, newest first, secrets removed."""
-        commands, total = state.list_commands(tenant_id=tenant_id, since_ts=since_ts, until_ts=until_ts, limit=limit)
-        return {"ok": True, "commands": commands, "total": total}
+        """Every mutating call, newest first, secrets removed, one page at a time (`total`: entries in this page)."""
+        commands, next_cursor = state.list_commands(
+            tenant_id=tenant_id, since_ts=since_ts, until_ts=until_ts, limit=limit, cursor=cursor, now=intake.now_ts()
+        )
+        return {"ok": True, "commands": commands, "total": len(commands), "next_cursor": next_cursor}
 
 
 def _release_if_active(tenant_id: str) -> None:
@@ -495,14 +500,33 @@ class CommandLog:
         who = request_state.get("principal")
         if who is None:
             return  # unauthenticated calls are refused and not logged
+        client = scope_.get("client")
+        event = scope_.get("aws.event") or {}
+        entry: dict[str, Any] = {
+            "ts": intake.now_ts(),
+            "endpoint": f"{scope_['method']} {scope_['path']}",
+            "tenant_id": request_state.get("tenant_id") or who.tenant_id,
+            "response_status": status["code"],
+            # API Gateway's requestContext.identity.sourceIp (Mangum's scope client), locally the peer address.
+            "source_ip": str(client[0]) if client and client[0] else None,
+            "request_id": (event.get("requestContext") or {}).get("requestId"),
+        }
+        body = b"".join(chunks)
         try:
             query = scope_.get("query_string", b"").decode("latin-1")
-            state.log_command(
-                ts=intake.now_ts(),
-                endpoint=f"{scope_['method']} {scope_['path']}",
-                tenant_id=request_state.get("tenant_id") or who.tenant_id,
-                payload=_logged_payload(b"".join(chunks), query),
-                response_status=status["code"],
-            )
-        except Exception:
-            logger.exception("could not write the command log")
+            state.log_command(**entry, payload=_logged_payload(body, query))
+        except Exception as exc:  # the reply is already out: whatever broke the write, it is counted, not raised
+            _command_log_write_failed(entry, len(body), exc)
+
+
+def _command_log_write_failed(entry: dict[str, Any], body_bytes: int, exc: Exception) -> None:
+    """Keep the trail of a call whose log entry could not be stored: the entry (not its body) in the
+    function's log, and +1 on `gmp_command_log_write_failures_total`."""
+    logger.error(
+        "command log entry not stored",
+        extra={"command": {**entry, "body_bytes": body_bytes}, "error": f"{type(exc).__name__}: {exc}"},
+    )
+    try:
+        state.count_command_log_failure()
+    except Exception:  # the table that refused the entry may refuse the count too; the log line above stays
+        logger.exception("command log failure not counted")

@@ -11,7 +11,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from mailproxy import ledger, messages, payloads, state, tenants
+from mailproxy import ledger, messages, payloads, ratelimit, state, tenants
 from mailproxy.addresses import is_valid_address, split_addresses
 from mailproxy.auth import Principal, scope
 from mailproxy.errors import BadRequest, NotFound
@@ -105,6 +105,8 @@ def _submit_tenant_batch(
             refused.append((message, reason))
         else:
             plans.append(_plan(tenant, message, default_priority, now))
+    plans, over_quota, quota = _within_quota(tenant, plans, now)
+    refused += [(batch[p["id"]], reason) for p, reason in over_quota]
     # No read of every id first: the conditional writes refuse what was already sent. Only the refused
     # ones are read, because "already sent" is the answer for them too when it holds.
     existing = messages.get_states(tenant_id, [m.id for m, _ in refused]) if refused else {}
@@ -127,6 +129,9 @@ def _submit_tenant_batch(
                 for m in recorded
             ]
         )
+    quota_rejected = sum(1 for r in rejected if r["reason"].startswith(QUOTA_REASON))
+    if quota_rejected:
+        state.add_tenant_counters(tenant_id, {"quota_rejected": quota_rejected})
     if not plans:
         return 0, rejected
 
@@ -164,6 +169,9 @@ def _submit_tenant_batch(
 
     outcomes = list(_pool().map(submit, plans))
     new = sum(1 for o in outcomes if o is True)
+    if quota is not None:
+        # Only new messages count: an overwrite of an unsent id, or an id already sent, gives its slot back.
+        ratelimit.release_quota(tenant_id, quota, len(outcomes) - new)
     entries: list[QueueEntry] = []
     for plan, outcome in zip(plans, outcomes, strict=True):
         if outcome is None:  # a sender finished it between our read and our write
@@ -191,6 +199,25 @@ def _submit_tenant_batch(
     accepted = sum(1 for o in outcomes if o is not None)
     order = {message_id: n for n, message_id in enumerate(batch)}
     return accepted, sorted(rejected, key=lambda r: order[r["id"]])
+
+
+QUOTA_REASON = "tenant quota exceeded"
+
+
+def _within_quota(
+    tenant: dict[str, Any], plans: list[dict[str, Any]], now: int
+) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]], ratelimit.Reservation | None]:
+    """The plans the tenant's quota (`rate_limits`) lets through, in order; the rest with their reason."""
+    limits = ratelimit.Limits.of_quota(tenant.get("rate_limits"))
+    if not plans or not limits.by_window():
+        return plans, [], None
+    quota = ratelimit.reserve_quota(str(tenant["id"]), limits, len(plans), now)
+    if quota.granted == len(plans):
+        return plans, [], quota
+    # The longest full window names the limit: it is the one that decides when sending may resume.
+    kind = next((k for k in ("d", "h", "m") if k in quota.full), next(iter(limits.by_window())))
+    reason = f"{QUOTA_REASON}: {limits.describe(kind)}"
+    return plans[: quota.granted], [(p, reason) for p in plans[quota.granted :]], quota
 
 
 def _plan(tenant: dict[str, Any], message: Message, default_priority: int, now: int) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Prometheus exposition of the persisted counters (`/metrics`), on a registry of its own.
 
 Every value comes from what the other functions persisted (StateTable, the dead-letter queue): a
-Lambda container's memory holds nothing worth exposing. One scrape costs three DynamoDB queries, one
-GetItem and one SQS GetQueueAttributes, whatever the traffic; nothing scans a table.
+Lambda container's memory holds nothing worth exposing. One scrape costs four DynamoDB queries, two
+GetItems and one SQS GetQueueAttributes, whatever the traffic; nothing scans a table.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ PENDING = "gmp_pending_messages"
 TENANT_PENDING = "gmp_tenant_pending_messages"
 DEAD_LETTER = "gmp_dead_letter_messages"
 SCHEDULER_LAST_RUN = "gmp_scheduler_last_run_timestamp_seconds"
+QUOTA_REJECTED = "gmp_quota_rejected"
+COMMAND_LOG_WRITE_FAILURES = "gmp_command_log_write_failures"
 REPORT_FAILURES = "gmp_report_failures"
 REPORT_LAST_SUCCESS = "gmp_report_last_success_timestamp_seconds"
 DLQ_ATTRIBUTES = (
@@ -97,6 +99,21 @@ class PersistedCollector(Collector):
                 "Unix time the scheduler last completed a round (deferred and parked messages wait on it).",
                 value=float(last_run),
             )
+
+        quota_rejected = CounterMetricFamily(
+            QUOTA_REJECTED,
+            "Messages rejected at intake because the tenant's quota (rate_limits) was used up, per tenant.",
+            labels=["tenant_id"],
+        )
+        for tenant_id, row in sorted(state.tenant_counter_rows().items()):
+            quota_rejected.add_metric([tenant_id], float(row.get("quota_rejected", 0)))
+        yield quota_rejected
+
+        yield CounterMetricFamily(
+            COMMAND_LOG_WRITE_FAILURES,
+            "Mutating API calls whose command-log entry could not be stored (each is in IntakeFunction's log).",
+            value=float(state.service_counters().get("command_log_write_failures", 0)),
+        )
 
         yield from report_families()
 

@@ -281,6 +281,30 @@ class Account(Strict):
         return data
 
 
+MAX_QUOTA = 10**12  # far above any real quota, well inside DynamoDB's numbers
+
+
+class TenantRateLimits(Strict):
+    """A tenant's quota across all its accounts (`rate_limits`): messages accepted per UTC minute, hour, day.
+
+    genro-mail-proxy's keys `hourly` and `daily` are accepted as `per_hour` and `per_day`; 0 or absent
+    means unlimited, as there.
+    """
+
+    per_minute: int | None = Field(default=None, ge=0, le=MAX_QUOTA)
+    per_hour: int | None = Field(default=None, ge=0, le=MAX_QUOTA)
+    per_day: int | None = Field(default=None, ge=0, le=MAX_QUOTA)
+    hourly: int | None = Field(default=None, ge=0, le=MAX_QUOTA)
+    daily: int | None = Field(default=None, ge=0, le=MAX_QUOTA)
+
+    @model_validator(mode="after")
+    def _one_name_per_window(self) -> TenantRateLimits:
+        for genro, ours in (("hourly", "per_hour"), ("daily", "per_day")):
+            if getattr(self, genro) is not None and getattr(self, ours) is not None:
+                raise ValueError(f"give {genro} or {ours}, not both")
+        return self
+
+
 class TenantFields(Strict):
     """The configurable fields of a tenant, every one optional (the body of `PUT /tenant/{id}`)."""
 
@@ -290,7 +314,7 @@ class TenantFields(Strict):
     client_attachment_path: Line | None = Field(default=None, max_length=1024)
     client_auth: ClientAuth | None = None
     active: bool | None = None
-    rate_limits: Document | None = None
+    rate_limits: TenantRateLimits | None = None
     large_file_config: Document | None = None
 
     @field_validator("client_base_url")

@@ -1,8 +1,8 @@
-"""Rate limits per tenant+account: UTC minute, hour and day windows shared by every sender.
+"""Rate limits per tenant+account, and tenant quotas: UTC minute, hour and day windows shared by every caller.
 
-All windows of an account live in one `StateTable` item written with optimistic concurrency
-(a version number): a batch reserves its slots in one conditional write, and concurrent senders
-that lose the race re-read and try again, so together they never exceed a limit.
+All windows of an account (or of a tenant's quota) live in one `StateTable` item written with optimistic
+concurrency (a version number): a batch reserves its slots in one conditional write, and concurrent senders
+(or intake containers) that lose the race re-read and try again, so together they never exceed a limit.
 """
 
 from __future__ import annotations
@@ -32,6 +32,21 @@ class Limits(NamedTuple):
         """The limits of a stored account."""
         return cls(account.get("limit_per_minute"), account.get("limit_per_hour"), account.get("limit_per_day"))
 
+    @classmethod
+    def of_quota(cls, rate_limits: dict[str, Any] | None) -> Limits:
+        """The quota of a tenant's stored `rate_limits` (genro's `hourly`/`daily` or `per_hour`/`per_day`)."""
+        given = rate_limits or {}
+        return cls(
+            given.get("per_minute"),
+            given.get("per_hour") if given.get("per_hour") is not None else given.get("hourly"),
+            given.get("per_day") if given.get("per_day") is not None else given.get("daily"),
+        )
+
+    def describe(self, kind: str) -> str:
+        """`1000 messages per day`: the limit of one window kind, for a rejection reason."""
+        name = {"m": "minute", "h": "hour", "d": "day"}[kind]
+        return f"{self.by_window()[kind]} messages per {name}"
+
     def by_window(self) -> dict[str, int]:
         """Window kind (m, h, d) → limit, for the limited windows only."""
         values = {"m": self.per_minute, "h": self.per_hour, "d": self.per_day}
@@ -44,10 +59,19 @@ class Reservation(NamedTuple):
     granted: int
     next_window_ts: int | None
     windows: dict[str, int]  # window kind → window id the slots were taken from
+    full: tuple[str, ...] = ()  # window kinds left without room when fewer than asked were granted
 
 
-def _key(tenant_id: str, account_id: str) -> dict[str, Any]:
-    return {"pk": {"S": f"RATE#{tenant_id}#{account_id}"}, "sk": {"S": "W"}}
+def _key(pk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": "W"}}
+
+
+def _account_pk(tenant_id: str, account_id: str) -> str:
+    return f"RATE#{tenant_id}#{account_id}"
+
+
+def _quota_pk(tenant_id: str) -> str:
+    return f"QUOTA#{tenant_id}"
 
 
 def _used(item: Item | None, kind: str, window_id: int) -> int:
@@ -56,7 +80,7 @@ def _used(item: Item | None, kind: str, window_id: int) -> int:
     return int(item.get(f"{kind}_n", 0))
 
 
-def _write(tenant_id: str, account_id: str, seen: Item | None, new_counts: dict[str, tuple[int, int]]) -> Item | None:
+def _write(pk: str, seen: Item | None, new_counts: dict[str, tuple[int, int]]) -> Item | None:
     """Store new window counts if the item is still `seen`; None on success, else the current item."""
     version = int(seen.get("v", 0)) if seen else 0
     sets = ["#v = :next"]
@@ -74,7 +98,7 @@ def _write(tenant_id: str, account_id: str, seen: Item | None, new_counts: dict[
     try:
         ddb().update_item(
             TableName=get_settings().state_table,
-            Key=_key(tenant_id, account_id),
+            Key=_key(pk),
             UpdateExpression="SET " + ", ".join(sets),
             ConditionExpression=condition,
             ExpressionAttributeNames=names,
@@ -87,12 +111,12 @@ def _write(tenant_id: str, account_id: str, seen: Item | None, new_counts: dict[
         current = getattr(exc, "response", {}).get("Item")
         if current is not None:
             return from_item(current)
-        return _read(tenant_id, account_id) or {}
+        return _read(pk) or {}
     return None
 
 
-def _read(tenant_id: str, account_id: str) -> Item | None:
-    reply = ddb().get_item(TableName=get_settings().state_table, Key=_key(tenant_id, account_id), ConsistentRead=True)
+def _read(pk: str) -> Item | None:
+    reply = ddb().get_item(TableName=get_settings().state_table, Key=_key(pk), ConsistentRead=True)
     return from_item(reply["Item"]) if "Item" in reply else None
 
 
@@ -106,10 +130,29 @@ def _remember(cache_key: str, item: Item | None) -> None:
 
 def reserve(tenant_id: str, account_id: str, limits: Limits, wanted: int, now: int) -> Reservation:
     """Take up to `wanted` send slots in every limited window of the account at `now`."""
+    return _reserve(_account_pk(tenant_id, account_id), limits, wanted, now)
+
+
+def reserve_quota(tenant_id: str, limits: Limits, wanted: int, now: int) -> Reservation:
+    """Take up to `wanted` slots of the tenant's quota (every account together) at `now`, first come first served."""
+    return _reserve(_quota_pk(tenant_id), limits, wanted, now)
+
+
+def release(tenant_id: str, account_id: str, reservation: Reservation, count: int) -> None:
+    """Give back `count` slots of a reservation (failed sends), in windows that are still current."""
+    _release(_account_pk(tenant_id, account_id), reservation, count)
+
+
+def release_quota(tenant_id: str, reservation: Reservation, count: int) -> None:
+    """Give back `count` slots of a quota reservation (messages that turned out not to be new)."""
+    _release(_quota_pk(tenant_id), reservation, count)
+
+
+def _reserve(pk: str, limits: Limits, wanted: int, now: int) -> Reservation:
     by_window = limits.by_window()
     if not by_window or wanted <= 0:
         return Reservation(granted=max(wanted, 0), next_window_ts=None, windows={})
-    cache_key = f"{tenant_id}#{account_id}"
+    cache_key = pk
     with _known_lock:
         seen: Item | None = _known.get(cache_key)
     fresh = seen is None  # a remembered item may be stale: never refuse on its word alone
@@ -121,27 +164,26 @@ def reserve(tenant_id: str, account_id: str, limits: Limits, wanted: int, now: i
         next_ts = max((ids[k] + 1) * dict(WINDOWS)[k] for k in full) if granted < wanted and full else None
         if granted == 0:
             if not fresh:
-                seen, fresh = _read(tenant_id, account_id), True
+                seen, fresh = _read(pk), True
                 continue
-            return Reservation(granted=0, next_window_ts=next_ts, windows=ids)
+            return Reservation(granted=0, next_window_ts=next_ts, windows=ids, full=tuple(full))
         new_counts = {kind: (ids[kind], _used(seen, kind, ids[kind]) + granted) for kind in by_window}
-        current = _write(tenant_id, account_id, seen, new_counts)
+        current = _write(pk, seen, new_counts)
         if current is None:
             stored = dict(seen or {})
             stored["v"] = int(stored.get("v", 0)) + 1
             for kind, (window_id, count) in new_counts.items():
                 stored[f"{kind}_id"], stored[f"{kind}_n"] = window_id, count
             _remember(cache_key, stored)
-            return Reservation(granted=granted, next_window_ts=next_ts, windows=ids)
+            return Reservation(granted=granted, next_window_ts=next_ts, windows=ids, full=tuple(full))
         seen, fresh = current or None, True
     raise RuntimeError(f"rate-limit reservation for {cache_key} kept losing races")
 
 
-def release(tenant_id: str, account_id: str, reservation: Reservation, count: int) -> None:
-    """Give back `count` slots of a reservation (failed sends), in windows that are still current."""
+def _release(pk: str, reservation: Reservation, count: int) -> None:
     if count <= 0 or not reservation.windows:
         return
-    cache_key = f"{tenant_id}#{account_id}"
+    cache_key = pk
     with _known_lock:
         seen: Item | None = _known.get(cache_key)
     for _ in range(MAX_ATTEMPTS):
@@ -153,11 +195,11 @@ def release(tenant_id: str, account_id: str, reservation: Reservation, count: in
         if seen is not None and not new_counts:
             return
         if seen is None:
-            seen = _read(tenant_id, account_id)
+            seen = _read(pk)
             if seen is None:
                 return
             continue
-        current = _write(tenant_id, account_id, seen, new_counts)
+        current = _write(pk, seen, new_counts)
         if current is None:
             stored = dict(seen)
             stored["v"] = int(stored.get("v", 0)) + 1

@@ -198,13 +198,20 @@ class Command(BaseModel):
     tenant_id: str | None
     payload: Any
     response_status: int
+    source_ip: str | None = Field(
+        description="The caller's address as API Gateway saw it (requestContext.identity.sourceIp); locally the peer"
+    )
+    request_id: str | None = Field(description="API Gateway's request id: the requestId of its access-log line")
 
 
 class CommandLogReply(Ok):
-    """`GET /command-log`."""
+    """`GET /command-log`: one page, newest first."""
 
     commands: list[Command]
-    total: int
+    total: int = Field(description="Entries in this page (as genro-mail-proxy: the length of `commands`)")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next (older) page; null when this page is the last. Opaque."
+    )
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

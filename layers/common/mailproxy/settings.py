@@ -29,6 +29,13 @@ def _int(name: str, default: int) -> int:
         raise ConfigurationError(f"environment variable {name} must be an integer, got {raw!r}") from exc
 
 
+def _positive(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value < 1:
+        raise ConfigurationError(f"environment variable {name} must be at least 1, got {value}")
+    return value
+
+
 def _float(name: str, default: float) -> float:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -73,6 +80,7 @@ class Settings(NamedTuple):
     intake_grace_seconds: int
     claim_timeout_seconds: int
     smtp_timeout_seconds: float
+    command_log_retention_days: int
 
     def __repr__(self) -> str:
         shown = (f"{name}={value!r}" for name, value in zip(self._fields, self, strict=True) if name != "admin_token")
@@ -108,6 +116,7 @@ def _load() -> Settings:
         intake_grace_seconds=_int("GMP_INTAKE_GRACE_SECONDS", 120),
         claim_timeout_seconds=_int("GMP_CLAIM_TIMEOUT_SECONDS", 180),
         smtp_timeout_seconds=_float("GMP_SMTP_TIMEOUT_SECONDS", 30.0),
+        command_log_retention_days=_positive("GMP_COMMAND_LOG_RETENTION_DAYS", 30),
     )
 
 

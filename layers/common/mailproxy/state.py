@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import itertools
 import json
+import re
 import time
 import uuid
 from typing import Any
@@ -18,6 +22,7 @@ from mailproxy.dynamo import (
     to_attr,
     to_item,
 )
+from mailproxy.errors import BadRequest
 from mailproxy.settings import get_settings
 
 
@@ -111,10 +116,34 @@ def due_journals(now: int) -> list[Item]:
     )
 
 
-def log_command(*, ts: int, endpoint: str, tenant_id: str | None, payload: Any, response_status: int) -> None:
-    """Append a mutating call to the command log."""
+COMMAND_LOG_INDEX = "CommandLogByTenant"
+_COMMAND_SK = re.compile(r"[0-9]{12}#[0-9]{17}#[0-9a-f]{32}")
+_DAY = 86400
+MAX_COMMAND_PAGE_BYTES = 4_000_000
+CLOCK_SKEW = 300
+
+
+def _log_day(ts: int) -> str:
+    """The UTC day of a command-log entry (`2026-12-03`): its partition."""
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+def log_command(
+    *,
+    ts: int,
+    endpoint: str,
+    tenant_id: str | None,
+    payload: Any,
+    response_status: int,
+    source_ip: str | None = None,
+    request_id: str | None = None,
+) -> None:
+    """Append a mutating call to the command log (kept `GMP_COMMAND_LOG_RETENTION_DAYS`, then removed by TTL)."""
+    day = _log_day(ts)
     item = {
-        "pk": "CMDLOG",
+        # One partition per UTC day, and per tenant and day through CommandLogByTenant: a read queries the
+        # days it needs, newest first, and stops at its limit; no partition grows without bound.
+        "pk": f"CMDLOG#{day}",
         # The microsecond clock orders the calls of one second; the uuid keeps concurrent ones apart.
         "sk": f"{ts:012d}#{time.time_ns() // 1000:017d}#{uuid.uuid4().hex}",
         "command_ts": ts,
@@ -123,35 +152,113 @@ def log_command(*, ts: int, endpoint: str, tenant_id: str | None, payload: Any, 
         # As JSON text: a request body may nest deeper, or hold keys and numbers, that a DynamoDB map cannot.
         "payload": json.dumps(payload, ensure_ascii=False),
         "response_status": response_status,
+        "source_ip": source_ip,
+        "request_id": request_id,
+        "expires_at": ts + get_settings().command_log_retention_days * _DAY,
     }
+    if tenant_id is not None:
+        item["log_tenant"] = f"{tenant_id}#{day}"
     ddb().put_item(TableName=_table(), Item=to_item(item))
 
 
+def count_command_log_failure() -> None:
+    """Count a command-log entry that could not be written (`gmp_command_log_write_failures_total`)."""
+    ddb().update_item(
+        TableName=_table(),
+        Key={"pk": {"S": "SERVICE"}, "sk": {"S": "COUNTERS"}},
+        UpdateExpression="ADD command_log_write_failures :one",
+        ExpressionAttributeValues={":one": {"N": "1"}},
+    )
+
+
+def service_counters() -> Item:
+    """The service-wide /metrics counters (command-log write failures)."""
+    reply = ddb().get_item(
+        TableName=_table(), Key={"pk": {"S": "SERVICE"}, "sk": {"S": "COUNTERS"}}, ConsistentRead=True
+    )
+    return from_item(reply["Item"]) if "Item" in reply else {}
+
+
+def _encode_cursor(sk: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": sk}).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    """The sort key a cursor continues before; BadRequest if it is not one this service issued."""
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        before = decoded["before"]
+    except (ValueError, TypeError, KeyError, binascii.Error) as exc:
+        raise BadRequest("Invalid cursor") from exc
+    if not isinstance(before, str) or not _COMMAND_SK.fullmatch(before):
+        raise BadRequest("Invalid cursor")
+    return before
+
+
 def list_commands(
-    *, tenant_id: str | None, since_ts: int | None, until_ts: int | None, limit: int
-) -> tuple[list[dict[str, Any]], int]:
-    """Logged commands, newest first, and how many match in all."""
-    low = f"{max(since_ts or 0, 0):012d}#"
-    high = f"{min(until_ts, 10**12 - 1):012d}#~" if until_ts is not None else "~"
-    if low > high:
-        return [], 0  # a window that ends before it starts: DynamoDB refuses BETWEEN with reversed bounds
-    kwargs: dict[str, Any] = {
-        "TableName": _table(),
-        "KeyConditionExpression": "pk = :p AND sk BETWEEN :lo AND :hi",
-        "ExpressionAttributeValues": {":p": {"S": "CMDLOG"}, ":lo": {"S": low}, ":hi": {"S": high}},
-        "ScanIndexForward": False,
-    }
-    if tenant_id is not None:
-        kwargs["FilterExpression"] = "tenant_id = :t"
-        kwargs["ExpressionAttributeValues"][":t"] = to_attr(tenant_id)
-    matches = [
+    *,
+    tenant_id: str | None,
+    since_ts: int | None,
+    until_ts: int | None,
+    limit: int,
+    cursor: str | None = None,
+    now: int,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Logged commands, newest first, at most `limit`, and the cursor of the next page (None at the end)."""
+    # Nothing older than the retention exists (TTL may lag: what it has not removed yet is not shown).
+    oldest = max(since_ts or 0, now - get_settings().command_log_retention_days * _DAY)
+    # Another container's clock may run a little ahead; nothing is logged later than that.
+    newest = min(until_ts if until_ts is not None else now + CLOCK_SKEW, now + CLOCK_SKEW)
+    high = f"{newest:012d}#~"
+    if cursor is not None:
+        high = min(high, _decode_cursor(cursor))
+        newest = min(newest, int(high[:12]))
+    low = f"{oldest:012d}#"
+    found: list[Item] = []
+    day = newest // _DAY
+    while day >= oldest // _DAY and len(found) <= limit and low < high:
+        found += _query_day(tenant_id, _log_day(day * _DAY), low, high, limit + 1 - len(found))
+        day -= 1
+    page: list[Item] = []
+    size = 0
+    for item in found[:limit]:
+        size += len(str(item.get("payload") or ""))
+        if page and size > MAX_COMMAND_PAGE_BYTES:
+            break  # a Lambda reply holds 6 MB: the rest comes with the cursor
+        page.append(item)
+    next_cursor = _encode_cursor(str(page[-1]["sk"])) if len(found) > len(page) else None
+    commands = [
         {
-            **{k: item.get(k) for k in ("command_ts", "endpoint", "tenant_id", "response_status")},
+            **{
+                k: item.get(k)
+                for k in ("command_ts", "endpoint", "tenant_id", "response_status", "source_ip", "request_id")
+            },
             "payload": json.loads(item["payload"]) if isinstance(item.get("payload"), str) else item.get("payload"),
         }
-        for item in query_all(**kwargs)
+        for item in page
     ]
-    return matches[:limit], len(matches)
+    return commands, next_cursor
+
+
+def _query_day(tenant_id: str | None, day: str, low: str, high: str, wanted: int) -> list[Item]:
+    """Up to `wanted` entries of one day's partition with `low <= sk < high`, newest first."""
+    if tenant_id is None:
+        kwargs: dict[str, Any] = {
+            "TableName": _table(),
+            "KeyConditionExpression": "pk = :p AND sk BETWEEN :lo AND :hi",
+            "ExpressionAttributeValues": {":p": {"S": f"CMDLOG#{day}"}},
+        }
+    else:
+        kwargs = {
+            "TableName": _table(),
+            "IndexName": COMMAND_LOG_INDEX,
+            "KeyConditionExpression": "log_tenant = :p AND sk BETWEEN :lo AND :hi",
+            "ExpressionAttributeValues": {":p": to_attr(f"{tenant_id}#{day}")},
+        }
+    kwargs["ExpressionAttributeValues"].update({":lo": {"S": low}, ":hi": {"S": high}})
+    kwargs.update(ScanIndexForward=False, Limit=wanted + 1)  # + 1: `high` itself may come back (a cursor)
+    entries = (item for item in query_all(**kwargs) if str(item["sk"]) < high)
+    return list(itertools.islice(entries, wanted))
 
 
 def service_started_at(now: int) -> int:
@@ -235,6 +342,32 @@ def counter_rows() -> list[dict[str, Any]]:
 
 
 COUNTER_FIELDS = ("sent", "errors", "deferred", "rate_limited")
+TENANT_COUNTER_FIELDS = ("quota_rejected",)
+
+
+def add_tenant_counters(tenant_id: str, deltas: dict[str, int]) -> None:
+    """Add to a tenant's own /metrics counters (those of no single account: quota rejections)."""
+    used = {name: value for name, value in deltas.items() if value}
+    if not used:
+        return
+    ddb().update_item(
+        TableName=_table(),
+        Key={"pk": {"S": "TENANT_COUNTERS"}, "sk": {"S": tenant_id}},
+        UpdateExpression="ADD " + ", ".join(f"#{name} :{name}" for name in used),
+        ExpressionAttributeNames={f"#{name}": name for name in used},
+        ExpressionAttributeValues={f":{name}": {"N": str(value)} for name, value in used.items()},
+    )
+
+
+def tenant_counter_rows() -> dict[str, Item]:
+    """The persisted per-tenant /metrics counters, by tenant id."""
+    items = query_all(
+        TableName=_table(),
+        KeyConditionExpression="pk = :p",
+        ExpressionAttributeValues={":p": {"S": "TENANT_COUNTERS"}},
+        ConsistentRead=True,
+    )
+    return {str(i["sk"]): i for i in items}
 
 
 def counter_update(tenant_id: str, account_id: str, deltas: dict[str, int]) -> dict[str, Any]:

@@ -1,0 +1,143 @@
+"""template.yaml keeps its growth and incident-trail guards: logs that are kept (and not forever), a WAF
+log without tokens, an intake that cannot starve the senders, a reporter stream that cannot fail
+silently, tables that cannot be deleted by accident, and no write access where none is needed."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from local.template import Template
+
+TEMPLATE = Template.load()
+RESOURCES = TEMPLATE.resources
+FUNCTIONS = {spec.logical_id: spec for spec in TEMPLATE.functions()}
+TABLES = sorted(k for k, v in RESOURCES.items() if v["Type"] == "AWS::DynamoDB::Table")
+LOG_GROUPS = {k: v for k, v in RESOURCES.items() if v["Type"] == "AWS::Logs::LogGroup"}
+
+
+def properties(logical_id: str) -> Mapping[str, Any]:
+    props: Mapping[str, Any] = RESOURCES[logical_id].get("Properties") or {}
+    return props
+
+
+def test_every_log_group_has_a_retention_from_the_log_retention_parameter() -> None:
+    parameter = TEMPLATE.parameters["LogRetentionDays"]
+    assert 1 <= int(parameter["Default"]) <= 3653
+    assert LOG_GROUPS
+    for logical_id, group in LOG_GROUPS.items():
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, logical_id
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_every_function_logs_to_a_log_group_of_the_stack(function: str) -> None:
+    group = properties(function).get("LoggingConfig", {}).get("LogGroup")
+    assert isinstance(group, dict) and group.get("Ref") in LOG_GROUPS, function
+
+
+def test_the_api_writes_json_access_logs_with_request_ip_route_method_status_and_latency() -> None:
+    setting = properties("Api")["AccessLogSetting"]
+    assert setting["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    fields = json.loads(setting["Format"])
+    values = set(fields.values())
+    for variable in (
+        "$context.requestId",
+        "$context.identity.sourceIp",
+        "$context.resourcePath",
+        "$context.httpMethod",
+        "$context.status",
+        "$context.responseLatency",
+    ):
+        assert variable in values, variable
+    # Access logs need the region's API Gateway CloudWatch role before the stage is made.
+    assert "ApiLoggingReady" in json.dumps(RESOURCES["Api"].get("DependsOn"))
+    assert "ApiGatewayAccount" in json.dumps(RESOURCES["ApiLoggingReady"]["Metadata"])
+
+
+def test_the_waf_logs_to_an_aws_waf_logs_group_with_tokens_redacted() -> None:
+    [config] = [v for v in RESOURCES.values() if v["Type"] == "AWS::WAFv2::LoggingConfiguration"]
+    assert config["Properties"]["ResourceArn"] == {"Fn::GetAtt": ["WebAcl", "Arn"]}
+    [destination] = config["Properties"]["LogDestinationConfigs"]
+    assert "${WafLogGroup}" in destination["Fn::Sub"]
+    assert properties("WafLogGroup")["LogGroupName"]["Fn::Sub"].startswith("aws-waf-logs-")
+    redacted = {field["SingleHeader"]["Name"].lower() for field in config["Properties"]["RedactedFields"]}
+    assert {"x-api-token", "authorization"} <= redacted
+
+
+def test_the_intake_has_reserved_concurrency_from_a_parameter() -> None:
+    value = json.dumps(properties("IntakeFunction")["ReservedConcurrentExecutions"])
+    assert '"Ref": "IntakeReservedConcurrency"' in value
+    assert int(TEMPLATE.parameters["IntakeReservedConcurrency"]["Default"]) > 0
+
+
+def test_the_reporter_stream_has_an_on_failure_queue_and_an_iterator_age_alarm() -> None:
+    [stream] = FUNCTIONS["ReporterFunction"].events_of_type("DynamoDB")
+    destination = stream.properties["DestinationConfig"]["OnFailure"]
+    assert destination["Type"] == "SQS"
+    queue = destination["Destination"]["Fn::GetAtt"][0]
+    assert RESOURCES[queue]["Type"] == "AWS::SQS::Queue"
+    alarms = [v["Properties"] for v in RESOURCES.values() if v["Type"] == "AWS::CloudWatch::Alarm"]
+    assert any(
+        a["MetricName"] == "IteratorAge"
+        and {"Name": "FunctionName", "Value": {"Ref": "ReporterFunction"}} in a["Dimensions"]
+        for a in alarms
+    )
+    assert any(
+        a["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        and {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}} in a["Dimensions"]
+        for a in alarms
+    )
+
+
+def test_command_log_write_failures_are_counted_from_the_intake_log_and_alarmed() -> None:
+    [metric_filter] = [v["Properties"] for v in RESOURCES.values() if v["Type"] == "AWS::Logs::MetricFilter"]
+    assert metric_filter["LogGroupName"] == {"Ref": "IntakeFunctionLogGroup"}
+    assert "command log entry not stored" in metric_filter["FilterPattern"]
+    name = metric_filter["MetricTransformations"][0]["MetricName"]
+    alarms = [v["Properties"] for v in RESOURCES.values() if v["Type"] == "AWS::CloudWatch::Alarm"]
+    assert any(a["MetricName"] == name for a in alarms)
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_every_table_is_protected_from_deletion(table: str) -> None:
+    assert properties(table)["DeletionProtectionEnabled"] is True
+    assert RESOURCES[table]["DeletionPolicy"] == "Retain"
+    assert RESOURCES[table]["UpdateReplacePolicy"] == "Retain"
+
+
+def _table_policies(function: str) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for policy in properties(function).get("Policies") or []:
+        if isinstance(policy, dict):
+            for name, args in policy.items():
+                if name.startswith("DynamoDB") and isinstance(args, dict):
+                    found.setdefault(args["TableName"]["Ref"], set()).add(name)
+    return found
+
+
+# The tables each function writes (by the modules it runs); every other table it touches is read-only.
+WRITES = {
+    "IntakeFunction": {"TenantsTable", "MessagesTable", "PayloadsTable", "StateTable"},
+    "MetricsFunction": set(),
+    "SenderFunction": {"MessagesTable", "PayloadsTable", "StateTable"},
+    "SchedulerFunction": {"MessagesTable", "PayloadsTable", "StateTable"},
+    "ReporterFunction": {"MessagesTable", "PayloadsTable", "StateTable"},
+}
+
+
+@pytest.mark.parametrize("function", sorted(WRITES))
+def test_no_function_may_write_a_table_it_never_writes(function: str) -> None:
+    for table, policies in _table_policies(function).items():
+        if table not in WRITES[function]:
+            assert policies == {"DynamoDBReadPolicy"}, (function, table, policies)
+
+
+def test_the_command_log_index_is_sparse_on_the_state_table() -> None:
+    [index] = properties("StateTable")["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "CommandLogByTenant"
+    assert [k["AttributeName"] for k in index["KeySchema"]] == ["log_tenant", "sk"]
+    assert re.search(r"GMP_COMMAND_LOG_RETENTION_DAYS", json.dumps(FUNCTIONS["IntakeFunction"].environment))
