@@ -26,6 +26,7 @@ from mailproxy.smtp import AccountConfig, default_pool, run
 logger = Logger(service="mail-proxy")
 
 SEND_MARGIN_SECONDS = 5.0  # what recording a result needs after the SMTP reply
+CRASHED = "crashed"  # a job's outcome when an unexpected error left its claim to crash recovery
 
 
 @dataclass
@@ -107,7 +108,12 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
     requeue = [j.requeue for j in jobs if j.requeue is not None]
     if requeue:
         enqueue(requeue)
-    state.close_batch(journal, counters=dict(tally.counters), pending=dict(tally.pending))
+    if any(j.outcome == CRASHED for j in jobs):
+        # Left open for the scheduler, as a dead container's would be: it re-queues the crashed messages when
+        # their claims are stale and counts what this batch recorded (outcome_by), once.
+        logger.warning("send batch left open after an unexpected error", extra={"journal": journal})
+    else:
+        state.close_batch(journal, counters=dict(tally.counters), pending=dict(tally.pending))
     failures += [j.record_id for j in jobs if j.retry_record]
     return {"batchItemFailures": [{"itemIdentifier": f} for f in failures]}
 
@@ -128,6 +134,11 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
             # The tenant was deleted: its messages go with it and are never sent.
             messages.delete_state(job.tenant_id, job.id)
             job.outcome = "dropped"
+            continue
+        unfinished = messages.unfinished_claims(item)
+        if unfinished >= settings.max_claim_attempts:
+            # Its earlier claims crashed or timed out each time: fail it rather than let it take a sender down again.
+            _fail(job, journal, tally, messages.abandoned_reason(unfinished))
             continue
         if tenants.is_held(tenant, item.get("batch_code")):
             held.append(job)
@@ -204,6 +215,16 @@ async def _send_group(
         except DeliveryError as exc:
             unused += 1
             _failed_attempt(job, journal, tally, exc)
+            continue
+        except Exception:
+            # A failure without a type (a bug, a payload that breaks a library): treated as a crash of this
+            # message alone. Its claim is left to go stale and the batch's journal open, so the scheduler
+            # re-queues it and the claim counter fails it after GMP_MAX_CLAIM_ATTEMPTS; the batch goes on.
+            logger.exception(
+                f"Unexpected error sending message {job.id}; left to crash recovery",
+                extra={"tenant_id": tenant_id, "account_id": account_id, "message_id": job.id},
+            )
+            job.outcome = CRASHED
             continue
         _sent(job, journal, tally)
     ratelimit.release(tenant_id, account_id, reservation, unused)
