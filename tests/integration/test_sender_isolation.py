@@ -16,7 +16,7 @@ from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 
 from tests.conftest import AwsEnv
-from tests.integration.delivery import mail_ids, message
+from tests.integration.delivery import EVENTS, mail_ids, message
 from tests.integration.smtp_servers import HOST, RoutingHandler, free_port
 
 
@@ -81,6 +81,11 @@ class Tenants:
             {"messageId": f"sqs-{b['tenant_id']}-{b['id']}-{n}", "body": json.dumps(b)} for n, b in enumerate(bodies)
         ]
 
+    def scheduler_round(self) -> None:
+        from tests.integration.delivery import scheduler_handler
+
+        scheduler_handler(json.loads((EVENTS / "schedule.json").read_text()), None)
+
     def records(self, tenant_id: str) -> dict[str, dict[str, Any]]:
         reply = self.api.get(
             "/messages", params={"tenant_id": tenant_id, "include_history": "true"}, headers=self.admin
@@ -111,7 +116,7 @@ def tenants(aws_env: AwsEnv, api: TestClient, admin: dict[str, str]) -> Tenants:
 
 
 def for_tenant(tenant_id: str, message_id: str, **fields: Any) -> dict[str, Any]:
-    return {**message(message_id, **fields), "tenant_id": tenant_id}
+    return {**message(message_id), **fields, "tenant_id": tenant_id}
 
 
 def test_a_stalled_server_does_not_delay_another_accounts_mail(
@@ -176,3 +181,86 @@ def test_a_built_message_over_the_byte_cap_fails_permanently(tenants: Tenants, m
     size = int(record["error"].split()[3])
     assert 30_000 < size < 32_000  # the size on the wire, give or take the MIME boundaries
     assert tenants.counters("acme") == {"sent": 1, "errors": 1, "deferred": 0, "rate_limited": 0}
+
+
+ABANDONED = "Abandoned after 3 attempts that did not finish (sender crashed or timed out)"
+
+
+def test_poison_messages_in_a_batch_fail_on_their_own_while_the_other_tenants_mail_goes_out(
+    tenants: Tenants, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailproxy import smtp
+
+    from functions.sender.app import handler
+
+    use_settings(
+        monkeypatch,
+        GMP_CLAIM_TIMEOUT_SECONDS="0",  # a crashed claim is stale at once: the next round recovers it
+        GMP_INTAKE_GRACE_SECONDS="0",
+        GMP_RETRY_DELAYS="0",
+        GMP_MAX_RETRIES="2",
+        GMP_SMTP_TIMEOUT_SECONDS="3",
+        GMP_MESSAGE_TIME_LIMIT_SECONDS="4",
+        GMP_ACCOUNT_TIME_LIMIT_SECONDS="6",
+    )
+    real_send = smtp.SmtpPool.send
+
+    async def send(self: smtp.SmtpPool, account: Any, email: Any) -> dict[str, str]:
+        if str(email.message["X-Genro-Mail-ID"]) == "crash":
+            raise RuntimeError("a bug this message triggers")  # what a crash of its sender looks like
+        return await real_send(self, account, email)
+
+    monkeypatch.setattr(smtp.SmtpPool, "send", send)
+    # Answers every command just under the 3 s SMTP timeout: without a message time limit, minutes per batch.
+    with stalling_server() as (fast_port, fast), stalling_server(per_command=2.5) as (slow_port, slow):
+        for tenant_id in ("good-a", "good-b", "crashy"):
+            tenants.add(tenant_id, fast_port)
+        tenants.add("slowpoke", slow_port)
+        reply = tenants.submit(
+            for_tenant("slowpoke", "slow"),
+            for_tenant("crashy", "crash"),
+            for_tenant("good-a", "crowded", to=[f"r{n}@example.test" for n in range(1001)]),
+            for_tenant("good-b", "huge-header", headers={"X-Big": "x" * 800_000}),
+            for_tenant("good-a", "a-1"),
+            for_tenant("good-a", "a-2"),
+            for_tenant("good-b", "b-1"),
+        )
+        assert reply["queued"] == 5
+        assert reply["rejected"] == [
+            {"id": "crowded", "reason": "too many recipients: 1001 (limit 1000)"},
+            {"id": "huge-header", "reason": "header too long: X-Big: 800000 bytes (limit 16384)"},
+        ]
+
+        started = time.monotonic()
+        handler({"Records": tenants.one_batch()}, None)
+        assert sorted(mail_ids(fast.received)) == ["a-1", "a-2", "b-1"]
+        assert max(fast.arrivals) - started < 10  # generous: the poison ones do not hold them
+
+        for _ in range(8):  # scheduler rounds and redeliveries until the poison ones are settled
+            tenants.scheduler_round()
+            batch = tenants.one_batch()
+            if not batch:
+                break
+            handler({"Records": batch}, None)
+        assert slow.received == []
+
+    outcome = {
+        (tenant_id, message_id): (record["status"], record["error"])
+        for tenant_id in ("good-a", "good-b", "crashy", "slowpoke")
+        for message_id, record in tenants.records(tenant_id).items()
+    }
+    assert outcome == {
+        ("good-a", "a-1"): ("sent", None),
+        ("good-a", "a-2"): ("sent", None),
+        ("good-a", "crowded"): ("error", "too many recipients: 1001 (limit 1000)"),
+        ("good-b", "b-1"): ("sent", None),
+        ("good-b", "huge-header"): ("error", "header too long: X-Big: 800000 bytes (limit 16384)"),
+        ("crashy", "crash"): ("error", ABANDONED),
+        ("slowpoke", "slow"): ("error", "Max retries (2) exceeded: message time limit exceeded (4 s)"),
+    }  # nothing lost: every message ended sent or failed
+    assert sorted(mail_ids(fast.received)) == ["a-1", "a-2", "b-1"]  # nothing sent twice
+    assert tenants.counters("crashy") == {"sent": 0, "errors": 1, "deferred": 0, "rate_limited": 0}
+    assert tenants.counters("slowpoke") == {"sent": 0, "errors": 1, "deferred": 2, "rate_limited": 0}
+    assert tenants.counters("good-a")["sent"] == 2 and tenants.counters("good-b")["sent"] == 1
+    assert tenants.env.queued_total() == 0
+    assert tenants.api.get("/status", headers=tenants.admin).json()["pending_messages"] == 0

@@ -94,7 +94,10 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
     journal = state.open_journal(
         "send", [{"tenant_id": j.tenant_id, "id": j.id} for j in jobs], due_ts=now + settings.claim_timeout_seconds
     )
+    claimed_keys: set[tuple[str, str]] = set()
     for job in jobs:
+        if (job.tenant_id, job.id) in claimed_keys:
+            continue  # two copies of one message in a batch: the first one's claim covers it
         job.item = messages.claim(
             job.tenant_id,
             job.id,
@@ -103,6 +106,8 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
             now=now,
             stale_before=now - settings.claim_timeout_seconds,
         )
+        if job.item is not None:
+            claimed_keys.add((job.tenant_id, job.id))
     claimed = [j for j in jobs if j.item is not None]
     tally = BatchTally()
     if claimed:
