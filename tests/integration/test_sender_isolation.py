@@ -264,3 +264,37 @@ def test_poison_messages_in_a_batch_fail_on_their_own_while_the_other_tenants_ma
     assert tenants.counters("good-a")["sent"] == 2 and tenants.counters("good-b")["sent"] == 1
     assert tenants.env.queued_total() == 0
     assert tenants.api.get("/status", headers=tenants.admin).json()["pending_messages"] == 0
+
+
+def test_an_unexpected_error_in_one_accounts_group_leaves_the_others_going_and_loses_nothing(
+    tenants: Tenants, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailproxy import ratelimit
+
+    from functions.sender.app import handler
+
+    use_settings(monkeypatch, GMP_CLAIM_TIMEOUT_SECONDS="0")
+    real_reserve = ratelimit.reserve
+
+    def reserve(tenant_id: str, *args: Any, **kwargs: Any) -> Any:
+        if tenant_id == "broken":
+            raise RuntimeError("a bug in this account's rate-limit path")
+        return real_reserve(tenant_id, *args, **kwargs)
+
+    monkeypatch.setattr(ratelimit, "reserve", reserve)
+    with stalling_server() as (port, server):
+        tenants.add("broken", port)
+        tenants.add("fine", port)
+        tenants.submit(for_tenant("broken", "x-1"), for_tenant("fine", "ok-1"))
+        assert handler({"Records": tenants.one_batch()}, None) == {"batchItemFailures": []}
+        assert mail_ids(server.received) == ["ok-1"]
+        assert tenants.records("broken")["x-1"]["status"] == "sending"  # left to crash recovery
+
+        monkeypatch.setattr(ratelimit, "reserve", real_reserve)  # the bug is fixed and deployed
+        tenants.scheduler_round()
+        handler({"Records": tenants.one_batch()}, None)
+        assert sorted(mail_ids(server.received)) == ["ok-1", "x-1"]
+
+    assert tenants.records("broken")["x-1"]["status"] == "sent"
+    assert tenants.counters("fine")["sent"] == 1 and tenants.counters("broken")["sent"] == 1
+    assert tenants.api.get("/status", headers=tenants.admin).json()["pending_messages"] == 0
