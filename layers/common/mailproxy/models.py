@@ -89,7 +89,8 @@ Text = Annotated[str, AfterValidator(_no_surrogates)]
 Line = Annotated[str, AfterValidator(_no_surrogates), AfterValidator(_single_line)]
 TenantId = Annotated[str, Field(pattern=TENANT_ID_PATTERN)]
 Timestamp = Annotated[int, Field(ge=-MAX_TIMESTAMP, le=MAX_TIMESTAMP)]
-Addresses = Annotated[list[Line], Field(max_length=1000)] | Text
+# No length bound here: GMP_MAX_RECIPIENTS counts to + cc + bcc together, as a per-message rejection.
+Addresses = list[Line] | Text
 JsonText = Annotated[Any, AfterValidator(_json_text)]
 Document = Annotated[dict[str, Any], AfterValidator(_storable)]
 MessageId = Annotated[
@@ -143,15 +144,20 @@ class Message(Strict):
     tenant_id: Text | None = Field(default=None, max_length=64)
     account_id: Text = Field(min_length=1, max_length=64)
     from_: Line = Field(alias="from", min_length=1, max_length=998)
-    to: Addresses
+    to: Addresses = Field(description="List or comma string; to + cc + bcc at most GMP_MAX_RECIPIENTS (1000)")
     cc: Addresses | None = None
     bcc: Addresses | None = None
     reply_to: Line | None = Field(default=None, max_length=998)
     return_path: Line | None = Field(default=None, max_length=998)
-    subject: Line = Field(min_length=1, max_length=10_000)
+    subject: Line = Field(min_length=1, max_length=10_000, description="At most GMP_MAX_HEADER_VALUE_BYTES (16 KB)")
     body: Text = ""
     content_type: Literal["plain", "html"] = "plain"
-    headers: dict[Line, JsonText] | None = None
+    headers: dict[Line, JsonText] | None = Field(
+        default=None,
+        description="Extra headers; not From, To, Cc, Bcc, Sender, Date, Message-ID, MIME-Version, Return-Path,"
+        " X-Genro-Mail-ID or Content-*; each value at most GMP_MAX_HEADER_VALUE_BYTES (16 KB), every header"
+        " together at most GMP_MAX_HEADER_BYTES (100 KB)",
+    )
     message_id: Line | None = Field(default=None, max_length=998)
     attachments: list[Attachment] | None = Field(default=None, max_length=1000)
     priority: int | str | None = None
