@@ -84,6 +84,7 @@ def _clear_caches() -> None:
     import mailproxy.aws
     import mailproxy.crypto
     import mailproxy.ratelimit
+    import mailproxy.secret_cache
     import mailproxy.settings
 
     mailproxy.aws.reset_clients()
@@ -91,6 +92,7 @@ def _clear_caches() -> None:
     mailproxy.auth.admin_token.cache_clear()
     mailproxy.crypto.decrypt_secret.cache_clear()
     mailproxy.ratelimit.forget_cache()
+    mailproxy.secret_cache.secrets.cache_clear()
 
 
 class AwsEnv(dict[str, str]):
@@ -198,7 +200,13 @@ class AwsEnv(dict[str, str]):
 
 @contextlib.contextmanager
 def _aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEnv]:
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "ADMIN_TOKEN_SECRET_ARN"):
+    for name in (
+        "AWS_ENDPOINT_URL",
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "ADMIN_TOKEN_SECRET_ARN",
+        "METRICS_TOKEN_SECRET_ARN",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

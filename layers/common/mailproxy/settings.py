@@ -72,6 +72,8 @@ class Settings(NamedTuple):
     intake_grace_seconds: int
     claim_timeout_seconds: int
     smtp_timeout_seconds: float
+    metrics_token_secret_arn: str
+    secret_max_age_seconds: int
 
     def __repr__(self) -> str:
         shown = (f"{name}={value!r}" for name, value in zip(self._fields, self, strict=True) if name != "admin_token")
@@ -107,6 +109,8 @@ def _load() -> Settings:
         intake_grace_seconds=_int("GMP_INTAKE_GRACE_SECONDS", 120),
         claim_timeout_seconds=_int("GMP_CLAIM_TIMEOUT_SECONDS", 180),
         smtp_timeout_seconds=_float("GMP_SMTP_TIMEOUT_SECONDS", 30.0),
+        metrics_token_secret_arn=os.environ.get("METRICS_TOKEN_SECRET_ARN", "").strip(),
+        secret_max_age_seconds=_int("GMP_SECRET_MAX_AGE_SECONDS", 300),
     )
 
 
