@@ -80,7 +80,6 @@ def _template() -> Template:
 
 
 def _clear_caches() -> None:
-    import mailproxy.auth
     import mailproxy.aws
     import mailproxy.crypto
     import mailproxy.ratelimit
@@ -89,7 +88,6 @@ def _clear_caches() -> None:
 
     mailproxy.aws.reset_clients()
     mailproxy.settings.get_settings.cache_clear()
-    mailproxy.auth.admin_token.cache_clear()
     mailproxy.crypto.decrypt_secret.cache_clear()
     mailproxy.ratelimit.forget_cache()
     mailproxy.secret_cache.secrets.cache_clear()

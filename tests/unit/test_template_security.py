@@ -105,3 +105,21 @@ def test_the_sender_cannot_read_attachment_buckets_itself_only_assume_the_reader
     assert reader[0]["PolicyDocument"]["Statement"] == [
         {"Effect": "Allow", "Action": "s3:GetObject", "Resource": ["arn:aws:s3:::tenant-files/*"]}
     ]
+
+
+def test_the_admin_token_can_be_rotated_on_a_schedule_by_the_rotation_function() -> None:
+    def rotation(**parameters: Any) -> dict[str, Any]:
+        return TEMPLATE.resources_of_type("AWS::SecretsManager::RotationSchedule", resolver(**parameters))
+
+    assert rotation() == {}  # off by default: rotating breaks clients that hold the token
+    [(_, schedule)] = rotation(AdminTokenRotationDays="30").items()
+    resolved = resolver(AdminTokenRotationDays="30").resolve(schedule)
+    assert resolved["SecretId"] == "AdminTokenSecret"
+    assert resolved["RotationLambdaARN"] == "TokenRotationFunction.Arn"
+    assert resolved["RotationRules"] == {"AutomaticallyAfterDays": "30"}
+    assert resolved["RotateImmediatelyOnUpdate"] is False
+    [permission] = TEMPLATE.resources_of_type("AWS::Lambda::Permission", resolver(AdminTokenRotationDays="30")).values()
+    assert resolver().resolve(permission)["SourceArn"] == "AdminTokenSecret"
+    rotator = function("TokenRotationFunction")
+    [statement] = rotator["policies"][0]["Statement"]
+    assert statement["Resource"] == "AdminTokenSecret"  # it can touch the admin token's secret only

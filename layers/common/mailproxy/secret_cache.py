@@ -36,7 +36,8 @@ class SecretCache:
             return cached[0]
         from mailproxy.aws import client
 
-        reply = client("secretsmanager").get_secret_value(SecretId=secret_arn)
+        # The stage named: AWS's default, and moto (5.2) forgets to move its default after a rotation.
+        reply = client("secretsmanager").get_secret_value(SecretId=secret_arn, VersionStage="AWSCURRENT")
         value = str(reply.get("SecretString") or "").strip()
         if not value:
             raise ConfigurationError(f"secret {secret_arn} is empty")
