@@ -223,7 +223,9 @@ async def _fetch_s3(storage_path: str, blocked_buckets: frozenset[str], tenant_i
     try:
         return await asyncio.to_thread(_read_s3_object, bucket, key, tenant_id)
     except Exception as exc:  # botocore's errors are not imported here: keep the layer light
-        raise _FetchFailed(f"S3 error: {exc}") from exc
+        # S3's message can name the reader role, the account and the key: the tenant is told the code.
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        raise _FetchFailed(f"S3 error: {code or type(exc).__name__}") from exc
 
 
 def _endpoint_url(tenant: dict[str, Any]) -> str:

@@ -97,3 +97,26 @@ def test_the_session_policy_allows_only_the_tenants_prefix_of_that_bucket() -> N
             }
         ],
     }
+
+
+def test_an_s3_refusal_tells_the_tenant_its_code_not_the_role_account_or_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.exceptions import ClientError
+
+    class Refusing:
+        def get_object(self, **_: Any) -> Any:
+            raise ClientError(
+                {
+                    "Error": {
+                        "Code": "AccessDenied",
+                        "Message": "User: arn:aws:sts::123456789012:assumed-role/Reader/gmp-acme is not authorized "
+                        'to perform: s3:GetObject on resource: "arn:aws:s3:::tenant-files/acme/x.pdf"',
+                    }
+                },
+                "GetObject",
+            )
+
+    monkeypatch.setattr("mailproxy.tenant_files.tenant_s3", lambda tenant_id, bucket: Refusing())
+    with pytest.raises(AttachmentError) as caught:
+        fetch_as("acme", "s3://tenant-files/acme/x.pdf")
+
+    assert str(caught.value) == "Attachment fetch failed for contract.pdf: S3 error: AccessDenied"
