@@ -257,17 +257,28 @@ class TenantRateLimits(Strict):
         return self
 
 
-class TenantFields(Strict):
-    """The configurable fields of a tenant, every one optional (the body of `PUT /tenant/{id}`)."""
+_TENANT_WRITABLE = "Tenant key or admin token."
+_ADMIN_ONLY = "Admin token only: with a tenant key, PUT /tenant/{id} naming it is a 403."
 
-    name: Text | None = Field(default=None, max_length=255)
-    client_base_url: Line | None = Field(default=None, max_length=2048)
-    client_sync_path: Line | None = Field(default=None, max_length=1024)
-    client_attachment_path: Line | None = Field(default=None, max_length=1024)
-    client_auth: ClientAuth | None = None
-    active: bool | None = None
-    rate_limits: TenantRateLimits | None = None
-    large_file_config: Document | None = None
+
+class TenantFields(Strict):
+    """The configurable fields of a tenant, every one optional (the body of `PUT /tenant/{id}`).
+
+    A tenant key may write every field but `active` and `rate_limits` (docs/api-fields.md).
+    """
+
+    name: Text | None = Field(default=None, max_length=255, description=_TENANT_WRITABLE)
+    client_base_url: Line | None = Field(default=None, max_length=2048, description=_TENANT_WRITABLE)
+    client_sync_path: Line | None = Field(default=None, max_length=1024, description=_TENANT_WRITABLE)
+    client_attachment_path: Line | None = Field(default=None, max_length=1024, description=_TENANT_WRITABLE)
+    client_auth: ClientAuth | None = Field(default=None, description=_TENANT_WRITABLE)
+    active: bool | None = Field(default=None, description=f"{_ADMIN_ONLY} An inactive tenant's messages are held.")
+    rate_limits: TenantRateLimits | None = Field(
+        default=None, description=f"{_ADMIN_ONLY} The tenant's sending quotas."
+    )
+    large_file_config: Document | None = Field(
+        default=None, description=f"{_TENANT_WRITABLE} How the tenant's own large files are handled."
+    )
 
     @field_validator("client_base_url")
     @classmethod

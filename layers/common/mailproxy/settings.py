@@ -81,6 +81,8 @@ class Settings(NamedTuple):
     claim_timeout_seconds: int
     smtp_timeout_seconds: float
     command_log_retention_days: int
+    metrics_token_secret_arn: str
+    secret_max_age_seconds: int
     # Bounds on one message (docs/decisions.md "One message never wedges the sender").
     max_recipients: int = 1000
     max_header_bytes: int = 102_400
@@ -125,6 +127,8 @@ def _load() -> Settings:
         claim_timeout_seconds=_int("GMP_CLAIM_TIMEOUT_SECONDS", 180),
         smtp_timeout_seconds=_float("GMP_SMTP_TIMEOUT_SECONDS", 30.0),
         command_log_retention_days=_positive("GMP_COMMAND_LOG_RETENTION_DAYS", 30),
+        metrics_token_secret_arn=os.environ.get("METRICS_TOKEN_SECRET_ARN", "").strip(),
+        secret_max_age_seconds=_int("GMP_SECRET_MAX_AGE_SECONDS", 300),
         max_recipients=_int("GMP_MAX_RECIPIENTS", 1000),
         max_header_bytes=_int("GMP_MAX_HEADER_BYTES", 102_400),
         max_header_value_bytes=_int("GMP_MAX_HEADER_VALUE_BYTES", 16_384),
