@@ -514,7 +514,7 @@ def _reset_package_state() -> None:
     import importlib
 
     for module_name, names in (
-        ("mailproxy.auth", ("admin_token",)),
+        ("mailproxy.secret_cache", ("secrets",)),
         ("mailproxy.crypto", ("decrypt_secret",)),
     ):
         module = importlib.import_module(module_name)

@@ -430,7 +430,8 @@ class Emulator:
         return PhysicalResource(logical_id, "AWS::KMS::Alias", alias, {})
 
     def _skip_secret(self, logical_id: str, properties: Mapping[str, Any]) -> None:
-        logger.info("%s is not created locally: the admin token is GMP_API_TOKEN", logical_id)
+        # The admin token is GMP_API_TOKEN; /metrics is open unless METRICS_TOKEN is set.
+        logger.info("%s is not created locally (GMP_API_TOKEN, METRICS_TOKEN stand for the secrets)", logical_id)
         return None
 
     # ------------------------------------------------------------------ environment

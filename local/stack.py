@@ -42,6 +42,8 @@ def _reset_package_caches() -> None:
         if name != "mailproxy" and not name.startswith("mailproxy."):
             continue
         for value in list(vars(module).values()):
+            if isinstance(value, type):
+                continue  # a cache class's own method; its instances are cleared
             if getattr(value, "__module__", None) == name and callable(getattr(value, "cache_clear", None)):
                 value.cache_clear()
 

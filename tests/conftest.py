@@ -96,18 +96,18 @@ def _template() -> Template:
 
 
 def _clear_caches() -> None:
-    import mailproxy.auth
     import mailproxy.aws
     import mailproxy.crypto
     import mailproxy.ratelimit
+    import mailproxy.secret_cache
     import mailproxy.settings
 
     mailproxy.aws.reset_clients()
     mailproxy.settings.get_settings.cache_clear()
     mailproxy.settings.get_outbound_settings.cache_clear()
-    mailproxy.auth.admin_token.cache_clear()
     mailproxy.crypto.decrypt_secret.cache_clear()
     mailproxy.ratelimit.forget_cache()
+    mailproxy.secret_cache.secrets.cache_clear()
 
 
 class AwsEnv(dict[str, str]):
@@ -215,7 +215,13 @@ class AwsEnv(dict[str, str]):
 
 @contextlib.contextmanager
 def _aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEnv]:
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "ADMIN_TOKEN_SECRET_ARN"):
+    for name in (
+        "AWS_ENDPOINT_URL",
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "ADMIN_TOKEN_SECRET_ARN",
+        "METRICS_TOKEN_SECRET_ARN",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -247,3 +247,57 @@ def test_a_tenant_key_sees_only_its_own_pending_count(
     assert add(api, admin, message("b", tenant_id="globex"), message("c", tenant_id="globex")).status_code == 200
     assert api.get("/status", headers=key).json()["pending_messages"] == 1
     assert api.get("/status", headers=admin).json()["pending_messages"] == 3
+
+
+class _Clock:
+    """time.monotonic of mailproxy.secret_cache, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_on_aws_a_rotated_admin_token_takes_over_within_seconds_and_the_old_one_stops(
+    api: TestClient, aws_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailproxy import aws, secret_cache
+    from mailproxy.settings import get_settings
+
+    secrets_manager = aws_env.client("secretsmanager")
+    arn = secrets_manager.create_secret(Name="admin", SecretString="admin-token-one-" + "x" * 27)["ARN"]
+    monkeypatch.setenv("ADMIN_TOKEN_SECRET_ARN", arn)
+    monkeypatch.delenv("GMP_API_TOKEN")
+    get_settings.cache_clear()
+    clock = _Clock()
+    monkeypatch.setattr(secret_cache.time, "monotonic", clock)
+    reads: list[Any] = []
+    aws.client("secretsmanager").meta.events.register(
+        "provide-client-params.secrets-manager.GetSecretValue", lambda params, **_: reads.append(params)
+    )
+
+    def status(token: str) -> int:
+        return api.get("/tenants", headers={"X-API-Token": token}).status_code
+
+    one, two = "admin-token-one-" + "x" * 27, "admin-token-two-" + "y" * 27
+    assert [status(one) for _ in range(5)] == [200] * 5
+    assert len(reads) == 1  # read once, then cached
+    # Unknown tokens cannot make every request a Secrets Manager call: one look per 10 s at most.
+    assert [status("guess-" + str(n)) for n in range(20)] == [401] * 20
+    assert len(reads) == 1
+
+    secrets_manager.put_secret_value(SecretId=arn, SecretString=two)
+    clock.now += 11
+    assert status(two) == 200  # presenting the new token re-reads the secret
+    assert status(one) == 401  # and the old one stops at once in this container
+    assert len(reads) == 2
+
+    # Nobody presents the new token: the old one still stops once the cached copy is 300 s old.
+    three = "admin-token-three-" + "z" * 25
+    secrets_manager.put_secret_value(SecretId=arn, SecretString=three)
+    clock.now += 299
+    assert status(two) == 200
+    clock.now += 2
+    assert status(two) == 401
+    assert status(three) == 200

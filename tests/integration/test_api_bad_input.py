@@ -436,7 +436,9 @@ def test_configuration_blobs_dynamodb_cannot_store_are_a_422(
     assert api.get("/tenant/acme", headers=key).json()["rate_limits"] is None
 
 
-def test_free_form_configuration_is_stored_and_returned_as_given(api: TestClient, key: dict[str, str]) -> None:
+def test_free_form_configuration_is_stored_and_returned_as_given(
+    api: TestClient, admin: dict[str, str], key: dict[str, str]
+) -> None:
     config = {"hourly": 100, "ratio": 0.5, "tiers": [1, None, {"x": True}], "note": "ok", "empty": {}}
     reply = api.put("/tenant/acme", json={"large_file_config": config}, headers=key)
     assert reply.status_code == 200

@@ -360,14 +360,17 @@ def test_suspend_and_activate_of_an_unknown_tenant_answer_400(
 
 
 def test_an_inactive_tenants_messages_are_held_until_it_is_reactivated(
-    api: TestClient, make_tenant: TenantFactory, make_account: AccountFactory, aws_env: AwsEnv
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, make_account: AccountFactory, aws_env: AwsEnv
 ) -> None:
     _, key = make_tenant("sleepy", active=False)
     make_account("sleepy")
     assert add(api, key, message("m-1")).json()["queued"] == 1
     assert records(api, key)[0]["status"] == "suspended"
     assert aws_env.queued_total() == 0
-    assert api.put("/tenant/sleepy", json={"active": True}, headers=key).status_code == 200
+    # Only an admin reactivates a tenant (docs/api-fields.md).
+    assert api.put("/tenant/sleepy", json={"active": True}, headers=key).status_code == 403
+    assert records(api, key)[0]["status"] == "suspended"
+    assert api.put("/tenant/sleepy", json={"active": True}, headers=admin).status_code == 200
     assert records(api, key)[0]["status"] == "pending"
     assert [b["id"] for b in aws_env.drain(2)] == ["m-1"]
 

@@ -265,6 +265,49 @@ def test_a_tenant_key_can_read_and_change_its_own_tenant_but_not_delete_it(
     assert api.get("/tenant/acme", headers=key).status_code == 200
 
 
+def test_a_tenant_key_cannot_undo_an_admins_deactivation_nor_change_its_quotas(
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, make_account: AccountFactory
+) -> None:
+    _, key = make_tenant("acme", rate_limits={"daily": 5})
+    make_account("acme")
+    assert api.put("/tenant/acme", json={"active": False}, headers=admin).status_code == 200
+
+    for body, detail in (
+        ({"active": True}, "Field 'active' can only be changed with the admin token"),
+        ({"rate_limits": None}, "Field 'rate_limits' can only be changed with the admin token"),
+        ({"rate_limits": {"daily": 10_000}}, "Field 'rate_limits' can only be changed with the admin token"),
+        (
+            {"name": "Sneaky", "active": True, "rate_limits": {}},
+            "Fields 'active', 'rate_limits' can only be changed with the admin token",
+        ),
+    ):
+        reply = api.put("/tenant/acme", json=body, headers=key)
+        assert (reply.status_code, reply.json()) == (403, {"detail": detail}), body
+
+    tenant = api.get("/tenant/acme", headers=key).json()
+    assert (tenant["active"], tenant["rate_limits"], tenant["name"]) == (False, {"daily": 5}, "Tenant acme")
+    # Still held: the tenant's own activate lifts a suspension, never an admin's deactivation.
+    add(api, key, message("m-1"))
+    api.post("/commands/activate", headers=key)
+    [record] = api.get("/messages", headers=key).json()["messages"]
+    assert record["status"] == "suspended"
+
+
+def test_a_tenant_key_changes_every_field_that_is_its_own(api: TestClient, make_tenant: TenantFactory) -> None:
+    _, key = make_tenant("acme")
+    own = {
+        "name": "Acme Ltd",
+        "client_base_url": "https://hooks.acme.test",
+        "client_sync_path": "/s",
+        "client_attachment_path": "/a",
+        "client_auth": {"method": "basic", "user": "hook", "password": "hook-pw"},
+        "large_file_config": {"enabled": True, "max_size_mb": 10},
+    }
+    assert api.put("/tenant/acme", json=own, headers=key).status_code == 200
+    tenant = api.get("/tenant/acme", headers=key).json()
+    assert {k: tenant[k] for k in own} == {**own, "client_auth": {"method": "basic", "user": "hook"}}
+
+
 def test_sync_status_lists_every_tenant_with_its_report_schedule(
     api: TestClient, admin: dict[str, str], make_tenant: TenantFactory
 ) -> None:
@@ -292,3 +335,13 @@ def test_tenant_ids_must_be_letters_digits_dash_or_underscore(
         reply = api.post("/tenant", json={"id": bad}, headers=admin)
         assert reply.status_code == 422, bad
     assert aws_env.table_items("TENANTS_TABLE") == []
+
+
+def test_the_openapi_schema_says_which_tenant_fields_a_tenant_key_may_write(api: TestClient) -> None:
+    fields = api.get("/openapi.json").json()["components"]["schemas"]["TenantFields"]["properties"]
+    admin_only = {name for name, field in fields.items() if field.get("description", "").startswith("Admin token only")}
+    tenant_writable = {
+        name for name, field in fields.items() if "Tenant key or admin token" in field.get("description", "")
+    }
+    assert admin_only == {"active", "rate_limits"}
+    assert tenant_writable == set(fields) - admin_only

@@ -194,7 +194,7 @@ def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     with mock_aws():
         s3 = aws.client("s3")
         s3.create_bucket(Bucket="tenant-files")
-        s3.put_object(Bucket="tenant-files", Key="invoices/2024/inv 1.pdf", Body=PDF)
+        s3.put_object(Bucket="tenant-files", Key="t1/invoices/2024/inv 1.pdf", Body=PDF)
         s3.create_bucket(Bucket="payload-bucket")
         s3.put_object(Bucket="payload-bucket", Key="payloads/t2/x/1.json.z", Body=b"other tenant")
         yield "tenant-files"
@@ -202,14 +202,14 @@ def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def test_s3_object_is_fetched(s3_bucket: str) -> None:
-    [got] = fetch([{"filename": "inv.pdf", "storage_path": f"s3://{s3_bucket}/invoices/2024/inv 1.pdf"}])
+    [got] = fetch([{"filename": "inv.pdf", "storage_path": f"s3://{s3_bucket}/t1/invoices/2024/inv 1.pdf"}])
 
     assert got == Attachment("inv.pdf", PDF, "application/pdf")
 
 
 def test_missing_s3_object_is_an_attachment_error(s3_bucket: str) -> None:
     with pytest.raises(AttachmentError, match=r"^Attachment fetch failed for nope\.pdf: S3 error: .*NoSuchKey"):
-        fetch([{"filename": "nope.pdf", "storage_path": f"s3://{s3_bucket}/nope.pdf", "fetch_mode": "s3"}])
+        fetch([{"filename": "nope.pdf", "storage_path": f"s3://{s3_bucket}/t1/nope.pdf", "fetch_mode": "s3"}])
 
 
 def test_the_payload_bucket_is_not_readable_as_an_attachment(s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -220,6 +220,36 @@ def test_metrics_token_requires_the_bearer_header(delivery: Delivery, monkeypatc
     assert "gmp_sent_total" in scrape(Authorization="Bearer scrape-token-5a1f")["body"]
 
 
+def test_on_aws_metrics_wants_the_generated_token_read_from_its_secret_on_a_scrape_and_cached(
+    delivery: Delivery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailproxy import aws, secret_cache
+    from mailproxy.settings import get_settings
+
+    secret = delivery.env.client("secretsmanager").create_secret(Name="metrics", SecretString="generated-1")
+    monkeypatch.setenv("METRICS_TOKEN_SECRET_ARN", secret["ARN"])
+    monkeypatch.delenv("METRICS_TOKEN", raising=False)
+    get_settings.cache_clear()
+    reads: list[Any] = []
+    aws.client("secretsmanager").meta.events.register(
+        "provide-client-params.secrets-manager.GetSecretValue", lambda params, **_: reads.append(params)
+    )
+
+    assert scrape()["statusCode"] == 401
+    assert scrape(Authorization="Bearer wrong")["statusCode"] == 401
+    assert scrape(Authorization="Bearer generated-1")["statusCode"] == 200
+    assert len(reads) == 1  # one read per container, not per scrape
+
+    # Rotated: the old token works until the cached value is GMP_SECRET_MAX_AGE_SECONDS (300) old, then only the new.
+    delivery.env.client("secretsmanager").put_secret_value(SecretId=secret["ARN"], SecretString="generated-2")
+    assert scrape(Authorization="Bearer generated-1")["statusCode"] == 200
+    later = secret_cache.time.monotonic() + 301
+    monkeypatch.setattr(secret_cache.time, "monotonic", lambda: later)
+    assert scrape(Authorization="Bearer generated-1")["statusCode"] == 401
+    assert scrape(Authorization="Bearer generated-2")["statusCode"] == 200
+    assert len(reads) == 2
+
+
 def test_health_answers_without_aws_and_imports_no_boto3() -> None:
     code = (
         "import functions.metrics.app as m, json, sys\n"
@@ -228,8 +258,12 @@ def test_health_answers_without_aws_and_imports_no_boto3() -> None:
         "assert json.loads(r['body']) == {'ok': True, 'status': 'ok'}, r\n"
         "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules, 'boto imported'\n"
     )
-    # No AWS settings at all: /health must not need any.
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{ROOT / 'layers' / 'common'}:{ROOT}"}
+    # No AWS settings at all: /health must not need any, nor read the metrics token's secret.
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": f"{ROOT / 'layers' / 'common'}:{ROOT}",
+        "METRICS_TOKEN_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:metrics",
+    }
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 

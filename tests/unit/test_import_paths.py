@@ -41,6 +41,15 @@ NOT_LOADED = {
         "mailproxy.attachments",
         "mailproxy.api",
     ],
+    "functions.rotation.app": [
+        "fastapi",
+        "pydantic",
+        "aiosmtplib",
+        "mailproxy.tenants",
+        "mailproxy.dynamo",
+        "mailproxy.api",
+        "mailproxy.sender",
+    ],
     "functions.intake.app": [
         "aiosmtplib",
         "mailproxy.smtp",

@@ -42,8 +42,14 @@ def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
 
-def test_promtool_accepts_the_aws_scrape_config() -> None:
-    result = promtool("check", "config", "prometheus-aws.yml")
+def test_promtool_accepts_the_aws_scrape_config(tmp_path: Path) -> None:
+    # The scrape sends the generated metrics token from the file an operator writes beside the config.
+    [job] = load_yaml(PROMETHEUS / "prometheus-aws.yml")["scrape_configs"]
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": "mail-proxy-metrics-token"}
+    for name in ("prometheus-aws.yml", "alerts.yml"):
+        (tmp_path / name).write_text((PROMETHEUS / name).read_text())
+    (tmp_path / "mail-proxy-metrics-token").write_text("token-from-secrets-manager\n")
+    result = promtool("check", "config", "prometheus-aws.yml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -21,7 +21,7 @@ from starlette.routing import compile_path, get_name
 from mailproxy import intake, state, tenants
 from mailproxy.auth import Principal, authenticate, require_admin, scope
 from mailproxy.crypto import hash_api_key, new_api_key
-from mailproxy.errors import ApiError, BadRequest, ConfigurationError, NotFound
+from mailproxy.errors import ApiError, BadRequest, ConfigurationError, Forbidden, NotFound
 from mailproxy.models import (
     Account,
     AddMessages,
@@ -351,9 +351,19 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
     async def put_tenant(
         request: Request, who: Caller, body: TenantFields, tenant_id: Annotated[str, Path(max_length=255)]
     ) -> dict[str, Any]:
-        """Change the given fields of a tenant."""
+        """Change the given fields of a tenant.
+
+        A tenant key may change `name`, `client_base_url`, `client_sync_path`, `client_attachment_path`,
+        `client_auth` and `large_file_config`; `active` and `rate_limits` need the admin token (403).
+        """
         resolved = _scoped(request, who, tenant_id)
         fields = body.model_dump(exclude_unset=True)
+        admin_only = [name for name in tenants.ADMIN_ONLY_FIELDS if name in fields]
+        if admin_only and not who.is_admin:
+            named = ", ".join(f"'{name}'" for name in admin_only)
+            raise Forbidden(
+                f"{'Fields' if len(admin_only) > 1 else 'Field'} {named} can only be changed with the admin token"
+            )
         if "client_auth" in fields:
             fields["client_auth"] = body.client_auth.model_dump() if body.client_auth else None
         if fields and not tenants.update_tenant(resolved, fields, now=intake.now_ts()):

@@ -135,6 +135,13 @@ def _auth_headers(auth: dict[str, Any] | None) -> dict[str, str]:
     raise _FetchFailed(f"unsupported auth method {method!r}")
 
 
+def _attachment_auth(spec: dict[str, Any], tenant: dict[str, Any]) -> dict[str, Any] | None:
+    """The attachment's own credentials, unsealed (mailproxy.attachment_auth)."""
+    from mailproxy.attachment_auth import opened_auth
+
+    return opened_auth(spec, str(tenant.get("id") or ""))
+
+
 def clean_filename(filename: str) -> str:
     """The name sent: every `{MD5:…}` marker removed with the separator it leaves behind
     (`report_{MD5:ab12}.pdf` → `report.pdf`; between two words one separator stays: `a_{MD5:ab12}_b` → `a_b`)."""
@@ -191,11 +198,11 @@ def _s3_location(storage_path: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _read_s3_object(bucket: str, key: str) -> bytes:
-    from mailproxy.aws import client
+def _read_s3_object(bucket: str, key: str, tenant_id: str) -> bytes:
+    from mailproxy.tenant_files import tenant_s3
 
     max_bytes = get_outbound_settings().max_attachment_bytes
-    response = client("s3").get_object(Bucket=bucket, Key=key)
+    response = tenant_s3(tenant_id, bucket).get_object(Bucket=bucket, Key=key)
     body = response["Body"]
     try:
         if int(response.get("ContentLength") or 0) > max_bytes:
@@ -205,17 +212,26 @@ def _read_s3_object(bucket: str, key: str) -> bytes:
         body.close()
 
 
-async def _fetch_s3(storage_path: str, blocked_buckets: frozenset[str]) -> bytes:
+async def _fetch_s3(storage_path: str, blocked_buckets: frozenset[str], tenant_id: str) -> bytes:
+    from mailproxy.tenant_files import OutsideTenantFiles, tenant_object
+
     bucket, key = _s3_location(storage_path)
     if bucket in blocked_buckets:
         # The service's own bucket holds every tenant's payloads: a tenant must not read it.
         raise _FetchFailed(f"bucket {bucket} is not readable for attachments")
     try:
-        return await asyncio.to_thread(_read_s3_object, bucket, key)
+        # The buckets are shared: only keys under the tenant's own prefix are its files.
+        bucket, key = tenant_object(storage_path, tenant_id)
+    except OutsideTenantFiles as exc:
+        raise _FetchFailed(str(exc)) from exc
+    try:
+        return await asyncio.to_thread(_read_s3_object, bucket, key, tenant_id)
     except _FetchFailed:
         raise
     except Exception as exc:  # botocore's errors are not imported here: keep the layer light
-        raise _FetchFailed(f"S3 error: {exc}") from exc
+        # S3's message can name the reader role, the account and the key: the tenant is told the code.
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        raise _FetchFailed(f"S3 error: {code or type(exc).__name__}") from exc
 
 
 def _endpoint_url(tenant: dict[str, Any]) -> str:
@@ -246,10 +262,10 @@ async def _fetch_one(
         if not storage_path.lower().startswith(("http://", "https://")):
             raise _FetchFailed(f"not an http(s) URL: {storage_path!r}")
         content = await http.request(
-            "GET", storage_path, headers=_auth_headers(spec.get("auth")), body=None, timeout=timeout
+            "GET", storage_path, headers=_auth_headers(_attachment_auth(spec, tenant)), body=None, timeout=timeout
         )
     elif mode == "s3":
-        content = await _fetch_s3(storage_path, blocked_buckets)
+        content = await _fetch_s3(storage_path, blocked_buckets, str(tenant.get("id") or ""))
     else:
         headers = {"Content-Type": "application/json", **_auth_headers(tenant.get("client_auth"))}
         body = json.dumps({"storage_path": storage_path}).encode()

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import NamedTuple
 
 from mailproxy import tenants
-from mailproxy.aws import client
 from mailproxy.crypto import hash_api_key, tokens_equal
 from mailproxy.errors import ConfigurationError, Forbidden, Unauthorized, UnprocessableEntity
+from mailproxy.secret_cache import secrets
 from mailproxy.settings import get_settings
 
 INVALID_TOKEN = "Invalid or missing API token"
 WRONG_TENANT = "Token not authorized for this tenant"
+ROTATION_RECHECK_SECONDS = 10.0  # an unknown token re-reads the admin secret at most this often per container
 
 
 class Principal(NamedTuple):
@@ -23,17 +23,15 @@ class Principal(NamedTuple):
     tenant_id: str | None = None
 
 
-@functools.cache
-def admin_token() -> str:
-    """The admin token: GMP_API_TOKEN, else the Secrets Manager secret (read once per container)."""
+def admin_token(max_age: float | None = None) -> str:
+    """The admin token: GMP_API_TOKEN, else the Secrets Manager secret, read again once the copy this
+    container holds is older than `max_age` (default GMP_SECRET_MAX_AGE_SECONDS), so a rotation applies."""
     settings = get_settings()
     if settings.admin_token:
         return settings.admin_token
     if settings.admin_token_secret_arn:
-        secret = client("secretsmanager").get_secret_value(SecretId=settings.admin_token_secret_arn)
-        token = str(secret.get("SecretString") or "").strip()
-        if token:
-            return token
+        age = settings.secret_max_age_seconds if max_age is None else min(max_age, settings.secret_max_age_seconds)
+        return secrets.get(settings.admin_token_secret_arn, max_age=age)
     raise ConfigurationError("no admin token: set GMP_API_TOKEN or ADMIN_TOKEN_SECRET_ARN")
 
 
@@ -48,6 +46,9 @@ def authenticate(token: str | None) -> Principal:
         raise Unauthorized(INVALID_TOKEN)
     key = tenants.lookup_api_key(hash_api_key(token))
     if key is None:
+        # Just rotated? The new admin token works as soon as it is read: look again, at most every few seconds.
+        if tokens_equal(token, admin_token(max_age=ROTATION_RECHECK_SECONDS)):
+            return Principal(is_admin=True)
         raise Unauthorized(INVALID_TOKEN)
     expires_at = key.get("expires_at")
     if expires_at is not None and int(expires_at) <= time.time():

@@ -16,6 +16,7 @@ from email.policy import Policy
 from typing import Any, NamedTuple
 
 from mailproxy.errors import PermanentDeliveryError
+from mailproxy.limits import is_structural_header
 
 # Parsed headers kept for reuse, least recently used dropped first. Only short values: a parse tree
 # takes hundreds of times its text (a 1 000-character To list, ~0.4 MB), values that long rarely
@@ -272,14 +273,14 @@ def _build(payload: dict[str, Any], *, message_id: str, attachments: list[Attach
         name = str(name).strip()
         if not _HEADER_NAME.match(name):
             raise PermanentDeliveryError(f"invalid header name: {name!r}")
+        if is_structural_header(name):
+            # Intake refuses these; a message stored before it did must not replace them either.
+            raise PermanentDeliveryError(f"invalid header: {name}")
         _set_header(msg, name, _one_line(value))
 
-    # Bcc recipients are in the envelope only; a custom Bcc header is the client's explicit choice.
-    if "Message-ID" not in msg:
-        msg["Message-ID"] = _angle(str(payload.get("message_id") or message_id))
-    if "Date" not in msg:
-        msg["Date"] = email.utils.format_datetime(datetime.now(UTC))
-    # Set last so that no custom header can hide which message this is.
+    # Bcc recipients are in the envelope only, never a header.
+    msg["Message-ID"] = _angle(str(payload.get("message_id") or message_id))
+    msg["Date"] = email.utils.format_datetime(datetime.now(UTC))
     _set_header(msg, "X-Genro-Mail-ID", _one_line(payload.get("id") or ""))
 
     sender = return_path[0][1] if return_path else from_pairs[0][1]

@@ -253,8 +253,15 @@ def _update_where(
 
 
 def claim(tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int, stale_before: int) -> Item | None:
-    """Take a message for sending; the claimed item, or None when it is gone, stale, final or held by a live claim."""
-    update = "SET #status = :sending, #claim_id = :claim, #claim_ts = :now, #updated_at = :now"
+    """Take a message for sending; the claimed item, or None when it is gone, stale, final or held by a live claim.
+
+    `claims` on the item counts the claims since its last recorded result (`finish` resets it): above one,
+    earlier claims did not finish (a crash, a timeout) and this one recovered theirs.
+    """
+    update = (
+        "SET #status = :sending, #claim_id = :claim, #claim_ts = :now, #updated_at = :now,"
+        " #claims = if_not_exists(#claims, :zero) + :one"
+    )
     # A copy that arrives before the message is due (a duplicate of a delayed one) is not taken.
     condition = (
         "#rev = :rev AND (#status IN (:pending, :deferred) OR (#status = :sending AND #claim_ts <= :stale))"
@@ -269,6 +276,8 @@ def claim(tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int,
         ":rev": rev,
         ":stale": stale_before,
         ":due": now + EARLY_SLACK_SECONDS,
+        ":zero": 0,
+        ":one": 1,
     }
     reply = _update_where(tenant_id, message_id, update, condition, values, ReturnValues="ALL_NEW")
     if reply is None:
@@ -297,10 +306,35 @@ def finish(
     if history_event is not None:
         sets.append("#history = list_append(if_not_exists(#history, :empty), :event)")
         values[":empty"], values[":event"] = [], [history_event]
-    removes = ["#claim_id", "#claim_ts", *(f"#{name}" for name in remove)]
+    removes = ["#claim_id", "#claim_ts", "#claims", *(f"#{name}" for name in remove)]
     update = "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes)
     condition = "#claim_id = :claim"
     return _update_if(tenant_id, message_id, update, condition, values)
+
+
+def unfinished_claims(item: Item) -> int:
+    """How many claims of a claimed message ended without a recorded result before the current one."""
+    return max(0, int(item.get("claims", 1)) - 1)
+
+
+def abandoned_reason(attempts: int) -> str:
+    """The error of a message whose claims kept ending unfinished (never sent again, reported as failed)."""
+    return f"Abandoned after {attempts} attempts that did not finish (sender crashed or timed out)"
+
+
+def abandon(tenant_id: str, message_id: str, *, claim_id: str, attempts: int, now: int) -> bool:
+    """Fail a message whose stale claim `claim_id` was its last allowed attempt; False if it was taken over."""
+    reason = abandoned_reason(attempts)
+    return finish(
+        tenant_id,
+        message_id,
+        claim_id=claim_id,
+        status="error",
+        now=now,
+        history_event=event("error", now, reason),
+        outcome="error",
+        fields={"error": reason, "error_ts": now, "expires_at": retained_until(now)},
+    )
 
 
 def unpark(tenant_id: str, message_id: str, *, park_ts: int, now: int) -> bool:

@@ -151,10 +151,25 @@ def render() -> bytes:
     return generate_latest(registry)
 
 
+def expected_token() -> str | None:
+    """The bearer token /metrics requires: METRICS_TOKEN (locally), else the METRICS_TOKEN_SECRET_ARN secret
+    (AWS, read on a /metrics request only and cached at most GMP_SECRET_MAX_AGE_SECONDS); None: open."""
+    # Read at each request, as before settings are cached: a local stack's METRICS_TOKEN may change while it runs.
+    local_token = os.environ.get("METRICS_TOKEN", "").strip()
+    if local_token:
+        return local_token
+    settings = get_settings()
+    if settings.metrics_token_secret_arn:
+        from mailproxy.secret_cache import secrets
+
+        return secrets.get(settings.metrics_token_secret_arn, max_age=settings.secret_max_age_seconds)
+    return None
+
+
 def authorized(event: dict[str, Any]) -> bool:
-    """True unless METRICS_TOKEN is set and the request lacks `Authorization: Bearer <it>`."""
-    expected = os.environ.get("METRICS_TOKEN", "").strip()
-    if not expected:
+    """True unless a token is required (expected_token) and the request lacks `Authorization: Bearer <it>`."""
+    expected = expected_token()
+    if expected is None:
         return True
     headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
     scheme, _, given = str(headers.get("authorization") or "").partition(" ")
@@ -162,7 +177,7 @@ def authorized(event: dict[str, Any]) -> bool:
 
 
 def render_response(event: dict[str, Any]) -> dict[str, Any]:
-    """The API Gateway response of `GET /metrics` (bearer token required when METRICS_TOKEN is set)."""
+    """The API Gateway response of `GET /metrics` (bearer token required when one is configured)."""
     if not authorized(event):
         return {
             "statusCode": 401,

@@ -92,7 +92,8 @@ Text = Annotated[str, AfterValidator(_no_surrogates)]
 Line = Annotated[str, AfterValidator(_no_surrogates), AfterValidator(_single_line)]
 TenantId = Annotated[str, Field(pattern=TENANT_ID_PATTERN)]
 Timestamp = Annotated[int, Field(ge=-MAX_TIMESTAMP, le=MAX_TIMESTAMP)]
-Addresses = Annotated[list[Line], Field(max_length=1000)] | Text
+# No length bound here: GMP_MAX_RECIPIENTS counts to + cc + bcc together, as a per-message rejection.
+Addresses = list[Line] | Text
 JsonText = Annotated[Any, AfterValidator(_json_text)]
 Document = Annotated[dict[str, Any], AfterValidator(_storable)]
 MessageId = Annotated[
@@ -163,15 +164,20 @@ class Message(Strict):
         description="The sender; `from_addr` is accepted in its place (genro-mail-proxy's client sends it), "
         "the stored payload keeps `from`",
     )
-    to: Addresses
+    to: Addresses = Field(description="List or comma string; to + cc + bcc at most GMP_MAX_RECIPIENTS (1000)")
     cc: Addresses | None = None
     bcc: Addresses | None = None
     reply_to: Line | None = Field(default=None, max_length=998)
     return_path: Line | None = Field(default=None, max_length=998)
-    subject: Line = Field(min_length=1, max_length=10_000)
+    subject: Line = Field(min_length=1, max_length=10_000, description="At most GMP_MAX_HEADER_VALUE_BYTES (16 KB)")
     body: Text = ""
     content_type: Literal["plain", "html"] = "plain"
-    headers: dict[Line, JsonText] | None = None
+    headers: dict[Line, JsonText] | None = Field(
+        default=None,
+        description="Extra headers; not From, To, Cc, Bcc, Sender, Date, Message-ID, MIME-Version, Return-Path,"
+        " X-Genro-Mail-ID or Content-*; each value at most GMP_MAX_HEADER_VALUE_BYTES (16 KB), every header"
+        " together at most GMP_MAX_HEADER_BYTES (100 KB)",
+    )
     message_id: Line | None = Field(default=None, max_length=998)
     attachments: list[Attachment] | None = Field(default=None, max_length=1000)
     priority: int | str | None = None
@@ -305,17 +311,28 @@ class TenantRateLimits(Strict):
         return self
 
 
-class TenantFields(Strict):
-    """The configurable fields of a tenant, every one optional (the body of `PUT /tenant/{id}`)."""
+_TENANT_WRITABLE = "Tenant key or admin token."
+_ADMIN_ONLY = "Admin token only: with a tenant key, PUT /tenant/{id} naming it is a 403."
 
-    name: Text | None = Field(default=None, max_length=255)
-    client_base_url: Line | None = Field(default=None, max_length=2048)
-    client_sync_path: Line | None = Field(default=None, max_length=1024)
-    client_attachment_path: Line | None = Field(default=None, max_length=1024)
-    client_auth: ClientAuth | None = None
-    active: bool | None = None
-    rate_limits: TenantRateLimits | None = None
-    large_file_config: Document | None = None
+
+class TenantFields(Strict):
+    """The configurable fields of a tenant, every one optional (the body of `PUT /tenant/{id}`).
+
+    A tenant key may write every field but `active` and `rate_limits` (docs/api-fields.md).
+    """
+
+    name: Text | None = Field(default=None, max_length=255, description=_TENANT_WRITABLE)
+    client_base_url: Line | None = Field(default=None, max_length=2048, description=_TENANT_WRITABLE)
+    client_sync_path: Line | None = Field(default=None, max_length=1024, description=_TENANT_WRITABLE)
+    client_attachment_path: Line | None = Field(default=None, max_length=1024, description=_TENANT_WRITABLE)
+    client_auth: ClientAuth | None = Field(default=None, description=_TENANT_WRITABLE)
+    active: bool | None = Field(default=None, description=f"{_ADMIN_ONLY} An inactive tenant's messages are held.")
+    rate_limits: TenantRateLimits | None = Field(
+        default=None, description=f"{_ADMIN_ONLY} The tenant's sending quotas."
+    )
+    large_file_config: Document | None = Field(
+        default=None, description=f"{_TENANT_WRITABLE} How the tenant's own large files are handled."
+    )
 
     @field_validator("client_base_url")
     @classmethod

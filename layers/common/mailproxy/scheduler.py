@@ -10,6 +10,7 @@ from aws_lambda_powertools import Logger
 
 from mailproxy import messages, state
 from mailproxy.dynamo import Item
+from mailproxy.settings import get_settings
 
 logger = Logger(service="mail-proxy")
 
@@ -102,10 +103,21 @@ def _finish_send(journal: Item, sk: str, now: int) -> None:
     counters: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(state.COUNTER_FIELDS, 0))
     pending: dict[str, int] = defaultdict(int)
     requeue: list[Item] = []
+    max_claims = get_settings().max_claim_attempts
     for item in items:
         tenant_id, account_id = str(item["tenant_id"]), str(item.get("account_id", ""))
         if item.get("status") == "sending" and item.get("claim_id") == sk:
-            requeue.append(item)  # the claim is stale by now: a new claim takes it over
+            # The claim is stale by now: a new claim takes it over, unless it was the last one allowed.
+            attempts = int(item.get("claims", 1))
+            if attempts < max_claims:
+                requeue.append(item)
+            elif messages.abandon(tenant_id, str(item["id"]), claim_id=sk, attempts=attempts, now=now):
+                logger.error(
+                    messages.abandoned_reason(attempts),
+                    extra={"tenant_id": tenant_id, "account_id": account_id, "message_id": item["id"]},
+                )
+                counters[(tenant_id, account_id)]["errors"] += 1
+                pending[tenant_id] -= 1
             continue
         if item.get("outcome_by") != sk:
             continue

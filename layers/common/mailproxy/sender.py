@@ -6,6 +6,7 @@ it. Never lost: the batch's journal entry lets the scheduler finish anything a c
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections import defaultdict
@@ -16,8 +17,8 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from mailproxy import messages, payloads, ratelimit, state, tenants
-from mailproxy.email_builder import build_email
-from mailproxy.errors import DeliveryError, PermanentDeliveryError
+from mailproxy.email_builder import OutgoingEmail, build_email
+from mailproxy.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from mailproxy.messages import event, retained_until
 from mailproxy.queues import MAX_DELAY_SECONDS, QueueEntry, enqueue, parse_body
 from mailproxy.settings import get_settings
@@ -26,6 +27,8 @@ from mailproxy.smtp import AccountConfig, default_pool, run
 logger = Logger(service="mail-proxy")
 
 SEND_MARGIN_SECONDS = 5.0  # what recording a result needs after the SMTP reply
+CRASHED = "crashed"  # a job's outcome when an unexpected error left its claim to crash recovery
+UNFINISHED = "dropped"  # a job's outcome until something happens to it
 
 
 @dataclass
@@ -38,7 +41,7 @@ class Job:
     rev: str
     payload: dict[str, Any] | None
     item: dict[str, Any] | None = None
-    outcome: str = "dropped"
+    outcome: str = UNFINISHED
     retry_record: bool = False  # report to SQS as a batch item failure
     requeue: QueueEntry | None = None
 
@@ -91,7 +94,10 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
     journal = state.open_journal(
         "send", [{"tenant_id": j.tenant_id, "id": j.id} for j in jobs], due_ts=now + settings.claim_timeout_seconds
     )
+    claimed_keys: set[tuple[str, str]] = set()
     for job in jobs:
+        if (job.tenant_id, job.id) in claimed_keys:
+            continue  # two copies of one message in a batch: the first one's claim covers it
         job.item = messages.claim(
             job.tenant_id,
             job.id,
@@ -100,6 +106,8 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
             now=now,
             stale_before=now - settings.claim_timeout_seconds,
         )
+        if job.item is not None:
+            claimed_keys.add((job.tenant_id, job.id))
     claimed = [j for j in jobs if j.item is not None]
     tally = BatchTally()
     if claimed:
@@ -107,7 +115,12 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
     requeue = [j.requeue for j in jobs if j.requeue is not None]
     if requeue:
         enqueue(requeue)
-    state.close_batch(journal, counters=dict(tally.counters), pending=dict(tally.pending))
+    if any(j.outcome == CRASHED for j in jobs):
+        # Left open for the scheduler, as a dead container's would be: it re-queues the crashed messages when
+        # their claims are stale and counts what this batch recorded (outcome_by), once.
+        logger.warning("send batch left open after an unexpected error", extra={"journal": journal})
+    else:
+        state.close_batch(journal, counters=dict(tally.counters), pending=dict(tally.pending))
     failures += [j.record_id for j in jobs if j.retry_record]
     return {"batchItemFailures": [{"itemIdentifier": f} for f in failures]}
 
@@ -129,6 +142,11 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
             messages.delete_state(job.tenant_id, job.id)
             job.outcome = "dropped"
             continue
+        unfinished = messages.unfinished_claims(item)
+        if unfinished >= settings.max_claim_attempts:
+            # Its earlier claims crashed or timed out each time: fail it rather than let it take a sender down again.
+            _fail(job, journal, tally, messages.abandoned_reason(unfinished))
+            continue
         if tenants.is_held(tenant, item.get("batch_code")):
             held.append(job)
             continue
@@ -137,6 +155,7 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
     _load_missing_payloads(held + [j for group in by_account.values() for j in group])
     for job in held:
         _finish(job, journal, "suspended", history=None, outcome="held", **_pinned(job))
+    runs = []
     for (tenant_id, account_id), group in by_account.items():
         tenant = tenant_cache.get(tenant_id) or {}
         account = accounts.get((tenant_id, account_id))
@@ -151,7 +170,32 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
                 _finish(job, journal, _unsent_status(job), history=None, outcome="requeued")
             else:
                 ready.append(job)
-        await _send_group(tenant, account, ready, journal, tally, remaining_ms, settings.smtp_timeout_seconds)
+        runs.append(_run_group(tenant, account, ready, journal, tally, remaining_ms))
+    # Account groups run side by side, each within its own time limit: a slow or dead SMTP server holds
+    # its own account's messages only (docs/delivery.md "Destination isolation").
+    await asyncio.gather(*runs)
+
+
+async def _run_group(
+    tenant: dict[str, Any],
+    account: dict[str, Any],
+    group: list[Job],
+    journal: str,
+    tally: BatchTally,
+    remaining_ms: Any,
+) -> None:
+    try:
+        await _send_group(tenant, account, group, journal, tally, remaining_ms)
+    except Exception:
+        # Not one message's failure (a rate-limit write, a KMS decrypt): the group's unfinished messages are
+        # left to crash recovery, as a dead container's would be, and the other accounts go on.
+        logger.exception(
+            f"Unexpected error in account {account.get('id')}; its unfinished messages left to crash recovery",
+            extra={"tenant_id": tenant.get("id"), "account_id": account.get("id")},
+        )
+        for job in group:
+            if job.outcome == UNFINISHED:
+                job.outcome = CRASHED
 
 
 async def _send_group(
@@ -161,8 +205,8 @@ async def _send_group(
     journal: str,
     tally: BatchTally,
     remaining_ms: Any,
-    smtp_timeout: float,
 ) -> None:
+    settings = get_settings()
     tenant_id, account_id = str(tenant["id"]), str(account["id"])
     limits = ratelimit.Limits.of(account)
     reservation = ratelimit.reserve(tenant_id, account_id, limits, len(group), now_ts())
@@ -177,37 +221,88 @@ async def _send_group(
         user=account.get("user"),
         password=tenants.account_password(account) if account.get("user") else None,
         use_tls=account.get("use_tls"),
-        timeout=smtp_timeout,
+        timeout=settings.smtp_timeout_seconds,
         verify_tls=os.environ.get("GMP_SMTP_VERIFY_TLS", "true").lower() != "false",
         ttl=tenants.connection_ttl(account),
     )
+    limit = settings.message_time_limit_seconds
+    deadline = time.monotonic() + settings.account_time_limit_seconds
     unused = 0
-    tenant_for_fetch: dict[str, Any] | None = None
-    for job in allowed:
-        if remaining_ms is not None and remaining_ms() < (smtp_timeout + SEND_MARGIN_SECONDS) * 1000:
+    fetch_tenant: list[dict[str, Any]] = []  # the tenant with its decrypted client_auth, made on first use
+    for n, job in enumerate(allowed):
+        if remaining_ms is not None and remaining_ms() < (limit + SEND_MARGIN_SECONDS) * 1000:
             # Too little time left to finish a transaction: hand the message back untouched.
             _finish(job, journal, _unsent_status(job), history=None, outcome="requeued")
             job.retry_record = True
             unused += 1
             continue
-        payload = job.payload or {}
+        if n and time.monotonic() + limit > deadline:
+            # The account's share of the batch is used up (GMP_ACCOUNT_TIME_LIMIT_SECONDS): back on the queue,
+            # not an attempt. The first message of a group always gets its chance.
+            _hand_back(job, journal)
+            unused += 1
+            continue
         try:
-            attachments = []
-            if payload.get("attachments"):
-                # Imported on first use: most batches carry no attachment, and cold starts are billed.
-                from mailproxy.attachments import fetch_attachments
-
-                if tenant_for_fetch is None:
-                    tenant_for_fetch = {**tenant, "client_auth": tenants.client_auth(tenant)}
-                attachments = await fetch_attachments(payload["attachments"], tenant=tenant_for_fetch)
-            email = build_email(payload, message_id=_message_id(job, payload), attachments=attachments)
-            await default_pool().send(config, email)
+            await asyncio.wait_for(_transaction(job, tenant, config, fetch_tenant), timeout=limit)
         except DeliveryError as exc:
             unused += 1
             _failed_attempt(job, journal, tally, exc)
             continue
+        except TimeoutError:
+            # Cancelled mid-way (the pool discards a connection cancelled mid-transaction): a timed-out attempt.
+            unused += 1
+            _failed_attempt(job, journal, tally, TemporaryDeliveryError(f"message time limit exceeded ({limit:g} s)"))
+            continue
+        except Exception:
+            # A failure without a type (a bug, a payload that breaks a library): treated as a crash of this
+            # message alone. Its claim is left to go stale and the batch's journal open, so the scheduler
+            # re-queues it and the claim counter fails it after GMP_MAX_CLAIM_ATTEMPTS; the batch goes on.
+            logger.exception(
+                f"Unexpected error sending message {job.id}; left to crash recovery",
+                extra={"tenant_id": tenant_id, "account_id": account_id, "message_id": job.id},
+            )
+            job.outcome = CRASHED
+            continue
         _sent(job, journal, tally)
     ratelimit.release(tenant_id, account_id, reservation, unused)
+
+
+async def _transaction(
+    job: Job, tenant: dict[str, Any], config: AccountConfig, fetch_tenant: list[dict[str, Any]]
+) -> None:
+    """Fetch, build and send one message (the whole of what GMP_MESSAGE_TIME_LIMIT_SECONDS bounds)."""
+    payload = job.payload or {}
+    attachments = []
+    if payload.get("attachments"):
+        # Imported on first use: most batches carry no attachment, and cold starts are billed.
+        from mailproxy.attachments import fetch_attachments
+
+        if not fetch_tenant:
+            fetch_tenant.append({**tenant, "client_auth": tenants.client_auth(tenant)})
+        attachments = await fetch_attachments(payload["attachments"], tenant=fetch_tenant[0])
+    email = build_email(payload, message_id=_message_id(job, payload), attachments=attachments)
+    size, cap = _encoded_size(email), get_settings().max_message_bytes
+    if size > cap:
+        raise PermanentDeliveryError(f"message too large: {size} bytes (limit {cap})")
+    await default_pool().send(config, email)
+
+
+def _encoded_size(email: OutgoingEmail) -> int:
+    """The message's size on the wire, give or take its MIME boundaries: every part's encoded content and
+    headers (counted without generating the message, which would copy it once more)."""
+    total = 0
+    for part in email.message.walk():
+        total += sum(len(name) + len(str(value)) + 4 for name, value in part.items())
+        if not part.is_multipart():
+            total += len(str(part.get_payload()))
+    return total
+
+
+def _hand_back(job: Job, journal: str) -> None:
+    """Put a claimed message back on its queue unsent, without counting an attempt."""
+    if _finish(job, journal, _unsent_status(job), history=None, outcome="requeued"):
+        item = job.item or {}
+        job.requeue = QueueEntry(job.tenant_id, job.id, job.rev, int(item.get("priority", 2)), 0, job.payload)
 
 
 def _message_id(job: Job, payload: dict[str, Any]) -> str:

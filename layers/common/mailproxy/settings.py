@@ -81,6 +81,16 @@ class Settings(NamedTuple):
     claim_timeout_seconds: int
     smtp_timeout_seconds: float
     command_log_retention_days: int
+    metrics_token_secret_arn: str
+    secret_max_age_seconds: int
+    # Bounds on one message (docs/decisions.md "One message never wedges the sender").
+    max_recipients: int = 1000
+    max_header_bytes: int = 102_400
+    max_header_value_bytes: int = 16_384
+    max_message_bytes: int = 35 * 1024 * 1024
+    message_time_limit_seconds: float = 30.0
+    account_time_limit_seconds: float = 50.0
+    max_claim_attempts: int = 3
 
     def __repr__(self) -> str:
         shown = (f"{name}={value!r}" for name, value in zip(self._fields, self, strict=True) if name != "admin_token")
@@ -117,6 +127,15 @@ def _load() -> Settings:
         claim_timeout_seconds=_int("GMP_CLAIM_TIMEOUT_SECONDS", 180),
         smtp_timeout_seconds=_float("GMP_SMTP_TIMEOUT_SECONDS", 30.0),
         command_log_retention_days=_positive("GMP_COMMAND_LOG_RETENTION_DAYS", 30),
+        metrics_token_secret_arn=os.environ.get("METRICS_TOKEN_SECRET_ARN", "").strip(),
+        secret_max_age_seconds=_int("GMP_SECRET_MAX_AGE_SECONDS", 300),
+        max_recipients=_int("GMP_MAX_RECIPIENTS", 1000),
+        max_header_bytes=_int("GMP_MAX_HEADER_BYTES", 102_400),
+        max_header_value_bytes=_int("GMP_MAX_HEADER_VALUE_BYTES", 16_384),
+        max_message_bytes=_int("GMP_MAX_MESSAGE_BYTES", 35 * 1024 * 1024),
+        message_time_limit_seconds=_float("GMP_MESSAGE_TIME_LIMIT_SECONDS", 30.0),
+        account_time_limit_seconds=_float("GMP_ACCOUNT_TIME_LIMIT_SECONDS", 50.0),
+        max_claim_attempts=max(1, _int("GMP_MAX_CLAIM_ATTEMPTS", 3)),
     )
 
 

@@ -29,6 +29,9 @@ TENANT_CONFIG_FIELDS = (
     "rate_limits",
     "large_file_config",
 )
+# What an admin decides for a tenant: a tenant key may not change them (PUT /tenant/{id} → 403), so an admin's
+# deactivation or quota sticks. Every other TENANT_CONFIG_FIELDS entry and client_auth are the tenant's own.
+ADMIN_ONLY_FIELDS = ("active", "rate_limits")
 DEFAULT_SYNC_PATH = "/mail-proxy/sync"
 DEFAULT_ATTACHMENT_PATH = "/mail-proxy/attachments"
 ACCOUNT_FIELDS = (
