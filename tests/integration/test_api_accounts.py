@@ -172,3 +172,71 @@ def test_unknown_account_fields_are_refused_by_name(
     named = {tuple(e["loc"])[-1] for e in reply.json()["detail"]}
     assert named == {"pasword", "tls"}
     assert accounts(api, key) == []
+
+
+def test_ttl_is_accepted_stored_and_listed_as_genro_mail_proxy_sends_it(
+    api: TestClient, make_tenant: TenantFactory
+) -> None:
+    _, key = make_tenant("acme")
+    for account_id, ttl in (("short", 60), ("none", None), ("zero", 0)):
+        reply = api.post(
+            "/account", json={"id": account_id, "host": "smtp.acme.test", "port": 25, "ttl": ttl}, headers=key
+        )
+        assert reply.status_code == 200, reply.text
+    api.post("/account", json={"id": "absent", "host": "smtp.acme.test", "port": 25}, headers=key)
+    assert {a["id"]: a["ttl"] for a in accounts(api, key)} == {"absent": 300, "none": 300, "short": 60, "zero": 0}
+
+
+def test_a_negative_ttl_is_a_422_naming_it(api: TestClient, make_tenant: TenantFactory) -> None:
+    _, key = make_tenant("acme")
+    reply = api.post("/account", json={"id": "smtp", "host": "smtp.acme.test", "port": 25, "ttl": -1}, headers=key)
+    assert reply.status_code == 422
+    assert reply.json()["detail"][0]["loc"] == ["body", "ttl"]
+
+
+def test_pec_fields_are_refused_saying_pec_is_not_supported(api: TestClient, make_tenant: TenantFactory) -> None:
+    _, key = make_tenant("acme")
+    body = {
+        "id": "pec",
+        "host": "smtp.pec.test",
+        "port": 465,
+        "is_pec_account": True,
+        "imap_host": "imap.pec.test",
+        "imap_folder": "INBOX",
+    }
+    reply = api.post("/account", json=body, headers=key)
+    assert reply.status_code == 422
+    [error] = reply.json()["detail"]
+    assert error["msg"] == "PEC accounts are not supported (fields is_pec_account, imap_host, imap_folder)"
+    assert error["type"] == "pec_not_supported"
+    assert accounts(api, key) == []
+
+
+def test_pec_fields_left_empty_ask_for_nothing_and_are_not_stored(api: TestClient, make_tenant: TenantFactory) -> None:
+    _, key = make_tenant("acme")
+    # genro-mail-proxy's AccountPayload dumped whole: every PEC field present, null or false.
+    empty = dict.fromkeys(("imap_host", "imap_port", "imap_user", "imap_password", "imap_ssl", "imap_folder"))
+    body = {"id": "smtp", "host": "smtp.acme.test", "port": 25, "is_pec_account": False, **empty}
+    assert api.post("/account", json=body, headers=key).status_code == 200
+    (shown,) = accounts(api, key)
+    assert not any(name.startswith(("imap_", "is_pec")) for name in shown)
+
+
+def test_an_unknown_account_field_is_still_a_422_naming_it(api: TestClient, make_tenant: TenantFactory) -> None:
+    _, key = make_tenant("acme")
+    reply = api.post("/account", json={"id": "smtp", "host": "h.test", "port": 25, "pool_size": 3}, headers=key)
+    assert reply.status_code == 422
+    assert reply.json()["detail"][0]["loc"] == ["body", "pool_size"]
+
+
+def test_a_refused_pec_accounts_imap_password_is_not_kept_in_the_command_log(
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory
+) -> None:
+    _, key = make_tenant("acme")
+    body = {"id": "pec", "host": "smtp.pec.test", "port": 465, "is_pec_account": True, "imap_password": "imap-s3cret"}
+    assert api.post("/account", json=body, headers=key).status_code == 422
+    log = api.get("/command-log", headers=admin)
+    assert log.status_code == 200
+    assert "imap-s3cret" not in log.text
+    [logged] = [c for c in log.json()["commands"] if c["endpoint"].endswith("/account")]
+    assert logged["payload"]["imap_password"] == "***" and logged["response_status"] == 422

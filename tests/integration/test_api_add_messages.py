@@ -369,3 +369,31 @@ def test_one_unknown_tenant_refuses_the_whole_admin_request(
     assert reply.json() == {"detail": "Tenant 'ghost' not found"}
     assert aws_env.table_items("MESSAGES_TABLE") == []
     assert aws_env.queued_total() == 0
+
+
+def test_from_addr_is_accepted_in_place_of_from_and_stored_as_from(
+    api: TestClient, key: dict[str, str], aws_env: AwsEnv
+) -> None:
+    submitted = message("m-1")
+    submitted["from_addr"] = submitted.pop("from")
+    reply = add(api, key, submitted)
+    assert reply.json() == {"ok": True, "queued": 1, "rejected": []}
+    shown = by_id(api, key)["m-1"]["message"]
+    assert shown["from"] == "Acme <noreply@acme.test>" and "from_addr" not in shown
+    (body,) = aws_env.drain(2)
+    assert body["payload"]["from"] == "Acme <noreply@acme.test>"
+
+
+def test_from_and_from_addr_together_are_a_422_naming_from_addr(api: TestClient, key: dict[str, str]) -> None:
+    reply = add(api, key, message("m-1", from_addr="other@acme.test"))
+    assert reply.status_code == 422
+    assert reply.json()["detail"][0]["loc"] == ["body", "messages", 0, "from_addr"]
+
+
+def test_a_bad_from_addr_rejects_the_message_like_a_bad_from(api: TestClient, key: dict[str, str]) -> None:
+    submitted = message("m-1")
+    submitted["from_addr"] = "not an address"
+    del submitted["from"]
+    reply = add(api, key, submitted)
+    assert reply.status_code == 400
+    assert reply.json()["detail"]["rejected"] == [{"id": "m-1", "reason": "invalid address: not an address"}]

@@ -422,3 +422,64 @@ def test_the_pending_count_is_exact_after_adds_overwrites_rejections_and_deletes
     assert pending(api, key) == 3
     delete(api, key, "a", "d", "e")
     assert (pending(api, key), pending(api, other), pending(api, admin)) == (0, 1, 1)
+
+
+# ---------------------------------------------------------------- rejected messages keep their payload (issue 16)
+
+
+def test_a_rejected_message_lists_its_payload_as_submitted_without_secrets(
+    api: TestClient, key: dict[str, str]
+) -> None:
+    from mail_proxy.client import Message as GenroMessage
+
+    attachments = [
+        {"filename": "inline.txt", "storage_path": "base64:SGVsbG8gd29ybGQ="},
+        {
+            "filename": "r.pdf",
+            "storage_path": "https://f.test/r.pdf",
+            "auth": {"method": "bearer", "token": "tok-s3cret"},
+        },
+    ]
+    add(api, key, message("ok"), message("lost", account_id="nope", subject="Invoice", attachments=attachments))
+    reply = api.get("/messages", headers=key)
+    assert "SGVsbG8gd29ybGQ=" not in reply.text and "tok-s3cret" not in reply.text
+    lost = {r["id"]: r for r in reply.json()["messages"]}["lost"]
+    assert (lost["status"], lost["error"]) == ("error", "account not found for tenant")
+    shown = lost["message"]
+    assert (shown["subject"], shown["from"], shown["to"], shown["account_id"]) == (
+        "Invoice",
+        "Acme <noreply@acme.test>",
+        ["alice@example.test"],
+        "nope",
+    )
+    assert shown["attachments"] == [
+        {"filename": "inline.txt"},
+        {"filename": "r.pdf", "storage_path": "https://f.test/r.pdf"},
+    ]
+    # genro-mail-proxy's client reads every record of the tenant, the rejected one included.
+    parsed = {r["id"]: GenroMessage.from_dict(r) for r in reply.json()["messages"]}
+    assert (parsed["lost"].status, parsed["lost"].subject, parsed["lost"].error) == (
+        "error",
+        "Invoice",
+        "account not found for tenant",
+    )
+
+
+def test_a_record_whose_payload_is_no_longer_stored_lists_an_empty_message(
+    api: TestClient, key: dict[str, str]
+) -> None:
+    from mailproxy import payloads
+
+    add(api, key, message("packed"), message("rejected", to=[]))
+    payloads.delete_packs("acme")  # as the S3 lifecycle expires a pack
+    payloads.delete_payload("acme", "rejected")  # as for a rejection recorded before issue 16
+    assert {r["id"]: r["message"] for r in records(api, key)} == {"packed": {}, "rejected": {}}
+
+
+def test_deleting_a_rejected_message_deletes_its_stored_payload(api: TestClient, key: dict[str, str]) -> None:
+    from mailproxy import payloads
+
+    add(api, key, message("ok"), message("rejected", to=[]))
+    assert payloads.load_payloads([{"tenant_id": "acme", "id": "rejected"}])
+    assert delete(api, key, "rejected").json()["removed"] == 1
+    assert payloads.load_payloads([{"tenant_id": "acme", "id": "rejected"}]) == {}

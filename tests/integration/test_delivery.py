@@ -473,3 +473,26 @@ def test_no_send_starts_when_the_invocation_has_too_little_time_left(delivery: D
     assert delivery.records()["m-1"]["status"] == "pending"
     assert handler({"Records": [{"messageId": "sqs-1", "body": json.dumps(body)}]}, None) == {"batchItemFailures": []}
     assert mail_ids(server.handler.received) == ["m-1"]
+
+
+def test_an_account_ttl_of_zero_opens_a_new_smtp_connection_for_every_message(
+    aws_env: AwsEnv, api: TestClient, admin: dict[str, str], server: RunningServer
+) -> None:
+    delivery = make_delivery(aws_env, api, admin, server.port, ttl=0)
+    for message_id in ("m-1", "m-2", "m-3"):
+        delivery.submit(message(message_id))
+        assert delivery.pump() == 1
+    assert mail_ids(server.handler.received) == ["m-1", "m-2", "m-3"]
+    pool = smtp.default_pool()
+    assert (pool.connections_opened, pool.connections_expired) == (3, 2)
+
+
+def test_an_account_keeps_its_smtp_connection_within_the_default_ttl(
+    aws_env: AwsEnv, api: TestClient, admin: dict[str, str], server: RunningServer
+) -> None:
+    delivery = make_delivery(aws_env, api, admin, server.port)
+    for message_id in ("m-1", "m-2"):
+        delivery.submit(message(message_id))
+        assert delivery.pump() == 1
+    pool = smtp.default_pool()
+    assert (pool.connections_opened, pool.connections_expired) == (1, 0)

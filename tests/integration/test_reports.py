@@ -671,3 +671,33 @@ def test_the_sample_stream_event_reports_its_sent_message(
     reply = service.api.get("/messages", params={"tenant_id": "acme", "include_history": "true"}, headers=service.admin)
     [record] = reply.json()["messages"]
     assert record["history"][1]["reported_ts"] is not None
+
+
+def test_a_callback_that_always_answers_queued_is_not_called_at_every_tick(
+    service: Service, callback: Callback, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GMP_SYNC_INTERVAL", "60")
+    from mailproxy.settings import get_settings
+
+    get_settings.cache_clear()
+    callback.respond = lambda call: (200, json.dumps({"ok": True, "queued": 7}).encode())
+    acme = service.tenant("acme", client_base_url=callback.url)
+
+    service.reporter.tick()
+    for _ in range(59):  # a minute of scheduler ticks, one a second
+        clock.advance(1)
+        service.reporter.tick()
+    assert len(callback.heartbeats()) == 1
+
+    acme.submit(message("m-1"))
+    service.deliver(acme)  # a new result: reported at once, without waiting for the heartbeat
+    assert [e["id"] for e in callback.entries()] == ["m-1"]
+    assert len(callback.calls) == 2
+
+    clock.advance(1)
+    service.reporter.tick()
+    assert len(callback.calls) == 2
+    clock.advance(59)  # a full interval after the last call
+    service.reporter.tick()
+    assert len(callback.heartbeats()) == 2
+    assert service.sync_status("acme")["next_sync_due"] == clock.now + 60

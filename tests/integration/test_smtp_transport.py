@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from mailproxy import smtp
 from mailproxy.email_builder import OutgoingEmail, build_email
 from mailproxy.errors import PermanentDeliveryError, TemporaryDeliveryError
@@ -18,6 +19,7 @@ from tests.integration.smtp_servers import (
     HOST,
     SMTP_PASSWORD,
     SMTP_USER,
+    RoutingHandler,
     RunningServer,
     SelfSignedCert,
     authenticator,
@@ -480,3 +482,46 @@ def test_changed_account_settings_open_a_new_connection(server: RunningServer) -
             await pool.close_all()
 
     assert asyncio.run(scenario()) == 2
+
+
+class SessionCountingHandler(RoutingHandler):
+    """A RoutingHandler that also counts the client connections that delivered and the QUITs it got."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peers: list[Any] = []
+        self.quits = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if session.peer not in self.peers:
+            self.peers.append(session.peer)
+        return await super().handle_DATA(server, session, envelope)
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        self.quits += 1
+        return "221 Bye"
+
+
+def test_a_connection_older_than_the_account_ttl_is_closed_with_quit_and_replaced() -> None:
+    handler = SessionCountingHandler()
+    controller = Controller(handler, hostname=HOST, port=free_port(), server_hostname="mx.test")
+    controller.start()
+
+    async def scenario() -> tuple[int, int]:
+        pool = SmtpPool()
+        try:
+            await pool.send(account(controller.port, ttl=0.5), outgoing())
+            await pool.send(account(controller.port, ttl=0.5), outgoing())  # young: reused
+            await asyncio.sleep(0.7)
+            await pool.send(account(controller.port, ttl=0.5), outgoing())  # too old: a new session
+            return pool.connections_opened, handler.quits
+        finally:
+            await pool.close_all()
+
+    try:
+        opened, quits_before_close = asyncio.run(scenario())
+    finally:
+        controller.stop()
+    assert (opened, quits_before_close) == (2, 1)
+    assert len(handler.peers) == 2
+    assert len(handler.received) == 3

@@ -73,9 +73,11 @@ def test_md5_marker_is_removed_from_the_name_sent() -> None:
     assert got.mime_type == "application/pdf"
 
 
-def test_md5_marker_that_does_not_match_the_content_fails() -> None:
-    with pytest.raises(AttachmentError, match=r"^Attachment fetch failed for report\{MD5:0+\}\.pdf: MD5 mismatch"):
-        fetch([{"filename": "report{MD5:" + "0" * 32 + "}.pdf", "storage_path": b64(b"data")}])
+def test_an_md5_marker_is_only_a_cache_key_and_never_fails_the_message() -> None:
+    # genro-mail-proxy keys its attachment cache on the marker and never checks it against the content.
+    [got] = fetch([{"filename": "report_{MD5:" + "0" * 32 + "}.pdf", "storage_path": b64(b"data")}])
+
+    assert (got.filename, got.content) == ("report.pdf", b"data")
 
 
 def test_content_md5_is_verified() -> None:
@@ -85,8 +87,41 @@ def test_content_md5_is_verified() -> None:
     [got] = fetch([{"filename": "a.bin", "storage_path": b64(content), "content_md5": good.upper()}])
     assert got.content == content
 
-    with pytest.raises(AttachmentError, match=r"^Attachment fetch failed for a\.bin: MD5 mismatch"):
+    with pytest.raises(AttachmentError) as caught:
         fetch([{"filename": "a.bin", "storage_path": b64(content), "content_md5": "f" * 32}])
+    assert str(caught.value) == f"Attachment fetch failed for a.bin: MD5 mismatch (expected {'f' * 32}, got {good})"
+    assert caught.value.temporary is False
+
+
+def test_an_explicit_content_md5_is_checked_even_beside_a_marker() -> None:
+    marker = "{MD5:" + hashlib.md5(b"other").hexdigest() + "}"
+    with pytest.raises(AttachmentError, match=r"^Attachment fetch failed for r_\{MD5:[0-9a-f]+\}\.pdf: MD5 mismatch"):
+        fetch([{"filename": f"r_{marker}.pdf", "storage_path": b64(b"data"), "content_md5": "0" * 32}])
+
+
+@pytest.mark.parametrize(
+    ("submitted", "sent"),
+    [
+        ("report_{MD5}.pdf", "report.pdf"),
+        ("report{MD5}.pdf", "report.pdf"),
+        ("{MD5}_report.pdf", "report.pdf"),
+        ("report_{MD5}", "report"),
+        ("report_{MD5}_final.pdf", "report_final.pdf"),
+        ("report-{MD5}.pdf", "report.pdf"),  # genro-mail-proxy leaves report-.pdf
+        ("report {MD5}.pdf", "report.pdf"),  # genro: "report .pdf"
+        ("report.{MD5}.pdf", "report.pdf"),  # genro: report..pdf
+        ("report-{MD5}-v2.pdf", "report-v2.pdf"),  # genro: report--v2.pdf
+        ("a_{MD5}_{MD5}.pdf", "a.pdf"),
+        ("my__file_{MD5}.pdf", "my__file.pdf"),  # the rest of the name is left alone (genro: my_file.pdf)
+        ("{MD5}", "attachment"),
+    ],
+)
+def test_an_md5_marker_is_removed_with_the_separator_it_leaves_behind(submitted: str, sent: str) -> None:
+    marker = "{MD5:" + "ab" * 16 + "}"
+
+    [got] = fetch([{"filename": submitted.replace("{MD5}", marker), "storage_path": b64(b"x")}])
+
+    assert got.filename == sent
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ logger = Logger(service="mail-proxy")
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 SECRET_KEYS = {"password", "token", "api_key", "secret", "client_secret", "authorization"}
+SECRET_KEYS |= {"imap_password", "bounce_imap_password"}  # genro-mail-proxy's: refused, but logged as sent
 MAX_LOGGED_PAYLOAD = 64_000
 
 ReplyDocs = Callable[[str], dict[str, Any]]

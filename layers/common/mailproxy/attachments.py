@@ -30,8 +30,8 @@ READ_CHUNK_BYTES = 64 * 1024
 DEFAULT_ATTACHMENT_PATH = "/mail-proxy/attachments"
 FETCH_MODES = ("base64", "http_url", "endpoint", "s3")
 
-_MD5_MARKER = re.compile(r"\{MD5:([0-9A-Za-z]*)\}")
-_MD5_HEX = re.compile(r"^[0-9a-fA-F]{32}$")
+# A marker with the separators around it: what is left of them is decided by `clean_filename`.
+_MD5_MARKER = re.compile(r"(?P<left>[-_. ]*)\{MD5:[0-9A-Za-z]*\}(?P<right>[-_ ]*)")
 
 
 class _FetchFailed(Exception):
@@ -142,11 +142,16 @@ def _attachment_auth(spec: dict[str, Any], tenant: dict[str, Any]) -> dict[str, 
     return opened_auth(spec, str(tenant.get("id") or ""))
 
 
-def _clean_filename(filename: str) -> tuple[str, str | None]:
-    """The name to send (any `{MD5:<hex>}` marker removed) and the marker's md5 when it is one."""
-    markers = _MD5_MARKER.findall(filename)
-    md5 = next((value.lower() for value in markers if _MD5_HEX.match(value)), None)
-    return _MD5_MARKER.sub("", filename).strip(), md5
+def clean_filename(filename: str) -> str:
+    """The name sent: every `{MD5:…}` marker removed with the separator it leaves behind
+    (`report_{MD5:ab12}.pdf` → `report.pdf`; between two words one separator stays: `a_{MD5:ab12}_b` → `a_b`)."""
+    while (found := _MD5_MARKER.search(filename)) is not None:
+        before, after = filename[: found.start()], filename[found.end() :]
+        # Between two parts of the name one separator stays; next to the extension, the start or the end, none.
+        joined = bool(before) and bool(after) and not after.startswith(".")
+        kept = (found["left"] or found["right"])[:1] if joined else ""
+        filename = before + kept + after
+    return filename.strip()
 
 
 def _mime_type(spec: dict[str, Any], filename: str) -> str:
@@ -245,7 +250,7 @@ async def _fetch_one(
     timeout: float,
     blocked_buckets: frozenset[str],
 ) -> Attachment:
-    filename, marker_md5 = _clean_filename(str(spec.get("filename") or ""))
+    filename = clean_filename(str(spec.get("filename") or ""))
     storage_path = str(spec.get("storage_path") or "")
     if not storage_path:
         raise _FetchFailed("missing storage_path")
@@ -266,7 +271,9 @@ async def _fetch_one(
         body = json.dumps({"storage_path": storage_path}).encode()
         content = await http.request("POST", _endpoint_url(tenant), headers=headers, body=body, timeout=timeout)
 
-    expected = str(spec.get("content_md5") or "").strip().lower() or marker_md5
+    # An explicit content_md5 is the client asserting the content: a mismatch fails the message. A `{MD5:…}`
+    # marker in the name is only genro-mail-proxy's cache key, never checked (docs/decisions.md, issue 16).
+    expected = str(spec.get("content_md5") or "").strip().lower()
     if expected:
         actual = hashlib.md5(content, usedforsecurity=False).hexdigest()
         if actual != expected:

@@ -123,15 +123,25 @@ def _submit_tenant_batch(
     # No read of every id first: the conditional writes refuse what was already sent. Only the refused
     # ones are read, because "already sent" is the answer for them too when it holds.
     existing = messages.get_states(tenant_id, [m.id for m, _ in refused]) if refused else {}
+    recorded: list[Message] = []
     for message, reason in refused:
         current = existing.get(message.id)
         if current is not None and current.get("status") not in messages.UNSENT:
             reason = "already sent"
-        elif current is None:
-            messages.record_rejected(
-                tenant_id, message.id, uid=uuid.uuid4().hex, reason=reason, account_id=message.account_id, now=now
-            )
+        elif current is None and messages.record_rejected(
+            tenant_id, message.id, uid=uuid.uuid4().hex, reason=reason, account_id=message.account_id, now=now
+        ):
+            recorded.append(message)
         rejected.append({"id": message.id, "reason": reason})
+    if recorded:
+        # Its record lists the payload as submitted (API.md); only after the record exists, so that a
+        # message submitted meanwhile under the same id keeps its own payload. Never sent: kept as shown.
+        payloads.store_payloads(
+            [
+                payloads.payload_item(tenant_id, m.id, "", shown_payload({**m.payload(), "tenant_id": tenant_id}))
+                for m in recorded
+            ]
+        )
     quota_rejected = sum(1 for r in rejected if r["reason"].startswith(QUOTA_REASON))
     if quota_rejected:
         state.add_tenant_counters(tenant_id, {"quota_rejected": quota_rejected})
@@ -305,7 +315,9 @@ def list_messages(tenant_id: str, *, active_only: bool, include_history: bool) -
         if record["status"] != "sent":
             record["sent_ts"] = None
         stored = loaded.get((tenant_id, str(item["id"])))
-        record["message"] = shown_payload(stored[1]) if stored else None
+        # A payload no longer stored (its pack expired, a record older than issue 16) lists as {}: never
+        # null, which genro-mail-proxy's client cannot read.
+        record["message"] = shown_payload(stored[1]) if stored else {}
         if include_history:
             record["history"] = [
                 {

@@ -7,7 +7,10 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from mailproxy.tenants import DEFAULT_CONNECTION_TTL
 
 MAX_MESSAGES_PER_REQUEST = 1000
 MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31: keeps numbers inside DynamoDB's range
@@ -129,11 +132,21 @@ class ClientAuth(Strict):
 class Attachment(Strict):
     """An attachment reference of a message."""
 
-    filename: Line = Field(min_length=1, max_length=255)
+    filename: Line = Field(
+        min_length=1,
+        max_length=255,
+        description="The name sent; a `{MD5:<hex>}` marker (genro-mail-proxy's cache key, never checked against "
+        "the content) is removed with the separator it leaves: `report_{MD5:ab12}.pdf` is sent as `report.pdf`",
+    )
     storage_path: Text = Field(min_length=1)
     mime_type: Line | None = Field(default=None, max_length=255)
     fetch_mode: Literal["base64", "http_url", "endpoint", "s3"] | None = None
-    content_md5: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")
+    content_md5: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{32}$",
+        description="MD5 of the content, checked once fetched: a mismatch fails the message permanently with "
+        "`Attachment fetch failed for <filename>: MD5 mismatch (expected <hex>, got <hex>)`",
+    )
     auth: ClientAuth | None = None
 
 
@@ -143,7 +156,14 @@ class Message(Strict):
     id: MessageId  # it is also the X-Genro-Mail-ID header: one line
     tenant_id: Text | None = Field(default=None, max_length=64)
     account_id: Text = Field(min_length=1, max_length=64)
-    from_: Line = Field(alias="from", min_length=1, max_length=998)
+    from_: Line = Field(
+        validation_alias=AliasChoices("from", "from_addr"),
+        serialization_alias="from",
+        min_length=1,
+        max_length=998,
+        description="The sender; `from_addr` is accepted in its place (genro-mail-proxy's client sends it), "
+        "the stored payload keeps `from`",
+    )
     to: Addresses = Field(description="List or comma string; to + cc + bcc at most GMP_MAX_RECIPIENTS (1000)")
     cc: Addresses | None = None
     bcc: Addresses | None = None
@@ -216,8 +236,13 @@ class Cleanup(Strict):
     tenant_id: Text | None = Field(default=None, max_length=64)
 
 
+# genro-mail-proxy 0.6's AccountPayload fields for PEC (Italian certified mail) accounts and their IMAP inbox.
+PEC_FIELDS = ("is_pec_account", "imap_host", "imap_port", "imap_user", "imap_password", "imap_ssl", "imap_folder")
+
+
 class Account(Strict):
-    """An SMTP account of a tenant (API.md "Account")."""
+    """An SMTP account of a tenant (API.md "Account"). genro-mail-proxy's PEC fields (`is_pec_account`, `imap_*`)
+    are refused with a 422 "PEC accounts are not supported" unless null or false."""
 
     id: Text = Field(min_length=1, max_length=64)
     tenant_id: Text | None = Field(default=None, max_length=64)
@@ -231,6 +256,35 @@ class Account(Strict):
     limit_per_day: int | None = Field(default=None, ge=-MAX_TIMESTAMP, le=MAX_TIMESTAMP)
     limit_behavior: Literal["defer", "reject"] = "defer"
     batch_size: int | None = Field(default=None, ge=1, le=10_000)
+    ttl: int = Field(
+        default=DEFAULT_CONNECTION_TTL,
+        ge=0,
+        le=MAX_TIMESTAMP,
+        description="Seconds a pooled SMTP connection of the account may live: an older one is closed with "
+        "QUIT and a new one opened (genro-mail-proxy's pool; default 300, null means the default); "
+        "0: a new connection for every message",
+    )
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _default_ttl(cls, value: Any) -> Any:
+        return DEFAULT_CONNECTION_TTL if value is None else value  # genro's AccountPayload allows null
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_pec(cls, data: Any) -> Any:
+        # genro-mail-proxy's PEC (certified mail) fields ask for receipts read over IMAP, which this service
+        # does not do: say so rather than "extra field". Left at null/false by a client, they ask for nothing.
+        if isinstance(data, dict):
+            asked = [name for name in PEC_FIELDS if data.get(name) not in (None, False)]
+            if asked:
+                raise PydanticCustomError(
+                    "pec_not_supported",
+                    "PEC accounts are not supported (fields {fields})",
+                    {"fields": ", ".join(asked)},
+                )
+            data = {k: v for k, v in data.items() if k not in PEC_FIELDS}
+        return data
 
 
 MAX_QUOTA = 10**12  # far above any real quota, well inside DynamoDB's numbers

@@ -71,7 +71,10 @@ class MessageRecord(BaseModel):
     error: str | None
     created_at: int | None
     updated_at: int | None
-    message: dict[str, Any] | None
+    message: dict[str, Any] = Field(
+        description="The payload as submitted (rejected messages too), `from` under that name, without inline "
+        "base64 content or any attachment's auth; `{}` when the payload is no longer stored (never null)"
+    )
     history: list[HistoryEvent] | None = Field(default=None, description="With include_history=true only")
 
 
@@ -118,6 +121,7 @@ class AccountView(BaseModel):
     limit_per_day: int | None
     limit_behavior: str
     batch_size: int | None
+    ttl: int = Field(description="Seconds a pooled SMTP connection may live (default 300)")
     has_password: bool
     created_at: int | None
     updated_at: int | None

@@ -443,16 +443,16 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
     reply = parse_reply(answer)
     interval = get_settings().sync_interval
     sets: dict[str, Any] = {**settled, "last_sync_ts": acknowledged, "failures": 0}
-    removes = ["retry_at", "last_error"]
+    removes = ["retry_at", "last_error", "expect_more"]  # expect_more: written before issue 16, read by nothing
     if reply.next_sync_after is not None and reply.next_sync_after > acknowledged:
         # Do-not-disturb: no heartbeat before then (the first one exactly then); events still go out.
         sets["dnd_until"] = sets["next_sync_due"] = reply.next_sync_after
     else:
         removes.append("dnd_until")
-        # queued > 0: the client is submitting more; call it again at the next tick, not after an interval.
-        sets["next_sync_due"] = acknowledged if reply.queued > 0 else acknowledged + interval
-    sets["expect_more"] = reply.queued > 0
-    logger.info(f"Report posted to {tenant_id}: {len(report)} entries", extra=extra)
+        # Whatever `queued` says: the results of what the client is submitting go out from the stream as soon as
+        # they exist, as every result does; an empty call at every tick would not bring them sooner (issue 16).
+        sets["next_sync_due"] = acknowledged + interval
+    logger.info(f"Report posted to {tenant_id}: {len(report)} entries", extra={**extra, "client_queued": reply.queued})
     new = _release(tenant_id, lease_id, sets, removes)
     more = capped or (new is not None and int(new.get("owed_rev") or 0) > int(new.get("done_rev") or 0))
     return Round(called=True, more=more)

@@ -223,6 +223,7 @@ async def _send_group(
         use_tls=account.get("use_tls"),
         timeout=settings.smtp_timeout_seconds,
         verify_tls=os.environ.get("GMP_SMTP_VERIFY_TLS", "true").lower() != "false",
+        ttl=tenants.connection_ttl(account),
     )
     limit = settings.message_time_limit_seconds
     deadline = time.monotonic() + settings.account_time_limit_seconds

@@ -1,4 +1,4 @@
-"""SMTP transport: one reused aiosmtplib connection per account, errors classified temporary/permanent."""
+"""SMTP transport: one reused aiosmtplib connection per account (for at most its ttl), errors classified."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ class AccountConfig:
     use_tls: bool | None = None
     timeout: float = 30.0
     verify_tls: bool = True
+    ttl: float | None = None  # the account's `ttl`: seconds a pooled connection may live (None: no limit)
 
     @property
     def implicit_tls(self) -> bool:
@@ -129,12 +130,18 @@ def classify(exc: Exception) -> DeliveryError | None:
 class _Pooled:
     """An open connection of the pool, with the account it was opened for."""
 
-    __slots__ = ("account", "last_used", "smtp")
+    __slots__ = ("account", "last_used", "opened_at", "smtp")
 
     def __init__(self, account: AccountConfig, smtp: aiosmtplib.SMTP) -> None:
         self.account = account
         self.smtp = smtp
         self.last_used = 0.0  # time.monotonic() of its last transaction
+        self.opened_at = time.monotonic()
+
+    def expired(self) -> bool:
+        """Older than the account's ttl: to be replaced by a new connection."""
+        ttl = self.account.ttl
+        return ttl is not None and time.monotonic() - self.opened_at > ttl
 
 
 def _quiet(smtp: aiosmtplib.SMTP) -> bool:
@@ -163,6 +170,7 @@ class SmtpPool:
     def __init__(self, *, probe_timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
         self.probe_timeout = probe_timeout
         self.connections_opened = 0
+        self.connections_expired = 0  # closed (with QUIT) because they outlived their account's ttl
         self.probes_sent = 0  # NOOPs before a reuse (a connection idle for a while, or one the server wrote to)
         self._connections: dict[str, _Pooled] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -201,6 +209,9 @@ class SmtpPool:
 
     async def _connection(self, account: AccountConfig) -> aiosmtplib.SMTP:
         pooled = self._connections.get(account.key)
+        if pooled is not None and pooled.expired():
+            await self._retire(account.key)
+            pooled = None
         if pooled is not None:
             # A changed account (new host, rotated password) must not keep the old session.
             recent = time.monotonic() - pooled.last_used < PROBE_AFTER_IDLE_SECONDS
@@ -278,6 +289,12 @@ class SmtpPool:
             raise error from exc
         return smtp
 
+    async def _retire(self, key: str) -> None:
+        """Close a connection that outlived its ttl with QUIT (it is healthy: the server gets a goodbye)."""
+        pooled = self._connections.pop(key)
+        self.connections_expired += 1
+        await _quit(pooled)
+
     def _discard(self, key: str) -> None:
         pooled = self._connections.pop(key, None)
         if pooled is not None:
@@ -288,13 +305,18 @@ class SmtpPool:
         pooled_list = list(self._connections.values())
         self._connections.clear()
         for pooled in pooled_list:
-            try:
-                if pooled.smtp.is_connected:
-                    await pooled.smtp.quit(timeout=min(QUIT_TIMEOUT_SECONDS, pooled.account.timeout))
-            except (aiosmtplib.SMTPException, OSError, TimeoutError, RuntimeError):
-                pass  # a server that went away needs no goodbye
-            finally:
-                _close_quietly(pooled.smtp)
+            await _quit(pooled)
+
+
+async def _quit(pooled: _Pooled) -> None:
+    """Say QUIT (briefly) and close."""
+    try:
+        if pooled.smtp.is_connected:
+            await pooled.smtp.quit(timeout=min(QUIT_TIMEOUT_SECONDS, pooled.account.timeout))
+    except (aiosmtplib.SMTPException, OSError, TimeoutError, RuntimeError):
+        pass  # a server that went away needs no goodbye
+    finally:
+        _close_quietly(pooled.smtp)
 
 
 _per_thread = threading.local()

@@ -44,7 +44,9 @@ ACCOUNT_FIELDS = (
     "limit_per_day",
     "limit_behavior",
     "batch_size",
+    "ttl",
 )
+DEFAULT_CONNECTION_TTL = 300  # seconds a pooled SMTP connection may live: genro-mail-proxy's default
 
 
 def _table() -> str:
@@ -337,10 +339,17 @@ def public_account(item: Item) -> dict[str, Any]:
     shown = {"id": item["id"], "tenant_id": item["tenant_id"]}
     shown.update({name: item.get(name) for name in ACCOUNT_FIELDS})
     shown["limit_behavior"] = shown.get("limit_behavior") or "defer"
+    shown["ttl"] = connection_ttl(item)
     shown["has_password"] = bool(item.get("password_enc"))
     shown["created_at"] = item.get("created_at")
     shown["updated_at"] = item.get("updated_at")
     return shown
+
+
+def connection_ttl(item: Item) -> int:
+    """How long (seconds) a pooled SMTP connection of the account may live."""
+    ttl = item.get("ttl")
+    return DEFAULT_CONNECTION_TTL if ttl is None else int(ttl)
 
 
 def account_password(item: Item) -> str | None:
