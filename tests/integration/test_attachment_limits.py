@@ -140,10 +140,10 @@ def test_an_s3_object_above_the_cap_is_refused(monkeypatch: pytest.MonkeyPatch) 
     try:
         with mock_aws():
             aws.client("s3").create_bucket(Bucket="files")
-            aws.client("s3").put_object(Bucket="files", Key="ok", Body=b"0123456789")
-            aws.client("s3").put_object(Bucket="files", Key="big", Body=b"0123456789A")
-            fetch("s3://files/ok")
+            aws.client("s3").put_object(Bucket="files", Key="t1/ok", Body=b"0123456789")
+            aws.client("s3").put_object(Bucket="files", Key="t1/big", Body=b"0123456789A")
+            fetch("s3://files/t1/ok")  # under the tenant's own prefix
             with pytest.raises(AttachmentError, match=r"^Attachment fetch failed for big\.bin: larger than 10 bytes$"):
-                fetch("s3://files/big")
+                fetch("s3://files/t1/big")
     finally:
         aws.reset_clients()
