@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
-from .errors import ConnectionFailed, NotFoundError, error_for
+from .errors import ApiError, ConnectionFailed, NotFoundError, error_for
 from .models import (
     Account,
     AccountInfo,
@@ -116,11 +116,30 @@ def chunks(messages: Sequence[Any], size: int = MAX_MESSAGES_PER_REQUEST) -> lis
     return [messages[i : i + size] for i in range(0, len(messages), size)] or [messages]
 
 
-def merge_added(results: Iterable[AddMessagesResult]) -> AddMessagesResult:
-    """One result of several add-messages requests: queued summed, rejections in order."""
-    results = list(results)
+def nothing_queued(error: ApiError) -> AddMessagesResult | None:
+    """A chunk's 400 "No message was queued" as its result (queued 0, its rejections), else None: a real error."""
+    detail = error.detail
+    if error.status_code != 400 or not isinstance(detail, dict) or not isinstance(detail.get("rejected"), list):
+        return None
+    return AddMessagesResult(ok=False, queued=0, rejected=[Rejection.from_dict(r) for r in detail["rejected"]])
+
+
+def merge_added(results: Sequence[AddMessagesResult], error: ApiError | None = None) -> AddMessagesResult:
+    """One result of several add-messages requests: queued summed, rejections in order.
+
+    A chunk with nothing queued answers 400; over the whole list that is an error only if nothing at all was
+    queued (as one request of every message would have answered): then `error`, with every rejection, is raised.
+    """
     rejected: list[Rejection] = [r for result in results for r in result.rejected]
-    return AddMessagesResult(ok=all(r.ok for r in results), queued=sum(r.queued for r in results), rejected=rejected)
+    queued = sum(r.queued for r in results)
+    if error is not None and queued == 0:
+        raise error_for(
+            error.status_code,
+            {**error.detail, "rejected": [r.to_dict() for r in rejected]},
+            method=error.method,
+            url=error.url,
+        )
+    return AddMessagesResult(ok=True, queued=queued, rejected=rejected)
 
 
 def list_messages(tenant_id: str | None, active_only: bool, include_history: bool) -> Call[list[MessageRecord]]:

@@ -11,6 +11,7 @@ import httpx
 
 from . import _core
 from ._core import Call
+from .errors import ApiError
 from .models import (
     Account,
     AccountInfo,
@@ -110,9 +111,18 @@ class AsyncClient:
         self, messages: Sequence[Message | Mapping[str, Any]], default_priority: int | str | None = None
     ) -> AddMessagesResult:
         """Queue messages, in requests of at most 1000; the results summed (queued) and joined (rejected)."""
-        return _core.merge_added(
-            [await self._send(_core.add_messages(chunk, default_priority)) for chunk in _core.chunks(messages)]
-        )
+        results: list[AddMessagesResult] = []
+        refused: ApiError | None = None
+        for chunk in _core.chunks(messages):
+            try:
+                results.append(await self._send(_core.add_messages(chunk, default_priority)))
+            except ApiError as exc:
+                partial = _core.nothing_queued(exc)
+                if partial is None:
+                    raise
+                results.append(partial)
+                refused = refused or exc
+        return _core.merge_added(results, refused)
 
     async def list_messages(
         self, tenant_id: str | None = None, active_only: bool = False, include_history: bool = False
