@@ -11,7 +11,7 @@ export PYTHONPATH := layers/common:.
 
 .PHONY: run test lint typecheck cfn-lint pytest validate bench clean
 
-$(BIN)/.installed: requirements-dev.txt layers/common/requirements.txt functions/*/requirements.txt
+$(BIN)/.installed: requirements-dev.txt layers/common/requirements.txt functions/*/requirements.txt client/pyproject.toml
 	@test -n "$(PYTHON)" || (echo "Python $(PYTHON_VERSION) not found: install it (pyenv install $(PYTHON_VERSION)) or set PYTHON=" && exit 1)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
