@@ -422,7 +422,9 @@ def test_errors_are_one_line_and_an_exit_code(stack: LocalStack, gmp: Any, env: 
 
 def test_gmp_as_a_real_process(stack: LocalStack, env: dict[str, str]) -> None:
     """The installed entry point, run as a process: JSON on stdout, and a one-line error on stderr."""
-    process_env = {**os.environ, **env, "GMP_TEST_ADMIN": TOKEN}
+    # This worktree's client first, whatever the (shared) virtualenv has installed.
+    path = os.pathsep.join(p for p in (str(ROOT / "client" / "src"), os.environ.get("PYTHONPATH", "")) if p)
+    process_env = {**os.environ, **env, "GMP_TEST_ADMIN": TOKEN, "PYTHONPATH": path}
     gmp = [sys.executable, "-m", "gmp_client.cli"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
