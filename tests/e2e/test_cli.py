@@ -149,7 +149,9 @@ def test_a_profile_names_where_the_token_is_and_never_holds_it(
 class MemoryKeyring(KeyringBackend):
     """A keyring kept in memory (what a desktop's keyring does, for the test's duration)."""
 
-    priority = 1  # type: ignore[assignment]
+    # Below every recommended backend: keyring picks its default among the KeyringBackend subclasses it knows,
+    # which include this one once the module is imported; only the fixture may install it.
+    priority = -100  # type: ignore[assignment]
 
     def __init__(self) -> None:
         super().__init__()
