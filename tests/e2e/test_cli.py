@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -401,6 +403,25 @@ def test_status_and_top(stack: LocalStack, admin: Any) -> None:
     assert "sent_per_second" in last["metrics"]["accounts"][0]
     assert "sent/min" in ok(gmp("top", "--iterations", "1", "--interval", "0")).stdout
     ok(gmp("tenants", "delete", "stats", "--yes"))
+
+
+def test_the_readmes_gmp_walkthrough_runs_as_written(stack: LocalStack, gmp: Any) -> None:
+    """README "The same with `gmp`", each command as written (the test's ports in place of the defaults)."""
+    assert stack.smtp_sink is not None
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
+    [block] = [b for b in blocks if "gmp profile add local" in b]
+    block = block.replace("http://127.0.0.1:8000", stack.url).replace("--port 1025", f"--port {stack.smtp_sink_port}")
+    commands = [shlex.split(line, comments=True) for line in block.replace("\\\n", " ").splitlines()]
+    outputs = {}
+    for words in commands:
+        if not words or words[0] == "export":  # the in-process stack's token is already in GMP_API_TOKEN
+            continue
+        assert words[0] == "gmp", words
+        outputs[" ".join(words[1:3])] = ok(gmp(*words[1:])).stdout
+    assert "welcome-1" in [m.mail_id for m in stack.smtp_sink.wait_for(1, timeout=30)]
+    assert "History" in outputs["messages show"] and "acme" in outputs["status"]
+    assert json.loads(outputs["--json messages"])[0]["status"] == "sent"
+    ok(gmp("tenants", "delete", "acme", "--yes"))
 
 
 # ---------------------------------------------------------------------------------------------- errors
