@@ -952,23 +952,19 @@ class Reading:
 
 
 def _attempt(call: Callable[[], Any]) -> tuple[Any, str | None]:
+    """The call's result, or the API's refusal as text (an unreachable server still raises)."""
     try:
         return call(), None
-    except (ApiError, ConnectionFailed) as exc:
-        if isinstance(exc, ConnectionFailed):
-            raise
+    except ApiError as exc:
         return None, describe(exc)
 
 
 def read_service(st: State, c: Client) -> Reading:
     """Health, /status and /metrics; a failure of one of the last two is shown, not fatal."""
-    healthy, health_error = True, None
-    try:
-        c.health()
-    except ConnectionFailed:
-        raise
-    except ApiError as exc:
-        healthy, health_error = False, describe(exc)
+    health, health_error = _attempt(c.health)
+    healthy = health is not None and bool(health)
+    if health is not None and not healthy:
+        health_error = f"/health answered {plain(health)}"
     status, status_error = _attempt(c.status)
     text, metrics_error = _attempt(lambda: c.metrics_text(metrics_token=st.metrics_token()))
     return Reading(
@@ -1096,5 +1092,5 @@ def top(
 
 
 def main() -> None:
-    """The `gmp` console script."""
-    app()
+    """The `gmp` console script (and `python -m gmp_client.cli`)."""
+    app(prog_name="gmp")
