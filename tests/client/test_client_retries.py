@@ -262,3 +262,24 @@ def test_requests_carry_the_token_and_the_apis_field_names() -> None:
 def test_a_reply_with_fields_a_newer_server_added_still_reads() -> None:
     script = Script(httpx.Response(200, json={**STATUS, "region": "eu-west-1"}))
     assert client(script).status().active is True
+
+
+def test_request_models_read_a_dict_with_the_apis_names_and_refuse_unknown_fields() -> None:
+    from gmp_client import Attachment
+
+    written = {"id": "m", "account_id": "a", "from_addr": "a@x.test", "to": "b@x.test", "subject": "s",
+               "attachments": [{"filename": "r.pdf", "storage_path": "s3://b/k"}]}  # fmt: skip
+    parsed = Message.from_dict(written)
+    assert parsed.from_ == "a@x.test" and parsed.attachments == [Attachment(filename="r.pdf", storage_path="s3://b/k")]
+    assert parsed.to_dict()["from"] == "a@x.test"
+    with pytest.raises(TypeError, match="colour"):
+        Message.from_dict({**written, "colour": "blue"})
+
+
+def test_secrets_stay_out_of_the_models_reprs() -> None:
+    from gmp_client import Account, ClientAuth, Tenant
+
+    shown = repr(Account(id="a", host="h", port=25, password="smtp-pass")) + repr(
+        Tenant(id="t", client_auth=ClientAuth(method="bearer", token="cb-token"))
+    )
+    assert "smtp-pass" not in shown and "cb-token" not in shown

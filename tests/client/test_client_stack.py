@@ -4,9 +4,11 @@ with the admin token and a tenant key, once with `Client` and once with `AsyncCl
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -268,3 +270,20 @@ def test_errors_carry_the_apis_detail(stack: LocalStack, connect: Connect) -> No
         tenant.upsert_account({"id": "x", "host": "h", "port": 25, "colour": "blue"})
     assert any(e["loc"][-1] == "colour" for e in invalid.value.errors)
     admin.delete_tenant(tenant_id)
+
+
+def test_the_client_readme_examples_run_as_written(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "client" / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        # The README names `make run`'s defaults; this stack listens on free ports with its own token.
+        code = (
+            block.replace("http://127.0.0.1:8000", stack.url)
+            .replace('"admin-secret"', repr(TOKEN))
+            .replace("port=1025", f"port={stack.smtp_sink_port}")
+        )
+        exec(compile(code, "client/README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "1 []" in printed  # queued 1, nothing rejected
+    assert "POST /tenant" in printed

@@ -91,20 +91,21 @@ class _Request(_Model):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """The model of a body written as a dict; an unknown field is a TypeError (the server would answer 422)."""
-        known = set(cls.api_fields()) | {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - known - set(cls._aliases))
+        attributes = {f.name: f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        attributes |= {api: name for name, api in cls._api_names.items()}
+        attributes |= {alias: attributes[api] for alias, api in cls._aliases.items()}
+        unknown = sorted(set(data) - set(attributes))
         if unknown:
             raise TypeError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}")
-        renamed = {cls._aliases.get(k, k): v for k, v in data.items()}
-        renamed = {({v: k for k, v in cls._api_names.items()}.get(k, k)): v for k, v in renamed.items()}
-        kwargs = {
-            k: (cls._nested[k].from_dict(v) if k in cls._nested and isinstance(v, Mapping) else v)
-            for k, v in renamed.items()
-        }
-        if "attachments" in kwargs and isinstance(kwargs["attachments"], list):
-            kwargs["attachments"] = [
-                Attachment.from_dict(a) if isinstance(a, Mapping) else a for a in kwargs["attachments"]
-            ]
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            name = attributes[key]
+            nested = cls._nested.get(name)
+            if nested is not None and isinstance(value, list):
+                value = [nested.from_dict(v) if isinstance(v, Mapping) else v for v in value]
+            elif nested is not None and isinstance(value, Mapping):
+                value = nested.from_dict(value)
+            kwargs[name] = value
         return cls(**kwargs)
 
     # Other names the API accepts for a field (genro's `from_addr`).
@@ -161,6 +162,7 @@ class Message(_Request):
     deferred_ts: int | None = None
     batch_code: str | None = None
 
+    _nested = {"attachments": Attachment}
     _api_names = {"from_": "from"}
     _aliases = {"from_addr": "from"}
 
