@@ -347,6 +347,14 @@ def test_send_wait_reports_a_failed_message(stack: LocalStack, admin: Any, refus
     assert result.exit_code == 6, (result.stdout, result.stderr)
     assert result.stdout.strip() == "b-1"
     assert "message b-1 failed" in result.stderr and "550" in result.stderr
+    # Held by a suspension, it is neither sent nor failed when the wait ends: exit 7.
+    ok(gmp("suspend", "-t", "bounce"))
+    held = gmp(
+        "--json", "send", "-t", "bounce", "-a", "strict", "--id", "b-2", "--from", "a@bounce.test",
+        "--to", "ok@example.test", "--subject", "Later", "--body", "x", "--wait", "--wait-timeout", "1",
+    )  # fmt: skip
+    assert held.exit_code == 7 and json.loads(held.stdout)["status"] == "suspended", (held.stdout, held.stderr)
+    assert held.stderr.strip() == "gmp: error: message b-2 still suspended after 1 s"
     # A message the API rejects at once (unknown account): one line, exit 1.
     rejected = gmp("send", "-t", "bounce", "-a", "nope", "--from", "a@bounce.test", "--to", "x@example.test",
                    "--subject", "s", "--body", "b")  # fmt: skip
