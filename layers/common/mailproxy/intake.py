@@ -14,6 +14,7 @@ from aws_lambda_powertools import Logger
 from mailproxy import attachment_auth, ledger, messages, payloads, ratelimit, state, tenants
 from mailproxy.addresses import is_valid_address, split_addresses
 from mailproxy.auth import Principal, scope
+from mailproxy.domain import FINAL, PENDING_STATUSES, UNSENT, JournalKind, MessageStatus
 from mailproxy.errors import BadRequest, NotFound
 from mailproxy.limits import header_reason, recipients_reason
 from mailproxy.models import MAX_MESSAGES_PER_REQUEST, AddMessages, Message, priority_of
@@ -126,7 +127,7 @@ def _submit_tenant_batch(
     recorded: list[Message] = []
     for message, reason in refused:
         current = existing.get(message.id)
-        if current is not None and current.get("status") not in messages.UNSENT:
+        if current is not None and current.get("status") not in UNSENT:
             reason = "already sent"
         elif current is None and messages.record_rejected(
             tenant_id, message.id, uid=uuid.uuid4().hex, reason=reason, account_id=message.account_id, now=now
@@ -151,7 +152,7 @@ def _submit_tenant_batch(
     settings = get_settings()
     keys = [{"id": p["id"], "rev": p["rev"]} for p in plans]
     journal = state.open_journal(
-        "intake", [{"tenant_id": tenant_id, **k} for k in keys], due_ts=now + settings.intake_grace_seconds
+        JournalKind.INTAKE, [{"tenant_id": tenant_id, **k} for k in keys], due_ts=now + settings.intake_grace_seconds
     )
     # What goes on a queue now shares one pack; what waits is pinned, one item each.
     pack = payloads.store_pack(tenant_id, ((p["id"], p["rev"], p["payload"]) for p in plans if p["enqueue"]))
@@ -246,13 +247,13 @@ def _plan(
     delay = max(0, (message.deferred_ts or 0) - now)
     park_ts = None
     if tenants.is_held(tenant, message.batch_code):
-        status, enqueue_now = "suspended", False
+        status, enqueue_now = MessageStatus.SUSPENDED, False
     elif delay > MAX_DELAY_SECONDS:
-        status, enqueue_now, park_ts = "deferred", False, message.deferred_ts
+        status, enqueue_now, park_ts = MessageStatus.DEFERRED, False, message.deferred_ts
     elif delay > 0:
-        status, enqueue_now = "deferred", True
+        status, enqueue_now = MessageStatus.DEFERRED, True
     else:
-        status, enqueue_now = "pending", True
+        status, enqueue_now = MessageStatus.PENDING, True
     return {
         "id": message.id,
         "rev": uuid.uuid4().hex[:16],
@@ -305,14 +306,14 @@ def list_messages(tenant_id: str, *, active_only: bool, include_history: bool) -
     require_tenant(tenant_id)
     items = messages.list_states(tenant_id)
     if active_only:
-        items = [i for i in items if i.get("status") in messages.PENDING_STATUSES]
+        items = [i for i in items if i.get("status") in PENDING_STATUSES]
     items.sort(key=lambda i: (int(i.get("priority", 2)), int(i.get("created_at", 0)), str(i["id"])))
     loaded = payloads.load_payloads(items)
     acks = ledger.acknowledged_events(tenant_id) if include_history else {}
     records = []
     for item in items:
         record = {name: item.get(name) for name in RECORD_FIELDS}
-        if record["status"] != "sent":
+        if record["status"] != MessageStatus.SENT:
             record["sent_ts"] = None
         stored = loaded.get((tenant_id, str(item["id"])))
         # A payload no longer stored (its pack expired, a record older than issue 16) lists as {}: never
@@ -339,7 +340,7 @@ def delete_messages(tenant_id: str, ids: list[str]) -> dict[str, Any]:
     deleted = list(_pool().map(lambda i: messages.delete_state(tenant_id, i), unique))
     removed = [i for i, old in zip(unique, deleted, strict=True) if old is not None]
     not_found = [i for i, old in zip(unique, deleted, strict=True) if old is None]
-    unsent = sum(1 for old in deleted if old is not None and old.get("status") in messages.PENDING_STATUSES)
+    unsent = sum(1 for old in deleted if old is not None and old.get("status") in PENDING_STATUSES)
     payloads.forget(old for old in deleted if old is not None)
     state.add_pending({tenant_id: -unsent})
     return {"ok": True, "removed": len(removed), "not_found": not_found, "unauthorized": []}
@@ -355,7 +356,7 @@ def cleanup_messages(tenant_id: str, older_than_seconds: int | None) -> dict[str
     doomed = [
         i
         for i in messages.list_states(tenant_id)
-        if i.get("status") in messages.FINAL
+        if i.get("status") in FINAL
         and int(i.get("updated_at", 0)) <= cutoff
         and (no_callback or ledger.fully_reported(i, acks))
     ]
@@ -379,7 +380,7 @@ def _batch_pending(tenant_id: str, batch_code: str | None) -> int:
     return sum(
         1
         for i in messages.list_states(tenant_id)
-        if i.get("batch_code") == batch_code and i.get("status") in messages.PENDING_STATUSES
+        if i.get("batch_code") == batch_code and i.get("status") in PENDING_STATUSES
     )
 
 
@@ -432,7 +433,7 @@ def release_held(tenant: dict[str, Any]) -> int:
     held = [
         i
         for i in messages.list_states(tenant_id)
-        if i.get("status") == "suspended" and not tenants.is_held(tenant, i.get("batch_code"))
+        if i.get("status") == MessageStatus.SUSPENDED and not tenants.is_held(tenant, i.get("batch_code"))
     ]
     released = [r for r in (messages.release_suspended(tenant_id, str(i["id"]), now=now) for i in held) if r]
     entries = stored_entries(released, now)

@@ -17,16 +17,17 @@ from prometheus_client.registry import Collector
 
 from mailproxy import state
 from mailproxy.crypto import tokens_equal
+from mailproxy.domain import Counter
 from mailproxy.settings import get_settings
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LABELS = ["tenant_id", "account_id"]
 # (family name without _total, StateTable field, HELP text): the four series of API.md "Counters".
 COUNTERS = (
-    ("gmp_sent", "sent", "Messages sent, per tenant and account."),
-    ("gmp_errors", "errors", "Messages that failed after acceptance, per tenant and account."),
-    ("gmp_deferred", "deferred", "Deferrals (temporary failure or rate limit), per tenant and account."),
-    ("gmp_rate_limited", "rate_limited", "Rate-limit hits (deferred or rejected), per tenant and account."),
+    ("gmp_sent", Counter.SENT, "Messages sent, per tenant and account."),
+    ("gmp_errors", Counter.ERRORS, "Messages that failed after acceptance, per tenant and account."),
+    ("gmp_deferred", Counter.DEFERRED, "Deferrals (temporary failure or rate limit), per tenant and account."),
+    ("gmp_rate_limited", Counter.RATE_LIMITED, "Rate-limit hits (deferred or rejected), per tenant and account."),
 )
 PENDING = "gmp_pending_messages"
 TENANT_PENDING = "gmp_tenant_pending_messages"

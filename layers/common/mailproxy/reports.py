@@ -28,6 +28,7 @@ from typing import Any, NamedTuple, Protocol
 from aws_lambda_powertools import Logger
 
 from mailproxy import ledger, messages, outbound_http, payloads, state, tenants
+from mailproxy.domain import REPORTABLE_EVENTS, EventType
 from mailproxy.dynamo import (
     Item,
     batch_write,
@@ -95,16 +96,16 @@ def appended_events(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> li
     return [
         Owed(message_id, index, event)
         for index, event in enumerate(new.get("history") or [])
-        if index >= start and isinstance(event, Mapping) and event.get("event_type") in messages.REPORTABLE_EVENTS
+        if index >= start and isinstance(event, Mapping) and event.get("event_type") in REPORTABLE_EVENTS
     ]
 
 
 def entry(message_id: str, event: Mapping[str, Any]) -> dict[str, Any]:
     """The delivery_report entry of one event (API.md: sent, error or deferred)."""
     kind, ts = event.get("event_type"), int(event.get("event_ts") or 0)
-    if kind == "sent":
+    if kind == EventType.SENT:
         return {"id": message_id, "sent_ts": ts}
-    if kind == "error":
+    if kind == EventType.ERROR:
         return {"id": message_id, "error_ts": ts, "error": str(event.get("description") or "")}
     due = event.get("deferred_ts")
     reason = event.get("deferred_reason") or event.get("description") or ""
@@ -563,7 +564,7 @@ def _may_be_owed(item: Mapping[str, Any], oldest_owed: int | None) -> bool:
     times = [
         int(e.get("event_ts") or 0)
         for e in item.get("history") or []
-        if isinstance(e, Mapping) and e.get("event_type") in messages.REPORTABLE_EVENTS
+        if isinstance(e, Mapping) and e.get("event_type") in REPORTABLE_EVENTS
     ]
     return bool(times) and oldest_owed <= max(times) + CHUNK_CLOCK_SLACK_SECONDS
 
