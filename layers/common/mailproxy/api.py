@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from starlette.routing import compile_path, get_name
 
-from mailproxy import intake, state, tenants
+from mailproxy import clock, intake, state, tenants
 from mailproxy.auth import Principal, authenticate, require_admin, scope
 from mailproxy.crypto import hash_api_key, new_api_key
 from mailproxy.errors import ApiError, BadRequest, ConfigurationError, Forbidden, NotFound
@@ -285,7 +285,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
     async def put_account(request: Request, who: Caller, body: Account) -> dict[str, Any]:
         """Create or replace an SMTP account of the tenant."""
         resolved = _scoped(request, who, body.tenant_id)
-        tenants.put_account(resolved, body.model_dump(), now=intake.now_ts())
+        tenants.put_account(resolved, body.model_dump(), now=clock.now_ts())
         state.ensure_counters(resolved, body.id)
         return {"ok": True}
 
@@ -312,7 +312,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
     async def post_tenant(request: Request, who: Admin, body: Tenant) -> dict[str, Any]:
         """Create a tenant (its key is shown once) or overwrite its configuration (key kept)."""
         request.state.tenant_id = body.id
-        now = intake.now_ts()
+        now = clock.now_ts()
         fields = body.model_dump(exclude_none=True, exclude={"api_key_expires_at"})
         fields["client_auth"] = body.client_auth.model_dump() if body.client_auth else None
         key = new_api_key()
@@ -366,7 +366,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
             )
         if "client_auth" in fields:
             fields["client_auth"] = body.client_auth.model_dump() if body.client_auth else None
-        if fields and not tenants.update_tenant(resolved, fields, now=intake.now_ts()):
+        if fields and not tenants.update_tenant(resolved, fields, now=clock.now_ts()):
             raise NotFound(f"Tenant '{resolved}' not found")
         _release_if_active(resolved)
         return {"ok": True}
@@ -394,7 +394,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         intake.require_tenant(tenant_id)
         key = new_api_key()
         expires_at = body.expires_at if body else None
-        if not tenants.set_api_key(tenant_id, key_hash=hash_api_key(key), expires_at=expires_at, now=intake.now_ts()):
+        if not tenants.set_api_key(tenant_id, key_hash=hash_api_key(key), expires_at=expires_at, now=clock.now_ts()):
             raise NotFound(f"Tenant '{tenant_id}' not found")
         return {"ok": True, "api_key": key}
 
@@ -405,7 +405,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         """Revoke the tenant's key."""
         request.state.tenant_id = tenant_id
         intake.require_tenant(tenant_id)
-        if not tenants.set_api_key(tenant_id, key_hash=None, expires_at=None, now=intake.now_ts()):
+        if not tenants.set_api_key(tenant_id, key_hash=None, expires_at=None, now=clock.now_ts()):
             raise NotFound(f"Tenant '{tenant_id}' not found")
         return {"ok": True}
 
@@ -422,7 +422,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
     ) -> dict[str, Any]:
         """Every mutating call, newest first, secrets removed, one page at a time (`total`: entries in this page)."""
         commands, next_cursor = state.list_commands(
-            tenant_id=tenant_id, since_ts=since_ts, until_ts=until_ts, limit=limit, cursor=cursor, now=intake.now_ts()
+            tenant_id=tenant_id, since_ts=since_ts, until_ts=until_ts, limit=limit, cursor=cursor, now=clock.now_ts()
         )
         return {"ok": True, "commands": commands, "total": len(commands), "next_cursor": next_cursor}
 
@@ -513,7 +513,7 @@ class CommandLog:
         client = scope_.get("client")
         event = scope_.get("aws.event") or {}
         entry: dict[str, Any] = {
-            "ts": intake.now_ts(),
+            "ts": clock.now_ts(),
             "endpoint": f"{scope_['method']} {scope_['path']}",
             "tenant_id": request_state.get("tenant_id") or who.tenant_id,
             "response_status": status["code"],

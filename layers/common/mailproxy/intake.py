@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import functools
 import re
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from mailproxy import attachment_auth, ledger, messages, payloads, ratelimit, state, tenants
+from mailproxy import attachment_auth, clock, ledger, messages, payloads, ratelimit, state, tenants
 from mailproxy.addresses import is_valid_address, split_addresses
 from mailproxy.auth import Principal, scope
 from mailproxy.domain import FINAL, PENDING_STATUSES, UNSENT, JournalKind, MessageStatus
@@ -28,11 +27,6 @@ logger = Logger(service="mail-proxy")
 def _pool() -> ThreadPoolExecutor:
     # Conditional writes cannot be batched; a few threads keep a 1000-message request fast.
     return ThreadPoolExecutor(max_workers=16, thread_name_prefix="intake")
-
-
-def now_ts() -> int:
-    """The current unix time in whole seconds."""
-    return int(time.time())
 
 
 def require_tenant(tenant_id: str) -> dict[str, Any]:
@@ -85,7 +79,7 @@ def add_messages(principal: Principal, request: AddMessages) -> dict[str, Any]:
     """Validate, store and enqueue messages (API.md `POST /commands/add-messages`)."""
     if len(request.messages) > MAX_MESSAGES_PER_REQUEST:
         raise BadRequest({"error": f"Cannot enqueue more than {MAX_MESSAGES_PER_REQUEST} messages at once"})
-    now = now_ts()
+    now = clock.now_ts()
     default_priority = priority_of(request.default_priority, 2)
     by_tenant: dict[str, dict[str, Message]] = {}
     for message in request.messages:
@@ -350,7 +344,7 @@ def cleanup_messages(tenant_id: str, older_than_seconds: int | None) -> dict[str
     """Remove processed, fully reported messages older than the given age (default: retention)."""
     tenant = require_tenant(tenant_id)
     age = get_settings().report_retention_seconds if older_than_seconds is None else older_than_seconds
-    cutoff = now_ts() - age
+    cutoff = clock.now_ts() - age
     no_callback = not tenant.get("client_base_url")
     acks = {} if no_callback else ledger.acknowledged_events(tenant_id)
     doomed = [
@@ -394,7 +388,7 @@ def suspend(tenant_id: str, batch_code: str | None) -> dict[str, Any]:
         batches = ["*"]
     elif "*" not in batches and batch_code not in batches:
         batches.append(batch_code)
-    tenants.set_suspended_batches(tenant_id, batches, now=now_ts())
+    tenants.set_suspended_batches(tenant_id, batches, now=clock.now_ts())
     return _suspension_reply(tenant_id, batch_code, batches)
 
 
@@ -410,7 +404,7 @@ def activate(tenant_id: str, batch_code: str | None) -> dict[str, Any]:
         raise BadRequest("Cannot activate a single batch while the whole tenant is suspended")
     else:
         batches = [b for b in batches if b != batch_code]
-    tenants.set_suspended_batches(tenant_id, batches, now=now_ts())
+    tenants.set_suspended_batches(tenant_id, batches, now=clock.now_ts())
     tenant["suspended_batches"] = batches
     release_held(tenant)
     return _suspension_reply(tenant_id, batch_code, batches)
@@ -429,7 +423,7 @@ def _suspension_reply(tenant_id: str, batch_code: str | None, batches: list[str]
 def release_held(tenant: dict[str, Any]) -> int:
     """Re-queue the tenant's suspended messages that are no longer held; how many were released."""
     tenant_id = str(tenant["id"])
-    now = now_ts()
+    now = clock.now_ts()
     held = [
         i
         for i in messages.list_states(tenant_id)
@@ -443,7 +437,7 @@ def release_held(tenant: dict[str, Any]) -> int:
 
 def status(principal: Principal) -> dict[str, Any]:
     """`GET /status`: service state from persisted data (a tenant sees its own counts)."""
-    now = now_ts()
+    now = clock.now_ts()
     last_run = state.scheduler_last_run()
     interval = max(get_settings().scheduler_interval, 1.0)
     active = True
@@ -461,7 +455,7 @@ def status(principal: Principal) -> dict[str, Any]:
 
 def run_now(principal: Principal) -> dict[str, Any]:
     """Record a run-now request for the scheduler and the reporter."""
-    state.request_run_now("*" if principal.is_admin else str(principal.tenant_id), now_ts())
+    state.request_run_now("*" if principal.is_admin else str(principal.tenant_id), clock.now_ts())
     return {"ok": True}
 
 
@@ -474,7 +468,7 @@ def require_scope(principal: Principal, tenant_id: str | None) -> str:
 
 def sync_status() -> dict[str, Any]:
     """`GET /tenants/sync-status`: each tenant's report schedule, from persisted reporter state."""
-    now = now_ts()
+    now = clock.now_ts()
     interval = get_settings().sync_interval
     syncs = state.sync_states()
     rows = []

@@ -17,7 +17,6 @@ import base64
 import functools
 import http.client
 import json
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -27,7 +26,7 @@ from typing import Any, NamedTuple, Protocol
 
 from aws_lambda_powertools import Logger
 
-from mailproxy import ledger, messages, outbound_http, payloads, state, tenants
+from mailproxy import clock, ledger, messages, outbound_http, payloads, state, tenants
 from mailproxy.domain import REPORTABLE_EVENTS, EventType
 from mailproxy.dynamo import (
     Item,
@@ -66,11 +65,6 @@ LATEST_TIMESTAMP = 253_402_300_799  # 9999-12-31: a later next_sync_after is no 
 TTL_PRINCIPAL = "dynamodb.amazonaws.com"
 
 RemainingMs = Callable[[], int] | None
-
-
-def now_ts() -> int:
-    """The current unix time in whole seconds."""
-    return int(time.time())
 
 
 # ---------------------------------------------------------------------- what a report says
@@ -421,7 +415,7 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
         _release(tenant_id, lease_id, settled)
         return Round(more=capped)
 
-    now = now_ts()
+    now = clock.now_ts()
     body = json.dumps({"delivery_report": report}, separators=(",", ":")).encode()
     headers = {"Content-Type": "application/json", **auth_headers(tenants.client_auth(tenant))}
     extra = {"tenant_id": tenant_id, "entries": len(report)}
@@ -435,7 +429,7 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
         _release(tenant_id, lease_id, {"failures": failures, "retry_at": retry_at, "last_error": reason[:500]})
         return Round(called=True)
 
-    acknowledged = now_ts()
+    acknowledged = clock.now_ts()
     # The ledger first: chunks that outlive a crash here are found acknowledged by the next round and dropped.
     ledger.record(
         tenant_id, {sk: {**previous.get(sk, {}), **dict.fromkeys(keys, acknowledged)} for sk, keys in fresh.items()}
@@ -476,7 +470,7 @@ def sync_tenant(
         if not _time_left(remaining_ms):
             break
         lease_id = uuid.uuid4().hex
-        sync = _acquire(tenant_id, lease_id, now_ts(), ignore_backoff=ignore_backoff)
+        sync = _acquire(tenant_id, lease_id, clock.now_ts(), ignore_backoff=ignore_backoff)
         if sync is None:
             break
         try:
@@ -605,7 +599,7 @@ def handle_stream(
     When an outbox cannot be written, the partial batch response names the batch's first record, so that
     the whole batch comes back and each chunk is written again under the same key.
     """
-    now = now_ts()
+    now = clock.now_ts()
     owed: dict[str, list[Owed]] = {}
     keys: dict[str, str] = {}
     expired: list[Item] = []
@@ -659,7 +653,7 @@ def handle_stream(
 
 def run_schedule(*, http: ReportHttp | None = None, remaining_ms: RemainingMs = None) -> dict[str, int]:
     """One scheduled run: retries of what is owed (after backoff), heartbeats, run-now requests."""
-    now = now_ts()
+    now = clock.now_ts()
     requests = state.run_now_requests()
     flush_all = "*" in requests
     syncs = state.sync_states()
@@ -714,7 +708,7 @@ def expire_due(now: int | None = None) -> int:
     """What DynamoDB's TTL and the reporter's handling of its removals do in AWS, for the local stack
     (moto never expires items): delete expired messages and their payloads, keep those whose reports
     may still be owed, and drop expired ledger items. How many messages were deleted."""
-    now = now_ts() if now is None else now
+    now = clock.now_ts() if now is None else now
     keep, gone = split_expired(messages.expired_items(now))
     expires = now + get_settings().report_retention_seconds
     for item in keep:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from mailproxy import messages, state
+from mailproxy import clock, messages, state
 from mailproxy.domain import (
     DEFERRING_OUTCOMES,
     FINAL,
@@ -28,7 +27,7 @@ logger = Logger(service="mail-proxy")
 
 def run_round(now: int | None = None) -> dict[str, int]:
     """One scheduler round; how many messages it re-queued and journal entries it finished."""
-    now = int(time.time()) if now is None else now
+    now = clock.now_ts() if now is None else now
     requeued = requeue_parked(now)
     finished = 0
     for journal in state.due_journals(now):

@@ -16,7 +16,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from mailproxy import messages, payloads, ratelimit, state, tenants
+from mailproxy import clock, messages, payloads, ratelimit, state, tenants
 from mailproxy.domain import (
     RATE_LIMIT_DEFERRAL,
     RATE_LIMIT_EXCEEDED,
@@ -72,15 +72,10 @@ class BatchTally:
         self.pending[job.tenant_id] -= 1
 
 
-def now_ts() -> int:
-    """The current unix time in whole seconds."""
-    return int(time.time())
-
-
 def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dict[str, Any]:
     """Process an SQS batch; the partial batch response (`batchItemFailures`)."""
     settings = get_settings()
-    now = now_ts()
+    now = clock.now_ts()
     jobs: list[Job] = []
     failures: list[str] = []
     for record in records:
@@ -217,7 +212,7 @@ async def _send_group(
     settings = get_settings()
     tenant_id, account_id = str(tenant["id"]), str(account["id"])
     limits = ratelimit.Limits.of(account)
-    reservation = ratelimit.reserve(tenant_id, account_id, limits, len(group), now_ts())
+    reservation = ratelimit.reserve(tenant_id, account_id, limits, len(group), clock.now_ts())
     allowed, over = group[: reservation.granted], group[reservation.granted :]
     for job in over:
         _rate_limited(job, journal, tally, account, reservation.next_window_ts)
@@ -354,7 +349,7 @@ def _finish(
         job.id,
         claim_id=journal,
         status=status,
-        now=now_ts(),
+        now=clock.now_ts(),
         history_event=history,
         outcome=outcome,
         fields=kept,
@@ -369,7 +364,7 @@ def _finish(
 
 
 def _sent(job: Job, journal: str, tally: BatchTally) -> None:
-    now = now_ts()
+    now = clock.now_ts()
     if _finish(
         job,
         journal,
@@ -390,7 +385,7 @@ def _sent(job: Job, journal: str, tally: BatchTally) -> None:
 
 
 def _fail(job: Job, journal: str, tally: BatchTally, reason: str, *, count_error: bool = True) -> None:
-    now = now_ts()
+    now = clock.now_ts()
     history = event(EventType.ERROR, now, reason)
     expires = retained_until(now)
     if _finish(
@@ -416,7 +411,7 @@ def _defer(
     job: Job, journal: str, tally: BatchTally, *, until: int, reason: str, attempts: int, outcome: Outcome
 ) -> None:
     """Put the message back for later: on its queue with a delay, or parked for the scheduler."""
-    now = now_ts()
+    now = clock.now_ts()
     delay = max(0, until - now)
     parked = delay > MAX_DELAY_SECONDS
     fields: dict[str, Any] = {"deferred_ts": until, "attempts": attempts}
@@ -437,7 +432,7 @@ def _rate_limited(job: Job, journal: str, tally: BatchTally, account: dict[str, 
         logger.warning(f"Rate limit hit for {account['id']}: message {job.id} rejected", extra=extra)
         _fail(job, journal, tally, RATE_LIMIT_EXCEEDED, count_error=False)
         return
-    until = next_ts or now_ts() + 60
+    until = next_ts or clock.now_ts() + 60
     logger.warning(f"Rate limit hit for {account['id']}: message {job.id} deferred to {until}", extra=extra)
     attempts = int((job.item or {}).get("attempts", 0))
     _defer(
@@ -457,6 +452,6 @@ def _failed_attempt(job: Job, journal: str, tally: BatchTally, exc: DeliveryErro
         _fail(job, journal, tally, f"Max retries ({settings.max_retries}) exceeded: {exc.reason}")
         return
     delays = settings.retry_delays
-    until = now_ts() + delays[min(attempts - 1, len(delays) - 1)]
+    until = clock.now_ts() + delays[min(attempts - 1, len(delays) - 1)]
     logger.warning(f"Retry {attempts} of message {job.id} scheduled at {until}", extra=extra)
     _defer(job, journal, tally, until=until, reason=exc.reason, attempts=attempts, outcome=Outcome.RETRY)
