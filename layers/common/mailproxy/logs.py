@@ -8,10 +8,11 @@ called again (the local stack and tests switch formats): each call sets both fro
 from __future__ import annotations
 
 import logging
-import os
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
+from mailproxy.settings import logging_settings
 
 SERVICE = "mail-proxy"
 TEXT_FORMAT = "%(asctime)s %(levelname)-8s %(message)s"
@@ -38,7 +39,7 @@ def package_logger() -> Logger:
 
 def log_level() -> int:
     """The level LOG_LEVEL names (INFO when unset or unknown)."""
-    level = logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO")
+    level = logging.getLevelName(logging_settings().level)
     return level if isinstance(level, int) else logging.INFO
 
 
@@ -47,7 +48,7 @@ def configure_logging(function: str | None = None) -> None:
     package_logger()
     logger = logging.getLogger(SERVICE)
     logger.setLevel(log_level())
-    text = os.environ.get("LOG_FORMAT", "json").strip().lower() == "text"
+    text = logging_settings().format == "text"
     for handler in logger.handlers:
         current = handler.formatter
         if isinstance(current, TextFormatter):

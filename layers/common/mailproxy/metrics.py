@@ -7,7 +7,6 @@ GetItems and one SQS GetQueueAttributes, whatever the traffic; nothing scans a t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ from prometheus_client.registry import Collector
 from mailproxy import state
 from mailproxy.crypto import tokens_equal
 from mailproxy.domain import Counter
-from mailproxy.settings import get_settings
+from mailproxy.settings import get_settings, local_metrics_token
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LABELS = ["tenant_id", "account_id"]
@@ -156,7 +155,7 @@ def expected_token() -> str | None:
     """The bearer token /metrics requires: METRICS_TOKEN (locally), else the METRICS_TOKEN_SECRET_ARN secret
     (AWS, read on a /metrics request only and cached at most GMP_SECRET_MAX_AGE_SECONDS); None: open."""
     # Read at each request, as before settings are cached: a local stack's METRICS_TOKEN may change while it runs.
-    local_token = os.environ.get("METRICS_TOKEN", "").strip()
+    local_token = local_metrics_token()
     if local_token:
         return local_token
     settings = get_settings()

@@ -7,7 +7,6 @@ it. Never lost: the batch's journal entry lets the scheduler finish anything a c
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -225,7 +224,7 @@ async def _send_group(
         password=tenants.account_password(account) if account.get("user") else None,
         use_tls=account.get("use_tls"),
         timeout=settings.smtp_timeout_seconds,
-        verify_tls=os.environ.get("GMP_SMTP_VERIFY_TLS", "true").lower() != "false",
+        verify_tls=settings.smtp_verify_tls,
         ttl=tenants.connection_ttl(account),
     )
     limit = settings.message_time_limit_seconds
