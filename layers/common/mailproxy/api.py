@@ -10,7 +10,6 @@ import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
 
-from aws_lambda_powertools import Logger
 from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -22,6 +21,7 @@ from mailproxy import clock, intake, state, tenants
 from mailproxy.auth import Principal, authenticate, require_admin, scope
 from mailproxy.crypto import hash_api_key, new_api_key
 from mailproxy.errors import ApiError, BadRequest, ConfigurationError, Forbidden, NotFound
+from mailproxy.logs import logger
 from mailproxy.models import (
     Account,
     AddMessages,
@@ -31,8 +31,6 @@ from mailproxy.models import (
     Tenant,
     TenantFields,
 )
-
-logger = Logger(service="mail-proxy")
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 SECRET_KEYS = {"password", "token", "api_key", "secret", "client_secret", "authorization"}
@@ -188,7 +186,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ConfigurationError)
     async def misconfigured(request: Request, exc: ConfigurationError) -> JSONResponse:
-        logger.error("service misconfigured: %s", exc)
+        logger().error("service misconfigured: %s", exc)
         return JSONResponse({"detail": "Service misconfigured"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
@@ -532,11 +530,11 @@ class CommandLog:
 def _command_log_write_failed(entry: dict[str, Any], body_bytes: int, exc: Exception) -> None:
     """Keep the trail of a call whose log entry could not be stored: the entry (not its body) in the
     function's log, and +1 on `gmp_command_log_write_failures_total`."""
-    logger.error(
+    logger().error(
         "command log entry not stored",
         extra={"command": {**entry, "body_bytes": body_bytes}, "error": f"{type(exc).__name__}: {exc}"},
     )
     try:
         state.count_command_log_failure()
     except Exception:  # the table that refused the entry may refuse the count too; the log line above stays
-        logger.exception("command log failure not counted")
+        logger().exception("command log failure not counted")

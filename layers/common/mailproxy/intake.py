@@ -8,19 +8,16 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
 from mailproxy import attachment_auth, clock, ledger, messages, payloads, ratelimit, state, tenants
 from mailproxy.addresses import is_valid_address, split_addresses
 from mailproxy.auth import Principal, scope
 from mailproxy.domain import FINAL, PENDING_STATUSES, UNSENT, JournalKind, MessageStatus
 from mailproxy.errors import BadRequest, NotFound
 from mailproxy.limits import header_reason, recipients_reason
+from mailproxy.logs import logger
 from mailproxy.models import MAX_MESSAGES_PER_REQUEST, AddMessages, Message, priority_of
 from mailproxy.queues import MAX_DELAY_SECONDS, QueueEntry, enqueue, stored_entries
 from mailproxy.settings import get_settings
-
-logger = Logger(service="mail-proxy")
 
 
 @functools.cache
@@ -199,7 +196,7 @@ def _submit_tenant_batch(
         enqueue(entries)
     except Exception:
         # The messages are stored: the open journal makes the scheduler enqueue them after the grace period.
-        logger.exception("enqueue failed; the scheduler will recover the batch", extra={"tenant_id": tenant_id})
+        logger().exception("enqueue failed; the scheduler will recover the batch", extra={"tenant_id": tenant_id})
         state.add_pending({tenant_id: new}, journal_sk=None)
         state.mark_journal_counted(journal)
     else:

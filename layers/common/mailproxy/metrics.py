@@ -44,9 +44,9 @@ DLQ_ATTRIBUTES = (
 
 
 def _logger() -> Any:
-    from aws_lambda_powertools import Logger
+    from mailproxy.logs import logger
 
-    return Logger(service="mail-proxy")
+    return logger()
 
 
 def dead_letter_depth() -> int | None:

@@ -24,8 +24,6 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Protocol
 
-from aws_lambda_powertools import Logger
-
 from mailproxy import clock, ledger, messages, outbound_http, payloads, state, tenants
 from mailproxy.domain import REPORTABLE_EVENTS, EventType
 from mailproxy.dynamo import (
@@ -44,9 +42,8 @@ from mailproxy.dynamo import (
 )
 from mailproxy.errors import DestinationNotAllowed
 from mailproxy.ledger import EventKey, event_key
+from mailproxy.logs import logger
 from mailproxy.settings import get_settings
-
-logger = Logger(service="mail-proxy")
 
 POST_TIMEOUT_SECONDS = 10.0  # a slow client cannot hold the function
 LEASE_SECONDS = 60  # the function's timeout: a crashed holder's lease lapses by then
@@ -346,7 +343,7 @@ def _release(tenant_id: str, lease_id: str, sets: dict[str, Any], removes: Itera
         ReturnValues="ALL_NEW",
     )
     if reply is None:
-        logger.warning("report lease lost before release", extra={"tenant_id": tenant_id})
+        logger().warning("report lease lost before release", extra={"tenant_id": tenant_id})
         return None
     return from_item(reply["Attributes"])
 
@@ -425,7 +422,7 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
         failures = int(sync.get("failures") or 0) + 1
         retry_at = now + retry_delay(failures)
         reason = str(exc) or type(exc).__name__
-        logger.warning(f"Report to {tenant_id} failed ({reason}): retry at {retry_at}", extra=extra)
+        logger().warning(f"Report to {tenant_id} failed ({reason}): retry at {retry_at}", extra=extra)
         _release(tenant_id, lease_id, {"failures": failures, "retry_at": retry_at, "last_error": reason[:500]})
         return Round(called=True)
 
@@ -447,7 +444,9 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
         # Whatever `queued` says: the results of what the client is submitting go out from the stream as soon as
         # they exist, as every result does; an empty call at every tick would not bring them sooner (issue 16).
         sets["next_sync_due"] = acknowledged + interval
-    logger.info(f"Report posted to {tenant_id}: {len(report)} entries", extra={**extra, "client_queued": reply.queued})
+    logger().info(
+        f"Report posted to {tenant_id}: {len(report)} entries", extra={**extra, "client_queued": reply.queued}
+    )
     new = _release(tenant_id, lease_id, sets, removes)
     more = capped or (new is not None and int(new.get("owed_rev") or 0) > int(new.get("done_rev") or 0))
     return Round(called=True, more=more)
@@ -496,7 +495,7 @@ def _serve(plans: list[tuple[Item, bool, bool]], http: ReportHttp | None, remain
             )
         except Exception:
             # What is owed stays in the outbox: the next scheduled run tries again.
-            logger.exception("report round failed", extra={"tenant_id": tenant.get("id")})
+            logger().exception("report round failed", extra={"tenant_id": tenant.get("id")})
             return 0
 
     if len(plans) == 1:
@@ -623,7 +622,7 @@ def handle_stream(
                 continue
             tenant_id = str(new["tenant_id"])
         except (KeyError, TypeError, ValueError, AttributeError):
-            logger.exception("unreadable stream record skipped", extra={"event_id": record.get("eventID")})
+            logger().exception("unreadable stream record skipped", extra={"event_id": record.get("eventID")})
             continue
         owed.setdefault(tenant_id, []).extend(events)
         keys.setdefault(tenant_id, chunk_key(change, now))
@@ -640,7 +639,7 @@ def handle_stream(
             owe(tenant_id, events, keys[tenant_id])
             plans.append((tenant, False, False))
     except Exception:
-        logger.exception("could not record owed reports: the batch comes back whole")
+        logger().exception("could not record owed reports: the batch comes back whole")
         first = str(records[0].get("dynamodb", {}).get("SequenceNumber", ""))
         return {"batchItemFailures": [{"itemIdentifier": first}] if first else []}
     if plans:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
 from mailproxy import clock, messages, state
 from mailproxy.domain import (
     DEFERRING_OUTCOMES,
@@ -20,9 +18,8 @@ from mailproxy.domain import (
     Outcome,
 )
 from mailproxy.dynamo import Item
+from mailproxy.logs import logger
 from mailproxy.settings import get_settings
-
-logger = Logger(service="mail-proxy")
 
 
 def run_round(now: int | None = None) -> dict[str, int]:
@@ -35,7 +32,7 @@ def run_round(now: int | None = None) -> dict[str, int]:
             finish_journal(journal, now)
             finished += 1
         except Exception:
-            logger.exception("could not finish a journal entry", extra={"journal": journal.get("sk")})
+            logger().exception("could not finish a journal entry", extra={"journal": journal.get("sk")})
     state.mark_scheduler_run(now)
     return {"requeued": requeued, "journals_finished": finished}
 
@@ -105,7 +102,7 @@ def _finish_intake(journal: Item, sk: str, now: int) -> None:
             if item.get("created_by") == sk:
                 deltas[str(item["tenant_id"])] += 1
     state.add_pending(dict(deltas), journal_sk=sk)
-    logger.warning("finished an intake left open", extra={"journal": sk, "messages": len(items)})
+    logger().warning("finished an intake left open", extra={"journal": sk, "messages": len(items)})
 
 
 def _finish_send(journal: Item, sk: str, now: int) -> None:
@@ -122,7 +119,7 @@ def _finish_send(journal: Item, sk: str, now: int) -> None:
             if attempts < max_claims:
                 requeue.append(item)
             elif messages.abandon(tenant_id, str(item["id"]), claim_id=sk, attempts=attempts, now=now):
-                logger.error(
+                logger().error(
                     messages.abandoned_reason(attempts),
                     extra={"tenant_id": tenant_id, "account_id": account_id, "message_id": item["id"]},
                 )
@@ -150,4 +147,4 @@ def _finish_send(journal: Item, sk: str, now: int) -> None:
 
     enqueue(stored_entries(requeue, now))
     state.close_batch(sk, counters=dict(counters), pending=dict(pending))
-    logger.warning("finished a send batch left open", extra={"journal": sk, "messages": len(items)})
+    logger().warning("finished a send batch left open", extra={"journal": sk, "messages": len(items)})

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
 from mailproxy import clock, messages, payloads, ratelimit, state, tenants
 from mailproxy.domain import (
     RATE_LIMIT_DEFERRAL,
@@ -27,12 +25,11 @@ from mailproxy.domain import (
 )
 from mailproxy.email_builder import OutgoingEmail, build_email
 from mailproxy.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from mailproxy.logs import logger
 from mailproxy.messages import event, retained_until
 from mailproxy.queues import MAX_DELAY_SECONDS, QueueEntry, enqueue, parse_body
 from mailproxy.settings import get_settings
 from mailproxy.smtp import AccountConfig, default_pool, run
-
-logger = Logger(service="mail-proxy")
 
 SEND_MARGIN_SECONDS = 5.0  # what recording a result needs after the SMTP reply
 UNFINISHED = Outcome.DROPPED  # a job's outcome until something happens to it
@@ -84,7 +81,7 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
                 Job(record["messageId"], str(body["tenant_id"]), str(body["id"]), str(body["rev"]), body.get("payload"))
             )
         except (KeyError, TypeError, ValueError):
-            logger.error(
+            logger().error(
                 "unreadable queue message left for the dead-letter queue", extra={"sqs_id": record.get("messageId")}
             )
             failures.append(record["messageId"])
@@ -120,7 +117,7 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
     if any(j.outcome == Outcome.CRASHED for j in jobs):
         # Left open for the scheduler, as a dead container's would be: it re-queues the crashed messages when
         # their claims are stale and counts what this batch recorded (outcome_by), once.
-        logger.warning("send batch left open after an unexpected error", extra={"journal": journal})
+        logger().warning("send batch left open after an unexpected error", extra={"journal": journal})
     else:
         state.close_batch(journal, counters=dict(tally.counters), pending=dict(tally.pending))
     failures += [j.record_id for j in jobs if j.retry_record]
@@ -191,7 +188,7 @@ async def _run_group(
     except Exception:
         # Not one message's failure (a rate-limit write, a KMS decrypt): the group's unfinished messages are
         # left to crash recovery, as a dead container's would be, and the other accounts go on.
-        logger.exception(
+        logger().exception(
             f"Unexpected error in account {account.get('id')}; its unfinished messages left to crash recovery",
             extra={"tenant_id": tenant.get("id"), "account_id": account.get("id")},
         )
@@ -259,7 +256,7 @@ async def _send_group(
             # A failure without a type (a bug, a payload that breaks a library): treated as a crash of this
             # message alone. Its claim is left to go stale and the batch's journal open, so the scheduler
             # re-queues it and the claim counter fails it after GMP_MAX_CLAIM_ATTEMPTS; the batch goes on.
-            logger.exception(
+            logger().exception(
                 f"Unexpected error sending message {job.id}; left to crash recovery",
                 extra={"tenant_id": tenant_id, "account_id": account_id, "message_id": job.id},
             )
@@ -355,7 +352,7 @@ def _finish(
         remove=remove,
     )
     if not done:
-        logger.warning(
+        logger().warning(
             "claim lost before the result was recorded", extra={"tenant_id": job.tenant_id, "message_id": job.id}
         )
     job.outcome = outcome if done else Outcome.LOST_CLAIM
@@ -377,7 +374,7 @@ def _sent(job: Job, journal: str, tally: BatchTally) -> None:
     ):
         tally.count(job, Counter.SENT)
         tally.finalized(job)
-        logger.info(
+        logger().info(
             f"Message {job.id} sent via {(job.item or {}).get('account_id')}",
             extra={"tenant_id": job.tenant_id, "account_id": (job.item or {}).get("account_id"), "message_id": job.id},
         )
@@ -400,7 +397,7 @@ def _fail(job: Job, journal: str, tally: BatchTally, reason: str, *, count_error
         if count_error:
             tally.count(job, Counter.ERRORS)
         tally.finalized(job)
-        logger.error(
+        logger().error(
             f"Message {job.id} failed: {reason}",
             extra={"tenant_id": job.tenant_id, "account_id": (job.item or {}).get("account_id"), "message_id": job.id},
         )
@@ -428,11 +425,11 @@ def _rate_limited(job: Job, journal: str, tally: BatchTally, account: dict[str, 
     tally.count(job, Counter.RATE_LIMITED)
     extra = {"tenant_id": job.tenant_id, "account_id": account["id"], "message_id": job.id}
     if account.get("limit_behavior") == "reject":
-        logger.warning(f"Rate limit hit for {account['id']}: message {job.id} rejected", extra=extra)
+        logger().warning(f"Rate limit hit for {account['id']}: message {job.id} rejected", extra=extra)
         _fail(job, journal, tally, RATE_LIMIT_EXCEEDED, count_error=False)
         return
     until = next_ts or clock.now_ts() + 60
-    logger.warning(f"Rate limit hit for {account['id']}: message {job.id} deferred to {until}", extra=extra)
+    logger().warning(f"Rate limit hit for {account['id']}: message {job.id} deferred to {until}", extra=extra)
     attempts = int((job.item or {}).get("attempts", 0))
     _defer(
         job, journal, tally, until=until, reason=RATE_LIMIT_DEFERRAL, attempts=attempts, outcome=Outcome.RATE_LIMITED
@@ -446,11 +443,11 @@ def _failed_attempt(job: Job, journal: str, tally: BatchTally, exc: DeliveryErro
         _fail(job, journal, tally, exc.reason)
         return
     attempts = int((job.item or {}).get("attempts", 0)) + 1
-    logger.warning(f"Temporary error for message {job.id}: {exc.reason}", extra=extra)
+    logger().warning(f"Temporary error for message {job.id}: {exc.reason}", extra=extra)
     if attempts > settings.max_retries:
         _fail(job, journal, tally, f"Max retries ({settings.max_retries}) exceeded: {exc.reason}")
         return
     delays = settings.retry_delays
     until = clock.now_ts() + delays[min(attempts - 1, len(delays) - 1)]
-    logger.warning(f"Retry {attempts} of message {job.id} scheduled at {until}", extra=extra)
+    logger().warning(f"Retry {attempts} of message {job.id} scheduled at {until}", extra=extra)
     _defer(job, journal, tally, until=until, reason=exc.reason, attempts=attempts, outcome=Outcome.RETRY)
