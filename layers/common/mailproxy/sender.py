@@ -10,10 +10,10 @@ import asyncio
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from email.utils import parseaddr
 from typing import Any
 
 from mailproxy import clock, messages, payloads, ratelimit, state, tenants
+from mailproxy.addresses import address_domain
 from mailproxy.domain import (
     RATE_LIMIT_DEFERRAL,
     RATE_LIMIT_EXCEEDED,
@@ -306,7 +306,7 @@ def _hand_back(job: Job, journal: str) -> None:
 
 def _message_id(job: Job, payload: dict[str, Any]) -> str:
     """A Message-ID derived from the record's stable uuid, so every retry carries the same one."""
-    domain = parseaddr(str(payload.get("from", "")))[1].rpartition("@")[2] or "mail-proxy.local"
+    domain = address_domain(str(payload.get("from", ""))) or "mail-proxy.local"
     return f"<{(job.item or {}).get('pk', job.id)}@{domain}>"
 
 
