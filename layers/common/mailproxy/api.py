@@ -375,9 +375,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
     ) -> dict[str, Any]:
         """Delete a tenant with its accounts and messages."""
         request.state.tenant_id = tenant_id
-        intake.require_tenant(tenant_id)
-        intake.delete_tenant_messages(tenant_id)
-        tenants.delete_tenant(tenant_id)
+        intake.delete_tenant(tenant_id)
         return {"ok": True}
 
     @app.post("/tenant/{tenant_id}/api-key", tags=["tenants"], **reply("KeyReply"))

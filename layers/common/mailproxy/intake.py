@@ -356,13 +356,24 @@ def cleanup_messages(tenant_id: str, older_than_seconds: int | None) -> dict[str
     return {"ok": True, "removed": len(doomed)}
 
 
-def delete_tenant_messages(tenant_id: str) -> None:
-    """Delete every message and payload of a tenant (cascade of `DELETE /tenant/{id}`)."""
+def delete_tenant(tenant_id: str) -> None:
+    """Delete a tenant and everything of it (`DELETE /tenant/{id}`): its messages and payloads, the rate windows
+    of every account it had, its quota windows, pending count, run-now request and reporter state, then its
+    accounts, key and configuration. The tenant goes last, so a deletion cut short leaves it listed, and
+    deleting it again finishes the job. Two things stay by design: its /metrics counters (they never go
+    down, docs/monitoring.md) and its command-log entries (the audit trail, expired by its retention)."""
+    require_tenant(tenant_id)
+    account_ids = tenants.account_ids(tenant_id) | state.counted_accounts(tenant_id)
     items = messages.list_states(tenant_id)
     messages.delete_states([(tenant_id, str(i["id"])) for i in items])
-    payloads.delete_payloads(payloads.pinned_keys(items))
+    payloads.delete_tenant_payloads(tenant_id)
     payloads.delete_packs(tenant_id)
+    ratelimit.forget_tenant(tenant_id, account_ids)
     state.forget_tenant(tenant_id)
+    from mailproxy import reports  # the reporter's outbox and ledger, loaded on this rare path only
+
+    reports.forget_tenant(tenant_id)
+    tenants.delete_tenant(tenant_id)
 
 
 def _batch_pending(tenant_id: str, batch_code: str | None) -> int:

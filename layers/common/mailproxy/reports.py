@@ -348,7 +348,7 @@ def _release(tenant_id: str, lease_id: str, sets: dict[str, Any], removes: Itera
     return from_item(reply["Attributes"])
 
 
-def _forget_tenant(tenant_id: str) -> None:
+def forget_tenant(tenant_id: str) -> None:
     """Drop the reporter state of a tenant that no longer exists (its messages are gone)."""
     _drop_chunks(tenant_id, [str(c["sk"]) for c in _outbox(tenant_id)])
     ledger.forget(tenant_id)
@@ -667,7 +667,7 @@ def run_schedule(*, http: ReportHttp | None = None, remaining_ms: RemainingMs = 
         if plan is not None:
             plans.append(plan)
     for tenant_id in set(syncs) - known:
-        _forget_tenant(tenant_id)
+        forget_tenant(tenant_id)
     calls = _serve(plans, http, remaining_ms) if plans else 0
     for scope, requested_at in requests.items():
         state.clear_run_now(scope, requested_at)

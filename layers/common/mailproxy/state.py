@@ -80,8 +80,21 @@ def pending_count(tenant_id: str | None = None) -> int:
 
 
 def forget_tenant(tenant_id: str) -> None:
-    """Drop a deleted tenant's pending count (its messages are gone)."""
-    ddb().delete_item(TableName=_table(), Key={"pk": {"S": "PENDING"}, "sk": {"S": tenant_id}})
+    """Drop a deleted tenant's pending count and run-now request. Its /metrics counters stay: counters never
+    go down, not even when a tenant is deleted (docs/monitoring.md)."""
+    batch_write(_table(), deletes=[{"pk": pk, "sk": tenant_id} for pk in ("PENDING", "RUNNOW")])
+
+
+def counted_accounts(tenant_id: str) -> set[str]:
+    """Every account the tenant ever had: each gets /metrics counters when it is created, and they stay."""
+    items = query_all(
+        TableName=_table(),
+        KeyConditionExpression="pk = :p AND begins_with(sk, :t)",
+        ExpressionAttributeValues={":p": {"S": "COUNTERS"}, ":t": {"S": f"{tenant_id}#"}},
+        ProjectionExpression="sk",
+        ConsistentRead=True,
+    )
+    return {str(i["sk"]).partition("#")[2] for i in items}
 
 
 def open_journal(kind: JournalKind, keys: list[dict[str, Any]], *, due_ts: int) -> str:
