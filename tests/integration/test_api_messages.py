@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import mailproxy.intake
+import mailproxy.clock
 import pytest
 from fastapi.testclient import TestClient
 
@@ -65,7 +65,7 @@ def test_messages_are_listed_by_priority_then_age(
         (10, "a-low-new", 3),
         (20, "b-high-new", 1),
     ]:
-        monkeypatch.setattr(mailproxy.intake, "now_ts", lambda offset=offset: start + offset)
+        monkeypatch.setattr(mailproxy.clock, "now_ts", lambda offset=offset: start + offset)
         add(api, key, message(message_id, priority=priority))
     monkeypatch.undo()
     add(api, key, message("now", priority="immediate"))

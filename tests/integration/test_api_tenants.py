@@ -345,3 +345,56 @@ def test_the_openapi_schema_says_which_tenant_fields_a_tenant_key_may_write(api:
     }
     assert admin_only == {"active", "rate_limits"}
     assert tenant_writable == set(fields) - admin_only
+
+
+# The audit trail (expired by its retention) and the /metrics counters (never go down, docs/monitoring.md).
+KEPT_AFTER_DELETION = ("CMDLOG#", "COUNTERS", "TENANT_COUNTERS")
+
+
+def test_deleting_a_tenant_leaves_nothing_of_it_in_any_table_or_bucket(
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, make_account: AccountFactory, aws_env: AwsEnv
+) -> None:
+    from mailproxy import ledger, ratelimit, reports
+
+    now = int(time.time())
+    for tenant_id in ("acme", "other"):
+        _, key = make_tenant(tenant_id, client_base_url="http://127.0.0.1:9/", rate_limits={"per_hour": 2})
+        make_account(tenant_id)
+        make_account(tenant_id, "old")
+        assert api.delete("/account/old", params={"tenant_id": tenant_id}, headers=admin).status_code == 200
+        later = message("later", tenant_id=tenant_id, deferred_ts=now + 86_400)  # parked: its payload is pinned
+        reply = add(api, admin, message("m-1", tenant_id=tenant_id), later, message("over", tenant_id=tenant_id))
+        assert [r["reason"] for r in reply.json()["rejected"]] == ["tenant quota exceeded: 2 messages per hour"]
+        assert api.post("/commands/run-now", headers=key).status_code == 200
+        # What the sender and the reporter leave: rate windows (the deleted account's too), owed reports, a ledger.
+        for account_id in ("smtp", "old"):
+            ratelimit.reserve(tenant_id, account_id, ratelimit.Limits(per_minute=10), 1, now)
+        sent = {"event_type": "sent", "event_ts": now}
+        reports.owe(tenant_id, [reports.Owed("m-1", 1, sent)], f"{now:012d}#1")
+        ledger.record(tenant_id, {f"{now:012d}#0": {("m-0", 1, "sent", now): now}})
+
+    def mentions(tenant_id: str) -> list[str]:
+        found = [
+            f"{table}: {item}"
+            for table in ("TENANTS_TABLE", "MESSAGES_TABLE", "PAYLOADS_TABLE", "STATE_TABLE")
+            for item in aws_env.table_items(table)
+            if tenant_id in str(item) and not str(item.get("pk", "")).startswith(KEPT_AFTER_DELETION)
+        ]
+        s3 = aws_env.client("s3")
+        found += [o["Key"] for o in s3.list_objects_v2(Bucket=aws_env["PAYLOAD_BUCKET"]).get("Contents", [])]
+        return [f for f in found if tenant_id in f]
+
+    before = mentions("acme")
+    for kind in ("TENANT#", "APIKEY#", "QUOTA#", "RATE#acme#smtp", "RATE#acme#old", "PENDING", "RUNNOW"):
+        assert any(kind in f for f in before), kind
+    assert any("OUTBOX#" in f for f in before) and any("LEDGER#" in f for f in before)
+    assert any("'sk': 'acme'" in f and "SYNC" in f for f in before)
+    assert any(f.startswith("PAYLOADS_TABLE") for f in before) and any("packs/acme/" in f for f in before)
+    other_before = mentions("other")
+
+    assert api.delete("/tenant/acme", headers=admin).status_code == 200
+
+    assert mentions("acme") == []
+    assert mentions("other") == other_before
+    kept = {(i["pk"], i["sk"]) for i in aws_env.table_items("STATE_TABLE") if i["pk"] in KEPT_AFTER_DELETION}
+    assert {("COUNTERS", "acme#smtp"), ("COUNTERS", "acme#old"), ("TENANT_COUNTERS", "acme")} <= kept

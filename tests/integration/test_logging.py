@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from mailproxy.logs import SERVICE, configure_logging
+from mailproxy.logs import configure_logging, service_name
 
 from tests.conftest import AwsEnv
 from tests.integration.delivery import Delivery, message
@@ -27,7 +27,7 @@ Capture = Callable[[str], io.StringIO]
 @pytest.fixture
 def capture(monkeypatch: pytest.MonkeyPatch) -> Iterator[Capture]:
     """Switch LOG_FORMAT (and LOG_LEVEL=DEBUG), then read what the package's real handler writes."""
-    logger = logging.getLogger(SERVICE)
+    logger = logging.getLogger(service_name())
     streams: list[tuple[logging.StreamHandler[Any], Any]] = []
 
     def start(log_format: str) -> io.StringIO:
@@ -153,7 +153,7 @@ def test_each_observability_event_is_logged_at_its_level(delivery: Delivery, cap
 def test_no_body_password_or_token_is_ever_logged(
     delivery: Delivery, capture: Capture, caplog: pytest.LogCaptureFixture, admin: dict[str, str], log_format: str
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger=SERVICE)
+    caplog.set_level(logging.DEBUG, logger=service_name())
     caplog.set_level(logging.INFO)
     out = capture(log_format)
     full_flow(delivery)
@@ -170,3 +170,20 @@ def test_no_body_password_or_token_is_ever_logged(
     }
     leaked = [name for name, secret in secrets.items() if secret in logged]
     assert not leaked, leaked
+
+
+def test_the_service_name_comes_from_powertools_service_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailproxy.logs import logger
+
+    monkeypatch.delenv("POWERTOOLS_SERVICE_NAME", raising=False)
+    assert service_name() == "mail-proxy"
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "mail-proxy-eu")
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    configure_logging()
+    buffer = io.StringIO()
+    for handler in logging.getLogger("mail-proxy-eu").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(buffer)
+    logger().warning("named after the service")
+    line = json.loads(buffer.getvalue().splitlines()[-1])
+    assert (line["service"], line["message"]) == ("mail-proxy-eu", "named after the service")

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from mailproxy import clock as service_clock
 from mailproxy import reports
 
 from local.lambda_runtime import LambdaFunction
@@ -125,7 +126,7 @@ def callback() -> Iterator[Callback]:
 
 
 class Clock:
-    """The reporter's clock (results keep their real timestamps)."""
+    """The service's clock, moved by hand (the SMTP servers and the stream keep real time)."""
 
     def __init__(self) -> None:
         self.now = int(time.time())
@@ -141,7 +142,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr(reports, "now_ts", fake)
+    monkeypatch.setattr(service_clock, "now_ts", fake)
     return fake
 
 

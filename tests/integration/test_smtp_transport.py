@@ -416,7 +416,7 @@ def test_default_use_tls_never_sends_a_password_over_a_plain_session() -> None:
 
 def test_use_tls_false_logs_in_over_plain_smtp_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     warnings: list[str] = []
-    monkeypatch.setattr(smtp.logger, "warning", lambda message, *args, **kwargs: warnings.append(message))
+    monkeypatch.setattr(smtp.logger(), "warning", lambda message, *args, **kwargs: warnings.append(message))
     with smtp_server(authenticator=authenticator) as server:
         send_one(account(server.port, use_tls=False, user=SMTP_USER, password=SMTP_PASSWORD))
 

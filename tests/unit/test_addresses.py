@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from mailproxy.addresses import bare_address, is_valid_address, split_addresses
+from mailproxy.addresses import address_domain, bare_address, is_valid_address, split_addresses
 
 
 def test_a_comma_string_is_split_and_trimmed() -> None:
@@ -66,3 +66,9 @@ def test_invalid_addresses_are_refused(address: str) -> None:
 def test_the_bare_address_drops_the_display_name() -> None:
     assert bare_address("Acme <noreply@acme.test>") == "noreply@acme.test"
     assert bare_address(" a@b.test ") == "a@b.test"
+
+
+def test_the_domain_of_an_address_is_what_follows_its_last_at_sign() -> None:
+    assert address_domain('"Acme, Inc." <noreply@mail.acme.test>') == "mail.acme.test"
+    assert address_domain("a@b.test") == "b.test"
+    assert address_domain("") == ""

@@ -12,7 +12,8 @@ from email.message import EmailMessage, MIMEPart
 from typing import Any
 
 import pytest
-from mailproxy.email_builder import Attachment, OutgoingEmail, build_email, parse_addresses
+from mailproxy.addresses import parse_addresses
+from mailproxy.email_builder import Attachment, OutgoingEmail, build_email
 from mailproxy.errors import PermanentDeliveryError
 
 

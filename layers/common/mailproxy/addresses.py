@@ -1,10 +1,16 @@
-"""Email address lists: splitting the API's list-or-comma-string form and checking syntax."""
+"""Email addresses: the one module that parses them.
+
+Two readings, kept as they were when they lived apart (issue 12 may make them one): intake checks each
+entry of the API's list-or-comma-string form (`split_addresses`, `is_valid_address`); the sender builds
+the email from the (display name, address) pairs `email.utils.getaddresses` finds (`address_pairs`).
+"""
 
 from __future__ import annotations
 
 import functools
 import re
-from email.utils import parseaddr
+from collections.abc import Iterable
+from email.utils import getaddresses, parseaddr
 
 # RFC 5322 dot-atom local part (or a quoted string) @ a domain of labels; IDN domains allowed.
 # {U} is the non-ASCII range \u0080-\uffff, or nothing in the ASCII-only form of the pattern.
@@ -12,6 +18,9 @@ _LOCAL = r'(?:[A-Za-z0-9!#$%&\'*+/=?^_`{{|}}~{U}-]+(?:\.[A-Za-z0-9!#$%&\'*+/=?^_
 _LABEL = r"[A-Za-z0-9{U}](?:[A-Za-z0-9{U}-]{{0,61}}[A-Za-z0-9{U}])?"
 _ADDR = rf"^{_LOCAL}@{_LABEL}(?:\.{_LABEL})+$|^{_LOCAL}@\[[0-9A-Fa-f:.]+\]$"
 NON_ASCII = r"\u0080-\uffff"
+# Parsed address texts keep only pairs of strings, so longer texts can be kept (not a whole list's).
+_ADDRESS_CACHE_SIZE = 512
+_CACHED_ADDRESS_CHARS = 1_000
 
 
 @functools.cache
@@ -67,3 +76,42 @@ def is_valid_address(entry: str) -> bool:
     if not name and entry.strip() not in (addr, f"<{addr}>"):  # `<addr>` is a mailbox without a name
         return False
     return bool(_address_pattern(addr.isascii()).match(addr))
+
+
+def _items(value: str | Iterable[str] | None) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(item) for item in value]
+
+
+def address_pairs(value: str | Iterable[str] | None) -> list[tuple[str, str]]:
+    """(display name, address) pairs of a list or comma-separated string; ValueError on garbage."""
+    pairs: list[tuple[str, str]] = []
+    for item in _items(value):
+        if not item.strip():
+            continue
+        parse = _parsed_addresses if len(item) <= _CACHED_ADDRESS_CHARS else _parsed_addresses.__wrapped__
+        pairs.extend(parse(item))
+    return pairs
+
+
+@functools.lru_cache(maxsize=_ADDRESS_CACHE_SIZE)
+def _parsed_addresses(item: str) -> tuple[tuple[str, str], ...]:
+    # Cached: a tenant sends from the same few addresses, and parsing one costs tens of µs.
+    parsed = getaddresses([item])
+    # getaddresses answers ('', '') for text it cannot parse rather than raising.
+    if not parsed or any(not addr or "@" not in addr for _, addr in parsed):
+        raise ValueError(f"invalid address: {item.strip()}")
+    return tuple((name, addr) for name, addr in parsed)
+
+
+def parse_addresses(value: str | list[str] | None) -> list[str]:
+    """The bare addresses of a list or comma-separated string (display names dropped)."""
+    return [addr for _, addr in address_pairs(value)]
+
+
+def address_domain(entry: str) -> str:
+    """What follows the last `@` of the address of `Name <addr>` or of a bare address (all of it without one)."""
+    return parseaddr(entry)[1].rpartition("@")[2]

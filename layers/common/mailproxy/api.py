@@ -10,7 +10,6 @@ import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
 
-from aws_lambda_powertools import Logger
 from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -18,10 +17,11 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from starlette.routing import compile_path, get_name
 
-from mailproxy import intake, state, tenants
+from mailproxy import clock, intake, state, tenants
 from mailproxy.auth import Principal, authenticate, require_admin, scope
 from mailproxy.crypto import hash_api_key, new_api_key
 from mailproxy.errors import ApiError, BadRequest, ConfigurationError, Forbidden, NotFound
+from mailproxy.logs import logger
 from mailproxy.models import (
     Account,
     AddMessages,
@@ -31,8 +31,6 @@ from mailproxy.models import (
     Tenant,
     TenantFields,
 )
-
-logger = Logger(service="mail-proxy")
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 SECRET_KEYS = {"password", "token", "api_key", "secret", "client_secret", "authorization"}
@@ -188,7 +186,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ConfigurationError)
     async def misconfigured(request: Request, exc: ConfigurationError) -> JSONResponse:
-        logger.error("service misconfigured: %s", exc)
+        logger().error("service misconfigured: %s", exc)
         return JSONResponse({"detail": "Service misconfigured"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
@@ -285,7 +283,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
     async def put_account(request: Request, who: Caller, body: Account) -> dict[str, Any]:
         """Create or replace an SMTP account of the tenant."""
         resolved = _scoped(request, who, body.tenant_id)
-        tenants.put_account(resolved, body.model_dump(), now=intake.now_ts())
+        tenants.put_account(resolved, body.model_dump(), now=clock.now_ts())
         state.ensure_counters(resolved, body.id)
         return {"ok": True}
 
@@ -312,7 +310,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
     async def post_tenant(request: Request, who: Admin, body: Tenant) -> dict[str, Any]:
         """Create a tenant (its key is shown once) or overwrite its configuration (key kept)."""
         request.state.tenant_id = body.id
-        now = intake.now_ts()
+        now = clock.now_ts()
         fields = body.model_dump(exclude_none=True, exclude={"api_key_expires_at"})
         fields["client_auth"] = body.client_auth.model_dump() if body.client_auth else None
         key = new_api_key()
@@ -366,7 +364,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
             )
         if "client_auth" in fields:
             fields["client_auth"] = body.client_auth.model_dump() if body.client_auth else None
-        if fields and not tenants.update_tenant(resolved, fields, now=intake.now_ts()):
+        if fields and not tenants.update_tenant(resolved, fields, now=clock.now_ts()):
             raise NotFound(f"Tenant '{resolved}' not found")
         _release_if_active(resolved)
         return {"ok": True}
@@ -377,9 +375,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
     ) -> dict[str, Any]:
         """Delete a tenant with its accounts and messages."""
         request.state.tenant_id = tenant_id
-        intake.require_tenant(tenant_id)
-        intake.delete_tenant_messages(tenant_id)
-        tenants.delete_tenant(tenant_id)
+        intake.delete_tenant(tenant_id)
         return {"ok": True}
 
     @app.post("/tenant/{tenant_id}/api-key", tags=["tenants"], **reply("KeyReply"))
@@ -394,7 +390,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         intake.require_tenant(tenant_id)
         key = new_api_key()
         expires_at = body.expires_at if body else None
-        if not tenants.set_api_key(tenant_id, key_hash=hash_api_key(key), expires_at=expires_at, now=intake.now_ts()):
+        if not tenants.set_api_key(tenant_id, key_hash=hash_api_key(key), expires_at=expires_at, now=clock.now_ts()):
             raise NotFound(f"Tenant '{tenant_id}' not found")
         return {"ok": True, "api_key": key}
 
@@ -405,7 +401,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         """Revoke the tenant's key."""
         request.state.tenant_id = tenant_id
         intake.require_tenant(tenant_id)
-        if not tenants.set_api_key(tenant_id, key_hash=None, expires_at=None, now=intake.now_ts()):
+        if not tenants.set_api_key(tenant_id, key_hash=None, expires_at=None, now=clock.now_ts()):
             raise NotFound(f"Tenant '{tenant_id}' not found")
         return {"ok": True}
 
@@ -422,7 +418,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
     ) -> dict[str, Any]:
         """Every mutating call, newest first, secrets removed, one page at a time (`total`: entries in this page)."""
         commands, next_cursor = state.list_commands(
-            tenant_id=tenant_id, since_ts=since_ts, until_ts=until_ts, limit=limit, cursor=cursor, now=intake.now_ts()
+            tenant_id=tenant_id, since_ts=since_ts, until_ts=until_ts, limit=limit, cursor=cursor, now=clock.now_ts()
         )
         return {"ok": True, "commands": commands, "total": len(commands), "next_cursor": next_cursor}
 
@@ -513,7 +509,7 @@ class CommandLog:
         client = scope_.get("client")
         event = scope_.get("aws.event") or {}
         entry: dict[str, Any] = {
-            "ts": intake.now_ts(),
+            "ts": clock.now_ts(),
             "endpoint": f"{scope_['method']} {scope_['path']}",
             "tenant_id": request_state.get("tenant_id") or who.tenant_id,
             "response_status": status["code"],
@@ -532,11 +528,11 @@ class CommandLog:
 def _command_log_write_failed(entry: dict[str, Any], body_bytes: int, exc: Exception) -> None:
     """Keep the trail of a call whose log entry could not be stored: the entry (not its body) in the
     function's log, and +1 on `gmp_command_log_write_failures_total`."""
-    logger.error(
+    logger().error(
         "command log entry not stored",
         extra={"command": {**entry, "body_bytes": body_bytes}, "error": f"{type(exc).__name__}: {exc}"},
     )
     try:
         state.count_command_log_failure()
     except Exception:  # the table that refused the entry may refuse the count too; the log line above stays
-        logger.exception("command log failure not counted")
+        logger().exception("command log failure not counted")

@@ -12,7 +12,6 @@ import hashlib
 import http.client
 import json
 import mimetypes
-import os
 import re
 import urllib.error
 import urllib.parse
@@ -282,8 +281,8 @@ async def _fetch_one(
 
 
 def _default_blocked_buckets() -> frozenset[str]:
-    # Read directly rather than through get_settings(): this must work where only some settings exist.
-    bucket = os.environ.get("PAYLOAD_BUCKET", "").strip()
+    # The outbound settings, not get_settings(): this must work where only some settings exist.
+    bucket = get_outbound_settings().payload_bucket
     return frozenset({bucket}) if bucket else frozenset()
 
 

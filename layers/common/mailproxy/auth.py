@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import NamedTuple
 
-from mailproxy import tenants
+from mailproxy import clock, tenants
 from mailproxy.crypto import hash_api_key, tokens_equal
 from mailproxy.errors import ConfigurationError, Forbidden, Unauthorized, UnprocessableEntity
 from mailproxy.secret_cache import secrets
@@ -51,7 +50,7 @@ def authenticate(token: str | None) -> Principal:
             return Principal(is_admin=True)
         raise Unauthorized(INVALID_TOKEN)
     expires_at = key.get("expires_at")
-    if expires_at is not None and int(expires_at) <= time.time():
+    if expires_at is not None and int(expires_at) <= clock.now_ts():
         raise Unauthorized(INVALID_TOKEN)
     return Principal(is_admin=False, tenant_id=str(key["tenant_id"]))
 

@@ -36,7 +36,7 @@ def to_attr(value: Any) -> dict[str, Any]:
     if isinstance(value, float):
         return {"N": repr(value)}
     if isinstance(value, str):
-        return {"S": value}
+        return {"S": value if type(value) is str else str(value)}  # a StrEnum member is stored as its plain value
     if isinstance(value, bytes | bytearray):
         return {"B": bytes(value)}
     if isinstance(value, Mapping):

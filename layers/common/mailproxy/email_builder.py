@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from email.policy import Policy
 from typing import Any, NamedTuple
 
+from mailproxy.addresses import address_pairs
 from mailproxy.errors import PermanentDeliveryError
 from mailproxy.limits import is_structural_header
 
@@ -25,9 +26,6 @@ from mailproxy.limits import is_structural_header
 _HEADER_CACHE_SIZE = 256
 _CACHED_VALUE_CHARS = 100
 _NEVER_REPEATED = frozenset({"message-id", "x-genro-mail-id"})
-# Parsed address texts keep only pairs of strings, so longer texts can be kept (not a whole list's).
-_ADDRESS_CACHE_SIZE = 512
-_CACHED_ADDRESS_CHARS = 1_000
 
 
 class _HeaderClasses(HeaderRegistry):
@@ -92,40 +90,6 @@ class OutgoingEmail(NamedTuple):
     def as_bytes(self) -> bytes:
         """The message as it goes on the wire (CRLF line endings, no Bcc header)."""
         return self.message.as_bytes(policy=_POLICY)
-
-
-def _items(value: str | Iterable[str] | None) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    return [str(item) for item in value]
-
-
-def _address_pairs(value: str | Iterable[str] | None) -> list[tuple[str, str]]:
-    """(display name, address) pairs of a list or comma-separated string; ValueError on garbage."""
-    pairs: list[tuple[str, str]] = []
-    for item in _items(value):
-        if not item.strip():
-            continue
-        parse = _parsed_addresses if len(item) <= _CACHED_ADDRESS_CHARS else _parsed_addresses.__wrapped__
-        pairs.extend(parse(item))
-    return pairs
-
-
-@functools.lru_cache(maxsize=_ADDRESS_CACHE_SIZE)
-def _parsed_addresses(item: str) -> tuple[tuple[str, str], ...]:
-    # Cached: a tenant sends from the same few addresses, and parsing one costs tens of µs.
-    parsed = email.utils.getaddresses([item])
-    # getaddresses answers ('', '') for text it cannot parse rather than raising.
-    if not parsed or any(not addr or "@" not in addr for _, addr in parsed):
-        raise ValueError(f"invalid address: {item.strip()}")
-    return tuple((name, addr) for name, addr in parsed)
-
-
-def parse_addresses(value: str | list[str] | None) -> list[str]:
-    """The bare addresses of a list or comma-separated string (display names dropped)."""
-    return [addr for _, addr in _address_pairs(value)]
 
 
 def _set_addresses(msg: EmailMessage, name: str, pairs: list[tuple[str, str]]) -> None:
@@ -235,14 +199,14 @@ def build_email(payload: dict[str, Any], *, message_id: str, attachments: list[A
 
 
 def _build(payload: dict[str, Any], *, message_id: str, attachments: list[Attachment]) -> OutgoingEmail:
-    from_pairs = _address_pairs(payload.get("from"))
+    from_pairs = address_pairs(payload.get("from"))
     if len(from_pairs) != 1:
         raise PermanentDeliveryError(f"invalid address: {payload.get('from')}")
-    to_pairs = _address_pairs(payload.get("to"))
-    cc_pairs = _address_pairs(payload.get("cc"))
-    bcc_pairs = _address_pairs(payload.get("bcc"))
-    reply_pairs = _address_pairs(payload.get("reply_to"))
-    return_path = _address_pairs(payload.get("return_path"))
+    to_pairs = address_pairs(payload.get("to"))
+    cc_pairs = address_pairs(payload.get("cc"))
+    bcc_pairs = address_pairs(payload.get("bcc"))
+    reply_pairs = address_pairs(payload.get("reply_to"))
+    return_path = address_pairs(payload.get("return_path"))
 
     recipients = _unique(addr for _, addr in [*to_pairs, *cc_pairs, *bcc_pairs])
     if not recipients:

@@ -4,34 +4,26 @@ from __future__ import annotations
 
 import functools
 import re
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
-from mailproxy import attachment_auth, ledger, messages, payloads, ratelimit, state, tenants
+from mailproxy import attachment_auth, clock, ledger, messages, payloads, ratelimit, state, tenants
 from mailproxy.addresses import is_valid_address, split_addresses
 from mailproxy.auth import Principal, scope
+from mailproxy.domain import FINAL, PENDING_STATUSES, UNSENT, JournalKind, MessageStatus
 from mailproxy.errors import BadRequest, NotFound
 from mailproxy.limits import header_reason, recipients_reason
+from mailproxy.logs import logger
 from mailproxy.models import MAX_MESSAGES_PER_REQUEST, AddMessages, Message, priority_of
 from mailproxy.queues import MAX_DELAY_SECONDS, QueueEntry, enqueue, stored_entries
 from mailproxy.settings import get_settings
-
-logger = Logger(service="mail-proxy")
 
 
 @functools.cache
 def _pool() -> ThreadPoolExecutor:
     # Conditional writes cannot be batched; a few threads keep a 1000-message request fast.
     return ThreadPoolExecutor(max_workers=16, thread_name_prefix="intake")
-
-
-def now_ts() -> int:
-    """The current unix time in whole seconds."""
-    return int(time.time())
 
 
 def require_tenant(tenant_id: str) -> dict[str, Any]:
@@ -84,7 +76,7 @@ def add_messages(principal: Principal, request: AddMessages) -> dict[str, Any]:
     """Validate, store and enqueue messages (API.md `POST /commands/add-messages`)."""
     if len(request.messages) > MAX_MESSAGES_PER_REQUEST:
         raise BadRequest({"error": f"Cannot enqueue more than {MAX_MESSAGES_PER_REQUEST} messages at once"})
-    now = now_ts()
+    now = clock.now_ts()
     default_priority = priority_of(request.default_priority, 2)
     by_tenant: dict[str, dict[str, Message]] = {}
     for message in request.messages:
@@ -126,7 +118,7 @@ def _submit_tenant_batch(
     recorded: list[Message] = []
     for message, reason in refused:
         current = existing.get(message.id)
-        if current is not None and current.get("status") not in messages.UNSENT:
+        if current is not None and current.get("status") not in UNSENT:
             reason = "already sent"
         elif current is None and messages.record_rejected(
             tenant_id, message.id, uid=uuid.uuid4().hex, reason=reason, account_id=message.account_id, now=now
@@ -151,7 +143,7 @@ def _submit_tenant_batch(
     settings = get_settings()
     keys = [{"id": p["id"], "rev": p["rev"]} for p in plans]
     journal = state.open_journal(
-        "intake", [{"tenant_id": tenant_id, **k} for k in keys], due_ts=now + settings.intake_grace_seconds
+        JournalKind.INTAKE, [{"tenant_id": tenant_id, **k} for k in keys], due_ts=now + settings.intake_grace_seconds
     )
     # What goes on a queue now shares one pack; what waits is pinned, one item each.
     pack = payloads.store_pack(tenant_id, ((p["id"], p["rev"], p["payload"]) for p in plans if p["enqueue"]))
@@ -204,7 +196,7 @@ def _submit_tenant_batch(
         enqueue(entries)
     except Exception:
         # The messages are stored: the open journal makes the scheduler enqueue them after the grace period.
-        logger.exception("enqueue failed; the scheduler will recover the batch", extra={"tenant_id": tenant_id})
+        logger().exception("enqueue failed; the scheduler will recover the batch", extra={"tenant_id": tenant_id})
         state.add_pending({tenant_id: new}, journal_sk=None)
         state.mark_journal_counted(journal)
     else:
@@ -246,13 +238,13 @@ def _plan(
     delay = max(0, (message.deferred_ts or 0) - now)
     park_ts = None
     if tenants.is_held(tenant, message.batch_code):
-        status, enqueue_now = "suspended", False
+        status, enqueue_now = MessageStatus.SUSPENDED, False
     elif delay > MAX_DELAY_SECONDS:
-        status, enqueue_now, park_ts = "deferred", False, message.deferred_ts
+        status, enqueue_now, park_ts = MessageStatus.DEFERRED, False, message.deferred_ts
     elif delay > 0:
-        status, enqueue_now = "deferred", True
+        status, enqueue_now = MessageStatus.DEFERRED, True
     else:
-        status, enqueue_now = "pending", True
+        status, enqueue_now = MessageStatus.PENDING, True
     return {
         "id": message.id,
         "rev": uuid.uuid4().hex[:16],
@@ -305,14 +297,14 @@ def list_messages(tenant_id: str, *, active_only: bool, include_history: bool) -
     require_tenant(tenant_id)
     items = messages.list_states(tenant_id)
     if active_only:
-        items = [i for i in items if i.get("status") in messages.PENDING_STATUSES]
+        items = [i for i in items if i.get("status") in PENDING_STATUSES]
     items.sort(key=lambda i: (int(i.get("priority", 2)), int(i.get("created_at", 0)), str(i["id"])))
     loaded = payloads.load_payloads(items)
     acks = ledger.acknowledged_events(tenant_id) if include_history else {}
     records = []
     for item in items:
         record = {name: item.get(name) for name in RECORD_FIELDS}
-        if record["status"] != "sent":
+        if record["status"] != MessageStatus.SENT:
             record["sent_ts"] = None
         stored = loaded.get((tenant_id, str(item["id"])))
         # A payload no longer stored (its pack expired, a record older than issue 16) lists as {}: never
@@ -339,7 +331,7 @@ def delete_messages(tenant_id: str, ids: list[str]) -> dict[str, Any]:
     deleted = list(_pool().map(lambda i: messages.delete_state(tenant_id, i), unique))
     removed = [i for i, old in zip(unique, deleted, strict=True) if old is not None]
     not_found = [i for i, old in zip(unique, deleted, strict=True) if old is None]
-    unsent = sum(1 for old in deleted if old is not None and old.get("status") in messages.PENDING_STATUSES)
+    unsent = sum(1 for old in deleted if old is not None and old.get("status") in PENDING_STATUSES)
     payloads.forget(old for old in deleted if old is not None)
     state.add_pending({tenant_id: -unsent})
     return {"ok": True, "removed": len(removed), "not_found": not_found, "unauthorized": []}
@@ -349,13 +341,13 @@ def cleanup_messages(tenant_id: str, older_than_seconds: int | None) -> dict[str
     """Remove processed, fully reported messages older than the given age (default: retention)."""
     tenant = require_tenant(tenant_id)
     age = get_settings().report_retention_seconds if older_than_seconds is None else older_than_seconds
-    cutoff = now_ts() - age
+    cutoff = clock.now_ts() - age
     no_callback = not tenant.get("client_base_url")
     acks = {} if no_callback else ledger.acknowledged_events(tenant_id)
     doomed = [
         i
         for i in messages.list_states(tenant_id)
-        if i.get("status") in messages.FINAL
+        if i.get("status") in FINAL
         and int(i.get("updated_at", 0)) <= cutoff
         and (no_callback or ledger.fully_reported(i, acks))
     ]
@@ -364,13 +356,24 @@ def cleanup_messages(tenant_id: str, older_than_seconds: int | None) -> dict[str
     return {"ok": True, "removed": len(doomed)}
 
 
-def delete_tenant_messages(tenant_id: str) -> None:
-    """Delete every message and payload of a tenant (cascade of `DELETE /tenant/{id}`)."""
+def delete_tenant(tenant_id: str) -> None:
+    """Delete a tenant and everything of it (`DELETE /tenant/{id}`): its messages and payloads, the rate windows
+    of every account it had, its quota windows, pending count, run-now request and reporter state, then its
+    accounts, key and configuration. The tenant goes last, so a deletion cut short leaves it listed, and
+    deleting it again finishes the job. Two things stay by design: its /metrics counters (they never go
+    down, docs/monitoring.md) and its command-log entries (the audit trail, expired by its retention)."""
+    require_tenant(tenant_id)
+    account_ids = tenants.account_ids(tenant_id) | state.counted_accounts(tenant_id)
     items = messages.list_states(tenant_id)
     messages.delete_states([(tenant_id, str(i["id"])) for i in items])
-    payloads.delete_payloads(payloads.pinned_keys(items))
+    payloads.delete_tenant_payloads(tenant_id)
     payloads.delete_packs(tenant_id)
+    ratelimit.forget_tenant(tenant_id, account_ids)
     state.forget_tenant(tenant_id)
+    from mailproxy import reports  # the reporter's outbox and ledger, loaded on this rare path only
+
+    reports.forget_tenant(tenant_id)
+    tenants.delete_tenant(tenant_id)
 
 
 def _batch_pending(tenant_id: str, batch_code: str | None) -> int:
@@ -379,7 +382,7 @@ def _batch_pending(tenant_id: str, batch_code: str | None) -> int:
     return sum(
         1
         for i in messages.list_states(tenant_id)
-        if i.get("batch_code") == batch_code and i.get("status") in messages.PENDING_STATUSES
+        if i.get("batch_code") == batch_code and i.get("status") in PENDING_STATUSES
     )
 
 
@@ -393,7 +396,7 @@ def suspend(tenant_id: str, batch_code: str | None) -> dict[str, Any]:
         batches = ["*"]
     elif "*" not in batches and batch_code not in batches:
         batches.append(batch_code)
-    tenants.set_suspended_batches(tenant_id, batches, now=now_ts())
+    tenants.set_suspended_batches(tenant_id, batches, now=clock.now_ts())
     return _suspension_reply(tenant_id, batch_code, batches)
 
 
@@ -409,7 +412,7 @@ def activate(tenant_id: str, batch_code: str | None) -> dict[str, Any]:
         raise BadRequest("Cannot activate a single batch while the whole tenant is suspended")
     else:
         batches = [b for b in batches if b != batch_code]
-    tenants.set_suspended_batches(tenant_id, batches, now=now_ts())
+    tenants.set_suspended_batches(tenant_id, batches, now=clock.now_ts())
     tenant["suspended_batches"] = batches
     release_held(tenant)
     return _suspension_reply(tenant_id, batch_code, batches)
@@ -428,11 +431,11 @@ def _suspension_reply(tenant_id: str, batch_code: str | None, batches: list[str]
 def release_held(tenant: dict[str, Any]) -> int:
     """Re-queue the tenant's suspended messages that are no longer held; how many were released."""
     tenant_id = str(tenant["id"])
-    now = now_ts()
+    now = clock.now_ts()
     held = [
         i
         for i in messages.list_states(tenant_id)
-        if i.get("status") == "suspended" and not tenants.is_held(tenant, i.get("batch_code"))
+        if i.get("status") == MessageStatus.SUSPENDED and not tenants.is_held(tenant, i.get("batch_code"))
     ]
     released = [r for r in (messages.release_suspended(tenant_id, str(i["id"]), now=now) for i in held) if r]
     entries = stored_entries(released, now)
@@ -442,7 +445,7 @@ def release_held(tenant: dict[str, Any]) -> int:
 
 def status(principal: Principal) -> dict[str, Any]:
     """`GET /status`: service state from persisted data (a tenant sees its own counts)."""
-    now = now_ts()
+    now = clock.now_ts()
     last_run = state.scheduler_last_run()
     interval = max(get_settings().scheduler_interval, 1.0)
     active = True
@@ -460,7 +463,7 @@ def status(principal: Principal) -> dict[str, Any]:
 
 def run_now(principal: Principal) -> dict[str, Any]:
     """Record a run-now request for the scheduler and the reporter."""
-    state.request_run_now("*" if principal.is_admin else str(principal.tenant_id), now_ts())
+    state.request_run_now("*" if principal.is_admin else str(principal.tenant_id), clock.now_ts())
     return {"ok": True}
 
 
@@ -473,7 +476,7 @@ def require_scope(principal: Principal, tenant_id: str | None) -> str:
 
 def sync_status() -> dict[str, Any]:
     """`GET /tenants/sync-status`: each tenant's report schedule, from persisted reporter state."""
-    now = now_ts()
+    now = clock.now_ts()
     interval = get_settings().sync_interval
     syncs = state.sync_states()
     rows = []

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from mailproxy.domain import REPORTABLE_EVENTS
 from mailproxy.dynamo import Item, batch_get, batch_write, compress_json, decompress_json, query_all, to_attr
-from mailproxy.messages import REPORTABLE_EVENTS
 from mailproxy.settings import get_settings
 
 EventKey = tuple[str, int, str, int]  # (message id, history index, event_type, event_ts)

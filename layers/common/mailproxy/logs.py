@@ -1,19 +1,21 @@
 """Logging set-up: Powertools JSON logs (CloudWatch), `LOG_FORMAT=text` for the human format locally.
 
-Every module logs through `Logger(service=SERVICE)`; they share one stdlib logger and one handler,
-whose level and formatter `configure_logging` sets from `LOG_LEVEL` and `LOG_FORMAT`. It can be
-called again (the local stack and tests switch formats): each call sets both from scratch.
+Every module logs through `logger()`, the Powertools logger of the service `POWERTOOLS_SERVICE_NAME`
+names (`mail-proxy` when unset); they share one stdlib logger and one handler, whose level and formatter
+`configure_logging` sets from `LOG_LEVEL` and `LOG_FORMAT`. It can be called again (the local stack and
+tests switch formats): each call sets both from scratch.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import os
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
-SERVICE = "mail-proxy"
+from mailproxy.settings import logging_settings
+
 TEXT_FORMAT = "%(asctime)s %(levelname)-8s %(message)s"
 _started: set[str] = set()
 
@@ -22,7 +24,7 @@ class TextFormatter(LambdaPowertoolsFormatter):
     """`2025-01-23 10:15:32,456 INFO     Message m-1 sent via primary-smtp`, keeping Powertools' key API."""
 
     def __init__(self, json_formatter: LambdaPowertoolsFormatter) -> None:
-        super().__init__(service=SERVICE)
+        super().__init__(service=service_name())
         self.json_formatter = json_formatter  # put back when LOG_FORMAT returns to json
         self._text = logging.Formatter(TEXT_FORMAT)
 
@@ -31,31 +33,41 @@ class TextFormatter(LambdaPowertoolsFormatter):
         return self._text.format(record)
 
 
-def package_logger() -> Logger:
+def service_name() -> str:
+    """The `service` of every log line: POWERTOOLS_SERVICE_NAME, `mail-proxy` when unset."""
+    return logging_settings().service
+
+
+@functools.cache
+def _logger_of(service: str) -> Logger:
+    return Logger(service=service)
+
+
+def logger() -> Logger:
     """The package's Powertools logger (creating its stdout handler on first use)."""
-    return Logger(service=SERVICE)
+    return _logger_of(service_name())
 
 
 def log_level() -> int:
     """The level LOG_LEVEL names (INFO when unset or unknown)."""
-    level = logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO")
+    level = logging.getLevelName(logging_settings().level)
     return level if isinstance(level, int) else logging.INFO
 
 
 def configure_logging(function: str | None = None) -> None:
     """Apply LOG_LEVEL and LOG_FORMAT (`json`, the default, or `text`); log `function`'s start once."""
-    package_logger()
-    logger = logging.getLogger(SERVICE)
-    logger.setLevel(log_level())
-    text = os.environ.get("LOG_FORMAT", "json").strip().lower() == "text"
-    for handler in logger.handlers:
+    logger()
+    stdlib_logger = logging.getLogger(service_name())
+    stdlib_logger.setLevel(log_level())
+    text = logging_settings().format == "text"
+    for handler in stdlib_logger.handlers:
         current = handler.formatter
         if isinstance(current, TextFormatter):
             json_formatter = current.json_formatter
         elif isinstance(current, LambdaPowertoolsFormatter):
             json_formatter = current
         else:
-            json_formatter = LambdaPowertoolsFormatter(service=SERVICE)
+            json_formatter = LambdaPowertoolsFormatter(service=service_name())
         if text:
             if not isinstance(current, TextFormatter):
                 handler.setFormatter(TextFormatter(json_formatter))
@@ -63,4 +75,4 @@ def configure_logging(function: str | None = None) -> None:
             handler.setFormatter(json_formatter)
     if function and function not in _started:
         _started.add(function)
-        package_logger().info(f"{function} started", extra={"function": function})
+        logger().info(f"{function} started", extra={"function": function})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from mailproxy.domain import EventType, MessageStatus, Outcome
 from mailproxy.dynamo import (
     Item,
     batch_get,
@@ -19,11 +20,6 @@ from mailproxy.dynamo import (
 )
 from mailproxy.settings import get_settings
 
-UNSENT = ("pending", "deferred", "suspended")
-IN_FLIGHT = ("sending",)
-FINAL = ("sent", "error")
-PENDING_STATUSES = (*UNSENT, *IN_FLIGHT)  # counted in gmp_pending_messages
-REPORTABLE_EVENTS = ("sent", "error", "deferred")
 PARK_SHARD = "P"
 EARLY_SLACK_SECONDS = 5  # clocks and SQS delays are not exact to the second
 
@@ -59,7 +55,7 @@ def retained_until(result_ts: int) -> int:
     return result_ts + get_settings().report_retention_seconds
 
 
-def event(event_type: str, ts: int, description: str | None = None, **extra: Any) -> dict[str, Any]:
+def event(event_type: EventType, ts: int, description: str | None = None, **extra: Any) -> dict[str, Any]:
     """A history event (reported to the tenant when its type is sent, error or deferred)."""
     value: dict[str, Any] = {"event_type": event_type, "event_ts": ts}
     if description is not None:
@@ -77,7 +73,7 @@ def submit(
     account_id: str,
     priority: int,
     batch_code: str | None,
-    status: str,
+    status: MessageStatus,
     deferred_ts: int | None,
     park_ts: int | None,
     pack: str | None,
@@ -95,10 +91,10 @@ def submit(
         ":zero": 0,
         ":journal": journal,
         ":empty": [],
-        ":queued": [event("queued", now)],
-        ":pending": "pending",
-        ":deferred": "deferred",
-        ":suspended": "suspended",
+        ":queued": [event(EventType.QUEUED, now)],
+        ":pending": MessageStatus.PENDING,
+        ":deferred": MessageStatus.DEFERRED,
+        ":suspended": MessageStatus.SUSPENDED,
     }
     sets = [
         "#pk = if_not_exists(#pk, :uid)",
@@ -153,14 +149,14 @@ def record_rejected(
         "id": message_id,
         "pk": uid,
         "rev": "",
-        "status": "error",
+        "status": MessageStatus.ERROR,
         "error": reason,
         "error_ts": now,
         "priority": 2,
         "created_at": now,
         "updated_at": now,
         "attempts": 0,
-        "history": [event("error", now, reason)],
+        "history": [event(EventType.ERROR, now, reason)],
         "expires_at": retained_until(now),
     }
     if account_id:
@@ -215,8 +211,8 @@ def release_suspended(tenant_id: str, message_id: str, *, now: int) -> Item | No
         ConditionExpression="#status = :suspended",
         ExpressionAttributeNames={"#status": "status", "#updated_at": "updated_at"},
         ExpressionAttributeValues={
-            ":pending": to_attr("pending"),
-            ":suspended": to_attr("suspended"),
+            ":pending": to_attr(MessageStatus.PENDING),
+            ":suspended": to_attr(MessageStatus.SUSPENDED),
             ":now": to_attr(now),
         },
         ReturnValues="ALL_NEW",
@@ -268,9 +264,9 @@ def claim(tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int,
         " AND (attribute_not_exists(#deferred_ts) OR #deferred_ts <= :due)"
     )
     values = {
-        ":sending": "sending",
-        ":pending": "pending",
-        ":deferred": "deferred",
+        ":sending": MessageStatus.SENDING,
+        ":pending": MessageStatus.PENDING,
+        ":deferred": MessageStatus.DEFERRED,
         ":claim": claim_id,
         ":now": now,
         ":rev": rev,
@@ -290,10 +286,10 @@ def finish(
     message_id: str,
     *,
     claim_id: str,
-    status: str,
+    status: MessageStatus,
     now: int,
     history_event: dict[str, Any] | None,
-    outcome: str,
+    outcome: Outcome,
     fields: dict[str, Any] | None = None,
     remove: tuple[str, ...] = (),
 ) -> bool:
@@ -329,10 +325,10 @@ def abandon(tenant_id: str, message_id: str, *, claim_id: str, attempts: int, no
         tenant_id,
         message_id,
         claim_id=claim_id,
-        status="error",
+        status=MessageStatus.ERROR,
         now=now,
-        history_event=event("error", now, reason),
-        outcome="error",
+        history_event=event(EventType.ERROR, now, reason),
+        outcome=Outcome.ERROR,
         fields={"error": reason, "error_ts": now, "expires_at": retained_until(now)},
     )
 
@@ -368,7 +364,11 @@ def extend_expiry(tenant_id: str, message_id: str, *, expires_at: int) -> bool:
     update = "SET #expires_at = :expires"
     condition = "attribute_exists(#id) AND #status IN (:sent, :error)"
     return _update_if(
-        tenant_id, message_id, update, condition, {":expires": expires_at, ":sent": "sent", ":error": "error"}
+        tenant_id,
+        message_id,
+        update,
+        condition,
+        {":expires": expires_at, ":sent": MessageStatus.SENT, ":error": MessageStatus.ERROR},
     )
 
 

@@ -7,7 +7,6 @@ GetItems and one SQS GetQueueAttributes, whatever the traffic; nothing scans a t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,16 +16,17 @@ from prometheus_client.registry import Collector
 
 from mailproxy import state
 from mailproxy.crypto import tokens_equal
-from mailproxy.settings import get_settings
+from mailproxy.domain import Counter
+from mailproxy.settings import get_settings, local_metrics_token
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LABELS = ["tenant_id", "account_id"]
 # (family name without _total, StateTable field, HELP text): the four series of API.md "Counters".
 COUNTERS = (
-    ("gmp_sent", "sent", "Messages sent, per tenant and account."),
-    ("gmp_errors", "errors", "Messages that failed after acceptance, per tenant and account."),
-    ("gmp_deferred", "deferred", "Deferrals (temporary failure or rate limit), per tenant and account."),
-    ("gmp_rate_limited", "rate_limited", "Rate-limit hits (deferred or rejected), per tenant and account."),
+    ("gmp_sent", Counter.SENT, "Messages sent, per tenant and account."),
+    ("gmp_errors", Counter.ERRORS, "Messages that failed after acceptance, per tenant and account."),
+    ("gmp_deferred", Counter.DEFERRED, "Deferrals (temporary failure or rate limit), per tenant and account."),
+    ("gmp_rate_limited", Counter.RATE_LIMITED, "Rate-limit hits (deferred or rejected), per tenant and account."),
 )
 PENDING = "gmp_pending_messages"
 TENANT_PENDING = "gmp_tenant_pending_messages"
@@ -44,9 +44,9 @@ DLQ_ATTRIBUTES = (
 
 
 def _logger() -> Any:
-    from aws_lambda_powertools import Logger
+    from mailproxy.logs import logger
 
-    return Logger(service="mail-proxy")
+    return logger()
 
 
 def dead_letter_depth() -> int | None:
@@ -155,7 +155,7 @@ def expected_token() -> str | None:
     """The bearer token /metrics requires: METRICS_TOKEN (locally), else the METRICS_TOKEN_SECRET_ARN secret
     (AWS, read on a /metrics request only and cached at most GMP_SECRET_MAX_AGE_SECONDS); None: open."""
     # Read at each request, as before settings are cached: a local stack's METRICS_TOKEN may change while it runs.
-    local_token = os.environ.get("METRICS_TOKEN", "").strip()
+    local_token = local_metrics_token()
     if local_token:
         return local_token
     settings = get_settings()

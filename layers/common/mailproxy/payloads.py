@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mailproxy.aws import client
-from mailproxy.dynamo import batch_get, batch_write, compress_json, decompress_json
+from mailproxy.dynamo import batch_get, batch_write, compress_json, decompress_json, query_all, to_attr
 from mailproxy.settings import get_settings
 
 MAX_ITEM_PAYLOAD = 350_000  # DynamoDB items stop at 400 KB; leave room for the keys
@@ -143,6 +143,17 @@ def delete_packs(tenant_id: str) -> None:
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:
             client("s3").delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+
+
+def delete_tenant_payloads(tenant_id: str) -> None:
+    """Delete every pinned payload of a tenant (its partition of PayloadsTable) and their S3 objects."""
+    items = query_all(
+        TableName=get_settings().payloads_table,
+        KeyConditionExpression="tenant_id = :t",
+        ExpressionAttributeValues={":t": to_attr(tenant_id)},
+        ProjectionExpression="tenant_id, id",
+    )
+    delete_payloads([(tenant_id, str(i["id"])) for i in items])
 
 
 def delete_payloads(keys: list[tuple[str, str]]) -> None:

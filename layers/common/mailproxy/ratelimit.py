@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any, NamedTuple
 
-from mailproxy.dynamo import Item, ddb, from_item, is_conditional_failure, to_attr
+from mailproxy.dynamo import Item, batch_write, ddb, from_item, is_conditional_failure, to_attr
 from mailproxy.settings import get_settings
 
 WINDOWS = (("m", 60), ("h", 3600), ("d", 86400))
@@ -208,6 +208,14 @@ def _release(pk: str, reservation: Reservation, count: int) -> None:
             _remember(cache_key, stored)
             return
         seen = current or None
+
+
+def forget_tenant(tenant_id: str, account_ids: set[str]) -> None:
+    """Drop a deleted tenant's quota windows and the rate windows of its accounts."""
+    pks = [_quota_pk(tenant_id), *(_account_pk(tenant_id, a) for a in sorted(account_ids))]
+    batch_write(get_settings().state_table, deletes=[{"pk": pk, "sk": "W"} for pk in pks])
+    for pk in pks:
+        _remember(pk, None)
 
 
 def forget_cache() -> None:

@@ -17,7 +17,6 @@ import base64
 import functools
 import http.client
 import json
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -25,9 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Protocol
 
-from aws_lambda_powertools import Logger
-
-from mailproxy import ledger, messages, outbound_http, payloads, state, tenants
+from mailproxy import clock, ledger, messages, outbound_http, payloads, state, tenants
+from mailproxy.domain import REPORTABLE_EVENTS, EventType
 from mailproxy.dynamo import (
     Item,
     batch_write,
@@ -44,9 +42,8 @@ from mailproxy.dynamo import (
 )
 from mailproxy.errors import DestinationNotAllowed
 from mailproxy.ledger import EventKey, event_key
+from mailproxy.logs import logger
 from mailproxy.settings import get_settings
-
-logger = Logger(service="mail-proxy")
 
 POST_TIMEOUT_SECONDS = 10.0  # a slow client cannot hold the function
 LEASE_SECONDS = 60  # the function's timeout: a crashed holder's lease lapses by then
@@ -65,11 +62,6 @@ LATEST_TIMESTAMP = 253_402_300_799  # 9999-12-31: a later next_sync_after is no 
 TTL_PRINCIPAL = "dynamodb.amazonaws.com"
 
 RemainingMs = Callable[[], int] | None
-
-
-def now_ts() -> int:
-    """The current unix time in whole seconds."""
-    return int(time.time())
 
 
 # ---------------------------------------------------------------------- what a report says
@@ -95,16 +87,16 @@ def appended_events(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> li
     return [
         Owed(message_id, index, event)
         for index, event in enumerate(new.get("history") or [])
-        if index >= start and isinstance(event, Mapping) and event.get("event_type") in messages.REPORTABLE_EVENTS
+        if index >= start and isinstance(event, Mapping) and event.get("event_type") in REPORTABLE_EVENTS
     ]
 
 
 def entry(message_id: str, event: Mapping[str, Any]) -> dict[str, Any]:
     """The delivery_report entry of one event (API.md: sent, error or deferred)."""
     kind, ts = event.get("event_type"), int(event.get("event_ts") or 0)
-    if kind == "sent":
+    if kind == EventType.SENT:
         return {"id": message_id, "sent_ts": ts}
-    if kind == "error":
+    if kind == EventType.ERROR:
         return {"id": message_id, "error_ts": ts, "error": str(event.get("description") or "")}
     due = event.get("deferred_ts")
     reason = event.get("deferred_reason") or event.get("description") or ""
@@ -351,12 +343,12 @@ def _release(tenant_id: str, lease_id: str, sets: dict[str, Any], removes: Itera
         ReturnValues="ALL_NEW",
     )
     if reply is None:
-        logger.warning("report lease lost before release", extra={"tenant_id": tenant_id})
+        logger().warning("report lease lost before release", extra={"tenant_id": tenant_id})
         return None
     return from_item(reply["Attributes"])
 
 
-def _forget_tenant(tenant_id: str) -> None:
+def forget_tenant(tenant_id: str) -> None:
     """Drop the reporter state of a tenant that no longer exists (its messages are gone)."""
     _drop_chunks(tenant_id, [str(c["sk"]) for c in _outbox(tenant_id)])
     ledger.forget(tenant_id)
@@ -420,7 +412,7 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
         _release(tenant_id, lease_id, settled)
         return Round(more=capped)
 
-    now = now_ts()
+    now = clock.now_ts()
     body = json.dumps({"delivery_report": report}, separators=(",", ":")).encode()
     headers = {"Content-Type": "application/json", **auth_headers(tenants.client_auth(tenant))}
     extra = {"tenant_id": tenant_id, "entries": len(report)}
@@ -430,11 +422,11 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
         failures = int(sync.get("failures") or 0) + 1
         retry_at = now + retry_delay(failures)
         reason = str(exc) or type(exc).__name__
-        logger.warning(f"Report to {tenant_id} failed ({reason}): retry at {retry_at}", extra=extra)
+        logger().warning(f"Report to {tenant_id} failed ({reason}): retry at {retry_at}", extra=extra)
         _release(tenant_id, lease_id, {"failures": failures, "retry_at": retry_at, "last_error": reason[:500]})
         return Round(called=True)
 
-    acknowledged = now_ts()
+    acknowledged = clock.now_ts()
     # The ledger first: chunks that outlive a crash here are found acknowledged by the next round and dropped.
     ledger.record(
         tenant_id, {sk: {**previous.get(sk, {}), **dict.fromkeys(keys, acknowledged)} for sk, keys in fresh.items()}
@@ -452,7 +444,9 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
         # Whatever `queued` says: the results of what the client is submitting go out from the stream as soon as
         # they exist, as every result does; an empty call at every tick would not bring them sooner (issue 16).
         sets["next_sync_due"] = acknowledged + interval
-    logger.info(f"Report posted to {tenant_id}: {len(report)} entries", extra={**extra, "client_queued": reply.queued})
+    logger().info(
+        f"Report posted to {tenant_id}: {len(report)} entries", extra={**extra, "client_queued": reply.queued}
+    )
     new = _release(tenant_id, lease_id, sets, removes)
     more = capped or (new is not None and int(new.get("owed_rev") or 0) > int(new.get("done_rev") or 0))
     return Round(called=True, more=more)
@@ -475,7 +469,7 @@ def sync_tenant(
         if not _time_left(remaining_ms):
             break
         lease_id = uuid.uuid4().hex
-        sync = _acquire(tenant_id, lease_id, now_ts(), ignore_backoff=ignore_backoff)
+        sync = _acquire(tenant_id, lease_id, clock.now_ts(), ignore_backoff=ignore_backoff)
         if sync is None:
             break
         try:
@@ -501,7 +495,7 @@ def _serve(plans: list[tuple[Item, bool, bool]], http: ReportHttp | None, remain
             )
         except Exception:
             # What is owed stays in the outbox: the next scheduled run tries again.
-            logger.exception("report round failed", extra={"tenant_id": tenant.get("id")})
+            logger().exception("report round failed", extra={"tenant_id": tenant.get("id")})
             return 0
 
     if len(plans) == 1:
@@ -563,7 +557,7 @@ def _may_be_owed(item: Mapping[str, Any], oldest_owed: int | None) -> bool:
     times = [
         int(e.get("event_ts") or 0)
         for e in item.get("history") or []
-        if isinstance(e, Mapping) and e.get("event_type") in messages.REPORTABLE_EVENTS
+        if isinstance(e, Mapping) and e.get("event_type") in REPORTABLE_EVENTS
     ]
     return bool(times) and oldest_owed <= max(times) + CHUNK_CLOCK_SLACK_SECONDS
 
@@ -604,7 +598,7 @@ def handle_stream(
     When an outbox cannot be written, the partial batch response names the batch's first record, so that
     the whole batch comes back and each chunk is written again under the same key.
     """
-    now = now_ts()
+    now = clock.now_ts()
     owed: dict[str, list[Owed]] = {}
     keys: dict[str, str] = {}
     expired: list[Item] = []
@@ -628,7 +622,7 @@ def handle_stream(
                 continue
             tenant_id = str(new["tenant_id"])
         except (KeyError, TypeError, ValueError, AttributeError):
-            logger.exception("unreadable stream record skipped", extra={"event_id": record.get("eventID")})
+            logger().exception("unreadable stream record skipped", extra={"event_id": record.get("eventID")})
             continue
         owed.setdefault(tenant_id, []).extend(events)
         keys.setdefault(tenant_id, chunk_key(change, now))
@@ -645,7 +639,7 @@ def handle_stream(
             owe(tenant_id, events, keys[tenant_id])
             plans.append((tenant, False, False))
     except Exception:
-        logger.exception("could not record owed reports: the batch comes back whole")
+        logger().exception("could not record owed reports: the batch comes back whole")
         first = str(records[0].get("dynamodb", {}).get("SequenceNumber", ""))
         return {"batchItemFailures": [{"itemIdentifier": first}] if first else []}
     if plans:
@@ -658,7 +652,7 @@ def handle_stream(
 
 def run_schedule(*, http: ReportHttp | None = None, remaining_ms: RemainingMs = None) -> dict[str, int]:
     """One scheduled run: retries of what is owed (after backoff), heartbeats, run-now requests."""
-    now = now_ts()
+    now = clock.now_ts()
     requests = state.run_now_requests()
     flush_all = "*" in requests
     syncs = state.sync_states()
@@ -673,7 +667,7 @@ def run_schedule(*, http: ReportHttp | None = None, remaining_ms: RemainingMs = 
         if plan is not None:
             plans.append(plan)
     for tenant_id in set(syncs) - known:
-        _forget_tenant(tenant_id)
+        forget_tenant(tenant_id)
     calls = _serve(plans, http, remaining_ms) if plans else 0
     for scope, requested_at in requests.items():
         state.clear_run_now(scope, requested_at)
@@ -713,7 +707,7 @@ def expire_due(now: int | None = None) -> int:
     """What DynamoDB's TTL and the reporter's handling of its removals do in AWS, for the local stack
     (moto never expires items): delete expired messages and their payloads, keep those whose reports
     may still be owed, and drop expired ledger items. How many messages were deleted."""
-    now = now_ts() if now is None else now
+    now = clock.now_ts() if now is None else now
     keep, gone = split_expired(messages.expired_items(now))
     expires = now + get_settings().report_retention_seconds
     for item in keep:

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
-from mailproxy import messages, state
+from mailproxy import clock, messages, state
+from mailproxy.domain import (
+    DEFERRING_OUTCOMES,
+    FINAL,
+    FINAL_OUTCOMES,
+    RATE_LIMIT_EXCEEDED,
+    SENDABLE,
+    Counter,
+    JournalKind,
+    MessageStatus,
+    Outcome,
+)
 from mailproxy.dynamo import Item
+from mailproxy.logs import logger
 from mailproxy.settings import get_settings
-
-logger = Logger(service="mail-proxy")
 
 
 def run_round(now: int | None = None) -> dict[str, int]:
     """One scheduler round; how many messages it re-queued and journal entries it finished."""
-    now = int(time.time()) if now is None else now
+    now = clock.now_ts() if now is None else now
     requeued = requeue_parked(now)
     finished = 0
     for journal in state.due_journals(now):
@@ -25,7 +32,7 @@ def run_round(now: int | None = None) -> dict[str, int]:
             finish_journal(journal, now)
             finished += 1
         except Exception:
-            logger.exception("could not finish a journal entry", extra={"journal": journal.get("sk")})
+            logger().exception("could not finish a journal entry", extra={"journal": journal.get("sk")})
     state.mark_scheduler_run(now)
     return {"requeued": requeued, "journals_finished": finished}
 
@@ -42,7 +49,7 @@ def requeue_parked(now: int) -> int:
             i
             for t, ids in _group(keys).items()
             for i in messages.get_states(t, ids).values()
-            if i.get("status") == "deferred" and i.get("park_ts") is not None and int(i["park_ts"]) <= now
+            if i.get("status") == MessageStatus.DEFERRED and i.get("park_ts") is not None and int(i["park_ts"]) <= now
         ]
         from mailproxy.queues import enqueue, stored_entries  # SQS only when something is due
 
@@ -68,13 +75,13 @@ def _states(keys: list[dict[str, Any]]) -> list[Item]:
 
 
 def _requeueable(item: Item) -> bool:
-    return item.get("status") in ("pending", "deferred") and item.get("park_ts") is None
+    return item.get("status") in SENDABLE and item.get("park_ts") is None
 
 
 def finish_journal(journal: Item, now: int) -> None:
     """Complete an intake or send journal entry whose owner did not close it."""
     sk = str(journal["sk"])
-    if journal.get("kind") == "intake":
+    if journal.get("kind") == JournalKind.INTAKE:
         _finish_intake(journal, sk, now)
     else:
         _finish_send(journal, sk, now)
@@ -95,49 +102,49 @@ def _finish_intake(journal: Item, sk: str, now: int) -> None:
             if item.get("created_by") == sk:
                 deltas[str(item["tenant_id"])] += 1
     state.add_pending(dict(deltas), journal_sk=sk)
-    logger.warning("finished an intake left open", extra={"journal": sk, "messages": len(items)})
+    logger().warning("finished an intake left open", extra={"journal": sk, "messages": len(items)})
 
 
 def _finish_send(journal: Item, sk: str, now: int) -> None:
     items = _states(journal.get("keys") or [])
-    counters: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(state.COUNTER_FIELDS, 0))
+    counters: dict[tuple[str, str], dict[Counter, int]] = defaultdict(lambda: dict.fromkeys(Counter, 0))
     pending: dict[str, int] = defaultdict(int)
     requeue: list[Item] = []
     max_claims = get_settings().max_claim_attempts
     for item in items:
         tenant_id, account_id = str(item["tenant_id"]), str(item.get("account_id", ""))
-        if item.get("status") == "sending" and item.get("claim_id") == sk:
+        if item.get("status") == MessageStatus.SENDING and item.get("claim_id") == sk:
             # The claim is stale by now: a new claim takes it over, unless it was the last one allowed.
             attempts = int(item.get("claims", 1))
             if attempts < max_claims:
                 requeue.append(item)
             elif messages.abandon(tenant_id, str(item["id"]), claim_id=sk, attempts=attempts, now=now):
-                logger.error(
+                logger().error(
                     messages.abandoned_reason(attempts),
                     extra={"tenant_id": tenant_id, "account_id": account_id, "message_id": item["id"]},
                 )
-                counters[(tenant_id, account_id)]["errors"] += 1
+                counters[(tenant_id, account_id)][Counter.ERRORS] += 1
                 pending[tenant_id] -= 1
             continue
         if item.get("outcome_by") != sk:
             continue
         outcome, row = item.get("outcome"), counters[(tenant_id, account_id)]
-        if outcome == "sent":
-            row["sent"] += 1
-        elif outcome == "error":
-            if item.get("error") == "rate_limit_exceeded":
-                row["rate_limited"] += 1
+        if outcome == Outcome.SENT:
+            row[Counter.SENT] += 1
+        elif outcome == Outcome.ERROR:
+            if item.get("error") == RATE_LIMIT_EXCEEDED:
+                row[Counter.RATE_LIMITED] += 1
             else:
-                row["errors"] += 1
-        elif outcome in ("retry", "rate_limited"):
-            row["deferred"] += 1
-            row["rate_limited"] += 1 if outcome == "rate_limited" else 0
+                row[Counter.ERRORS] += 1
+        elif outcome in DEFERRING_OUTCOMES:
+            row[Counter.DEFERRED] += 1
+            row[Counter.RATE_LIMITED] += 1 if outcome == Outcome.RATE_LIMITED else 0
             if _requeueable(item):
                 requeue.append(item)
-        if item.get("status") in messages.FINAL and outcome in ("sent", "error"):
+        if item.get("status") in FINAL and outcome in FINAL_OUTCOMES:
             pending[tenant_id] -= 1
     from mailproxy.queues import enqueue, stored_entries
 
     enqueue(stored_entries(requeue, now))
     state.close_batch(sk, counters=dict(counters), pending=dict(pending))
-    logger.warning("finished a send batch left open", extra={"journal": sk, "messages": len(items)})
+    logger().warning("finished a send batch left open", extra={"journal": sk, "messages": len(items)})

@@ -7,28 +7,32 @@ it. Never lost: the batch's journal entry lets the scheduler finish anything a c
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from email.utils import parseaddr
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
-from mailproxy import messages, payloads, ratelimit, state, tenants
+from mailproxy import clock, messages, payloads, ratelimit, state, tenants
+from mailproxy.addresses import address_domain
+from mailproxy.domain import (
+    RATE_LIMIT_DEFERRAL,
+    RATE_LIMIT_EXCEEDED,
+    Counter,
+    EventType,
+    JournalKind,
+    MessageStatus,
+    Outcome,
+)
 from mailproxy.email_builder import OutgoingEmail, build_email
 from mailproxy.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from mailproxy.logs import logger
 from mailproxy.messages import event, retained_until
 from mailproxy.queues import MAX_DELAY_SECONDS, QueueEntry, enqueue, parse_body
 from mailproxy.settings import get_settings
 from mailproxy.smtp import AccountConfig, default_pool, run
 
-logger = Logger(service="mail-proxy")
-
 SEND_MARGIN_SECONDS = 5.0  # what recording a result needs after the SMTP reply
-CRASHED = "crashed"  # a job's outcome when an unexpected error left its claim to crash recovery
-UNFINISHED = "dropped"  # a job's outcome until something happens to it
+UNFINISHED = Outcome.DROPPED  # a job's outcome until something happens to it
 
 
 @dataclass
@@ -41,7 +45,7 @@ class Job:
     rev: str
     payload: dict[str, Any] | None
     item: dict[str, Any] | None = None
-    outcome: str = UNFINISHED
+    outcome: Outcome = UNFINISHED
     retry_record: bool = False  # report to SQS as a batch item failure
     requeue: QueueEntry | None = None
 
@@ -50,12 +54,10 @@ class BatchTally:
     """Counters and pending deltas a batch applies when it closes."""
 
     def __init__(self) -> None:
-        self.counters: dict[tuple[str, str], dict[str, int]] = defaultdict(
-            lambda: dict.fromkeys(state.COUNTER_FIELDS, 0)
-        )
+        self.counters: dict[tuple[str, str], dict[Counter, int]] = defaultdict(lambda: dict.fromkeys(Counter, 0))
         self.pending: dict[str, int] = defaultdict(int)
 
-    def count(self, job: Job, *names: str) -> None:
+    def count(self, job: Job, *names: Counter) -> None:
         """Add one to each named counter of the job's account."""
         account = str((job.item or {}).get("account_id", ""))
         for name in names:
@@ -66,15 +68,10 @@ class BatchTally:
         self.pending[job.tenant_id] -= 1
 
 
-def now_ts() -> int:
-    """The current unix time in whole seconds."""
-    return int(time.time())
-
-
 def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dict[str, Any]:
     """Process an SQS batch; the partial batch response (`batchItemFailures`)."""
     settings = get_settings()
-    now = now_ts()
+    now = clock.now_ts()
     jobs: list[Job] = []
     failures: list[str] = []
     for record in records:
@@ -84,7 +81,7 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
                 Job(record["messageId"], str(body["tenant_id"]), str(body["id"]), str(body["rev"]), body.get("payload"))
             )
         except (KeyError, TypeError, ValueError):
-            logger.error(
+            logger().error(
                 "unreadable queue message left for the dead-letter queue", extra={"sqs_id": record.get("messageId")}
             )
             failures.append(record["messageId"])
@@ -92,7 +89,9 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
         return {"batchItemFailures": [{"itemIdentifier": f} for f in failures]}
 
     journal = state.open_journal(
-        "send", [{"tenant_id": j.tenant_id, "id": j.id} for j in jobs], due_ts=now + settings.claim_timeout_seconds
+        JournalKind.SEND,
+        [{"tenant_id": j.tenant_id, "id": j.id} for j in jobs],
+        due_ts=now + settings.claim_timeout_seconds,
     )
     claimed_keys: set[tuple[str, str]] = set()
     for job in jobs:
@@ -115,10 +114,10 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
     requeue = [j.requeue for j in jobs if j.requeue is not None]
     if requeue:
         enqueue(requeue)
-    if any(j.outcome == CRASHED for j in jobs):
+    if any(j.outcome == Outcome.CRASHED for j in jobs):
         # Left open for the scheduler, as a dead container's would be: it re-queues the crashed messages when
         # their claims are stale and counts what this batch recorded (outcome_by), once.
-        logger.warning("send batch left open after an unexpected error", extra={"journal": journal})
+        logger().warning("send batch left open after an unexpected error", extra={"journal": journal})
     else:
         state.close_batch(journal, counters=dict(tally.counters), pending=dict(tally.pending))
     failures += [j.record_id for j in jobs if j.retry_record]
@@ -140,7 +139,7 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
         if tenant is None:
             # The tenant was deleted: its messages go with it and are never sent.
             messages.delete_state(job.tenant_id, job.id)
-            job.outcome = "dropped"
+            job.outcome = Outcome.DROPPED
             continue
         unfinished = messages.unfinished_claims(item)
         if unfinished >= settings.max_claim_attempts:
@@ -154,7 +153,7 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
 
     _load_missing_payloads(held + [j for group in by_account.values() for j in group])
     for job in held:
-        _finish(job, journal, "suspended", history=None, outcome="held", **_pinned(job))
+        _finish(job, journal, MessageStatus.SUSPENDED, history=None, outcome=Outcome.HELD, **_pinned(job))
     runs = []
     for (tenant_id, account_id), group in by_account.items():
         tenant = tenant_cache.get(tenant_id) or {}
@@ -167,7 +166,7 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
         for job in group:
             if job.payload is None:
                 job.retry_record = True  # a newer submission is being written: retry this record later
-                _finish(job, journal, _unsent_status(job), history=None, outcome="requeued")
+                _finish(job, journal, _unsent_status(job), history=None, outcome=Outcome.REQUEUED)
             else:
                 ready.append(job)
         runs.append(_run_group(tenant, account, ready, journal, tally, remaining_ms))
@@ -189,13 +188,13 @@ async def _run_group(
     except Exception:
         # Not one message's failure (a rate-limit write, a KMS decrypt): the group's unfinished messages are
         # left to crash recovery, as a dead container's would be, and the other accounts go on.
-        logger.exception(
+        logger().exception(
             f"Unexpected error in account {account.get('id')}; its unfinished messages left to crash recovery",
             extra={"tenant_id": tenant.get("id"), "account_id": account.get("id")},
         )
         for job in group:
             if job.outcome == UNFINISHED:
-                job.outcome = CRASHED
+                job.outcome = Outcome.CRASHED
 
 
 async def _send_group(
@@ -209,7 +208,7 @@ async def _send_group(
     settings = get_settings()
     tenant_id, account_id = str(tenant["id"]), str(account["id"])
     limits = ratelimit.Limits.of(account)
-    reservation = ratelimit.reserve(tenant_id, account_id, limits, len(group), now_ts())
+    reservation = ratelimit.reserve(tenant_id, account_id, limits, len(group), clock.now_ts())
     allowed, over = group[: reservation.granted], group[reservation.granted :]
     for job in over:
         _rate_limited(job, journal, tally, account, reservation.next_window_ts)
@@ -222,7 +221,7 @@ async def _send_group(
         password=tenants.account_password(account) if account.get("user") else None,
         use_tls=account.get("use_tls"),
         timeout=settings.smtp_timeout_seconds,
-        verify_tls=os.environ.get("GMP_SMTP_VERIFY_TLS", "true").lower() != "false",
+        verify_tls=settings.smtp_verify_tls,
         ttl=tenants.connection_ttl(account),
     )
     limit = settings.message_time_limit_seconds
@@ -232,7 +231,7 @@ async def _send_group(
     for n, job in enumerate(allowed):
         if remaining_ms is not None and remaining_ms() < (limit + SEND_MARGIN_SECONDS) * 1000:
             # Too little time left to finish a transaction: hand the message back untouched.
-            _finish(job, journal, _unsent_status(job), history=None, outcome="requeued")
+            _finish(job, journal, _unsent_status(job), history=None, outcome=Outcome.REQUEUED)
             job.retry_record = True
             unused += 1
             continue
@@ -257,11 +256,11 @@ async def _send_group(
             # A failure without a type (a bug, a payload that breaks a library): treated as a crash of this
             # message alone. Its claim is left to go stale and the batch's journal open, so the scheduler
             # re-queues it and the claim counter fails it after GMP_MAX_CLAIM_ATTEMPTS; the batch goes on.
-            logger.exception(
+            logger().exception(
                 f"Unexpected error sending message {job.id}; left to crash recovery",
                 extra={"tenant_id": tenant_id, "account_id": account_id, "message_id": job.id},
             )
-            job.outcome = CRASHED
+            job.outcome = Outcome.CRASHED
             continue
         _sent(job, journal, tally)
     ratelimit.release(tenant_id, account_id, reservation, unused)
@@ -300,19 +299,19 @@ def _encoded_size(email: OutgoingEmail) -> int:
 
 def _hand_back(job: Job, journal: str) -> None:
     """Put a claimed message back on its queue unsent, without counting an attempt."""
-    if _finish(job, journal, _unsent_status(job), history=None, outcome="requeued"):
+    if _finish(job, journal, _unsent_status(job), history=None, outcome=Outcome.REQUEUED):
         item = job.item or {}
         job.requeue = QueueEntry(job.tenant_id, job.id, job.rev, int(item.get("priority", 2)), 0, job.payload)
 
 
 def _message_id(job: Job, payload: dict[str, Any]) -> str:
     """A Message-ID derived from the record's stable uuid, so every retry carries the same one."""
-    domain = parseaddr(str(payload.get("from", "")))[1].rpartition("@")[2] or "mail-proxy.local"
+    domain = address_domain(str(payload.get("from", ""))) or "mail-proxy.local"
     return f"<{(job.item or {}).get('pk', job.id)}@{domain}>"
 
 
-def _unsent_status(job: Job) -> str:
-    return "deferred" if (job.item or {}).get("deferred_ts") else "pending"
+def _unsent_status(job: Job) -> MessageStatus:
+    return MessageStatus.DEFERRED if (job.item or {}).get("deferred_ts") else MessageStatus.PENDING
 
 
 def _load_missing_payloads(jobs: list[Job]) -> None:
@@ -337,7 +336,7 @@ def _pinned(job: Job) -> dict[str, Any]:
 
 
 def _finish(
-    job: Job, journal: str, status: str, *, history: dict[str, Any] | None, outcome: str, **fields: Any
+    job: Job, journal: str, status: MessageStatus, *, history: dict[str, Any] | None, outcome: Outcome, **fields: Any
 ) -> bool:
     remove = tuple(name for name, value in fields.items() if value is None)
     kept = {name: value for name, value in fields.items() if value is not None}
@@ -346,82 +345,95 @@ def _finish(
         job.id,
         claim_id=journal,
         status=status,
-        now=now_ts(),
+        now=clock.now_ts(),
         history_event=history,
         outcome=outcome,
         fields=kept,
         remove=remove,
     )
     if not done:
-        logger.warning(
+        logger().warning(
             "claim lost before the result was recorded", extra={"tenant_id": job.tenant_id, "message_id": job.id}
         )
-    job.outcome = outcome if done else "lost-claim"
+    job.outcome = outcome if done else Outcome.LOST_CLAIM
     return done
 
 
 def _sent(job: Job, journal: str, tally: BatchTally) -> None:
-    now = now_ts()
+    now = clock.now_ts()
     if _finish(
         job,
         journal,
-        "sent",
-        history=event("sent", now),
-        outcome="sent",
+        MessageStatus.SENT,
+        history=event(EventType.SENT, now),
+        outcome=Outcome.SENT,
         sent_ts=now,
         error=None,
         error_ts=None,
         expires_at=retained_until(now),
     ):
-        tally.count(job, "sent")
+        tally.count(job, Counter.SENT)
         tally.finalized(job)
-        logger.info(
+        logger().info(
             f"Message {job.id} sent via {(job.item or {}).get('account_id')}",
             extra={"tenant_id": job.tenant_id, "account_id": (job.item or {}).get("account_id"), "message_id": job.id},
         )
 
 
 def _fail(job: Job, journal: str, tally: BatchTally, reason: str, *, count_error: bool = True) -> None:
-    now = now_ts()
-    history = event("error", now, reason)
+    now = clock.now_ts()
+    history = event(EventType.ERROR, now, reason)
     expires = retained_until(now)
-    if _finish(job, journal, "error", history=history, outcome="error", error=reason, error_ts=now, expires_at=expires):
+    if _finish(
+        job,
+        journal,
+        MessageStatus.ERROR,
+        history=history,
+        outcome=Outcome.ERROR,
+        error=reason,
+        error_ts=now,
+        expires_at=expires,
+    ):
         if count_error:
-            tally.count(job, "errors")
+            tally.count(job, Counter.ERRORS)
         tally.finalized(job)
-        logger.error(
+        logger().error(
             f"Message {job.id} failed: {reason}",
             extra={"tenant_id": job.tenant_id, "account_id": (job.item or {}).get("account_id"), "message_id": job.id},
         )
 
 
-def _defer(job: Job, journal: str, tally: BatchTally, *, until: int, reason: str, attempts: int, outcome: str) -> None:
+def _defer(
+    job: Job, journal: str, tally: BatchTally, *, until: int, reason: str, attempts: int, outcome: Outcome
+) -> None:
     """Put the message back for later: on its queue with a delay, or parked for the scheduler."""
-    now = now_ts()
+    now = clock.now_ts()
     delay = max(0, until - now)
     parked = delay > MAX_DELAY_SECONDS
     fields: dict[str, Any] = {"deferred_ts": until, "attempts": attempts}
     if parked:
         fields.update(park_shard=messages.PARK_SHARD, park_ts=until, **_pinned(job))
-    history = event("deferred", now, reason, deferred_ts=until, deferred_reason=reason)
-    if _finish(job, journal, "deferred", history=history, outcome=outcome, **fields):
-        tally.count(job, "deferred")
+    history = event(EventType.DEFERRED, now, reason, deferred_ts=until, deferred_reason=reason)
+    if _finish(job, journal, MessageStatus.DEFERRED, history=history, outcome=outcome, **fields):
+        tally.count(job, Counter.DEFERRED)
         if not parked:
             item = job.item or {}
             job.requeue = QueueEntry(job.tenant_id, job.id, job.rev, int(item.get("priority", 2)), delay, job.payload)
 
 
 def _rate_limited(job: Job, journal: str, tally: BatchTally, account: dict[str, Any], next_ts: int | None) -> None:
-    tally.count(job, "rate_limited")
+    tally.count(job, Counter.RATE_LIMITED)
     extra = {"tenant_id": job.tenant_id, "account_id": account["id"], "message_id": job.id}
     if account.get("limit_behavior") == "reject":
-        logger.warning(f"Rate limit hit for {account['id']}: message {job.id} rejected", extra=extra)
-        _fail(job, journal, tally, "rate_limit_exceeded", count_error=False)
+        logger().warning(f"Rate limit hit for {account['id']}: message {job.id} rejected", extra=extra)
+        _fail(job, journal, tally, RATE_LIMIT_EXCEEDED, count_error=False)
         return
-    until = next_ts or now_ts() + 60
-    logger.warning(f"Rate limit hit for {account['id']}: message {job.id} deferred to {until}", extra=extra)
+    until = next_ts or clock.now_ts() + 60
+    logger().warning(f"Rate limit hit for {account['id']}: message {job.id} deferred to {until}", extra=extra)
     attempts = int((job.item or {}).get("attempts", 0))
-    _defer(job, journal, tally, until=until, reason="rate_limit", attempts=attempts, outcome="rate_limited")
+    _defer(
+        job, journal, tally, until=until, reason=RATE_LIMIT_DEFERRAL, attempts=attempts, outcome=Outcome.RATE_LIMITED
+    )
 
 
 def _failed_attempt(job: Job, journal: str, tally: BatchTally, exc: DeliveryError) -> None:
@@ -431,11 +443,11 @@ def _failed_attempt(job: Job, journal: str, tally: BatchTally, exc: DeliveryErro
         _fail(job, journal, tally, exc.reason)
         return
     attempts = int((job.item or {}).get("attempts", 0)) + 1
-    logger.warning(f"Temporary error for message {job.id}: {exc.reason}", extra=extra)
+    logger().warning(f"Temporary error for message {job.id}: {exc.reason}", extra=extra)
     if attempts > settings.max_retries:
         _fail(job, journal, tally, f"Max retries ({settings.max_retries}) exceeded: {exc.reason}")
         return
     delays = settings.retry_delays
-    until = now_ts() + delays[min(attempts - 1, len(delays) - 1)]
-    logger.warning(f"Retry {attempts} of message {job.id} scheduled at {until}", extra=extra)
-    _defer(job, journal, tally, until=until, reason=exc.reason, attempts=attempts, outcome="retry")
+    until = clock.now_ts() + delays[min(attempts - 1, len(delays) - 1)]
+    logger().warning(f"Retry {attempts} of message {job.id} scheduled at {until}", extra=extra)
+    _defer(job, journal, tally, until=until, reason=exc.reason, attempts=attempts, outcome=Outcome.RETRY)

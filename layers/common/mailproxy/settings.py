@@ -1,4 +1,5 @@
-"""One settings object, read from the environment on first use and validated once."""
+"""The settings, read from the environment on first use and validated once: the only module of the
+package that reads `os.environ`."""
 
 # No `from __future__ import annotations` here: typing.NamedTuple compiles every string annotation into a
 # ForwardRef, which doubles the cost of making the NamedTuples below at each cold start.
@@ -91,6 +92,7 @@ class Settings(NamedTuple):
     message_time_limit_seconds: float = 30.0
     account_time_limit_seconds: float = 50.0
     max_claim_attempts: int = 3
+    smtp_verify_tls: bool = True  # GMP_SMTP_VERIFY_TLS=false: accept any certificate (a local sink, tests)
 
     def __repr__(self) -> str:
         shown = (f"{name}={value!r}" for name, value in zip(self._fields, self, strict=True) if name != "admin_token")
@@ -136,6 +138,7 @@ def _load() -> Settings:
         message_time_limit_seconds=_float("GMP_MESSAGE_TIME_LIMIT_SECONDS", 30.0),
         account_time_limit_seconds=_float("GMP_ACCOUNT_TIME_LIMIT_SECONDS", 50.0),
         max_claim_attempts=max(1, _int("GMP_MAX_CLAIM_ATTEMPTS", 3)),
+        smtp_verify_tls=os.environ.get("GMP_SMTP_VERIFY_TLS", "true").lower() != "false",
     )
 
 
@@ -157,12 +160,15 @@ def _networks(name: str) -> tuple[Network, ...]:
 
 
 class OutboundSettings(NamedTuple):
-    """What outbound connections may reach. Apart from `Settings`: the guard also runs where the
-    resource names are not set (the attachment fetcher, the reporter's HTTP client, their tests)."""
+    """What outbound connections may reach and how attachments are fetched. Apart from `Settings`: the
+    guard and the fetcher also run where the resource names are not set (the reporter's HTTP client, tests)."""
 
     allowed_networks: tuple[Network, ...]  # GMP_ALLOWED_NETWORKS: internal networks the operator opened
     max_attachment_bytes: int  # GMP_MAX_ATTACHMENT_BYTES: per fetched attachment
     attachment_fetch_seconds: float  # GMP_ATTACHMENT_FETCH_SECONDS: a whole fetch, not one socket operation
+    payload_bucket: str = ""  # PAYLOAD_BUCKET, never readable as an attachment ("": not set here)
+    attachment_s3_prefix: str = ""  # GMP_ATTACHMENT_S3_PREFIX, checked where used ("": the default)
+    attachment_reader_role_arn: str = ""  # ATTACHMENT_READER_ROLE_ARN ("": the function's own credentials)
 
 
 @functools.cache
@@ -172,4 +178,30 @@ def get_outbound_settings() -> OutboundSettings:
         allowed_networks=_networks("GMP_ALLOWED_NETWORKS"),
         max_attachment_bytes=_int("GMP_MAX_ATTACHMENT_BYTES", 25 * 1024 * 1024),
         attachment_fetch_seconds=_float("GMP_ATTACHMENT_FETCH_SECONDS", 30.0),
+        payload_bucket=os.environ.get("PAYLOAD_BUCKET", "").strip(),
+        attachment_s3_prefix=os.environ.get("GMP_ATTACHMENT_S3_PREFIX", "").strip(),
+        attachment_reader_role_arn=os.environ.get("ATTACHMENT_READER_ROLE_ARN", "").strip(),
+    )
+
+
+def local_metrics_token() -> str:
+    """METRICS_TOKEN, the /metrics token of a local stack ("": none). Read at each call, not cached: a
+    local stack's token may change while it runs; on AWS the token is a secret (`metrics_token_secret_arn`)."""
+    return os.environ.get("METRICS_TOKEN", "").strip()
+
+
+class LoggingSettings(NamedTuple):
+    """How the package logs: LOG_LEVEL, LOG_FORMAT (`json` or `text`), POWERTOOLS_SERVICE_NAME."""
+
+    level: str
+    format: str
+    service: str
+
+
+def logging_settings() -> LoggingSettings:
+    """The logging settings, read at each call: the local stack and tests switch them while a process lives."""
+    return LoggingSettings(
+        level=os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO",
+        format=os.environ.get("LOG_FORMAT", "json").strip().lower(),
+        service=os.environ.get("POWERTOOLS_SERVICE_NAME", "").strip() or "mail-proxy",
     )

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiosmtplib
-from aws_lambda_powertools import Logger
 
 from mailproxy import outbound
 from mailproxy.email_builder import OutgoingEmail
@@ -23,8 +22,7 @@ from mailproxy.errors import (
     PermanentDeliveryError,
     TemporaryDeliveryError,
 )
-
-logger = Logger(service="mail-proxy")
+from mailproxy.logs import logger
 
 IMPLICIT_TLS_PORT = 465
 # A liveness probe should fail fast: a dead pooled connection costs a reconnect, not a full timeout.
@@ -258,7 +256,7 @@ class SmtpPool:
             if account.use_tls is False:
                 if credentials:
                     # The account's explicit choice (a relay on a private network), as genro's clients expect.
-                    logger.warning(f"Account {account.key}: credentials sent over plain SMTP (use_tls: false)")
+                    logger().warning(f"Account {account.key}: credentials sent over plain SMTP (use_tls: false)")
             elif not account.implicit_tls:
                 await smtp.ehlo()
                 if smtp.supports_extension("starttls"):

@@ -9,8 +9,10 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
+from mailproxy.domain import Counter, JournalKind
 from mailproxy.dynamo import (
     Item,
     batch_write,
@@ -78,11 +80,24 @@ def pending_count(tenant_id: str | None = None) -> int:
 
 
 def forget_tenant(tenant_id: str) -> None:
-    """Drop a deleted tenant's pending count (its messages are gone)."""
-    ddb().delete_item(TableName=_table(), Key={"pk": {"S": "PENDING"}, "sk": {"S": tenant_id}})
+    """Drop a deleted tenant's pending count and run-now request. Its /metrics counters stay: counters never
+    go down, not even when a tenant is deleted (docs/monitoring.md)."""
+    batch_write(_table(), deletes=[{"pk": pk, "sk": tenant_id} for pk in ("PENDING", "RUNNOW")])
 
 
-def open_journal(kind: str, keys: list[dict[str, Any]], *, due_ts: int) -> str:
+def counted_accounts(tenant_id: str) -> set[str]:
+    """Every account the tenant ever had: each gets /metrics counters when it is created, and they stay."""
+    items = query_all(
+        TableName=_table(),
+        KeyConditionExpression="pk = :p AND begins_with(sk, :t)",
+        ExpressionAttributeValues={":p": {"S": "COUNTERS"}, ":t": {"S": f"{tenant_id}#"}},
+        ProjectionExpression="sk",
+        ConsistentRead=True,
+    )
+    return {str(i["sk"]).partition("#")[2] for i in items}
+
+
+def open_journal(kind: JournalKind, keys: list[dict[str, Any]], *, due_ts: int) -> str:
     """Record work in flight; the scheduler finishes it if it is still open at `due_ts`. Returns its sk."""
     sk = f"{due_ts:012d}#{uuid.uuid4().hex}"
     ddb().put_item(
@@ -341,10 +356,6 @@ def counter_rows() -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["tenant_id"], r["account_id"]))
 
 
-COUNTER_FIELDS = ("sent", "errors", "deferred", "rate_limited")
-TENANT_COUNTER_FIELDS = ("quota_rejected",)
-
-
 def add_tenant_counters(tenant_id: str, deltas: dict[str, int]) -> None:
     """Add to a tenant's own /metrics counters (those of no single account: quota rejections)."""
     used = {name: value for name, value in deltas.items() if value}
@@ -370,10 +381,10 @@ def tenant_counter_rows() -> dict[str, Item]:
     return {str(i["sk"]): i for i in items}
 
 
-def counter_update(tenant_id: str, account_id: str, deltas: dict[str, int]) -> dict[str, Any]:
+def counter_update(tenant_id: str, account_id: str, deltas: Mapping[Counter, int]) -> dict[str, Any]:
     """The TransactWriteItems action that adds to an account's /metrics counters."""
     used = {name: value for name, value in deltas.items() if value}
-    names = {f"#{name}": name for name in used}
+    names = {f"#{name}": str(name) for name in used}
     return {
         "Update": {
             "TableName": _table(),
@@ -385,7 +396,9 @@ def counter_update(tenant_id: str, account_id: str, deltas: dict[str, int]) -> d
     }
 
 
-def close_batch(journal_sk: str, *, counters: dict[tuple[str, str], dict[str, int]], pending: dict[str, int]) -> None:
+def close_batch(
+    journal_sk: str, *, counters: Mapping[tuple[str, str], Mapping[Counter, int]], pending: Mapping[str, int]
+) -> None:
     """Apply a batch's counters and pending deltas and close its journal entry, all or nothing."""
     actions = [counter_update(t, a, d) for (t, a), d in counters.items() if any(d.values())]
     actions += [pending_update(t, d) for t, d in pending.items() if d]
@@ -428,11 +441,11 @@ def clear_run_now(scope: str, requested_at: int) -> None:
 
 def ensure_counters(tenant_id: str, account_id: str) -> None:
     """Give a new account its /metrics series at zero, so its first event shows as an increase."""
-    names = {f"#{name}": name for name in COUNTER_FIELDS}
+    names = {f"#{name}": str(name) for name in Counter}
     ddb().update_item(
         TableName=_table(),
         Key={"pk": {"S": "COUNTERS"}, "sk": {"S": f"{tenant_id}#{account_id}"}},
-        UpdateExpression="SET " + ", ".join(f"#{name} = if_not_exists(#{name}, :zero)" for name in COUNTER_FIELDS),
+        UpdateExpression="SET " + ", ".join(f"#{name} = if_not_exists(#{name}, :zero)" for name in Counter),
         ExpressionAttributeNames=names,
         ExpressionAttributeValues={":zero": {"N": "0"}},
     )

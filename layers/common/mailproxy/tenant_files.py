@@ -6,14 +6,13 @@ are read. The code refuses any other key; on AWS the objects are also read with 
 `AttachmentReaderRole` assumed with a session policy that allows that prefix alone, so a bug in the check
 still cannot reach another tenant's file.
 
-Settings are read from the environment directly, as `mailproxy.attachments` does: fetching must work where
-only some of the service's settings exist.
+Its settings are the outbound ones (`get_outbound_settings`), as `mailproxy.attachments`'s: fetching must
+work where only some of the service's settings exist.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -21,6 +20,7 @@ import urllib.parse
 from typing import Any
 
 from mailproxy.errors import ConfigurationError
+from mailproxy.settings import get_outbound_settings
 
 DEFAULT_PREFIX_TEMPLATE = "{tenant_id}/"
 SESSION_SECONDS = 900  # the shortest session STS grants; role chaining allows at most an hour
@@ -35,7 +35,7 @@ class OutsideTenantFiles(Exception):
 
 def prefix_template() -> str:
     """GMP_ATTACHMENT_S3_PREFIX, checked: relative, one `{tenant_id}`, ending with `/`, no IAM wildcard."""
-    template = os.environ.get("GMP_ATTACHMENT_S3_PREFIX", "").strip() or DEFAULT_PREFIX_TEMPLATE
+    template = get_outbound_settings().attachment_s3_prefix or DEFAULT_PREFIX_TEMPLATE
     segments = template.split("/")
     if (
         template.count("{tenant_id}") != 1
@@ -117,7 +117,7 @@ class TenantS3Clients:
         """The S3 client that reads the tenant's files in `bucket`."""
         from mailproxy.aws import client
 
-        role_arn = os.environ.get("ATTACHMENT_READER_ROLE_ARN", "").strip()
+        role_arn = get_outbound_settings().attachment_reader_role_arn
         if not role_arn:
             return client("s3")
         now = time.time()

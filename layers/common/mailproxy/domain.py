@@ -1,0 +1,77 @@
+"""The domain's vocabulary: message statuses, history event types, send outcomes, counters.
+
+Each is a `StrEnum`: a member is the `str` it stands for, so stored items, queue bodies and JSON stay
+byte for byte what they were, and a value read back from storage (a plain `str`) compares equal to it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class MessageStatus(StrEnum):
+    """A message's `status` in MessagesTable (API.md "Records")."""
+
+    PENDING = "pending"
+    DEFERRED = "deferred"
+    SUSPENDED = "suspended"
+    SENDING = "sending"
+    SENT = "sent"
+    ERROR = "error"
+
+
+UNSENT = (MessageStatus.PENDING, MessageStatus.DEFERRED, MessageStatus.SUSPENDED)  # a submission may overwrite
+IN_FLIGHT = (MessageStatus.SENDING,)
+FINAL = (MessageStatus.SENT, MessageStatus.ERROR)
+PENDING_STATUSES = (*UNSENT, *IN_FLIGHT)  # counted in gmp_pending_messages
+SENDABLE = (MessageStatus.PENDING, MessageStatus.DEFERRED)  # a sender may claim (or the scheduler re-queue)
+
+
+class EventType(StrEnum):
+    """The `event_type` of a history event."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    ERROR = "error"
+    DEFERRED = "deferred"
+
+
+REPORTABLE_EVENTS = (EventType.SENT, EventType.ERROR, EventType.DEFERRED)  # what delivery reports carry
+
+
+class Outcome(StrEnum):
+    """What became of one claimed message in a send batch (stored as `outcome`, read by crash recovery)."""
+
+    SENT = "sent"
+    ERROR = "error"
+    RETRY = "retry"  # deferred after a temporary failure
+    RATE_LIMITED = "rate_limited"  # deferred by the account's rate limit
+    REQUEUED = "requeued"  # handed back unsent, no attempt counted
+    HELD = "held"  # its tenant or batch is suspended
+    DROPPED = "dropped"  # its tenant is gone; also a job's outcome until something happens to it
+    LOST_CLAIM = "lost-claim"  # another claim took it over before the result was recorded
+    CRASHED = "crashed"  # an unexpected error left its claim to crash recovery
+
+
+DEFERRING_OUTCOMES = (Outcome.RETRY, Outcome.RATE_LIMITED)
+FINAL_OUTCOMES = (Outcome.SENT, Outcome.ERROR)
+
+
+class Counter(StrEnum):
+    """An account's persisted /metrics counter (a field of its `COUNTERS` item)."""
+
+    SENT = "sent"
+    ERRORS = "errors"
+    DEFERRED = "deferred"
+    RATE_LIMITED = "rate_limited"
+
+
+class JournalKind(StrEnum):
+    """The unit of work a journal entry stands for."""
+
+    INTAKE = "intake"
+    SEND = "send"
+
+
+RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"  # the error of a message an account's `limit_behavior: reject` refused
+RATE_LIMIT_DEFERRAL = "rate_limit"  # the deferred_reason of a message the account's rate limit deferred
