@@ -174,3 +174,30 @@ def test_claims_that_record_a_result_reset_the_counter(
 
     assert mail_ids(server.handler.received) == ["m-1"]
     assert delivery.records()["m-1"]["status"] == "sent"
+
+
+def test_a_crash_in_a_batch_loses_none_of_the_other_messages_counts(
+    delivery: Delivery, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The batch is left open for its crashed message; its other results must still be counted, even when one
+    # of them (a deferral) is sent again before the scheduler finishes the open batch.
+    from functions.sender.app import handler
+
+    use_settings(monkeypatch, GMP_RETRY_DELAYS="0")
+    delivery.submit(message("ok"), message("flaky", to="flaky451@example.test"), message("poison"))
+    crash_on(monkeypatch, "poison", RuntimeError("a bug"))
+    bodies = delivery.env.drain(2)
+    assert handler({"Records": records_of(bodies)}, None) == {"batchItemFailures": []}
+    assert delivery.records()["flaky"]["status"] == "deferred"
+    delivery.pump()  # the deferral's own copy: sent, before any scheduler round
+    assert delivery.records()["flaky"]["status"] == "sent"
+
+    for _ in range(3):
+        delivery.scheduler()
+        delivery.pump()
+
+    statuses = {i: (r["status"], r["error"]) for i, r in delivery.records().items()}
+    assert statuses == {"ok": ("sent", None), "flaky": ("sent", None), "poison": ("error", ABANDONED)}
+    assert sorted(mail_ids(server.handler.received)) == ["flaky", "ok"]
+    assert delivery.counters() == {"sent": 2, "errors": 1, "deferred": 1, "rate_limited": 0}
+    assert delivery.pending() == 0

@@ -525,3 +525,45 @@ def test_a_connection_older_than_the_account_ttl_is_closed_with_quit_and_replace
     assert (opened, quits_before_close) == (2, 1)
     assert len(handler.peers) == 2
     assert len(handler.received) == 3
+
+
+class SlowNoopHandler(RoutingHandler):
+    """A RoutingHandler that answers NOOP after `noop_delay` seconds (a slow server probed before reuse)."""
+
+    def __init__(self, noop_delay: float) -> None:
+        super().__init__()
+        self.noop_delay = noop_delay
+
+    async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str) -> str:
+        await asyncio.sleep(self.noop_delay)
+        return "250 OK"
+
+
+def test_a_send_cancelled_during_the_reuse_probe_leaves_no_half_read_connection_in_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The message time limit (asyncio.wait_for in the sender) may run out while the pool probes an idle
+    # connection. The probe's answer then arrives later: a connection kept in the pool would pair it with the
+    # next message's MAIL, every later reply would answer the command before, and DATA would get RCPT's 250.
+    monkeypatch.setattr(smtp, "PROBE_AFTER_IDLE_SECONDS", 0.0)  # every reuse is probed
+    handler = SlowNoopHandler(noop_delay=0.6)
+    controller = Controller(handler, hostname=HOST, port=free_port(), server_hostname="mx.test")
+    controller.start()
+
+    async def scenario() -> dict[str, str]:
+        pool = SmtpPool()
+        try:
+            await pool.send(account(controller.port), outgoing(to="ok-first@rcpt.test"))
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(pool.send(account(controller.port), outgoing(to="ok-cut@rcpt.test")), 0.2)
+            # The next message of the group starts at once, before the cut probe's answer is in.
+            return await pool.send(account(controller.port), outgoing(to="ok-next@rcpt.test"))
+        finally:
+            await pool.close_all()
+
+    try:
+        refused = asyncio.run(scenario())
+    finally:
+        controller.stop()
+    assert refused == {}
+    assert [r.rcpt_tos for r in handler.received] == [["ok-first@rcpt.test"], ["ok-next@rcpt.test"]]

@@ -114,10 +114,13 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
     requeue = [j.requeue for j in jobs if j.requeue is not None]
     if requeue:
         enqueue(requeue)
-    if any(j.outcome == Outcome.CRASHED for j in jobs):
-        # Left open for the scheduler, as a dead container's would be: it re-queues the crashed messages when
-        # their claims are stale and counts what this batch recorded (outcome_by), once.
+    crashed = [{"tenant_id": j.tenant_id, "id": j.id} for j in jobs if j.outcome == Outcome.CRASHED]
+    if crashed:
+        # Left open for the crashed messages alone, as a dead container's would be: the scheduler re-queues them
+        # when their claims are stale. What the batch recorded is counted now: a deferred message may be claimed
+        # and recorded again before then, and the scheduler would no longer find it as this batch's (outcome_by).
         logger().warning("send batch left open after an unexpected error", extra={"journal": journal})
+        state.settle_batch(journal, counters=dict(tally.counters), pending=dict(tally.pending), open_keys=crashed)
     else:
         state.close_batch(journal, counters=dict(tally.counters), pending=dict(tally.pending))
     failures += [j.record_id for j in jobs if j.retry_record]

@@ -230,6 +230,11 @@ class SmtpPool:
             await smtp.noop(timeout=self.probe_timeout)
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
             return False
+        except BaseException:
+            # Cut mid-probe (the sender's message time limit): the NOOP's answer may still come and would be
+            # read as the answer to the next command on this connection. It is closed (and so replaced).
+            _close_quietly(smtp)
+            raise
         return True
 
     async def _open(self, account: AccountConfig) -> aiosmtplib.SMTP:

@@ -412,6 +412,37 @@ def close_batch(
         # Already closed (by the scheduler finishing it, or the batch itself): its counts are in.
 
 
+def settle_batch(
+    journal_sk: str,
+    *,
+    counters: Mapping[tuple[str, str], Mapping[Counter, int]],
+    pending: Mapping[str, int],
+    open_keys: list[dict[str, Any]],
+) -> None:
+    """Apply what a batch recorded and keep its journal entry open for `open_keys` only (messages left to crash
+    recovery), all or nothing: the scheduler then finishes those alone and counts nothing of this batch twice."""
+    actions = [counter_update(t, a, d) for (t, a), d in counters.items() if any(d.values())]
+    actions += [pending_update(t, d) for t, d in pending.items() if d]
+    actions.append(
+        {
+            "Update": {
+                "TableName": _table(),
+                "Key": {"pk": {"S": "JOURNAL"}, "sk": {"S": journal_sk}},
+                "UpdateExpression": "SET #keys = :keys",
+                "ConditionExpression": "attribute_exists(pk)",
+                "ExpressionAttributeNames": {"#keys": "keys"},
+                "ExpressionAttributeValues": {":keys": to_attr(open_keys)},
+            }
+        }
+    )
+    try:
+        _transact(actions)
+    except Exception as exc:
+        if not is_conditional_failure(exc):
+            raise
+        # Already finished by the scheduler, which counted what the batch recorded.
+
+
 def _transact(actions: list[dict[str, Any]]) -> None:
     """Run actions as one transaction (the last one, the journal delete, guards all of them)."""
     if len(actions) == 1 and "Delete" in actions[0]:
