@@ -12,6 +12,7 @@ import datetime
 import socket
 import ssl
 import threading
+import traceback
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -345,3 +346,28 @@ def test_smtp_implicit_tls_verifies_the_certificate_against_the_account_host(
 
     assert [name for name in names if name] == ["smtp.rebind.test", REBIND_HOST]  # None: aiosmtpd's own start-up probe
     assert [got.tls for got in server.handler.received] == [True]
+
+
+# ---------------------------------------------------------------------- credentials in errors
+
+
+@pytest.mark.parametrize("token", ["s3cr3t-token\nX-Injected: 1", "s3cr3t-token\r\n", "s3cr3t\rtoken"])
+def test_a_credential_no_header_can_carry_is_refused_without_quoting_it(
+    http_server: tuple[int, HttpLog], monkeypatch: pytest.MonkeyPatch, token: str
+) -> None:
+    # http.client's refusal quotes the header value, and the error becomes the message's error (GET /messages,
+    # the delivery report) or the callback's last_error and a log line: the token must not be in it.
+    port, log = http_server
+    allow(monkeypatch, "127.0.0.0/8")
+    url = f"http://127.0.0.1:{port}/file"
+    spec = {"filename": "f.bin", "storage_path": url, "auth": {"method": "bearer", "token": token}}
+
+    with pytest.raises(AttachmentError, match=r"Authorization") as refused:
+        asyncio.run(fetch_attachments([spec], tenant={"id": "t1"}))
+    with pytest.raises(ReportFailed, match=r"Authorization") as failed:
+        UrllibReportHttp().post(url, headers={"Authorization": f"Bearer {token}"}, body=b"{}", timeout=2.0)
+
+    for error in (refused.value, failed.value):
+        assert "s3cr3t" not in str(error)
+        assert "s3cr3t" not in "".join(traceback.format_exception(error))
+    assert log.requests == []

@@ -73,6 +73,15 @@ class _GuardedConnect:
             self._deadline.watch(sock)
         return sock
 
+    def putheader(self, header: str | bytes, *values: Any) -> None:
+        """http.client's, but a refused value is not quoted in the error: it may be a bearer token or a
+        password, and the error becomes a message's error, a callback's last_error and a log line."""
+        try:
+            super().putheader(header, *values)  # type: ignore[misc]
+        except ValueError:
+            name = header.decode("latin-1") if isinstance(header, bytes) else str(header)
+            raise ValueError(f"invalid value for header {name} (a line break or a character it cannot carry)") from None
+
 
 class GuardedHTTPConnection(_GuardedConnect, http.client.HTTPConnection):
     """http.client's connection through the guard; the Host header keeps the name."""
