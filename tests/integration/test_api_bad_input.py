@@ -361,6 +361,19 @@ def test_a_header_that_could_inject_or_break_the_email_rejects_the_message(
     assert {r["status"] for r in records(api, key)} == {"error"}
 
 
+def test_an_address_of_deeply_nested_comments_rejects_the_message_not_the_request(
+    api: TestClient, key: dict[str, str], aws_env: AwsEnv
+) -> None:
+    # The standard library's address parser recurses once per "(": 997 of them (a 998-character entry)
+    # overflowed Python's stack, and the RecursionError was a 500.
+    nested = "(" * 997
+    for field in ("from", "to", "cc", "bcc", "reply_to", "return_path"):
+        reply = add(api, key, message(f"nested-{field}", **{field: nested}))
+        assert reply.status_code == 400, (field, reply.text)
+        assert reply.json()["detail"]["rejected"] == [{"id": f"nested-{field}", "reason": f"invalid address: {nested}"}]
+    assert aws_env.queued_total() == 0
+
+
 # ---------------------------------------------------------------- hostile tenant ids
 
 

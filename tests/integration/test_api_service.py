@@ -169,6 +169,13 @@ def test_the_openapi_schema_and_the_docs_are_public(api: TestClient) -> None:
     assert "text/html" in docs.headers["content-type"]
 
 
+def test_the_openapi_403_names_the_admin_only_fields_a_tenant_key_is_refused(api: TestClient) -> None:
+    # PUT /tenant/{id} with a tenant key naming `active` or `rate_limits` is a 403 too, not only an admin route.
+    put = api.get("/openapi.json").json()["paths"]["/tenant/{tenant_id}"]["put"]
+    forbidden = put["responses"]["403"]["description"]
+    assert "active" in forbidden and "rate_limits" in forbidden, forbidden
+
+
 def test_the_log_stays_readable_whatever_the_request_bodies_held(
     api: TestClient, admin: dict[str, str], make_tenant: TenantFactory
 ) -> None:

@@ -108,6 +108,48 @@ def test_a_read_queries_only_what_its_page_needs_and_never_scans(
         assert reply["ScannedCount"] <= 7
 
 
+def test_a_large_limit_reads_no_further_than_the_page_size_cap(
+    api: TestClient, admin: dict[str, str], aws_env: AwsEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # limit=10000 over entries of up to 64 KB each read every one of them (640 MB, in a 512 MB function with
+    # 29 s) although the page stops at MAX_COMMAND_PAGE_BYTES: here, a 10 KB cap over 60 entries of 2 KB.
+    from mailproxy import state
+    from mailproxy.dynamo import ddb
+
+    now = int(time.time())
+    for n in range(60):
+        state.log_command(
+            ts=now, endpoint="POST /x", tenant_id="acme", payload={"n": n, "pad": "x" * 2000}, response_status=200
+        )
+    monkeypatch.setattr(state, "MAX_COMMAND_PAGE_BYTES", 10_000)
+    monkeypatch.setattr(state, "COMMAND_QUERY_PAGE", 10, raising=False)
+    client = ddb()
+    read: list[int] = []
+    original = client.query
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        reply = original(*args, **kwargs)
+        read.append(len(reply.get("Items", [])))
+        return reply
+
+    monkeypatch.setattr(client, "query", spy)
+    seen: list[int] = []
+    cursor = None
+    for tenant_id in (None, "acme"):
+        seen, cursor = [], None
+        while True:
+            read.clear()
+            params: dict[str, Any] = {"limit": 10_000, "tenant_id": tenant_id, "cursor": cursor}
+            body = page(api, admin, **{k: v for k, v in params.items() if v is not None})
+            assert 1 <= body["total"] <= 5
+            assert sum(read) <= 20, read
+            seen += [c["payload"]["n"] for c in body["commands"]]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == list(range(59, -1, -1))
+
+
 @pytest.mark.parametrize(
     "cursor",
     [

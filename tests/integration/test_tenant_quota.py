@@ -125,6 +125,24 @@ def test_an_overwrite_refused_by_a_full_quota_keeps_the_accepted_version(
     assert listed["m-1"]["message"]["subject"] == "Hello"
 
 
+def test_a_request_that_fails_before_storing_its_messages_gives_its_quota_back(
+    api: TestClient, quota: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailproxy import payloads
+
+    def unavailable(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("S3 unavailable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(payloads, "store_pack", unavailable)
+        with pytest.raises(RuntimeError):
+            add(api, quota, message("m-1"), message("m-2"))
+    assert by_id(api, quota) == {}  # nothing of the failed request was stored: its 2 slots are still free
+    reply = add(api, quota, message("m-1"), message("m-2"), message("m-3"))
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"ok": True, "queued": 3, "rejected": []}
+
+
 def test_quota_rejections_are_counted_per_tenant_on_the_metrics_page(
     api: TestClient, quota: dict[str, str], aws_env: AwsEnv
 ) -> None:

@@ -72,3 +72,8 @@ def test_the_domain_of_an_address_is_what_follows_its_last_at_sign() -> None:
     assert address_domain('"Acme, Inc." <noreply@mail.acme.test>') == "mail.acme.test"
     assert address_domain("a@b.test") == "b.test"
     assert address_domain("") == ""
+
+
+def test_deeply_nested_comments_are_invalid_not_a_crash() -> None:
+    assert not is_valid_address("(" * 997)
+    assert not is_valid_address("(" * 600 + "a@b.test" + ")" * 389)

@@ -70,7 +70,10 @@ def is_valid_address(entry: str) -> bool:
     """True when `entry` is `addr` or `Name <addr>` with a syntactically valid address."""
     if len(entry) > 998 or any(c in entry for c in "\r\n\x00"):
         return False
-    name, addr = parseaddr(entry)
+    try:
+        name, addr = parseaddr(entry)
+    except RecursionError:  # the parser recurses once per nested "(" comment: a few hundred overflow the stack
+        return False
     if not addr or len(addr) > 320:
         return False
     if not name and entry.strip() not in (addr, f"<{addr}>"):  # `<addr>` is a mailbox without a name

@@ -111,46 +111,55 @@ def _submit_tenant_batch(
         else:
             plans.append(_plan(tenant, message, default_priority, now, sealed))
     plans, over_quota, quota = _within_quota(tenant, plans, now)
-    refused += [(batch[p["id"]], reason) for p, reason in over_quota]
-    # No read of every id first: the conditional writes refuse what was already sent. Only the refused
-    # ones are read, because "already sent" is the answer for them too when it holds.
-    existing = messages.get_states(tenant_id, [m.id for m, _ in refused]) if refused else {}
-    recorded: list[Message] = []
-    for message, reason in refused:
-        current = existing.get(message.id)
-        if current is not None and current.get("status") not in UNSENT:
-            reason = "already sent"
-        elif current is None and messages.record_rejected(
-            tenant_id, message.id, uid=uuid.uuid4().hex, reason=reason, account_id=message.account_id, now=now
-        ):
-            recorded.append(message)
-        rejected.append({"id": message.id, "reason": reason})
-    if recorded:
-        # Its record lists the payload as submitted (API.md); only after the record exists, so that a
-        # message submitted meanwhile under the same id keeps its own payload. Never sent: kept as shown.
-        payloads.store_payloads(
-            [
-                payloads.payload_item(tenant_id, m.id, "", shown_payload({**m.payload(), "tenant_id": tenant_id}))
-                for m in recorded
-            ]
-        )
-    quota_rejected = sum(1 for r in rejected if r["reason"].startswith(QUOTA_REASON))
-    if quota_rejected:
-        state.add_tenant_counters(tenant_id, {"quota_rejected": quota_rejected})
-    if not plans:
-        return 0, rejected
+    try:  # until the messages are written, a failure gives the reserved quota back
+        refused += [(batch[p["id"]], reason) for p, reason in over_quota]
+        # No read of every id first: the conditional writes refuse what was already sent. Only the refused
+        # ones are read, because "already sent" is the answer for them too when it holds.
+        existing = messages.get_states(tenant_id, [m.id for m, _ in refused]) if refused else {}
+        recorded: list[Message] = []
+        for message, reason in refused:
+            current = existing.get(message.id)
+            if current is not None and current.get("status") not in UNSENT:
+                reason = "already sent"
+            elif current is None and messages.record_rejected(
+                tenant_id, message.id, uid=uuid.uuid4().hex, reason=reason, account_id=message.account_id, now=now
+            ):
+                recorded.append(message)
+            rejected.append({"id": message.id, "reason": reason})
+        if recorded:
+            # Its record lists the payload as submitted (API.md); only after the record exists, so that a
+            # message submitted meanwhile under the same id keeps its own payload. Never sent: kept as shown.
+            payloads.store_payloads(
+                [
+                    payloads.payload_item(tenant_id, m.id, "", shown_payload({**m.payload(), "tenant_id": tenant_id}))
+                    for m in recorded
+                ]
+            )
+        quota_rejected = sum(1 for r in rejected if r["reason"].startswith(QUOTA_REASON))
+        if quota_rejected:
+            state.add_tenant_counters(tenant_id, {"quota_rejected": quota_rejected})
+        if not plans:
+            return 0, rejected
 
-    settings = get_settings()
-    keys = [{"id": p["id"], "rev": p["rev"]} for p in plans]
-    journal = state.open_journal(
-        JournalKind.INTAKE, [{"tenant_id": tenant_id, **k} for k in keys], due_ts=now + settings.intake_grace_seconds
-    )
-    # What goes on a queue now shares one pack; what waits is pinned, one item each.
-    pack = payloads.store_pack(tenant_id, ((p["id"], p["rev"], p["payload"]) for p in plans if p["enqueue"]))
-    pinned = [p for p in plans if not p["enqueue"]]
-    if pinned:
-        items = list(_pool().map(lambda p: payloads.payload_item(tenant_id, p["id"], p["rev"], p["payload"]), pinned))
-        payloads.store_payloads(items)
+        settings = get_settings()
+        keys = [{"id": p["id"], "rev": p["rev"]} for p in plans]
+        journal = state.open_journal(
+            JournalKind.INTAKE,
+            [{"tenant_id": tenant_id, **k} for k in keys],
+            due_ts=now + settings.intake_grace_seconds,
+        )
+        # What goes on a queue now shares one pack; what waits is pinned, one item each.
+        pack = payloads.store_pack(tenant_id, ((p["id"], p["rev"], p["payload"]) for p in plans if p["enqueue"]))
+        pinned = [p for p in plans if not p["enqueue"]]
+        if pinned:
+            items = list(
+                _pool().map(lambda p: payloads.payload_item(tenant_id, p["id"], p["rev"], p["payload"]), pinned)
+            )
+            payloads.store_payloads(items)
+    except BaseException:
+        if quota is not None:
+            _give_back_quota(tenant_id, quota, quota.granted)
+        raise
 
     def submit(plan: dict[str, Any]) -> bool | None:
         try:
@@ -207,6 +216,15 @@ def _submit_tenant_batch(
 
 
 QUOTA_REASON = "tenant quota exceeded"
+
+
+def _give_back_quota(tenant_id: str, quota: ratelimit.Reservation, count: int) -> None:
+    """Release quota slots of a request that failed before writing its messages; a failure here is logged,
+    so the request's own error is the one raised."""
+    try:
+        ratelimit.release_quota(tenant_id, quota, count)
+    except Exception:
+        logger().exception("quota not given back", extra={"tenant_id": tenant_id, "slots": count})
 
 
 def _within_quota(

@@ -219,7 +219,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in (
         (400, "Rejected request"),
         (401, "Invalid or missing API token, or a token for another tenant"),
-        (403, "Admin token required"),
+        (
+            403,
+            "Admin token required: an admin-only route, or an admin-only field (`active`, `rate_limits`)"
+            " in a tenant key's PUT /tenant/{id}",
+        ),
         (404, "Not found"),
         (413, "Request too large"),
     )

@@ -9,7 +9,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from mailproxy.domain import Counter, JournalKind
@@ -135,6 +135,7 @@ COMMAND_LOG_INDEX = "CommandLogByTenant"
 _COMMAND_SK = re.compile(r"[0-9]{12}#[0-9]{17}#[0-9a-f]{32}")
 _DAY = 86400
 MAX_COMMAND_PAGE_BYTES = 4_000_000
+COMMAND_QUERY_PAGE = 1000  # entries per Query: a page stopped by its size cap reads little past it
 CLOCK_SKEW = 300
 
 
@@ -230,9 +231,16 @@ def list_commands(
         newest = min(newest, int(high[:12]))
     low = f"{oldest:012d}#"
     found: list[Item] = []
+    read_bytes = 0
     day = newest // _DAY
-    while day >= oldest // _DAY and len(found) <= limit and low < high:
-        found += _query_day(tenant_id, _log_day(day * _DAY), low, high, limit + 1 - len(found))
+    # Read up to `limit` + 1 entries, or up to the first one past the page's size cap (then it is the
+    # next page's first): never the whole of a large `limit` that the cap would cut anyway.
+    while day >= oldest // _DAY and len(found) <= limit and read_bytes <= MAX_COMMAND_PAGE_BYTES and low < high:
+        for item in _query_day(tenant_id, _log_day(day * _DAY), low, high, limit + 1 - len(found)):
+            found.append(item)
+            read_bytes += len(str(item.get("payload") or ""))
+            if read_bytes > MAX_COMMAND_PAGE_BYTES and len(found) > 1:
+                break
         day -= 1
     page: list[Item] = []
     size = 0
@@ -255,8 +263,9 @@ def list_commands(
     return commands, next_cursor
 
 
-def _query_day(tenant_id: str | None, day: str, low: str, high: str, wanted: int) -> list[Item]:
-    """Up to `wanted` entries of one day's partition with `low <= sk < high`, newest first."""
+def _query_day(tenant_id: str | None, day: str, low: str, high: str, wanted: int) -> Iterator[Item]:
+    """Up to `wanted` entries of one day's partition with `low <= sk < high`, newest first, read as consumed
+    (`COMMAND_QUERY_PAGE` per query at most)."""
     if tenant_id is None:
         kwargs: dict[str, Any] = {
             "TableName": _table(),
@@ -271,9 +280,10 @@ def _query_day(tenant_id: str | None, day: str, low: str, high: str, wanted: int
             "ExpressionAttributeValues": {":p": to_attr(f"{tenant_id}#{day}")},
         }
     kwargs["ExpressionAttributeValues"].update({":lo": {"S": low}, ":hi": {"S": high}})
-    kwargs.update(ScanIndexForward=False, Limit=wanted + 1)  # + 1: `high` itself may come back (a cursor)
+    # + 1: `high` itself may come back (a cursor).
+    kwargs.update(ScanIndexForward=False, Limit=min(wanted + 1, COMMAND_QUERY_PAGE))
     entries = (item for item in query_all(**kwargs) if str(item["sk"]) < high)
-    return list(itertools.islice(entries, wanted))
+    return itertools.islice(entries, wanted)
 
 
 def service_started_at(now: int) -> int:
