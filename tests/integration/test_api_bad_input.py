@@ -342,6 +342,23 @@ def test_line_breaks_or_nul_in_a_header_field_are_a_422_naming_it(
     nothing_stored()
 
 
+def test_a_bearer_token_with_a_line_break_is_a_422_naming_it(
+    api: TestClient, key: dict[str, str], nothing_stored: Callable[[], None]
+) -> None:
+    # No HTTP header can carry it, and the client library's refusal would quote the token back.
+    for token in ("s3cr3t\nX-Evil: 1", "s3cr3t\r\n", "s3cr3t\x00"):
+        auth = {"method": "bearer", "token": token}
+        attachment = {"filename": "a.pdf", "storage_path": "https://files.example.test/a.pdf", "auth": auth}
+        reply = add(api, key, message(attachments=[attachment]))
+        assert reply.status_code == 422, reply.text
+        assert "token" in loc_names(reply)
+        assert "s3cr3t" not in reply.text
+        reply = api.put("/tenant/acme", json={"client_auth": auth}, headers=key)
+        assert reply.status_code == 422, reply.text
+        assert "token" in loc_names(reply)
+    nothing_stored()
+
+
 def test_a_header_that_could_inject_or_break_the_email_rejects_the_message(
     api: TestClient, key: dict[str, str], aws_env: AwsEnv
 ) -> None:

@@ -116,7 +116,8 @@ class ClientAuth(Strict):
     """How the service authenticates to a tenant's endpoints (or an attachment URL)."""
 
     method: Literal["none", "bearer", "basic"] = "none"
-    token: Text | None = Field(default=None, max_length=4096)
+    # A bearer token travels as a header value: a line break could never be sent, and the error would quote it.
+    token: Line | None = Field(default=None, max_length=4096)
     user: Text | None = Field(default=None, max_length=1024)
     password: Text | None = Field(default=None, max_length=4096)
 
