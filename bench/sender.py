@@ -41,8 +41,11 @@ def run(total: int) -> dict[str, Any]:
         world.deliver_all(batch_size=10)  # the warm-up batch: the container's caches and connection are made here
         submit(10)
         world.reset_counts()
+        accepted_before = sink.accepted
         with world.meter.section() as batch_calls:
             world.deliver_all(batch_size=10)
+        if sink.accepted - accepted_before != 10:
+            raise RuntimeError(f"the metered batch delivered {sink.accepted - accepted_before} of 10 messages")
         per_operation = {name: n / 10 for name, n in sorted(batch_calls.calls.items())}
 
         for start in range(0, total, 100):

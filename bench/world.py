@@ -445,6 +445,9 @@ def running_world(settings: dict[str, str] | None = None) -> Iterator[World]:
         "GMP_API_TOKEN": ADMIN_TOKEN,
         "LOG_LEVEL": "INFO",
         "GMP_SMTP_VERIFY_TLS": "false",
+        # The sink and the report callback listen on loopback, which the outbound guard refuses unless
+        # allowed (as `make run` allows it): without this nothing is delivered and the figures are void.
+        "GMP_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
         **(settings or {}),
     }
     for key, value in base.items():
