@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from gmp_client import (
 )
 
 from local.stack import LocalStack
+from tests.polling import wait_until
 
 TOKEN = "gmp-client-admin-token"
 FAR_FUTURE = 4_000_000_000  # deferred_ts of messages that must stay queued while the test looks at them
@@ -109,16 +109,6 @@ def connect(request: pytest.FixtureRequest, stack: LocalStack) -> Iterator[Conne
     for close in closers:
         close()
     loop.close()
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting")
 
 
 def message(message_id: str, **fields: Any) -> Message:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from local.stack import LocalStack
+from tests.polling import wait_until
 
 TOKEN = "e2e-admin-token"
 pytestmark = pytest.mark.e2e
@@ -69,16 +69,6 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
         monkeypatch.delenv(name, raising=False)
     with LocalStack(http_port=0, smtp_sink_port=0, moto_port=0, api_token=TOKEN) as running:
         yield running
-
-
-def wait_until(check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting")
 
 
 def test_client_sees_every_result_of_its_messages_through_the_local_stack(

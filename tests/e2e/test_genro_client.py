@@ -20,6 +20,7 @@ import requests
 from mail_proxy.client import MailProxyClient, connect
 
 from local.stack import LocalStack
+from tests.polling import wait_until
 
 TOKEN = "genro-client-admin-token"
 SYNC_INTERVAL = 4  # seconds between heartbeats: short, so a window of a few intervals stays short
@@ -44,16 +45,6 @@ def stack() -> Iterator[LocalStack]:
 @pytest.fixture(scope="module")
 def admin(stack: LocalStack) -> MailProxyClient:
     return MailProxyClient(stack.url, token=TOKEN, name="local")
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting")
 
 
 def http_error(call: Callable[[], Any]) -> requests.Response:
