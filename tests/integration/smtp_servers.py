@@ -214,3 +214,19 @@ def silent_server() -> Iterator[int]:
         for conn in accepted:
             conn.close()
         listener.close()
+
+
+def send_once(config: Any, email: Any) -> None:
+    """Send `email` through a fresh SmtpPool with `config` (an AccountConfig), then QUIT: one real session."""
+    import asyncio
+
+    from mailproxy.smtp import SmtpPool
+
+    async def scenario() -> None:
+        pool = SmtpPool()
+        try:
+            await pool.send(config, email)
+        finally:
+            await pool.close_all()
+
+    asyncio.run(scenario())

@@ -25,9 +25,9 @@ from mailproxy.email_builder import build_email
 from mailproxy.errors import AttachmentError, PermanentDeliveryError
 from mailproxy.reports import ReportFailed, UrllibReportHttp
 from mailproxy.settings import get_outbound_settings
-from mailproxy.smtp import AccountConfig, SmtpPool
+from mailproxy.smtp import AccountConfig
 
-from tests.integration.smtp_servers import RunningServer, start_server
+from tests.integration.smtp_servers import RunningServer, send_once, start_server
 
 HINT = r"\(set GMP_ALLOWED_NETWORKS to allow it\)"
 REBIND_HOST = "files.rebind.test"
@@ -196,14 +196,7 @@ def outgoing() -> Any:
 
 
 def send(config: AccountConfig) -> None:
-    async def scenario() -> None:
-        pool = SmtpPool()
-        try:
-            await pool.send(config, outgoing())
-        finally:
-            await pool.close_all()
-
-    asyncio.run(scenario())
+    send_once(config, outgoing())
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from tests.integration.smtp_servers import (
     authenticator,
     free_port,
     make_self_signed_cert,
+    send_once,
     silent_server,
     smtp_server,
     start_server,
@@ -373,14 +374,7 @@ def test_use_tls_false_stays_plain_even_when_starttls_is_offered(cert: SelfSigne
 
 
 def send_one(config: AccountConfig) -> None:
-    async def scenario() -> None:
-        pool = SmtpPool()
-        try:
-            await pool.send(config, outgoing())
-        finally:
-            await pool.close_all()
-
-    asyncio.run(scenario())
+    send_once(config, outgoing())
 
 
 @pytest.mark.parametrize("credentials", [False, True])
