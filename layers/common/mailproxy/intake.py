@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -100,7 +102,6 @@ def _submit_tenant_batch(
 ) -> tuple[int, list[dict[str, str]]]:
     tenant_id = str(tenant["id"])
     account_ids = tenants.account_ids(tenant_id)
-    rejected: list[dict[str, str]] = []
     refused: list[tuple[Message, str]] = []
     plans: list[dict[str, Any]] = []
     sealed: dict[str, str] = {}  # attachment secrets already encrypted in this request
@@ -111,55 +112,12 @@ def _submit_tenant_batch(
         else:
             plans.append(_plan(tenant, message, default_priority, now, sealed))
     plans, over_quota, quota = _within_quota(tenant, plans, now)
-    try:  # until the messages are written, a failure gives the reserved quota back
+    with _quota_given_back_on_failure(tenant_id, quota):  # until the messages are written
         refused += [(batch[p["id"]], reason) for p, reason in over_quota]
-        # No read of every id first: the conditional writes refuse what was already sent. Only the refused
-        # ones are read, because "already sent" is the answer for them too when it holds.
-        existing = messages.get_states(tenant_id, [m.id for m, _ in refused]) if refused else {}
-        recorded: list[Message] = []
-        for message, reason in refused:
-            current = existing.get(message.id)
-            if current is not None and current.get("status") not in UNSENT:
-                reason = "already sent"
-            elif current is None and messages.record_rejected(
-                tenant_id, message.id, uid=uuid.uuid4().hex, reason=reason, account_id=message.account_id, now=now
-            ):
-                recorded.append(message)
-            rejected.append({"id": message.id, "reason": reason})
-        if recorded:
-            # Its record lists the payload as submitted (API.md); only after the record exists, so that a
-            # message submitted meanwhile under the same id keeps its own payload. Never sent: kept as shown.
-            payloads.store_payloads(
-                [
-                    payloads.payload_item(tenant_id, m.id, "", shown_payload({**m.payload(), "tenant_id": tenant_id}))
-                    for m in recorded
-                ]
-            )
-        quota_rejected = sum(1 for r in rejected if r["reason"].startswith(QUOTA_REASON))
-        if quota_rejected:
-            state.add_tenant_counters(tenant_id, {"quota_rejected": quota_rejected})
+        rejected = _record_refusals(tenant_id, refused, now)
         if not plans:
             return 0, rejected
-
-        settings = get_settings()
-        keys = [{"id": p["id"], "rev": p["rev"]} for p in plans]
-        journal = state.open_journal(
-            JournalKind.INTAKE,
-            [{"tenant_id": tenant_id, **k} for k in keys],
-            due_ts=now + settings.intake_grace_seconds,
-        )
-        # What goes on a queue now shares one pack; what waits is pinned, one item each.
-        pack = payloads.store_pack(tenant_id, ((p["id"], p["rev"], p["payload"]) for p in plans if p["enqueue"]))
-        pinned = [p for p in plans if not p["enqueue"]]
-        if pinned:
-            items = list(
-                _pool().map(lambda p: payloads.payload_item(tenant_id, p["id"], p["rev"], p["payload"]), pinned)
-            )
-            payloads.store_payloads(items)
-    except BaseException:
-        if quota is not None:
-            _give_back_quota(tenant_id, quota, quota.granted)
-        raise
+        journal, pack = _store_payloads(tenant_id, plans, now)
 
     def submit(plan: dict[str, Any]) -> bool | None:
         try:
@@ -218,13 +176,65 @@ def _submit_tenant_batch(
 QUOTA_REASON = "tenant quota exceeded"
 
 
-def _give_back_quota(tenant_id: str, quota: ratelimit.Reservation, count: int) -> None:
-    """Release quota slots of a request that failed before writing its messages; a failure here is logged,
-    so the request's own error is the one raised."""
+def _record_refusals(tenant_id: str, refused: list[tuple[Message, str]], now: int) -> list[dict[str, str]]:
+    """Record each refused message as failed (its payload listed as submitted) and say why, `already sent`
+    where it was. Only the refused ids are read: the conditional writes refuse what was already sent."""
+    rejected: list[dict[str, str]] = []
+    existing = messages.get_states(tenant_id, [m.id for m, _ in refused]) if refused else {}
+    recorded: list[Message] = []
+    for message, reason in refused:
+        current = existing.get(message.id)
+        if current is not None and current.get("status") not in UNSENT:
+            reason = "already sent"
+        elif current is None and messages.record_rejected(
+            tenant_id, message.id, uid=uuid.uuid4().hex, reason=reason, account_id=message.account_id, now=now
+        ):
+            recorded.append(message)
+        rejected.append({"id": message.id, "reason": reason})
+    if recorded:
+        # Its record lists the payload as submitted (API.md); only after the record exists, so that a
+        # message submitted meanwhile under the same id keeps its own payload. Never sent: kept as shown.
+        payloads.store_payloads(
+            [
+                payloads.payload_item(tenant_id, m.id, "", shown_payload({**m.payload(), "tenant_id": tenant_id}))
+                for m in recorded
+            ]
+        )
+    quota_rejected = sum(1 for r in rejected if r["reason"].startswith(QUOTA_REASON))
+    if quota_rejected:
+        state.add_tenant_counters(tenant_id, {"quota_rejected": quota_rejected})
+    return rejected
+
+
+def _store_payloads(tenant_id: str, plans: list[dict[str, Any]], now: int) -> tuple[str, str | None]:
+    """Open the intake journal of the plans and store their payloads: what goes on a queue now shares one
+    pack, what waits is pinned, one item each. The journal's key and the pack's."""
+    journal = state.open_journal(
+        JournalKind.INTAKE,
+        [{"tenant_id": tenant_id, "id": p["id"], "rev": p["rev"]} for p in plans],
+        due_ts=now + get_settings().intake_grace_seconds,
+    )
+    pack = payloads.store_pack(tenant_id, ((p["id"], p["rev"], p["payload"]) for p in plans if p["enqueue"]))
+    pinned = [p for p in plans if not p["enqueue"]]
+    if pinned:
+        items = list(_pool().map(lambda p: payloads.payload_item(tenant_id, p["id"], p["rev"], p["payload"]), pinned))
+        payloads.store_payloads(items)
+    return journal, pack
+
+
+@contextlib.contextmanager
+def _quota_given_back_on_failure(tenant_id: str, quota: ratelimit.Reservation | None) -> Iterator[None]:
+    """Release the request's quota slots if what runs inside fails (nothing of it was written as accepted);
+    a failure to release is logged, so the request's own error is the one raised."""
     try:
-        ratelimit.release_quota(tenant_id, quota, count)
-    except Exception:
-        logger().exception("quota not given back", extra={"tenant_id": tenant_id, "slots": count})
+        yield
+    except BaseException:
+        if quota is not None:
+            try:
+                ratelimit.release_quota(tenant_id, quota, quota.granted)
+            except Exception:
+                logger().exception("quota not given back", extra={"tenant_id": tenant_id, "slots": quota.granted})
+        raise
 
 
 def _within_quota(
