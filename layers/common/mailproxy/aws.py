@@ -16,13 +16,30 @@ def _session() -> Any:
     return boto3.session.Session()
 
 
+def _config() -> Any:
+    from botocore.config import Config
+
+    return Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+
+
 @functools.cache
 def client(service: str) -> Any:
     """A boto3 client for `service`, one per process (clients are thread-safe)."""
-    from botocore.config import Config
+    return _session().client(service, config=_config())  # type: ignore[call-overload]
 
-    config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5, read_timeout=30)
-    return _session().client(service, config=config)  # type: ignore[call-overload]
+
+def scoped_client(service: str, credentials: dict[str, Any]) -> Any:
+    """A boto3 client for `service` with temporary credentials (an assumed role's, as STS answers them);
+    not cached here. A session of its own: sessions are not safe to share between threads."""
+    import boto3
+
+    return boto3.session.Session().client(  # type: ignore[call-overload]
+        service,
+        config=_config(),
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
 
 
 def reset_clients() -> None:

@@ -115,7 +115,7 @@ class TenantS3Clients:
 
     def __call__(self, tenant_id: str, bucket: str) -> Any:
         """The S3 client that reads the tenant's files in `bucket`."""
-        from mailproxy.aws import client
+        from mailproxy.aws import client, scoped_client
 
         role_arn = get_outbound_settings().attachment_reader_role_arn
         if not role_arn:
@@ -135,24 +135,10 @@ class TenantS3Clients:
         credentials = reply["Credentials"]
         expires = credentials["Expiration"]
         expires_at = expires.timestamp() if hasattr(expires, "timestamp") else now + SESSION_SECONDS
-        s3 = _scoped_client(credentials)
+        s3 = scoped_client("s3", credentials)
         with self._lock:
             self._sessions[(tenant_id, bucket)] = (s3, expires_at)
         return s3
-
-
-def _scoped_client(credentials: dict[str, Any]) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5, read_timeout=30)
-    return boto3.session.Session().client(
-        "s3",
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-        config=config,
-    )
 
 
 tenant_s3 = TenantS3Clients()
