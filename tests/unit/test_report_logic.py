@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from mailproxy import reports
+from mailproxy import outbound_http, reports
 
 
 def item(message_id: str, status: str, *events: dict[str, object]) -> dict[str, object]:
@@ -98,11 +98,11 @@ def test_backoff_doubles_from_thirty_seconds_up_to_fifteen_minutes() -> None:
 
 
 def test_client_auth_becomes_the_authorization_header() -> None:
-    assert reports.auth_headers({"method": "bearer", "token": "t"}) == {"Authorization": "Bearer t"}
-    basic = reports.auth_headers({"method": "basic", "user": "u", "password": "p"})
+    assert outbound_http.auth_headers({"method": "bearer", "token": "t"}) == {"Authorization": "Bearer t"}
+    basic = outbound_http.auth_headers({"method": "basic", "user": "u", "password": "p"})
     assert basic == {"Authorization": "Basic " + base64.b64encode(b"u:p").decode()}
-    assert reports.auth_headers({"method": "none"}) == {}
-    assert reports.auth_headers(None) == {}
+    assert outbound_http.auth_headers({"method": "none"}) == {}
+    assert outbound_http.auth_headers(None) == {}
 
 
 def test_sync_url_joins_base_and_path_with_the_default_path() -> None:

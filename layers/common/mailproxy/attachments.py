@@ -120,18 +120,13 @@ def _read_capped(read: Any, max_bytes: int) -> bytes:
 
 
 def _auth_headers(auth: dict[str, Any] | None) -> dict[str, str]:
-    """The Authorization header of a `{"method": none|bearer|basic, ...}` object."""
-    if not auth:
-        return {}
-    method = str(auth.get("method") or "none").lower()
-    if method == "none":
-        return {}
-    if method == "bearer":
-        return {"Authorization": f"Bearer {auth.get('token') or ''}"}
-    if method == "basic":
-        pair = f"{auth.get('user') or ''}:{auth.get('password') or ''}".encode()
-        return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
-    raise _FetchFailed(f"unsupported auth method {method!r}")
+    """The Authorization header of an auth object, or why there can be none (a failed fetch)."""
+    from mailproxy.outbound_http import auth_headers
+
+    try:
+        return auth_headers(auth)
+    except ValueError as exc:
+        raise _FetchFailed(str(exc)) from exc
 
 
 def _attachment_auth(spec: dict[str, Any], tenant: dict[str, Any]) -> dict[str, Any] | None:

@@ -3,15 +3,31 @@ deadline on a whole exchange. Apart from outbound.py so the sender loads no HTTP
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import socket
 import threading
 import time
 import urllib.request
+from collections.abc import Mapping
 from typing import Any
 
 from mailproxy.outbound import connect
+
+
+def auth_headers(auth: Mapping[str, Any] | None) -> dict[str, str]:
+    """The Authorization header of a `{"method": "none"|"bearer"|"basic", ...}` object (a tenant's client_auth,
+    an attachment's auth); ValueError for a method no request model admits."""
+    method = str((auth or {}).get("method") or "none").lower()
+    if method == "none":
+        return {}
+    if method == "bearer":
+        return {"Authorization": f"Bearer {(auth or {}).get('token') or ''}"}
+    if method == "basic":
+        pair = f"{(auth or {}).get('user') or ''}:{(auth or {}).get('password') or ''}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+    raise ValueError(f"unsupported auth method {method!r}")
 
 
 class Deadline:

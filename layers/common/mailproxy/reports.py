@@ -155,17 +155,6 @@ def retry_delay(failures: int) -> int:
     return int(min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, failures - 1)))
 
 
-def auth_headers(auth: Mapping[str, Any] | None) -> dict[str, str]:
-    """The Authorization header of a tenant's client_auth (bearer or HTTP Basic; none: no header)."""
-    method = str((auth or {}).get("method") or "none").lower()
-    if method == "bearer":
-        return {"Authorization": f"Bearer {(auth or {}).get('token') or ''}"}
-    if method == "basic":
-        pair = f"{(auth or {}).get('user') or ''}:{(auth or {}).get('password') or ''}".encode()
-        return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
-    return {}
-
-
 def sync_url(tenant: Mapping[str, Any]) -> str:
     """`client_base_url` + `client_sync_path` (default `/mail-proxy/sync`)."""
     base = str(tenant.get("client_base_url") or "").strip()
@@ -414,9 +403,9 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
 
     now = clock.now_ts()
     body = json.dumps({"delivery_report": report}, separators=(",", ":")).encode()
-    headers = {"Content-Type": "application/json", **auth_headers(tenants.client_auth(tenant))}
     extra = {"tenant_id": tenant_id, "entries": len(report)}
     try:
+        headers = {"Content-Type": "application/json", **outbound_http.auth_headers(tenants.client_auth(tenant))}
         answer = http.post(sync_url(tenant), headers=headers, body=body, timeout=POST_TIMEOUT_SECONDS)
     except Exception as exc:
         failures = int(sync.get("failures") or 0) + 1
