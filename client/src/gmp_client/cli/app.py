@@ -481,10 +481,7 @@ def keys_create(
     ctx: typer.Context, tenant_id: str, expires_at: ExpiresOpt = None, save_profile: SaveProfileOpt = None
 ) -> None:
     """Issue a key for a tenant (one whose key was revoked); any old key stops working."""
-    st = state(ctx)
-    with st.client() as c:
-        key = c.rotate_api_key(tenant_id, expires_at=timestamp(expires_at))
-    _announce_key(st, tenant_id, key, save_profile, f"Key issued for {tenant_id}")
+    _new_key(ctx, tenant_id, expires_at, save_profile, f"Key issued for {tenant_id}")
 
 
 @keys_app.command("rotate")
@@ -492,10 +489,15 @@ def keys_rotate(
     ctx: typer.Context, tenant_id: str, expires_at: ExpiresOpt = None, save_profile: SaveProfileOpt = None
 ) -> None:
     """Replace a tenant's key: the old one stops working at once."""
+    _new_key(ctx, tenant_id, expires_at, save_profile, f"Key of {tenant_id} rotated")
+
+
+def _new_key(ctx: typer.Context, tenant_id: str, expires_at: str | None, save_profile: str | None, done: str) -> None:
+    # One API call for both commands (POST /tenant/{id}/api-key): creating after a revoke is rotating.
     st = state(ctx)
     with st.client() as c:
         key = c.rotate_api_key(tenant_id, expires_at=timestamp(expires_at))
-    _announce_key(st, tenant_id, key, save_profile, f"Key of {tenant_id} rotated")
+    _announce_key(st, tenant_id, key, save_profile, done)
 
 
 @keys_app.command("revoke")
