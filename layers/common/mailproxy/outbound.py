@@ -10,6 +10,7 @@ SNI and certificate verification; HTTP keeps it in the Host header.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Iterable, Sequence
@@ -28,33 +29,39 @@ def _nets(*cidrs: str) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(cidr) for cidr in cidrs)
 
 
-# Checked in order; the first that contains the address names the refusal.
-RULES: tuple[tuple[str, tuple[Network, ...]], ...] = (
-    ("loopback", _nets("127.0.0.0/8", "::1/128")),
-    ("unspecified address", _nets("0.0.0.0/8", "::/128")),
-    ("link-local", _nets("169.254.0.0/16", "fe80::/10")),
-    ("private network", _nets("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")),
-    ("carrier-grade NAT", _nets("100.64.0.0/10")),
-    ("unique local address", _nets("fc00::/7", "fec0::/10")),
-    ("multicast", _nets("224.0.0.0/4", "ff00::/8")),
-    (
-        "reserved address",
-        _nets(
-            "192.0.0.0/24",
-            "192.0.2.0/24",
-            "198.18.0.0/15",
-            "198.51.100.0/24",
-            "203.0.113.0/24",
-            "240.0.0.0/4",  # broadcast included
-            "64:ff9b:1::/48",
-            "100::/64",
-            "2001::/23",  # Teredo and other IETF assignments
-            "2001:db8::/32",
+@functools.cache
+def rules() -> tuple[tuple[str, tuple[Network, ...]], ...]:
+    """The refusal rules, checked in order (the first that contains an address names it); made on first
+    use, not at import: the sender imports this module at every cold start."""
+    return (
+        ("loopback", _nets("127.0.0.0/8", "::1/128")),
+        ("unspecified address", _nets("0.0.0.0/8", "::/128")),
+        ("link-local", _nets("169.254.0.0/16", "fe80::/10")),
+        ("private network", _nets("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")),
+        ("carrier-grade NAT", _nets("100.64.0.0/10")),
+        ("unique local address", _nets("fc00::/7", "fec0::/10")),
+        ("multicast", _nets("224.0.0.0/4", "ff00::/8")),
+        (
+            "reserved address",
+            _nets(
+                "192.0.0.0/24",
+                "192.0.2.0/24",
+                "198.18.0.0/15",
+                "198.51.100.0/24",
+                "203.0.113.0/24",
+                "240.0.0.0/4",  # broadcast included
+                "64:ff9b:1::/48",
+                "100::/64",
+                "2001::/23",  # Teredo and other IETF assignments
+                "2001:db8::/32",
+            ),
         ),
-    ),
-)
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+    )
+
+
+_NAT64 = "64:ff9b::/96"
+_IPV4_COMPATIBLE = "::/96"
+_network = functools.cache(ipaddress.ip_network)  # parsed once, on first use
 
 
 def embedded_ipv4(address: Address) -> ipaddress.IPv4Address | None:
@@ -65,7 +72,7 @@ def embedded_ipv4(address: Address) -> ipaddress.IPv4Address | None:
         return address.ipv4_mapped
     if address.sixtofour is not None:
         return address.sixtofour
-    if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):
+    if address in _network(_NAT64) or (address in _network(_IPV4_COMPATIBLE) and int(address) > 1):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
@@ -80,7 +87,7 @@ def refusal(address: Address, allowed: Iterable[Network] = ()) -> str | None:
     ):
         return None
     for candidate in reversed(candidates):  # the embedded IPv4 address names the rule when there is one
-        for rule, networks in RULES:
+        for rule, networks in rules():
             if any(candidate in network for network in networks if network.version == candidate.version):
                 return rule
     if not address.is_global or (inner is not None and not inner.is_global):
