@@ -18,6 +18,7 @@ from mailproxy import state
 from mailproxy.crypto import tokens_equal
 from mailproxy.domain import Counter
 from mailproxy.settings import get_settings, local_metrics_token
+from mailproxy.stores import stores
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LABELS = ["tenant_id", "account_id"]
@@ -36,34 +37,12 @@ QUOTA_REJECTED = "gmp_quota_rejected"
 COMMAND_LOG_WRITE_FAILURES = "gmp_command_log_write_failures"
 REPORT_FAILURES = "gmp_report_failures"
 REPORT_LAST_SUCCESS = "gmp_report_last_success_timestamp_seconds"
-DLQ_ATTRIBUTES = (
-    "ApproximateNumberOfMessages",
-    "ApproximateNumberOfMessagesNotVisible",
-    "ApproximateNumberOfMessagesDelayed",
-)
 
 
 def _logger() -> Any:
     from mailproxy.logs import logger
 
     return logger()
-
-
-def dead_letter_depth() -> int | None:
-    """Messages in the dead-letter queue (visible, in flight or delayed); None when it cannot be read."""
-    url = get_settings().dead_letter_queue_url
-    if not url:
-        return None
-    from mailproxy.aws import client
-
-    try:
-        attributes = client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=list(DLQ_ATTRIBUTES))
-    except Exception as exc:
-        # A missing extra must not hide the counters: the series is left out and the cause logged.
-        _logger().warning(f"dead-letter queue depth unavailable: {type(exc).__name__}")
-        return None
-    values = attributes.get("Attributes", {})
-    return sum(int(values.get(name, 0)) for name in DLQ_ATTRIBUTES)
 
 
 class PersistedCollector(Collector):
@@ -117,7 +96,7 @@ class PersistedCollector(Collector):
 
         yield from report_families()
 
-        depth = dead_letter_depth()
+        depth = stores().queue.dead_letter_depth()
         if depth is not None:
             yield GaugeMetricFamily(
                 DEAD_LETTER,

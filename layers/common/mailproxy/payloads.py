@@ -41,6 +41,11 @@ def payload_item(tenant_id: str, message_id: str, rev: str, payload: dict[str, A
     return item
 
 
+def store(tenant_id: str, entries: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Store (id, rev, payload) entries one item each (they may outlive any pack)."""
+    store_payloads([payload_item(tenant_id, message_id, rev, payload) for message_id, rev, payload in entries])
+
+
 def store_payloads(items: list[dict[str, Any]]) -> None:
     """Write payload items (from `payload_item`) by 25."""
     batch_write(get_settings().payloads_table, puts=items)

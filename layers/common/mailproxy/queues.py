@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 from mailproxy import payloads
 from mailproxy.aws import client
+from mailproxy.logs import logger
 from mailproxy.settings import get_settings
 
 MAX_DELAY_SECONDS = 900  # SQS DelaySeconds limit: later schedules wait in DynamoDB
@@ -90,3 +91,25 @@ def stored_entries(items: list[dict[str, Any]], now: int) -> list[QueueEntry]:
             )
         )
     return entries
+
+
+DLQ_ATTRIBUTES = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+
+
+def dead_letter_depth() -> int | None:
+    """Messages in the dead-letter queue (visible, in flight or delayed); None when it cannot be read."""
+    url = get_settings().dead_letter_queue_url
+    if not url:
+        return None
+    try:
+        attributes = client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=list(DLQ_ATTRIBUTES))
+    except Exception as exc:
+        # A missing extra must not hide the counters: the series is left out and the cause logged.
+        logger().warning(f"dead-letter queue depth unavailable: {type(exc).__name__}")
+        return None
+    values = attributes.get("Attributes", {})
+    return sum(int(values.get(name, 0)) for name in DLQ_ATTRIBUTES)

@@ -29,7 +29,6 @@ from mailproxy.domain import REPORTABLE_EVENTS, EventType
 from mailproxy.dynamo import (
     Item,
     batch_write,
-    chunks,
     compress_json,
     conditional_write,
     ddb,
@@ -39,6 +38,9 @@ from mailproxy.dynamo import (
     query_all,
     to_attr,
     to_item,
+)
+from mailproxy.dynamo import (
+    chunks as split_into,
 )
 from mailproxy.errors import DestinationNotAllowed
 from mailproxy.ledger import EventKey, event_key
@@ -244,7 +246,7 @@ def chunk_ts(sk: str) -> int:
 def owe(tenant_id: str, owed: list[Owed], key: str) -> None:
     """Persist events owed to a tenant (rewriting the same chunks when a stream batch is retried),
     then bump the revision so that a holder that read the outbox before sees more is owed."""
-    for n, part in enumerate(chunks(owed, MAX_EVENTS_PER_CHUNK)):
+    for n, part in enumerate(split_into(owed, MAX_EVENTS_PER_CHUNK)):
         item = {"pk": _outbox_pk(tenant_id), "sk": f"{key}#{n:03d}", "events": encode_events(part)}
         ddb().put_item(TableName=_state_table(), Item=to_item(item))
     ddb().update_item(
@@ -255,7 +257,7 @@ def owe(tenant_id: str, owed: list[Owed], key: str) -> None:
     )
 
 
-def _outbox(tenant_id: str) -> list[Item]:
+def chunks(tenant_id: str) -> list[Item]:
     return list(
         query_all(
             TableName=_state_table(),
@@ -280,11 +282,11 @@ def oldest_owed_ts(tenant_id: str) -> int | None:
     return chunk_ts(str(from_item(found[0])["sk"])) if found else None
 
 
-def _drop_chunks(tenant_id: str, sks: list[str]) -> None:
+def drop_chunks(tenant_id: str, sks: list[str]) -> None:
     batch_write(_state_table(), deletes=[{"pk": _outbox_pk(tenant_id), "sk": sk} for sk in sks])
 
 
-def _acquire(tenant_id: str, lease_id: str, now: int, *, ignore_backoff: bool) -> Item | None:
+def acquire(tenant_id: str, lease_id: str, now: int, *, ignore_backoff: bool) -> Item | None:
     """Take the tenant's lease (none held, and no backoff unless ignored); its SYNC item, or None."""
     condition = "(attribute_not_exists(lease_until) OR lease_until < :now)"
     if not ignore_backoff:
@@ -307,7 +309,7 @@ def _acquire(tenant_id: str, lease_id: str, now: int, *, ignore_backoff: bool) -
     return from_item(reply["Attributes"])
 
 
-def _release(tenant_id: str, lease_id: str, sets: dict[str, Any], removes: Iterable[str] = ()) -> Item | None:
+def release(tenant_id: str, lease_id: str, sets: dict[str, Any], removes: Iterable[str] = ()) -> Item | None:
     """Record a round's outcome and give the lease back; the new SYNC item, or None if the lease was lost."""
     names = {"#lease_until": "lease_until", "#lease_id": "lease_id"}
     values: dict[str, Any] = {":lease": to_attr(lease_id)}
@@ -337,9 +339,14 @@ def _release(tenant_id: str, lease_id: str, sets: dict[str, Any], removes: Itera
     return from_item(reply["Attributes"])
 
 
+def sync_states() -> dict[str, Item]:
+    """Reporter state per tenant: last_sync_ts, next_sync_due, dnd_until."""
+    return state.sync_states()
+
+
 def forget_tenant(tenant_id: str) -> None:
     """Drop the reporter state of a tenant that no longer exists (its messages are gone)."""
-    _drop_chunks(tenant_id, [str(c["sk"]) for c in _outbox(tenant_id)])
+    drop_chunks(tenant_id, [str(c["sk"]) for c in chunks(tenant_id)])
     ledger.forget(tenant_id)
     ddb().delete_item(TableName=_state_table(), Key=_sync_key(tenant_id))
 
@@ -381,7 +388,7 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
     """One call (or none when nothing is owed and no heartbeat is wanted), holding the tenant's lease."""
     tenant_id = str(tenant["id"])
     seen_rev = int(sync.get("owed_rev") or 0)
-    used, capped = _take(_outbox(tenant_id), MAX_EVENTS_PER_CALL)
+    used, capped = _take(chunks(tenant_id), MAX_EVENTS_PER_CALL)
     # A stream batch retried after its chunk was acknowledged writes the chunk again: skip what the ledger has.
     previous = ledger.acknowledged_in(tenant_id, [str(c["sk"]) for c in used])
     seen: set[EventKey] = set()
@@ -397,8 +404,8 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
     report = build_report(owed)
     settled = {} if capped else {"done_rev": seen_rev}
     if not report and not heartbeat:
-        _drop_chunks(tenant_id, [str(c["sk"]) for c in used])  # everything listed was acknowledged already
-        _release(tenant_id, lease_id, settled)
+        drop_chunks(tenant_id, [str(c["sk"]) for c in used])  # everything listed was acknowledged already
+        release(tenant_id, lease_id, settled)
         return Round(more=capped)
 
     now = clock.now_ts()
@@ -412,7 +419,7 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
         retry_at = now + retry_delay(failures)
         reason = str(exc) or type(exc).__name__
         logger().warning(f"Report to {tenant_id} failed ({reason}): retry at {retry_at}", extra=extra)
-        _release(tenant_id, lease_id, {"failures": failures, "retry_at": retry_at, "last_error": reason[:500]})
+        release(tenant_id, lease_id, {"failures": failures, "retry_at": retry_at, "last_error": reason[:500]})
         return Round(called=True)
 
     acknowledged = clock.now_ts()
@@ -420,7 +427,7 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
     ledger.record(
         tenant_id, {sk: {**previous.get(sk, {}), **dict.fromkeys(keys, acknowledged)} for sk, keys in fresh.items()}
     )
-    _drop_chunks(tenant_id, [str(c["sk"]) for c in used])
+    drop_chunks(tenant_id, [str(c["sk"]) for c in used])
     reply = parse_reply(answer)
     interval = get_settings().sync_interval
     sets: dict[str, Any] = {**settled, "last_sync_ts": acknowledged, "failures": 0}
@@ -436,7 +443,7 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
     logger().info(
         f"Report posted to {tenant_id}: {len(report)} entries", extra={**extra, "client_queued": reply.queued}
     )
-    new = _release(tenant_id, lease_id, sets, removes)
+    new = release(tenant_id, lease_id, sets, removes)
     more = capped or (new is not None and int(new.get("owed_rev") or 0) > int(new.get("done_rev") or 0))
     return Round(called=True, more=more)
 
@@ -458,13 +465,13 @@ def sync_tenant(
         if not _time_left(remaining_ms):
             break
         lease_id = uuid.uuid4().hex
-        sync = _acquire(tenant_id, lease_id, clock.now_ts(), ignore_backoff=ignore_backoff)
+        sync = acquire(tenant_id, lease_id, clock.now_ts(), ignore_backoff=ignore_backoff)
         if sync is None:
             break
         try:
             outcome = _round(tenant, sync, lease_id, heartbeat=heartbeat and calls == 0, http=client)
         except Exception:
-            _release(tenant_id, lease_id, {})
+            release(tenant_id, lease_id, {})
             raise
         calls += 1 if outcome.called else 0
         if not outcome.more:

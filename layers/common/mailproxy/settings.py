@@ -93,9 +93,17 @@ class Settings(NamedTuple):
     account_time_limit_seconds: float = 50.0
     max_claim_attempts: int = 3
     smtp_verify_tls: bool = True  # GMP_SMTP_VERIFY_TLS=false: accept any certificate (a local sink, tests)
+    # Which adapter holds the data (docs/architecture.md): "aws" (DynamoDB, SQS, S3, KMS) or "sqlite".
+    storage: str = "aws"
+    data_dir: str = ""  # GMP_DATA_DIR: the SQLite runtime's folder (its database and sealing key)
+    sealing_key: str = ""  # GMP_SEALING_KEY: the SQLite runtime's AES-256 key (base64), else one in data_dir
 
     def __repr__(self) -> str:
-        shown = (f"{name}={value!r}" for name, value in zip(self._fields, self, strict=True) if name != "admin_token")
+        shown = (
+            f"{name}={value!r}"
+            for name, value in zip(self._fields, self, strict=True)
+            if name not in ("admin_token", "sealing_key")
+        )
         return f"Settings({', '.join(shown)})"
 
     def queue_url(self, priority: int) -> str:
@@ -103,19 +111,34 @@ class Settings(NamedTuple):
         return self.queue_urls[priority]
 
 
+STORAGES = ("aws", "sqlite")
+
+
+def _storage() -> str:
+    value = os.environ.get("GMP_STORAGE", "").strip().lower() or "aws"
+    if value not in STORAGES:
+        raise ConfigurationError(
+            f"environment variable GMP_STORAGE must be one of {', '.join(STORAGES)}, got {value!r}"
+        )
+    return value
+
+
 def _load() -> Settings:
+    storage = _storage()
+    # The AWS resources are required on AWS only; the SQLite runtime keeps everything in GMP_DATA_DIR.
+    resource = _required if storage == "aws" else (lambda name: os.environ.get(name, "").strip())
     return Settings(
-        tenants_table=_required("TENANTS_TABLE"),
-        messages_table=_required("MESSAGES_TABLE"),
-        payloads_table=_required("PAYLOADS_TABLE"),
-        state_table=_required("STATE_TABLE"),
-        payload_bucket=_required("PAYLOAD_BUCKET"),
-        secrets_key_id=_required("SECRETS_KEY_ID"),
+        tenants_table=resource("TENANTS_TABLE"),
+        messages_table=resource("MESSAGES_TABLE"),
+        payloads_table=resource("PAYLOADS_TABLE"),
+        state_table=resource("STATE_TABLE"),
+        payload_bucket=resource("PAYLOAD_BUCKET"),
+        secrets_key_id=resource("SECRETS_KEY_ID"),
         queue_urls=(
-            _required("IMMEDIATE_QUEUE_URL"),
-            _required("HIGH_QUEUE_URL"),
-            _required("MEDIUM_QUEUE_URL"),
-            _required("LOW_QUEUE_URL"),
+            resource("IMMEDIATE_QUEUE_URL"),
+            resource("HIGH_QUEUE_URL"),
+            resource("MEDIUM_QUEUE_URL"),
+            resource("LOW_QUEUE_URL"),
         ),
         dead_letter_queue_url=os.environ.get("DEAD_LETTER_QUEUE_URL", ""),
         admin_token_secret_arn=os.environ.get("ADMIN_TOKEN_SECRET_ARN", "").strip(),
@@ -139,6 +162,9 @@ def _load() -> Settings:
         account_time_limit_seconds=_float("GMP_ACCOUNT_TIME_LIMIT_SECONDS", 50.0),
         max_claim_attempts=max(1, _int("GMP_MAX_CLAIM_ATTEMPTS", 3)),
         smtp_verify_tls=os.environ.get("GMP_SMTP_VERIFY_TLS", "true").lower() != "false",
+        storage=storage,
+        data_dir=os.environ.get("GMP_DATA_DIR", "").strip(),
+        sealing_key=os.environ.get("GMP_SEALING_KEY", "").strip(),
     )
 
 

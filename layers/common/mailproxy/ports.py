@@ -1,0 +1,353 @@
+"""The ports: what the use cases (intake, sender, scheduler, reporter, metrics) need from storage.
+
+Named after the domain, not a database. Two adapters implement them: `mailproxy.adapters.aws`
+(DynamoDB, SQS, S3, KMS) and `mailproxy.adapters.sqlite` (one SQLite file). A use case reaches them
+through `mailproxy.stores.stores()` and never imports boto3 or sqlite3.
+
+Records are plain dicts (`Record`): a message's fields as API.md lists them, plus what the service keeps
+(`rev`, `claim_id`, `history`...); statuses, event types and outcomes are the enums of `mailproxy.domain`.
+Every write that can lose a race says so in its result (False / None), never by raising.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mailproxy.domain import Counter, JournalKind, MessageStatus, Outcome
+
+if TYPE_CHECKING:
+    from mailproxy.ledger import EventKey
+    from mailproxy.queues import QueueEntry
+    from mailproxy.ratelimit import Limits, Reservation
+    from mailproxy.reports import Owed
+
+Record = dict[str, Any]
+CounterDeltas = Mapping[tuple[str, str], Mapping[Counter, int]]
+
+
+class AlreadyFinal(Exception):
+    """The message was already sent, failed, or is being sent: it cannot be overwritten."""
+
+
+class Messages(Protocol):
+    """One record per message: its status, history and the claim that guards its sending."""
+
+    def get_state(self, tenant_id: str, message_id: str) -> Record | None: ...
+
+    def get_states(self, tenant_id: str, ids: list[str]) -> dict[str, Record]: ...
+
+    def submit(
+        self,
+        tenant_id: str,
+        message_id: str,
+        *,
+        uid: str,
+        rev: str,
+        account_id: str,
+        priority: int,
+        batch_code: str | None,
+        status: MessageStatus,
+        deferred_ts: int | None,
+        park_ts: int | None,
+        pack: str | None,
+        journal: str,
+        now: int,
+    ) -> bool:
+        """Create or overwrite an unsent message; True if it is new. Raises AlreadyFinal otherwise."""
+        ...
+
+    def record_rejected(
+        self, tenant_id: str, message_id: str, *, uid: str, reason: str, account_id: str | None, now: int
+    ) -> bool:
+        """Record a refused message as failed, if no message has the id; False when one has."""
+        ...
+
+    def list_states(self, tenant_id: str) -> list[Record]: ...
+
+    def delete_state(self, tenant_id: str, message_id: str) -> Record | None: ...
+
+    def delete_states(self, keys: list[tuple[str, str]]) -> None: ...
+
+    def release_suspended(self, tenant_id: str, message_id: str, *, now: int) -> Record | None:
+        """A suspended message made pending again; its new record, or None if it was not suspended."""
+        ...
+
+    def claim(
+        self, tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int, stale_before: int
+    ) -> Record | None:
+        """Take a message for sending; the claimed record, or None (gone, stale, final, or held by a live claim)."""
+        ...
+
+    def finish(
+        self,
+        tenant_id: str,
+        message_id: str,
+        *,
+        claim_id: str,
+        status: MessageStatus,
+        now: int,
+        history_event: dict[str, Any] | None,
+        outcome: Outcome,
+        fields: dict[str, Any] | None = None,
+        remove: tuple[str, ...] = (),
+    ) -> bool:
+        """Record the result of a claimed message, only while the claim is `claim_id`; False if it was lost."""
+        ...
+
+    def abandon(self, tenant_id: str, message_id: str, *, claim_id: str, attempts: int, now: int) -> bool: ...
+
+    def unpark(self, tenant_id: str, message_id: str, *, park_ts: int, now: int) -> bool: ...
+
+    def due_parked(self, now: int, limit: int = 500) -> list[Record]: ...
+
+    def restore(self, item: Record, *, expires_at: int) -> bool: ...
+
+    def extend_expiry(self, tenant_id: str, message_id: str, *, expires_at: int) -> bool: ...
+
+    def expired_items(self, now: int) -> list[Record]: ...
+
+
+class Tenants(Protocol):
+    """Tenants, their API keys and their SMTP accounts."""
+
+    def get_tenant(self, tenant_id: str) -> Record | None: ...
+
+    def create_tenant(self, tenant: dict[str, Any], *, key_hash: str, now: int) -> bool: ...
+
+    def update_tenant(self, tenant_id: str, fields: dict[str, Any], *, now: int, replace: bool = False) -> bool: ...
+
+    def list_tenants(self, *, active_only: bool = False) -> list[Record]: ...
+
+    def delete_tenant(self, tenant_id: str) -> bool: ...
+
+    def set_api_key(self, tenant_id: str, *, key_hash: str | None, expires_at: int | None, now: int) -> bool: ...
+
+    def lookup_api_key(self, key_hash: str) -> Record | None: ...
+
+    def set_suspended_batches(self, tenant_id: str, batches: list[str], *, now: int) -> None: ...
+
+    def put_account(self, tenant_id: str, account: dict[str, Any], *, now: int) -> None: ...
+
+    def get_account(self, tenant_id: str, account_id: str) -> Record | None: ...
+
+    def get_tenants_and_accounts(
+        self, tenant_ids: set[str], account_keys: set[tuple[str, str]]
+    ) -> tuple[dict[str, Record], dict[tuple[str, str], Record]]: ...
+
+    def get_tenants(self, tenant_ids: set[str]) -> dict[str, Record]: ...
+
+    def list_accounts(self, tenant_id: str) -> list[Record]: ...
+
+    def account_ids(self, tenant_id: str) -> set[str]: ...
+
+    def delete_account(self, tenant_id: str, account_id: str) -> bool: ...
+
+
+class RateWindows(Protocol):
+    """Send slots per window (minute, hour, day) of an account, and of a tenant's quota."""
+
+    def reserve(self, tenant_id: str, account_id: str, limits: Limits, wanted: int, now: int) -> Reservation: ...
+
+    def reserve_quota(self, tenant_id: str, limits: Limits, wanted: int, now: int) -> Reservation: ...
+
+    def release(self, tenant_id: str, account_id: str, reservation: Reservation, count: int) -> None: ...
+
+    def release_quota(self, tenant_id: str, reservation: Reservation, count: int) -> None: ...
+
+    def forget_tenant(self, tenant_id: str, account_ids: set[str]) -> None: ...
+
+    def forget_cache(self) -> None: ...
+
+
+class Counters(Protocol):
+    """The persisted /metrics counters and the pending gauge."""
+
+    def add_pending(self, deltas: dict[str, int], *, journal_sk: str | None = None) -> None:
+        """Apply pending deltas per tenant, closing the journal entry `journal_sk` in the same write."""
+        ...
+
+    def pending_counts(self) -> dict[str, int]: ...
+
+    def pending_count(self, tenant_id: str | None = None) -> int: ...
+
+    def counted_accounts(self, tenant_id: str) -> set[str]: ...
+
+    def counter_rows(self) -> list[dict[str, Any]]: ...
+
+    def add_tenant_counters(self, tenant_id: str, deltas: dict[str, int]) -> None: ...
+
+    def tenant_counter_rows(self) -> dict[str, Record]: ...
+
+    def ensure_counters(self, tenant_id: str, account_id: str) -> None: ...
+
+    def service_counters(self) -> Record: ...
+
+    def count_command_log_failure(self) -> None: ...
+
+
+class Journals(Protocol):
+    """Work in flight: what the scheduler finishes when a crash leaves it open."""
+
+    def open_journal(self, kind: JournalKind, keys: list[dict[str, Any]], *, due_ts: int) -> str: ...
+
+    def due_journals(self, now: int) -> list[Record]: ...
+
+    def mark_journal_counted(self, sk: str) -> None: ...
+
+    def close_batch(self, journal_sk: str, *, counters: CounterDeltas, pending: Mapping[str, int]) -> None:
+        """Apply a batch's counters and pending deltas and close its journal entry, all or nothing (once)."""
+        ...
+
+    def settle_batch(
+        self,
+        journal_sk: str,
+        *,
+        counters: CounterDeltas,
+        pending: Mapping[str, int],
+        open_keys: list[dict[str, Any]],
+    ) -> None: ...
+
+
+class ServiceState(Protocol):
+    """The service's own state: start time, scheduler runs, run-now requests, retention."""
+
+    def service_started_at(self, now: int) -> int: ...
+
+    def scheduler_last_run(self) -> int | None: ...
+
+    def mark_scheduler_run(self, now: int) -> None: ...
+
+    def request_run_now(self, scope: str, now: int) -> None: ...
+
+    def run_now_requests(self) -> dict[str, int]: ...
+
+    def clear_run_now(self, scope: str, requested_at: int) -> None: ...
+
+    def forget_tenant(self, tenant_id: str) -> None: ...
+
+    def delete_expired(self, now: int) -> int: ...
+
+
+class CommandLog(Protocol):
+    """The audit trail of API commands."""
+
+    def log_command(
+        self,
+        *,
+        ts: int,
+        endpoint: str,
+        tenant_id: str | None,
+        payload: Any,
+        response_status: int,
+        source_ip: str | None = None,
+        request_id: str | None = None,
+    ) -> None: ...
+
+    def list_commands(
+        self,
+        *,
+        tenant_id: str | None,
+        since_ts: int | None,
+        until_ts: int | None,
+        limit: int,
+        cursor: str | None = None,
+        now: int,
+    ) -> tuple[list[dict[str, Any]], str | None]: ...
+
+
+class Payloads(Protocol):
+    """Message payloads (blobs), written once per submission."""
+
+    def store(self, tenant_id: str, entries: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Store (id, rev, payload) entries one by one (each may outlive any pack)."""
+        ...
+
+    def store_pack(self, tenant_id: str, entries: Iterable[tuple[str, str, dict[str, Any]]]) -> str | None:
+        """Store (id, rev, payload) entries together; the pack's key (None when there are none)."""
+        ...
+
+    def pin(self, tenant_id: str, message_id: str, rev: str, payload: dict[str, Any]) -> None: ...
+
+    def load_payloads(
+        self, records: Iterable[Mapping[str, Any]]
+    ) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]: ...
+
+    def forget(self, records: Iterable[Mapping[str, Any]]) -> None: ...
+
+    def delete_tenant_payloads(self, tenant_id: str) -> None: ...
+
+    def delete_payloads(self, keys: list[tuple[str, str]]) -> None: ...
+
+
+class WorkQueue(Protocol):
+    """The priority queues of messages to send."""
+
+    def enqueue(self, entries: list[QueueEntry]) -> None:
+        """Put every entry on its priority's queue, after its delay; raise if any is refused."""
+        ...
+
+    def dead_letter_depth(self) -> int | None:
+        """Messages given up on by the queue (None when it cannot be known)."""
+        ...
+
+
+class Outbox(Protocol):
+    """Delivery-report events owed to each tenant, the per-tenant lease of the reporter, its sync state."""
+
+    def owe(self, tenant_id: str, owed: list[Owed], key: str) -> None: ...
+
+    def chunks(self, tenant_id: str) -> list[Record]: ...
+
+    def oldest_owed_ts(self, tenant_id: str) -> int | None: ...
+
+    def drop_chunks(self, tenant_id: str, sks: list[str]) -> None: ...
+
+    def acquire(self, tenant_id: str, lease_id: str, now: int, *, ignore_backoff: bool) -> Record | None: ...
+
+    def release(
+        self, tenant_id: str, lease_id: str, sets: dict[str, Any], removes: Iterable[str] = ()
+    ) -> Record | None: ...
+
+    def sync_states(self) -> dict[str, Record]: ...
+
+    def forget_tenant(self, tenant_id: str) -> None: ...
+
+
+class Ledger(Protocol):
+    """Which report events each tenant acknowledged, and when."""
+
+    def acknowledged_in(self, tenant_id: str, chunk_keys: list[str]) -> dict[str, dict[EventKey, int]]: ...
+
+    def record(self, tenant_id: str, acked: Mapping[str, Mapping[EventKey, int]]) -> None: ...
+
+    def acknowledged_events(self, tenant_id: str) -> dict[EventKey, int]: ...
+
+    def forget(self, tenant_id: str) -> None: ...
+
+
+class Sealer(Protocol):
+    """Secrets (SMTP passwords, tenants' tokens) sealed at rest, bound to a context."""
+
+    def encrypt_secret(self, plaintext: str, *, context: str) -> bytes: ...
+
+    def decrypt_secret(self, ciphertext: bytes, *, context: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Every port, as one adapter implements them."""
+
+    messages: Messages
+    tenants: Tenants
+    rates: RateWindows
+    counters: Counters
+    journals: Journals
+    service: ServiceState
+    commands: CommandLog
+    payloads: Payloads
+    queue: WorkQueue
+    outbox: Outbox
+    ledger: Ledger
+    sealer: Sealer
