@@ -23,7 +23,7 @@ from mailproxy import smtp
 from mailproxy.attachments import fetch_attachments
 from mailproxy.email_builder import build_email
 from mailproxy.errors import AttachmentError, PermanentDeliveryError
-from mailproxy.reports import ReportFailed, UrllibReportHttp
+from mailproxy.report_http import ReportFailed, UrllibReportHttp
 from mailproxy.settings import get_outbound_settings
 from mailproxy.smtp import AccountConfig
 

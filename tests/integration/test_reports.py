@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from mailproxy import clock as service_clock
-from mailproxy import reports
+from mailproxy import report_format, reports
 
 from local.lambda_runtime import LambdaFunction
 from local.pollers import PollerContext, StreamPoller, pollers_from_template
@@ -366,13 +366,13 @@ def test_a_failed_call_is_retried_with_the_same_entries_then_never_again(
 
     service.reporter.tick()  # within the backoff: no call
     assert len(callback.reports()) == 1
-    clock.advance(reports.RETRY_BASE_SECONDS + 1)
+    clock.advance(report_format.RETRY_BASE_SECONDS + 1)
     service.reporter.tick()
     second = callback.reports()[1]
     assert second.report == first.report
 
     service.reporter.stream()
-    clock.advance(reports.RETRY_MAX_SECONDS)
+    clock.advance(report_format.RETRY_MAX_SECONDS)
     service.reporter.tick()
     service.reporter.stream()
     assert len(callback.reports()) == 2
@@ -388,7 +388,7 @@ def test_nothing_is_dropped_while_the_client_is_down_and_all_arrives_once_it_is_
     service.deliver(acme)
     acme.submit(message("m-2"), message("m-3"))
     service.deliver(acme)
-    clock.advance(reports.RETRY_BASE_SECONDS + 1)
+    clock.advance(report_format.RETRY_BASE_SECONDS + 1)
     service.reporter.tick()  # still down: backoff doubles
 
     status = service.sync_status("acme")
@@ -396,12 +396,12 @@ def test_nothing_is_dropped_while_the_client_is_down_and_all_arrives_once_it_is_
 
     down.start()
     try:
-        clock.advance(2 * reports.RETRY_BASE_SECONDS + 1)
+        clock.advance(2 * report_format.RETRY_BASE_SECONDS + 1)
         service.reporter.tick()
         assert sorted(e["id"] for e in down.entries()) == ["m-1", "m-2", "m-3"]
         assert len(down.reports()) == 1
         service.reporter.stream()
-        clock.advance(reports.RETRY_MAX_SECONDS)
+        clock.advance(report_format.RETRY_MAX_SECONDS)
         service.reporter.tick()
         assert sorted(e["id"] for e in down.entries()) == ["m-1", "m-2", "m-3"]
     finally:
@@ -413,7 +413,7 @@ def test_a_2xx_that_is_not_json_acknowledges_the_entries(service: Service, callb
     acme = service.tenant("acme", client_base_url=callback.url)
     acme.submit(message("m-1"))
     service.deliver(acme)
-    clock.advance(reports.RETRY_MAX_SECONDS)
+    clock.advance(report_format.RETRY_MAX_SECONDS)
     service.reporter.tick()
     service.reporter.stream()
     assert [e["id"] for e in callback.entries()] == ["m-1"]

@@ -5,15 +5,16 @@ from __future__ import annotations
 import base64
 
 import pytest
-from mailproxy import outbound_http, reports
+from mailproxy import outbound_http, report_format, reports
+from mailproxy.adapters.aws import stream
 
 
 def item(message_id: str, status: str, *events: dict[str, object]) -> dict[str, object]:
     return {"id": message_id, "status": status, "history": [{"event_type": "queued", "event_ts": 1}, *events]}
 
 
-def owed(old: dict[str, object] | None, new: dict[str, object]) -> list[reports.Owed]:
-    return reports.appended_events(old, new)
+def owed(old: dict[str, object] | None, new: dict[str, object]) -> list[report_format.Owed]:
+    return report_format.appended_events(old, new)
 
 
 def test_entries_have_the_api_shapes_and_come_in_event_order() -> None:
@@ -31,7 +32,7 @@ def test_entries_have_the_api_shapes_and_come_in_event_order() -> None:
         {"event_type": "error", "event_ts": 20, "description": "Max retries (1) exceeded"},
     )
     events = owed(None, late) + owed(None, retried)
-    assert reports.build_report(events) == [
+    assert report_format.build_report(events) == [
         {"id": "retried", "deferred_ts": 70, "deferred_reason": "451 4.3.0 Try again later (SMTP 451)"},
         {"id": "retried", "error_ts": 20, "error": "Max retries (1) exceeded"},
         {"id": "late", "sent_ts": 30},
@@ -47,7 +48,7 @@ def test_only_the_events_a_change_appended_are_owed_and_queued_events_never() ->
     first = {"event_type": "deferred", "event_ts": 5, "deferred_ts": 65, "deferred_reason": "rate_limit"}
     second = {"event_type": "deferred", "event_ts": 70, "deferred_ts": 130, "deferred_reason": "rate_limit"}
     before, after = item("m", "deferred", first), item("m", "deferred", first, second)
-    assert reports.build_report(owed(before, after)) == [
+    assert report_format.build_report(owed(before, after)) == [
         {"id": "m", "deferred_ts": 130, "deferred_reason": "rate_limit"}
     ]
     assert owed(after, after) == []  # a change that added no event (a claim, an unpark) owes nothing
@@ -58,25 +59,24 @@ def test_chunks_and_ledger_keys_survive_their_compressed_form() -> None:
     from mailproxy import ledger
 
     events = owed(None, item("m-é", "error", {"event_type": "error", "event_ts": 3, "description": "550 no ✉"}))
-    assert reports.decode_events(reports.encode_events(events)) == events
+    assert report_format.decode_events(report_format.encode_events(events)) == events
     acks = {e.key: 1795867215 for e in events}
     assert ledger.decode_acks(ledger.encode_acks(acks)) == acks
 
 
 def test_a_stream_batch_names_its_chunk_after_its_first_record() -> None:
-    change = {"ApproximateCreationDateTime": 1795867215, "SequenceNumber": "111100000000012345678901"}
-    key = reports.chunk_key(change, now=5)
-    assert key == reports.chunk_key(dict(change), now=99)  # a retried batch rewrites the same chunk
-    assert reports.chunk_ts(key) == 1795867215
-    assert reports.chunk_key({"SequenceNumber": "2"}, now=7) < reports.chunk_key({"SequenceNumber": "10"}, now=7)
+    key = report_format.chunk_key(1795867215, "111100000000012345678901", now=5)
+    assert key == report_format.chunk_key(1795867215, "111100000000012345678901", now=99)  # a retried batch
+    assert report_format.chunk_ts(key) == 1795867215
+    assert report_format.chunk_key(None, "2", now=7) < report_format.chunk_key(None, "10", now=7)
 
 
 def test_any_2xx_body_is_an_acknowledgement_and_only_json_objects_carry_directives() -> None:
-    assert reports.parse_reply(b"") == reports.Reply()
-    assert reports.parse_reply(b"<html>ok</html>") == reports.Reply()
-    assert reports.parse_reply(b"[1, 2]") == reports.Reply()
-    assert reports.parse_reply(b'{"ok": true, "queued": "3"}').queued == 0
-    reply = reports.parse_reply(b'{"ok": true, "queued": 2, "next_sync_after": 1700000000.5, "error": "x"}')
+    assert report_format.parse_reply(b"") == report_format.Reply()
+    assert report_format.parse_reply(b"<html>ok</html>") == report_format.Reply()
+    assert report_format.parse_reply(b"[1, 2]") == report_format.Reply()
+    assert report_format.parse_reply(b'{"ok": true, "queued": "3"}').queued == 0
+    reply = report_format.parse_reply(b'{"ok": true, "queued": 2, "next_sync_after": 1700000000.5, "error": "x"}')
     assert (reply.queued, reply.next_sync_after, reply.extra) == (2, 1700000000, {"error": "x"})
 
 
@@ -90,11 +90,11 @@ def test_any_2xx_body_is_an_acknowledgement_and_only_json_objects_carry_directiv
 )
 def test_numbers_no_clock_or_table_can_hold_are_no_directive(body: bytes) -> None:
     # Python's JSON reads Infinity and NaN; int() of them raised after the report was acknowledged.
-    assert reports.parse_reply(body) == reports.Reply()
+    assert report_format.parse_reply(body) == report_format.Reply()
 
 
 def test_backoff_doubles_from_thirty_seconds_up_to_fifteen_minutes() -> None:
-    assert [reports.retry_delay(n) for n in range(1, 8)] == [30, 60, 120, 240, 480, 900, 900]
+    assert [report_format.retry_delay(n) for n in range(1, 8)] == [30, 60, 120, 240, 480, 900, 900]
 
 
 def test_client_auth_becomes_the_authorization_header() -> None:
@@ -106,8 +106,8 @@ def test_client_auth_becomes_the_authorization_header() -> None:
 
 
 def test_sync_url_joins_base_and_path_with_the_default_path() -> None:
-    assert reports.sync_url({"client_base_url": "https://app.test/"}) == "https://app.test/mail-proxy/sync"
-    assert reports.sync_url({"client_base_url": "https://app.test/x", "client_sync_path": "hook"}) == (
+    assert report_format.sync_url({"client_base_url": "https://app.test/"}) == "https://app.test/mail-proxy/sync"
+    assert report_format.sync_url({"client_base_url": "https://app.test/x", "client_sync_path": "hook"}) == (
         "https://app.test/x/hook"
     )
 
@@ -119,13 +119,13 @@ def test_stream_images_decode_numbers_lists_and_base64_binaries() -> None:
         "raw": {"B": base64.b64encode(b"\x00\x01").decode()},
         "history": {"L": [{"M": {"event_type": {"S": "sent"}, "event_ts": {"N": "9"}}}]},
     }
-    assert reports.stream_image(image) == {
+    assert stream.stream_image(image) == {
         "id": "m",
         "n": 3,
         "raw": b"\x00\x01",
         "history": [{"event_type": "sent", "event_ts": 9}],
     }
-    assert reports.stream_image(None) is None
+    assert stream.stream_image(None) is None
 
 
 def test_who_is_called_by_the_scheduled_run() -> None:
@@ -147,8 +147,8 @@ def test_who_is_called_by_the_scheduled_run() -> None:
 
 def test_a_backlog_is_taken_in_whole_chunks_oldest_first() -> None:
     def chunk(sk: str, *ids: str) -> dict[str, object]:
-        events = [reports.Owed(i, 1, {"event_type": "sent", "event_ts": 1}) for i in ids]
-        return {"sk": sk, "events": reports.encode_events(events)}
+        events = [report_format.Owed(i, 1, {"event_type": "sent", "event_ts": 1}) for i in ids]
+        return {"sk": sk, "events": report_format.encode_events(events)}
 
     def taken(limit: int) -> tuple[list[str], bool]:
         used, more = reports._take([chunk("2", "c", "d"), chunk("1", "a", "b"), chunk("3", "e")], limit)

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from starlette.routing import compile_path, get_name
 
-from mailproxy import clock, intake, state, tenants
+from mailproxy import clock, intake, tenants
 from mailproxy.auth import Principal, authenticate, require_admin, scope
 from mailproxy.crypto import hash_api_key, new_api_key
 from mailproxy.errors import ApiError, BadRequest, ConfigurationError, Forbidden, NotFound
@@ -31,6 +31,7 @@ from mailproxy.models import (
     Tenant,
     TenantFields,
 )
+from mailproxy.stores import stores
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 SECRET_KEYS = {"password", "token", "api_key", "secret", "client_secret", "authorization"}
@@ -283,15 +284,15 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
     async def put_account(request: Request, who: Caller, body: Account) -> dict[str, Any]:
         """Create or replace an SMTP account of the tenant."""
         resolved = _scoped(request, who, body.tenant_id)
-        tenants.put_account(resolved, body.model_dump(), now=clock.now_ts())
-        state.ensure_counters(resolved, body.id)
+        stores().tenants.put_account(resolved, body.model_dump(), now=clock.now_ts())
+        stores().counters.ensure_counters(resolved, body.id)
         return {"ok": True}
 
     @app.get("/accounts", tags=["accounts"], **reply("AccountsReply"))
     async def list_accounts(request: Request, who: Caller, tenant_id: TenantQuery = None) -> dict[str, Any]:
         """The tenant's accounts, without passwords."""
         resolved = _scoped(request, who, tenant_id)
-        return {"ok": True, "accounts": [tenants.public_account(a) for a in tenants.list_accounts(resolved)]}
+        return {"ok": True, "accounts": [tenants.public_account(a) for a in stores().tenants.list_accounts(resolved)]}
 
     @app.delete("/account/{account_id}", tags=["accounts"], **reply("Ok"))
     async def delete_account(
@@ -302,7 +303,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
     ) -> dict[str, Any]:
         """Delete an account; its pending messages then fail."""
         resolved = _scoped(request, who, tenant_id)
-        if len(account_id) > 64 or not tenants.delete_account(resolved, account_id):
+        if len(account_id) > 64 or not stores().tenants.delete_account(resolved, account_id):
             raise BadRequest(f"Account '{account_id}' not found for tenant '{resolved}'")
         return {"ok": True}
 
@@ -314,13 +315,13 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         fields = body.model_dump(exclude_none=True, exclude={"api_key_expires_at"})
         fields["client_auth"] = body.client_auth.model_dump() if body.client_auth else None
         key = new_api_key()
-        created = tenants.create_tenant(
+        created = stores().tenants.create_tenant(
             {**fields, "api_key_expires_at": body.api_key_expires_at}, key_hash=hash_api_key(key), now=now
         )
         if created:
             return {"ok": True, "api_key": key}
         fields.pop("id")
-        tenants.update_tenant(body.id, fields, now=now, replace=True)
+        stores().tenants.update_tenant(body.id, fields, now=now, replace=True)
         _release_if_active(body.id)
         return {"ok": True}
 
@@ -329,7 +330,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         """Every tenant, without secrets."""
         return {
             "ok": True,
-            "tenants": [tenants.public_tenant(t) for t in tenants.list_tenants(active_only=active_only)],
+            "tenants": [tenants.public_tenant(t) for t in stores().tenants.list_tenants(active_only=active_only)],
         }
 
     @app.get("/tenants/sync-status", tags=["tenants"], **reply("SyncStatusReply"))
@@ -364,7 +365,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
             )
         if "client_auth" in fields:
             fields["client_auth"] = body.client_auth.model_dump() if body.client_auth else None
-        if fields and not tenants.update_tenant(resolved, fields, now=clock.now_ts()):
+        if fields and not stores().tenants.update_tenant(resolved, fields, now=clock.now_ts()):
             raise NotFound(f"Tenant '{resolved}' not found")
         _release_if_active(resolved)
         return {"ok": True}
@@ -390,7 +391,9 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         intake.require_tenant(tenant_id)
         key = new_api_key()
         expires_at = body.expires_at if body else None
-        if not tenants.set_api_key(tenant_id, key_hash=hash_api_key(key), expires_at=expires_at, now=clock.now_ts()):
+        if not stores().tenants.set_api_key(
+            tenant_id, key_hash=hash_api_key(key), expires_at=expires_at, now=clock.now_ts()
+        ):
             raise NotFound(f"Tenant '{tenant_id}' not found")
         return {"ok": True, "api_key": key}
 
@@ -401,7 +404,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         """Revoke the tenant's key."""
         request.state.tenant_id = tenant_id
         intake.require_tenant(tenant_id)
-        if not tenants.set_api_key(tenant_id, key_hash=None, expires_at=None, now=clock.now_ts()):
+        if not stores().tenants.set_api_key(tenant_id, key_hash=None, expires_at=None, now=clock.now_ts()):
             raise NotFound(f"Tenant '{tenant_id}' not found")
         return {"ok": True}
 
@@ -417,14 +420,14 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         ] = None,
     ) -> dict[str, Any]:
         """Every mutating call, newest first, secrets removed, one page at a time (`total`: entries in this page)."""
-        commands, next_cursor = state.list_commands(
+        commands, next_cursor = stores().commands.list_commands(
             tenant_id=tenant_id, since_ts=since_ts, until_ts=until_ts, limit=limit, cursor=cursor, now=clock.now_ts()
         )
         return {"ok": True, "commands": commands, "total": len(commands), "next_cursor": next_cursor}
 
 
 def _release_if_active(tenant_id: str) -> None:
-    tenant = tenants.get_tenant(tenant_id)
+    tenant = stores().tenants.get_tenant(tenant_id)
     if tenant is not None and tenant.get("active", True):
         intake.release_held(tenant)
 
@@ -520,7 +523,7 @@ class CommandLog:
         body = b"".join(chunks)
         try:
             query = scope_.get("query_string", b"").decode("latin-1")
-            state.log_command(**entry, payload=_logged_payload(body, query))
+            stores().commands.log_command(**entry, payload=_logged_payload(body, query))
         except Exception as exc:  # the reply is already out: whatever broke the write, it is counted, not raised
             _command_log_write_failed(entry, len(body), exc)
 
@@ -533,6 +536,6 @@ def _command_log_write_failed(entry: dict[str, Any], body_bytes: int, exc: Excep
         extra={"command": {**entry, "body_bytes": body_bytes}, "error": f"{type(exc).__name__}: {exc}"},
     )
     try:
-        state.count_command_log_failure()
+        stores().counters.count_command_log_failure()
     except Exception:  # the table that refused the entry may refuse the count too; the log line above stays
         logger().exception("command log failure not counted")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from mailproxy import clock, tenants
+from mailproxy import clock
 from mailproxy.crypto import hash_api_key, tokens_equal
 from mailproxy.errors import ConfigurationError, Forbidden, Unauthorized, UnprocessableEntity
 from mailproxy.secret_cache import secrets
 from mailproxy.settings import get_settings
+from mailproxy.stores import stores
 
 INVALID_TOKEN = "Invalid or missing API token"
 WRONG_TENANT = "Token not authorized for this tenant"
@@ -43,7 +44,7 @@ def authenticate(token: str | None) -> Principal:
         return Principal(is_admin=True)
     if len(token) > 512:
         raise Unauthorized(INVALID_TOKEN)
-    key = tenants.lookup_api_key(hash_api_key(token))
+    key = stores().tenants.lookup_api_key(hash_api_key(token))
     if key is None:
         # Just rotated? The new admin token works as soon as it is read: look again, at most every few seconds.
         if tokens_equal(token, admin_token(max_age=ROTATION_RECHECK_SECONDS)):

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from mailproxy import attachment_auth, clock, ledger, messages, payloads, ratelimit, state, tenants
+from mailproxy import attachment_auth, clock, ledger, ratelimit, tenants
 from mailproxy.addresses import is_valid_address, split_addresses
 from mailproxy.auth import Principal, scope
 from mailproxy.domain import FINAL, PENDING_STATUSES, UNSENT, JournalKind, MessageStatus
@@ -18,8 +18,10 @@ from mailproxy.errors import BadRequest, NotFound
 from mailproxy.limits import header_reason, recipients_reason
 from mailproxy.logs import logger
 from mailproxy.models import MAX_MESSAGES_PER_REQUEST, AddMessages, Message, priority_of
-from mailproxy.queues import MAX_DELAY_SECONDS, QueueEntry, enqueue, stored_entries
+from mailproxy.ports import AlreadyFinal
+from mailproxy.queues import MAX_DELAY_SECONDS, QueueEntry, stored_entries
 from mailproxy.settings import get_settings
+from mailproxy.stores import stores
 
 
 @functools.cache
@@ -30,7 +32,7 @@ def _pool() -> ThreadPoolExecutor:
 
 def require_tenant(tenant_id: str) -> dict[str, Any]:
     """The stored tenant, or 404 `Tenant '<id>' not found`."""
-    tenant = tenants.get_tenant(tenant_id)
+    tenant = stores().tenants.get_tenant(tenant_id)
     if tenant is None:
         raise NotFound(f"Tenant '{tenant_id}' not found")
     return tenant
@@ -101,7 +103,7 @@ def _submit_tenant_batch(
     tenant: dict[str, Any], batch: dict[str, Message], default_priority: int, now: int
 ) -> tuple[int, list[dict[str, str]]]:
     tenant_id = str(tenant["id"])
-    account_ids = tenants.account_ids(tenant_id)
+    account_ids = stores().tenants.account_ids(tenant_id)
     refused: list[tuple[Message, str]] = []
     plans: list[dict[str, Any]] = []
     sealed: dict[str, str] = {}  # attachment secrets already encrypted in this request
@@ -121,7 +123,7 @@ def _submit_tenant_batch(
 
     def submit(plan: dict[str, Any]) -> bool | None:
         try:
-            return messages.submit(
+            return stores().messages.submit(
                 tenant_id,
                 plan["id"],
                 uid=uuid.uuid4().hex,
@@ -136,14 +138,14 @@ def _submit_tenant_batch(
                 journal=journal,
                 now=now,
             )
-        except messages.AlreadyFinal:
+        except AlreadyFinal:
             return None
 
     outcomes = list(_pool().map(submit, plans))
     new = sum(1 for o in outcomes if o is True)
     if quota is not None:
         # Only new messages count: an overwrite of an unsent id, or an id already sent, gives its slot back.
-        ratelimit.release_quota(tenant_id, quota, len(outcomes) - new)
+        stores().rates.release_quota(tenant_id, quota, len(outcomes) - new)
     entries: list[QueueEntry] = []
     for plan, outcome in zip(plans, outcomes, strict=True):
         if outcome is None:  # a sender finished it between our read and our write
@@ -160,14 +162,14 @@ def _submit_tenant_batch(
                 )
             )
     try:
-        enqueue(entries)
+        stores().queue.enqueue(entries)
     except Exception:
         # The messages are stored: the open journal makes the scheduler enqueue them after the grace period.
         logger().exception("enqueue failed; the scheduler will recover the batch", extra={"tenant_id": tenant_id})
-        state.add_pending({tenant_id: new}, journal_sk=None)
-        state.mark_journal_counted(journal)
+        stores().counters.add_pending({tenant_id: new}, journal_sk=None)
+        stores().journals.mark_journal_counted(journal)
     else:
-        state.add_pending({tenant_id: new}, journal_sk=journal)
+        stores().counters.add_pending({tenant_id: new}, journal_sk=journal)
     accepted = sum(1 for o in outcomes if o is not None)
     order = {message_id: n for n, message_id in enumerate(batch)}
     return accepted, sorted(rejected, key=lambda r: order[r["id"]])
@@ -180,13 +182,13 @@ def _record_refusals(tenant_id: str, refused: list[tuple[Message, str]], now: in
     """Record each refused message as failed (its payload listed as submitted) and say why, `already sent`
     where it was. Only the refused ids are read: the conditional writes refuse what was already sent."""
     rejected: list[dict[str, str]] = []
-    existing = messages.get_states(tenant_id, [m.id for m, _ in refused]) if refused else {}
+    existing = stores().messages.get_states(tenant_id, [m.id for m, _ in refused]) if refused else {}
     recorded: list[Message] = []
     for message, reason in refused:
         current = existing.get(message.id)
         if current is not None and current.get("status") not in UNSENT:
             reason = "already sent"
-        elif current is None and messages.record_rejected(
+        elif current is None and stores().messages.record_rejected(
             tenant_id, message.id, uid=uuid.uuid4().hex, reason=reason, account_id=message.account_id, now=now
         ):
             recorded.append(message)
@@ -194,31 +196,27 @@ def _record_refusals(tenant_id: str, refused: list[tuple[Message, str]], now: in
     if recorded:
         # Its record lists the payload as submitted (API.md); only after the record exists, so that a
         # message submitted meanwhile under the same id keeps its own payload. Never sent: kept as shown.
-        payloads.store_payloads(
-            [
-                payloads.payload_item(tenant_id, m.id, "", shown_payload({**m.payload(), "tenant_id": tenant_id}))
-                for m in recorded
-            ]
+        stores().payloads.store(
+            tenant_id, [(m.id, "", shown_payload({**m.payload(), "tenant_id": tenant_id})) for m in recorded]
         )
     quota_rejected = sum(1 for r in rejected if r["reason"].startswith(QUOTA_REASON))
     if quota_rejected:
-        state.add_tenant_counters(tenant_id, {"quota_rejected": quota_rejected})
+        stores().counters.add_tenant_counters(tenant_id, {"quota_rejected": quota_rejected})
     return rejected
 
 
 def _store_payloads(tenant_id: str, plans: list[dict[str, Any]], now: int) -> tuple[str, str | None]:
     """Open the intake journal of the plans and store their payloads: what goes on a queue now shares one
     pack, what waits is pinned, one item each. The journal's key and the pack's."""
-    journal = state.open_journal(
+    journal = stores().journals.open_journal(
         JournalKind.INTAKE,
         [{"tenant_id": tenant_id, "id": p["id"], "rev": p["rev"]} for p in plans],
         due_ts=now + get_settings().intake_grace_seconds,
     )
-    pack = payloads.store_pack(tenant_id, ((p["id"], p["rev"], p["payload"]) for p in plans if p["enqueue"]))
+    pack = stores().payloads.store_pack(tenant_id, ((p["id"], p["rev"], p["payload"]) for p in plans if p["enqueue"]))
     pinned = [p for p in plans if not p["enqueue"]]
     if pinned:
-        items = list(_pool().map(lambda p: payloads.payload_item(tenant_id, p["id"], p["rev"], p["payload"]), pinned))
-        payloads.store_payloads(items)
+        stores().payloads.store(tenant_id, [(p["id"], p["rev"], p["payload"]) for p in pinned])
     return journal, pack
 
 
@@ -231,7 +229,7 @@ def _quota_given_back_on_failure(tenant_id: str, quota: ratelimit.Reservation | 
     except BaseException:
         if quota is not None:
             try:
-                ratelimit.release_quota(tenant_id, quota, quota.granted)
+                stores().rates.release_quota(tenant_id, quota, quota.granted)
             except Exception:
                 logger().exception("quota not given back", extra={"tenant_id": tenant_id, "slots": quota.granted})
         raise
@@ -244,7 +242,7 @@ def _within_quota(
     limits = ratelimit.Limits.of_quota(tenant.get("rate_limits"))
     if not plans or not limits.by_window():
         return plans, [], None
-    quota = ratelimit.reserve_quota(str(tenant["id"]), limits, len(plans), now)
+    quota = stores().rates.reserve_quota(str(tenant["id"]), limits, len(plans), now)
     if quota.granted == len(plans):
         return plans, [], quota
     # The longest full window names the limit: it is the one that decides when sending may resume.
@@ -323,11 +321,11 @@ RECORD_FIELDS = (
 def list_messages(tenant_id: str, *, active_only: bool, include_history: bool) -> list[dict[str, Any]]:
     """The tenant's messages as records, by priority then age (API.md "Records")."""
     require_tenant(tenant_id)
-    items = messages.list_states(tenant_id)
+    items = stores().messages.list_states(tenant_id)
     if active_only:
         items = [i for i in items if i.get("status") in PENDING_STATUSES]
     items.sort(key=lambda i: (int(i.get("priority", 2)), int(i.get("created_at", 0)), str(i["id"])))
-    loaded = payloads.load_payloads(items)
+    loaded = stores().payloads.load_payloads(items)
     acks = ledger.acknowledged_events(tenant_id) if include_history else {}
     records = []
     for item in items:
@@ -356,12 +354,12 @@ def delete_messages(tenant_id: str, ids: list[str]) -> dict[str, Any]:
     """Delete messages by id (API.md `POST /commands/delete-messages`)."""
     require_tenant(tenant_id)
     unique = list(dict.fromkeys(ids))
-    deleted = list(_pool().map(lambda i: messages.delete_state(tenant_id, i), unique))
+    deleted = list(_pool().map(lambda i: stores().messages.delete_state(tenant_id, i), unique))
     removed = [i for i, old in zip(unique, deleted, strict=True) if old is not None]
     not_found = [i for i, old in zip(unique, deleted, strict=True) if old is None]
     unsent = sum(1 for old in deleted if old is not None and old.get("status") in PENDING_STATUSES)
-    payloads.forget(old for old in deleted if old is not None)
-    state.add_pending({tenant_id: -unsent})
+    stores().payloads.forget(old for old in deleted if old is not None)
+    stores().counters.add_pending({tenant_id: -unsent})
     return {"ok": True, "removed": len(removed), "not_found": not_found, "unauthorized": []}
 
 
@@ -374,13 +372,13 @@ def cleanup_messages(tenant_id: str, older_than_seconds: int | None) -> dict[str
     acks = {} if no_callback else ledger.acknowledged_events(tenant_id)
     doomed = [
         i
-        for i in messages.list_states(tenant_id)
+        for i in stores().messages.list_states(tenant_id)
         if i.get("status") in FINAL
         and int(i.get("updated_at", 0)) <= cutoff
         and (no_callback or ledger.fully_reported(i, acks))
     ]
-    messages.delete_states([(tenant_id, str(i["id"])) for i in doomed])
-    payloads.forget(doomed)
+    stores().messages.delete_states([(tenant_id, str(i["id"])) for i in doomed])
+    stores().payloads.forget(doomed)
     return {"ok": True, "removed": len(doomed)}
 
 
@@ -391,32 +389,31 @@ def delete_tenant(tenant_id: str) -> None:
     deleting it again finishes the job. Two things stay by design: its /metrics counters (they never go
     down, docs/monitoring.md) and its command-log entries (the audit trail, expired by its retention)."""
     require_tenant(tenant_id)
-    account_ids = tenants.account_ids(tenant_id) | state.counted_accounts(tenant_id)
-    items = messages.list_states(tenant_id)
-    messages.delete_states([(tenant_id, str(i["id"])) for i in items])
-    payloads.delete_tenant_payloads(tenant_id)
-    payloads.delete_packs(tenant_id)
-    ratelimit.forget_tenant(tenant_id, account_ids)
-    state.forget_tenant(tenant_id)
+    account_ids = stores().tenants.account_ids(tenant_id) | stores().counters.counted_accounts(tenant_id)
+    items = stores().messages.list_states(tenant_id)
+    stores().messages.delete_states([(tenant_id, str(i["id"])) for i in items])
+    stores().payloads.delete_tenant_payloads(tenant_id)
+    stores().rates.forget_tenant(tenant_id, account_ids)
+    stores().service.forget_tenant(tenant_id)
     from mailproxy import reports  # the reporter's outbox and ledger, loaded on this rare path only
 
     reports.forget_tenant(tenant_id)
-    tenants.delete_tenant(tenant_id)
+    stores().tenants.delete_tenant(tenant_id)
 
 
 def _batch_pending(tenant_id: str, batch_code: str | None) -> int:
     if batch_code is None:
-        return state.pending_count(tenant_id)
+        return stores().counters.pending_count(tenant_id)
     return sum(
         1
-        for i in messages.list_states(tenant_id)
+        for i in stores().messages.list_states(tenant_id)
         if i.get("batch_code") == batch_code and i.get("status") in PENDING_STATUSES
     )
 
 
 def suspend(tenant_id: str, batch_code: str | None) -> dict[str, Any]:
     """Suspend a tenant (no batch) or one batch: its messages are held, not lost."""
-    tenant = tenants.get_tenant(tenant_id)
+    tenant = stores().tenants.get_tenant(tenant_id)
     if tenant is None:
         raise BadRequest(f"Tenant '{tenant_id}' not found")
     batches = list(tenant.get("suspended_batches") or [])
@@ -424,13 +421,13 @@ def suspend(tenant_id: str, batch_code: str | None) -> dict[str, Any]:
         batches = ["*"]
     elif "*" not in batches and batch_code not in batches:
         batches.append(batch_code)
-    tenants.set_suspended_batches(tenant_id, batches, now=clock.now_ts())
+    stores().tenants.set_suspended_batches(tenant_id, batches, now=clock.now_ts())
     return _suspension_reply(tenant_id, batch_code, batches)
 
 
 def activate(tenant_id: str, batch_code: str | None) -> dict[str, Any]:
     """Lift a suspension and send the held messages (activating one batch of a suspended tenant: 400)."""
-    tenant = tenants.get_tenant(tenant_id)
+    tenant = stores().tenants.get_tenant(tenant_id)
     if tenant is None:
         raise BadRequest(f"Tenant '{tenant_id}' not found")
     batches = list(tenant.get("suspended_batches") or [])
@@ -440,7 +437,7 @@ def activate(tenant_id: str, batch_code: str | None) -> dict[str, Any]:
         raise BadRequest("Cannot activate a single batch while the whole tenant is suspended")
     else:
         batches = [b for b in batches if b != batch_code]
-    tenants.set_suspended_batches(tenant_id, batches, now=clock.now_ts())
+    stores().tenants.set_suspended_batches(tenant_id, batches, now=clock.now_ts())
     tenant["suspended_batches"] = batches
     release_held(tenant)
     return _suspension_reply(tenant_id, batch_code, batches)
@@ -462,36 +459,36 @@ def release_held(tenant: dict[str, Any]) -> int:
     now = clock.now_ts()
     held = [
         i
-        for i in messages.list_states(tenant_id)
+        for i in stores().messages.list_states(tenant_id)
         if i.get("status") == MessageStatus.SUSPENDED and not tenants.is_held(tenant, i.get("batch_code"))
     ]
-    released = [r for r in (messages.release_suspended(tenant_id, str(i["id"]), now=now) for i in held) if r]
+    released = [r for r in (stores().messages.release_suspended(tenant_id, str(i["id"]), now=now) for i in held) if r]
     entries = stored_entries(released, now)
-    enqueue(entries)
+    stores().queue.enqueue(entries)
     return len(entries)
 
 
 def status(principal: Principal) -> dict[str, Any]:
     """`GET /status`: service state from persisted data (a tenant sees its own counts)."""
     now = clock.now_ts()
-    last_run = state.scheduler_last_run()
+    last_run = stores().service.scheduler_last_run()
     interval = max(get_settings().scheduler_interval, 1.0)
     active = True
     if not principal.is_admin and principal.tenant_id is not None:
-        tenant = tenants.get_tenant(principal.tenant_id)
+        tenant = stores().tenants.get_tenant(principal.tenant_id)
         active = bool(tenant and tenant.get("active", True) and "*" not in (tenant.get("suspended_batches") or []))
     return {
         "ok": True,
         "active": active,
         "scheduler_active": last_run is not None and now - last_run <= 3 * interval + 5,
-        "pending_messages": state.pending_count(None if principal.is_admin else principal.tenant_id),
-        "uptime_seconds": max(0, now - state.service_started_at(now)),
+        "pending_messages": stores().counters.pending_count(None if principal.is_admin else principal.tenant_id),
+        "uptime_seconds": max(0, now - stores().service.service_started_at(now)),
     }
 
 
 def run_now(principal: Principal) -> dict[str, Any]:
     """Record a run-now request for the scheduler and the reporter."""
-    state.request_run_now("*" if principal.is_admin else str(principal.tenant_id), clock.now_ts())
+    stores().service.request_run_now("*" if principal.is_admin else str(principal.tenant_id), clock.now_ts())
     return {"ok": True}
 
 
@@ -506,9 +503,9 @@ def sync_status() -> dict[str, Any]:
     """`GET /tenants/sync-status`: each tenant's report schedule, from persisted reporter state."""
     now = clock.now_ts()
     interval = get_settings().sync_interval
-    syncs = state.sync_states()
+    syncs = stores().outbox.sync_states()
     rows = []
-    for tenant in tenants.list_tenants():
+    for tenant in stores().tenants.list_tenants():
         sync = syncs.get(str(tenant["id"]), {})
         last = sync.get("last_sync_ts")
         dnd_until = sync.get("dnd_until")

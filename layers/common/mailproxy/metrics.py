@@ -14,7 +14,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mailproxy import state
 from mailproxy.crypto import tokens_equal
 from mailproxy.domain import Counter
 from mailproxy.settings import get_settings, local_metrics_token
@@ -51,14 +50,14 @@ class PersistedCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """The gmp_* families with their current values."""
         # A failed read raises: a scrape error (Prometheus `up` = 0) is honest, zeros would look like a reset.
-        rows = state.counter_rows()
+        rows = stores().counters.counter_rows()
         for name, field, text in COUNTERS:
             family = CounterMetricFamily(name, text, labels=LABELS)
             for row in rows:
                 family.add_metric([row["tenant_id"], row["account_id"]], float(row.get(field, 0)))
             yield family
 
-        pending = state.pending_counts()
+        pending = stores().counters.pending_counts()
         yield GaugeMetricFamily(
             PENDING,
             "Accepted messages not yet sent, failed or deleted (scheduled and suspended ones included).",
@@ -71,7 +70,7 @@ class PersistedCollector(Collector):
             by_tenant.add_metric([tenant_id], float(count))
         yield by_tenant
 
-        last_run = state.scheduler_last_run()
+        last_run = stores().service.scheduler_last_run()
         if last_run is not None:
             yield GaugeMetricFamily(
                 SCHEDULER_LAST_RUN,
@@ -84,14 +83,14 @@ class PersistedCollector(Collector):
             "Messages rejected at intake because the tenant's quota (rate_limits) was used up, per tenant.",
             labels=["tenant_id"],
         )
-        for tenant_id, row in sorted(state.tenant_counter_rows().items()):
+        for tenant_id, row in sorted(stores().counters.tenant_counter_rows().items()):
             quota_rejected.add_metric([tenant_id], float(row.get("quota_rejected", 0)))
         yield quota_rejected
 
         yield CounterMetricFamily(
             COMMAND_LOG_WRITE_FAILURES,
             "Mutating API calls whose command-log entry could not be stored (each is in IntakeFunction's log).",
-            value=float(state.service_counters().get("command_log_write_failures", 0)),
+            value=float(stores().counters.service_counters().get("command_log_write_failures", 0)),
         )
 
         yield from report_families()
@@ -115,7 +114,7 @@ def report_families() -> Iterator[Metric]:
     last_success = GaugeMetricFamily(
         REPORT_LAST_SUCCESS, "Unix time the tenant's callback last acknowledged a report.", labels=["tenant_id"]
     )
-    for tenant_id, sync in sorted(state.sync_states().items()):
+    for tenant_id, sync in sorted(stores().outbox.sync_states().items()):
         failures.add_metric([tenant_id], float(sync.get("failures") or 0))
         if sync.get("last_sync_ts") is not None:
             last_success.add_metric([tenant_id], float(sync["last_sync_ts"]))

@@ -151,7 +151,9 @@ def delete_packs(tenant_id: str) -> None:
 
 
 def delete_tenant_payloads(tenant_id: str) -> None:
-    """Delete every pinned payload of a tenant (its partition of PayloadsTable) and their S3 objects."""
+    """Delete every payload of a tenant: its packs, and its pinned ones (its partition of PayloadsTable)
+    with their S3 objects."""
+    delete_packs(tenant_id)
     items = query_all(
         TableName=get_settings().payloads_table,
         KeyConditionExpression="tenant_id = :t",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from mailproxy.domain import Counter, JournalKind, MessageStatus, Outcome
 
@@ -21,10 +21,26 @@ if TYPE_CHECKING:
     from mailproxy.ledger import EventKey
     from mailproxy.queues import QueueEntry
     from mailproxy.ratelimit import Limits, Reservation
-    from mailproxy.reports import Owed
+    from mailproxy.report_format import Owed
 
 Record = dict[str, Any]
 CounterDeltas = Mapping[tuple[str, str], Mapping[Counter, int]]
+
+
+class Change(NamedTuple):
+    """One write of a message record, as the reporter reads them (DynamoDB's stream; SQLite's change table).
+
+    `old`/`new` are the record before and after (None: created / deleted); `expired` marks a removal by
+    retention; `ts` and `seq` place the change in its feed (a retried batch has the same first ones).
+    """
+
+    tenant_id: str
+    id: str
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+    expired: bool = False
+    ts: int | None = None
+    seq: str = ""
 
 
 class AlreadyFinal(Exception):

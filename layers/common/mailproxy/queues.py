@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
-from mailproxy import payloads
 from mailproxy.aws import client
 from mailproxy.logs import logger
 from mailproxy.settings import get_settings
+from mailproxy.stores import stores
 
 MAX_DELAY_SECONDS = 900  # SQS DelaySeconds limit: later schedules wait in DynamoDB
 MAX_BATCH_BYTES = 240_000  # under SQS's 256 KiB per message and per SendMessageBatch
@@ -76,7 +76,7 @@ def _send_batch(url: str, batch: list[dict[str, Any]]) -> list[str]:
 
 def stored_entries(items: list[dict[str, Any]], now: int) -> list[QueueEntry]:
     """Queue entries for stored message state items, their payloads inline when the stored revision matches."""
-    loaded = payloads.load_payloads(items)
+    loaded = stores().payloads.load_payloads(items)
     entries = []
     for item in items:
         stored = loaded.get((str(item["tenant_id"]), str(item["id"])))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from mailproxy import clock, messages, state
+from mailproxy import clock, messages
 from mailproxy.domain import (
     DEFERRING_OUTCOMES,
     FINAL,
@@ -20,6 +20,7 @@ from mailproxy.domain import (
 from mailproxy.dynamo import Item
 from mailproxy.logs import logger
 from mailproxy.settings import get_settings
+from mailproxy.stores import stores
 
 
 def run_round(now: int | None = None) -> dict[str, int]:
@@ -27,13 +28,13 @@ def run_round(now: int | None = None) -> dict[str, int]:
     now = clock.now_ts() if now is None else now
     requeued = requeue_parked(now)
     finished = 0
-    for journal in state.due_journals(now):
+    for journal in stores().journals.due_journals(now):
         try:
             finish_journal(journal, now)
             finished += 1
         except Exception:
             logger().exception("could not finish a journal entry", extra={"journal": journal.get("sk")})
-    state.mark_scheduler_run(now)
+    stores().service.mark_scheduler_run(now)
     return {"requeued": requeued, "journals_finished": finished}
 
 
@@ -41,21 +42,21 @@ def requeue_parked(now: int) -> int:
     """Put parked messages whose time has come back on their queues (queue first, then unpark)."""
     total = 0
     while True:
-        due = messages.due_parked(now)
+        due = stores().messages.due_parked(now)
         if not due:
             return total
         keys = [(str(d["tenant_id"]), str(d["id"])) for d in due]
         items = [
             i
             for t, ids in _group(keys).items()
-            for i in messages.get_states(t, ids).values()
+            for i in stores().messages.get_states(t, ids).values()
             if i.get("status") == MessageStatus.DEFERRED and i.get("park_ts") is not None and int(i["park_ts"]) <= now
         ]
-        from mailproxy.queues import enqueue, stored_entries  # SQS only when something is due
+        from mailproxy.queues import stored_entries  # SQS only when something is due
 
-        enqueue(stored_entries(items, now))
+        stores().queue.enqueue(stored_entries(items, now))
         for item in items:
-            messages.unpark(str(item["tenant_id"]), str(item["id"]), park_ts=int(item["park_ts"]), now=now)
+            stores().messages.unpark(str(item["tenant_id"]), str(item["id"]), park_ts=int(item["park_ts"]), now=now)
         total += len(items)
         if len(items) < len(due):
             # Some index entries were already handled; do not spin on them within this round.
@@ -71,7 +72,7 @@ def _group(keys: list[tuple[str, str]]) -> dict[str, list[str]]:
 
 def _states(keys: list[dict[str, Any]]) -> list[Item]:
     grouped = _group([(str(k["tenant_id"]), str(k["id"])) for k in keys])
-    return [i for t, ids in grouped.items() for i in messages.get_states(t, ids).values()]
+    return [i for t, ids in grouped.items() for i in stores().messages.get_states(t, ids).values()]
 
 
 def _requeueable(item: Item) -> bool:
@@ -91,9 +92,9 @@ def _finish_intake(journal: Item, sk: str, now: int) -> None:
     keys = journal.get("keys") or []
     revs = {(str(k["tenant_id"]), str(k["id"])): str(k["rev"]) for k in keys}
     items = _states(keys)
-    from mailproxy.queues import enqueue, stored_entries
+    from mailproxy.queues import stored_entries
 
-    enqueue(
+    stores().queue.enqueue(
         stored_entries([i for i in items if _requeueable(i) and revs.get((i["tenant_id"], i["id"])) == i["rev"]], now)
     )
     deltas: dict[str, int] = defaultdict(int)
@@ -101,7 +102,7 @@ def _finish_intake(journal: Item, sk: str, now: int) -> None:
         for item in items:
             if item.get("created_by") == sk:
                 deltas[str(item["tenant_id"])] += 1
-    state.add_pending(dict(deltas), journal_sk=sk)
+    stores().counters.add_pending(dict(deltas), journal_sk=sk)
     logger().warning("finished an intake left open", extra={"journal": sk, "messages": len(items)})
 
 
@@ -118,7 +119,7 @@ def _finish_send(journal: Item, sk: str, now: int) -> None:
             attempts = int(item.get("claims", 1))
             if attempts < max_claims:
                 requeue.append(item)
-            elif messages.abandon(tenant_id, str(item["id"]), claim_id=sk, attempts=attempts, now=now):
+            elif stores().messages.abandon(tenant_id, str(item["id"]), claim_id=sk, attempts=attempts, now=now):
                 logger().error(
                     messages.abandoned_reason(attempts),
                     extra={"tenant_id": tenant_id, "account_id": account_id, "message_id": item["id"]},
@@ -143,8 +144,8 @@ def _finish_send(journal: Item, sk: str, now: int) -> None:
                 requeue.append(item)
         if item.get("status") in FINAL and outcome in FINAL_OUTCOMES:
             pending[tenant_id] -= 1
-    from mailproxy.queues import enqueue, stored_entries
+    from mailproxy.queues import stored_entries
 
-    enqueue(stored_entries(requeue, now))
-    state.close_batch(sk, counters=dict(counters), pending=dict(pending))
+    stores().queue.enqueue(stored_entries(requeue, now))
+    stores().journals.close_batch(sk, counters=dict(counters), pending=dict(pending))
     logger().warning("finished a send batch left open", extra={"journal": sk, "messages": len(items)})

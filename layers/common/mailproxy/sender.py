@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from mailproxy import clock, messages, payloads, ratelimit, state, tenants
+from mailproxy import clock, messages, ratelimit, tenants
 from mailproxy.addresses import address_domain
 from mailproxy.domain import (
     RATE_LIMIT_DEFERRAL,
@@ -27,9 +27,10 @@ from mailproxy.email_builder import OutgoingEmail, build_email
 from mailproxy.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from mailproxy.logs import logger
 from mailproxy.messages import event, retained_until
-from mailproxy.queues import MAX_DELAY_SECONDS, QueueEntry, enqueue, parse_body
+from mailproxy.queues import MAX_DELAY_SECONDS, QueueEntry, parse_body
 from mailproxy.settings import get_settings
 from mailproxy.smtp import AccountConfig, default_pool, run
+from mailproxy.stores import stores
 
 SEND_MARGIN_SECONDS = 5.0  # what recording a result needs after the SMTP reply
 UNFINISHED = Outcome.DROPPED  # a job's outcome until something happens to it
@@ -88,7 +89,7 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
     if not jobs:
         return {"batchItemFailures": [{"itemIdentifier": f} for f in failures]}
 
-    journal = state.open_journal(
+    journal = stores().journals.open_journal(
         JournalKind.SEND,
         [{"tenant_id": j.tenant_id, "id": j.id} for j in jobs],
         due_ts=now + settings.claim_timeout_seconds,
@@ -97,7 +98,7 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
     for job in jobs:
         if (job.tenant_id, job.id) in claimed_keys:
             continue  # two copies of one message in a batch: the first one's claim covers it
-        job.item = messages.claim(
+        job.item = stores().messages.claim(
             job.tenant_id,
             job.id,
             rev=job.rev,
@@ -113,16 +114,18 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
         run(_deliver(claimed, journal, tally, remaining_ms))
     requeue = [j.requeue for j in jobs if j.requeue is not None]
     if requeue:
-        enqueue(requeue)
+        stores().queue.enqueue(requeue)
     crashed = [{"tenant_id": j.tenant_id, "id": j.id} for j in jobs if j.outcome == Outcome.CRASHED]
     if crashed:
         # Left open for the crashed messages alone, as a dead container's would be: the scheduler re-queues them
         # when their claims are stale. What the batch recorded is counted now: a deferred message may be claimed
         # and recorded again before then, and the scheduler would no longer find it as this batch's (outcome_by).
         logger().warning("send batch left open after an unexpected error", extra={"journal": journal})
-        state.settle_batch(journal, counters=dict(tally.counters), pending=dict(tally.pending), open_keys=crashed)
+        stores().journals.settle_batch(
+            journal, counters=dict(tally.counters), pending=dict(tally.pending), open_keys=crashed
+        )
     else:
-        state.close_batch(journal, counters=dict(tally.counters), pending=dict(tally.pending))
+        stores().journals.close_batch(journal, counters=dict(tally.counters), pending=dict(tally.pending))
     failures += [j.record_id for j in jobs if j.retry_record]
     return {"batchItemFailures": [{"itemIdentifier": f} for f in failures]}
 
@@ -131,7 +134,7 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
     """Send the claimed jobs, one connection per account, recording each result as soon as it is known."""
     settings = get_settings()
     # Every tenant and account the batch needs, in one read.
-    tenant_cache, accounts = tenants.get_tenants_and_accounts(
+    tenant_cache, accounts = stores().tenants.get_tenants_and_accounts(
         {j.tenant_id for j in jobs}, {(j.tenant_id, str((j.item or {}).get("account_id"))) for j in jobs}
     )
     by_account: dict[tuple[str, str], list[Job]] = defaultdict(list)
@@ -141,7 +144,7 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
         item = job.item or {}
         if tenant is None:
             # The tenant was deleted: its messages go with it and are never sent.
-            messages.delete_state(job.tenant_id, job.id)
+            stores().messages.delete_state(job.tenant_id, job.id)
             job.outcome = Outcome.DROPPED
             continue
         unfinished = messages.unfinished_claims(item)
@@ -211,7 +214,7 @@ async def _send_group(
     settings = get_settings()
     tenant_id, account_id = str(tenant["id"]), str(account["id"])
     limits = ratelimit.Limits.of(account)
-    reservation = ratelimit.reserve(tenant_id, account_id, limits, len(group), clock.now_ts())
+    reservation = stores().rates.reserve(tenant_id, account_id, limits, len(group), clock.now_ts())
     allowed, over = group[: reservation.granted], group[reservation.granted :]
     for job in over:
         _rate_limited(job, journal, tally, account, reservation.next_window_ts)
@@ -266,7 +269,7 @@ async def _send_group(
             job.outcome = Outcome.CRASHED
             continue
         _sent(job, journal, tally)
-    ratelimit.release(tenant_id, account_id, reservation, unused)
+    stores().rates.release(tenant_id, account_id, reservation, unused)
 
 
 async def _transaction(
@@ -322,7 +325,7 @@ def _load_missing_payloads(jobs: list[Job]) -> None:
     wanted = [j for j in jobs if j.payload is None]
     if not wanted:
         return
-    loaded = payloads.load_payloads([j.item or {"tenant_id": j.tenant_id, "id": j.id} for j in wanted])
+    loaded = stores().payloads.load_payloads([j.item or {"tenant_id": j.tenant_id, "id": j.id} for j in wanted])
     for job in wanted:
         stored = loaded.get((job.tenant_id, job.id))
         if stored is not None and stored[0] == job.rev:
@@ -334,7 +337,7 @@ def _pinned(job: Job) -> dict[str, Any]:
     record's fields that say so (`pack` removed), or none when there is nothing to do."""
     if not (job.item or {}).get("pack") or job.payload is None:
         return {}
-    payloads.pin(job.tenant_id, job.id, job.rev, job.payload)
+    stores().payloads.pin(job.tenant_id, job.id, job.rev, job.payload)
     return {"pack": None}
 
 
@@ -343,7 +346,7 @@ def _finish(
 ) -> bool:
     remove = tuple(name for name, value in fields.items() if value is None)
     kept = {name: value for name, value in fields.items() if value is not None}
-    done = messages.finish(
+    done = stores().messages.finish(
         job.tenant_id,
         job.id,
         claim_id=journal,

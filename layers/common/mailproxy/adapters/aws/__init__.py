@@ -11,7 +11,8 @@ from mailproxy.ports import Stores
 
 def aws_stores() -> Stores:
     """The ports on AWS."""
-    from mailproxy import crypto, ledger, messages, payloads, queues, ratelimit, reports, state, tenants
+    from mailproxy import crypto, ledger, messages, payloads, queues, ratelimit, state, tenants
+    from mailproxy.adapters.aws import outbox
 
     return Stores(
         messages=messages,
@@ -23,7 +24,7 @@ def aws_stores() -> Stores:
         commands=state,
         payloads=payloads,
         queue=queues,
-        outbox=reports,
+        outbox=outbox,
         ledger=ledger,
         sealer=crypto,
     )
