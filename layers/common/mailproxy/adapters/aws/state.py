@@ -12,8 +12,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from mailproxy.domain import Counter, JournalKind
-from mailproxy.dynamo import (
+from mailproxy.adapters.aws.dynamo import (
     Item,
     batch_write,
     ddb,
@@ -24,6 +23,7 @@ from mailproxy.dynamo import (
     to_attr,
     to_item,
 )
+from mailproxy.domain import Counter, JournalKind
 from mailproxy.errors import BadRequest
 from mailproxy.settings import get_settings
 
