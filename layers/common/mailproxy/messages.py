@@ -18,14 +18,11 @@ from mailproxy.dynamo import (
     query_all,
     to_attr,
 )
+from mailproxy.ports import AlreadyFinal as AlreadyFinal  # one exception for both adapters
 from mailproxy.settings import get_settings
 
 PARK_SHARD = "P"
 EARLY_SLACK_SECONDS = 5  # clocks and SQS delays are not exact to the second
-
-
-class AlreadyFinal(Exception):
-    """The message was already sent, failed, or is being sent: it cannot be overwritten."""
 
 
 def _table() -> str:
