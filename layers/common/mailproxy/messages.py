@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailproxy.adapters.aws.dynamo import (
-    Item,
-)
 from mailproxy.domain import EventType
+from mailproxy.ports import Record as Item
 from mailproxy.settings import get_settings
 
 PARK_SHARD = "P"
