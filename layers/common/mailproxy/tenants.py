@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from mailproxy.crypto import decrypt_secret, encrypt_secret
@@ -67,17 +68,18 @@ def get_tenant(tenant_id: str) -> Item | None:
     return from_item(reply["Item"]) if "Item" in reply else None
 
 
-def _config_values(fields: dict[str, Any], tenant_id: str) -> dict[str, Any]:
-    """Tenant fields as stored: client_auth split into a visible method/user and an encrypted part."""
+def config_values(
+    fields: dict[str, Any], tenant_id: str, *, encrypt: Callable[..., bytes] = encrypt_secret
+) -> dict[str, Any]:
+    """Tenant fields as stored: client_auth split into a visible method/user and a part sealed by `encrypt`
+    (KMS here; the SQLite adapter passes its own sealer)."""
     values = {name: fields[name] for name in TENANT_CONFIG_FIELDS if name in fields}
     if "client_auth" in fields:
         auth = fields["client_auth"] or {"method": "none"}
         values["client_auth_method"] = auth.get("method") or "none"
         values["client_auth_user"] = auth.get("user")
         secrets = {k: auth[k] for k in ("token", "password") if auth.get(k)}
-        values["client_auth_enc"] = (
-            encrypt_secret(json.dumps(secrets), context=f"tenant/{tenant_id}") if secrets else None
-        )
+        values["client_auth_enc"] = encrypt(json.dumps(secrets), context=f"tenant/{tenant_id}") if secrets else None
     return values
 
 
@@ -85,7 +87,7 @@ def create_tenant(tenant: dict[str, Any], *, key_hash: str, now: int) -> bool:
     """Store a new tenant and its key hash together; False if the tenant already exists."""
     tenant_id = tenant["id"]
     config = {"client_auth": None, "active": True, **tenant}
-    values = _config_values(config, tenant_id)
+    values = config_values(config, tenant_id)
     item = {
         "pk": f"TENANT#{tenant_id}",
         "sk": "TENANT",
@@ -120,10 +122,7 @@ def create_tenant(tenant: dict[str, Any], *, key_hash: str, now: int) -> bool:
 
 def update_tenant(tenant_id: str, fields: dict[str, Any], *, now: int, replace: bool = False) -> bool:
     """Change the given config fields (all of them, defaults for the rest, when `replace`); False if absent."""
-    if replace:
-        fields = {"client_auth": None, "active": True, **{k: None for k in TENANT_CONFIG_FIELDS}, **fields}
-        fields["active"] = True if fields["active"] is None else fields["active"]
-    values = _config_values(fields, tenant_id)
+    values = config_values(replacement(fields) if replace else fields, tenant_id)
     values["updated_at"] = now
     sets, removes, names, attrs = [], [], {}, {}
     for index, (name, value) in enumerate(values.items()):
@@ -148,6 +147,13 @@ def update_tenant(tenant_id: str, fields: dict[str, Any], *, now: int, replace: 
         )
         is not None
     )
+
+
+def replacement(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a whole replacement (PUT): the given ones, defaults for every other config field."""
+    replaced = {"client_auth": None, "active": True, **{k: None for k in TENANT_CONFIG_FIELDS}, **fields}
+    replaced["active"] = True if replaced["active"] is None else replaced["active"]
+    return replaced
 
 
 def list_tenants(*, active_only: bool = False) -> list[Item]:
