@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mailproxy import ports
 from mailproxy.adapters.sqlite.db import Database
 from mailproxy.settings import get_settings
 from mailproxy.state import (
@@ -127,3 +128,9 @@ class SqliteCommandLog:
         """Delete the entries whose retention has passed; how many."""
         with self._db.transaction() as tx:
             return tx.execute("DELETE FROM command_log WHERE expires_at <= ?", (now,)).rowcount
+
+
+if TYPE_CHECKING:  # mypy checks that the class is the port (open_stores builds Stores from an untyped dict)
+
+    def _implements_port(db: Database) -> ports.CommandLog:
+        return SqliteCommandLog(db)

@@ -8,7 +8,9 @@ what has, and each `record` prunes the tenant's expired rows, so the table stays
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
+from mailproxy import ports
 from mailproxy.adapters.sqlite.db import Database
 from mailproxy.ledger import SLACK_SECONDS, EventKey, decode_acks, encode_acks
 from mailproxy.settings import get_settings
@@ -82,3 +84,9 @@ class SqliteLedger:
         """Delete the rows whose `expires_at` has passed (every tenant's); how many."""
         with self._db.transaction() as tx:
             return tx.execute("DELETE FROM report_ledger WHERE expires_at <= ?", (now,)).rowcount
+
+
+if TYPE_CHECKING:  # mypy checks that the class is the port (open_stores builds Stores from an untyped dict)
+
+    def _implements_port(db: Database) -> ports.Ledger:
+        return SqliteLedger(db)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mailproxy import ports
 from mailproxy.adapters.sqlite.db import Database, dumps, loads
 from mailproxy.adapters.sqlite.ledger import SqliteLedger
 from mailproxy.logs import logger
@@ -118,3 +119,9 @@ def _sync(tx: sqlite3.Connection, tenant_id: str) -> dict[str, Any] | None:
 
 def _put_sync(tx: sqlite3.Connection, tenant_id: str, sync: dict[str, Any]) -> None:
     tx.execute("INSERT OR REPLACE INTO report_sync (tenant_id, doc) VALUES (?, ?)", (tenant_id, dumps(sync)))
+
+
+if TYPE_CHECKING:  # mypy checks that the class is the port (open_stores builds Stores from an untyped dict)
+
+    def _implements_port(db: Database) -> ports.Outbox:
+        return SqliteOutbox(db)

@@ -9,7 +9,9 @@ window than its limit, without the optimistic retries DynamoDB needs.
 from __future__ import annotations
 
 import sqlite3
+from typing import TYPE_CHECKING
 
+from mailproxy import ports
 from mailproxy.adapters.sqlite.db import Database
 from mailproxy.ratelimit import WINDOWS, Limits, Reservation
 
@@ -106,3 +108,9 @@ def _used(tx: sqlite3.Connection, tenant_id: str, scope: str, ids: dict[str, int
         kind: stored[kind][1] if kind in stored and stored[kind][0] == window_id else 0
         for kind, window_id in ids.items()
     }
+
+
+if TYPE_CHECKING:  # mypy checks that the class is the port (open_stores builds Stores from an untyped dict)
+
+    def _implements_port(db: Database) -> ports.RateWindows:
+        return SqliteRates(db)

@@ -12,8 +12,9 @@ import base64
 import os
 import sqlite3
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mailproxy import ports
 from mailproxy.adapters.sqlite.db import Database, dumps, loads
 from mailproxy.ports import Record, Sealer
 from mailproxy.tenants import ACCOUNT_FIELDS, config_values, replacement
@@ -266,3 +267,9 @@ def _from_doc(doc: str) -> Record:
         if isinstance(record.get(name), str):
             record[name] = base64.b64decode(record[name])
     return record
+
+
+if TYPE_CHECKING:  # mypy checks that the class is the port (open_stores builds Stores from an untyped dict)
+
+    def _implements_port(db: Database) -> ports.Tenants:
+        return SqliteTenants(db)
