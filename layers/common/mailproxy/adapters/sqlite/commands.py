@@ -108,11 +108,15 @@ class SqliteCommandLog:
         # Up to `limit` + 1 rows, or up to the first one past the page's size cap (then it is the next page's first).
         found: list[Any] = []
         read_bytes = 0
-        for row in self._db.connection().execute(sql, (*parameters, max(limit, 0) + 1)):
-            found.append(row)
-            read_bytes += len(row["payload"])
-            if read_bytes > MAX_COMMAND_PAGE_BYTES and len(found) > 1:
-                break
+        rows = self._db.connection().execute(sql, (*parameters, max(limit, 0) + 1))
+        try:
+            for row in rows:
+                found.append(row)
+                read_bytes += len(row["payload"])
+                if read_bytes > MAX_COMMAND_PAGE_BYTES and len(found) > 1:
+                    break
+        finally:
+            rows.close()  # a statement left open would hold its read snapshot (and WAL checkpoints) back
         page: list[Any] = []
         size = 0
         for row in found[: max(limit, 0)]:
