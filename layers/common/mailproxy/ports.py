@@ -328,7 +328,9 @@ class Outbox(Protocol):
 
     def sync_states(self) -> dict[str, Record]: ...
 
-    def forget_tenant(self, tenant_id: str) -> None: ...
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Drop a deleted tenant's outbox and sync state (its ledger is forgotten through `Ledger.forget`)."""
+        ...
 
 
 class Ledger(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from mailproxy.adapters.aws.dynamo import (
@@ -47,6 +48,26 @@ ACCOUNT_FIELDS = (
 
 
 DEFAULT_CONNECTION_TTL = 300  # seconds a pooled SMTP connection may live: genro-mail-proxy's default
+
+
+def config_values(fields: dict[str, Any], tenant_id: str, *, encrypt: Callable[..., bytes]) -> dict[str, Any]:
+    """Tenant fields as stored: client_auth split into a visible method/user and a part sealed by `encrypt`
+    (the adapter's sealer)."""
+    values = {name: fields[name] for name in TENANT_CONFIG_FIELDS if name in fields}
+    if "client_auth" in fields:
+        auth = fields["client_auth"] or {"method": "none"}
+        values["client_auth_method"] = auth.get("method") or "none"
+        values["client_auth_user"] = auth.get("user")
+        secrets = {k: auth[k] for k in ("token", "password") if auth.get(k)}
+        values["client_auth_enc"] = encrypt(json.dumps(secrets), context=f"tenant/{tenant_id}") if secrets else None
+    return values
+
+
+def replacement(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a whole replacement (PUT): the given ones, defaults for every other config field."""
+    replaced = {"client_auth": None, "active": True, **{k: None for k in TENANT_CONFIG_FIELDS}, **fields}
+    replaced["active"] = True if replaced["active"] is None else replaced["active"]
+    return replaced
 
 
 def public_tenant(item: Item) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from mailproxy.adapters.aws.dynamo import (
@@ -21,7 +20,8 @@ from mailproxy.adapters.aws.sealer import encrypt_secret
 from mailproxy.settings import get_settings
 from mailproxy.tenants import (
     ACCOUNT_FIELDS,
-    TENANT_CONFIG_FIELDS,
+    config_values,
+    replacement,
 )
 
 
@@ -43,25 +43,11 @@ def get_tenant(tenant_id: str) -> Item | None:
     return from_item(reply["Item"]) if "Item" in reply else None
 
 
-def _config_values(fields: dict[str, Any], tenant_id: str) -> dict[str, Any]:
-    """Tenant fields as stored: client_auth split into a visible method/user and an encrypted part."""
-    values = {name: fields[name] for name in TENANT_CONFIG_FIELDS if name in fields}
-    if "client_auth" in fields:
-        auth = fields["client_auth"] or {"method": "none"}
-        values["client_auth_method"] = auth.get("method") or "none"
-        values["client_auth_user"] = auth.get("user")
-        secrets = {k: auth[k] for k in ("token", "password") if auth.get(k)}
-        values["client_auth_enc"] = (
-            encrypt_secret(json.dumps(secrets), context=f"tenant/{tenant_id}") if secrets else None
-        )
-    return values
-
-
 def create_tenant(tenant: dict[str, Any], *, key_hash: str, now: int) -> bool:
     """Store a new tenant and its key hash together; False if the tenant already exists."""
     tenant_id = tenant["id"]
     config = {"client_auth": None, "active": True, **tenant}
-    values = _config_values(config, tenant_id)
+    values = config_values(config, tenant_id, encrypt=encrypt_secret)
     item = {
         "pk": f"TENANT#{tenant_id}",
         "sk": "TENANT",
@@ -96,10 +82,7 @@ def create_tenant(tenant: dict[str, Any], *, key_hash: str, now: int) -> bool:
 
 def update_tenant(tenant_id: str, fields: dict[str, Any], *, now: int, replace: bool = False) -> bool:
     """Change the given config fields (all of them, defaults for the rest, when `replace`); False if absent."""
-    if replace:
-        fields = {"client_auth": None, "active": True, **{k: None for k in TENANT_CONFIG_FIELDS}, **fields}
-        fields["active"] = True if fields["active"] is None else fields["active"]
-    values = _config_values(fields, tenant_id)
+    values = config_values(replacement(fields) if replace else fields, tenant_id, encrypt=encrypt_secret)
     values["updated_at"] = now
     sets, removes, names, attrs = [], [], {}, {}
     for index, (name, value) in enumerate(values.items()):

@@ -67,7 +67,10 @@ STARTED_AT = "started_at"
 SCHEDULER_LAST_RUN = "scheduler_last_run"
 COMMAND_LOG_WRITE_FAILURES = "command_log_write_failures"
 TTL_COLUMN = "expires_at"
-NOT_SWEPT = ("messages",)  # its TTL is SqliteMessages.expire: each removal is a logged change
+NOT_SWEPT = (
+    "messages",  # its TTL is SqliteMessages.expire: each removal is a logged change
+    "api_keys",  # an expired key stays, refused as expired (TenantsTable has no TTL on AWS either)
+)
 
 
 def _add_pending(tx: sqlite3.Connection, deltas: Mapping[str, int]) -> None:
