@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from mailproxy.adapters.sqlite.db import Database
 from mailproxy.adapters.sqlite.messages import SCHEMA, SqliteMessages
 from mailproxy.domain import EventType, MessageStatus, Outcome
 from mailproxy.messages import EARLY_SLACK_SECONDS, PARK_SHARD, abandoned_reason, event
-from mailproxy.ports import AlreadyFinal, Messages, Stores
+from mailproxy.ports import AlreadyFinal, Stores
+
+if TYPE_CHECKING:
+    from mailproxy.ports import Messages
 
 NOW = 1_800_000_000
 TENANT = "t1"

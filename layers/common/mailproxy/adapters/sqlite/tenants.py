@@ -9,14 +9,15 @@ live key hash, with its expiry as stored). The pure helpers (public_tenant, clie
 from __future__ import annotations
 
 import base64
-import os
 import sqlite3
-import threading
 from typing import TYPE_CHECKING, Any
 
 from mailproxy import ports
 from mailproxy.adapters.sqlite.db import Database, dumps, loads
-from mailproxy.ports import Record, Sealer
+from mailproxy.ports import Record
+
+if TYPE_CHECKING:
+    from mailproxy.ports import Sealer
 from mailproxy.tenants import ACCOUNT_FIELDS, config_values, replacement
 
 SCHEMA = """
@@ -44,10 +45,9 @@ IN_BATCH = 400  # keys per `IN (...)`: far below SQLite's limit on parameters
 class SqliteTenants:
     """Ports' Tenants in the `tenants`, `tenant_accounts` and `api_keys` tables."""
 
-    def __init__(self, db: Database, sealer: Sealer | None = None) -> None:
+    def __init__(self, db: Database, sealer: Sealer) -> None:
         self._db = db
         self._sealer = sealer
-        self._lock = threading.Lock()
 
     def get_tenant(self, tenant_id: str) -> Record | None:
         """The stored tenant (secrets still sealed), or None."""
@@ -216,17 +216,7 @@ class SqliteTenants:
             return deleted.rowcount > 0
 
     def _encrypt(self, plaintext: str, *, context: str) -> bytes:
-        return self._sealer_in_use().encrypt_secret(plaintext, context=context)
-
-    def _sealer_in_use(self) -> Sealer:
-        """The sealer given, else the one `open_stores` makes for this database's data directory."""
-        with self._lock:
-            if self._sealer is None:
-                from mailproxy.adapters.sqlite.sealer import SqliteSealer
-                from mailproxy.settings import get_settings
-
-                self._sealer = SqliteSealer(os.path.dirname(self._db.path) or ".", get_settings().sealing_key)
-            return self._sealer
+        return self._sealer.encrypt_secret(plaintext, context=context)
 
 
 def _tenant(connection: sqlite3.Connection, tenant_id: str) -> Record | None:
@@ -269,7 +259,7 @@ def _from_doc(doc: str) -> Record:
     return record
 
 
-if TYPE_CHECKING:  # mypy checks that the class is the port (open_stores builds Stores from an untyped dict)
+if TYPE_CHECKING:  # mypy checks that the class is the port
 
-    def _implements_port(db: Database) -> ports.Tenants:
-        return SqliteTenants(db)
+    def _implements_port(db: Database, sealer: Sealer) -> ports.Tenants:
+        return SqliteTenants(db, sealer)
