@@ -162,8 +162,9 @@ def lookup_api_key(key_hash: str) -> Item | None:
 
 
 def set_suspended_batches(tenant_id: str, batches: list[str], *, now: int) -> None:
-    """Store the tenant's suspended batches (`["*"]`: the whole tenant)."""
-    ddb().update_item(
+    """Store the tenant's suspended batches (`["*"]`: the whole tenant); nothing if it does not exist."""
+    conditional_write(
+        ddb().update_item,
         TableName=_table(),
         Key=_tenant_key(tenant_id),
         **expression(Update().set("suspended_batches", batches).set("updated_at", now), exists("pk")),
