@@ -20,13 +20,15 @@ from mailproxy.adapters.aws.dynamo import to_attr
 
 
 class _Placeholders:
-    """Names and values met while rendering, each given one placeholder (the same name or value reuses it)."""
+    """Names and values met while rendering: one placeholder per attribute name, one per value written.
+
+    Values are never shared, even equal ones: the text then depends on the request's shape alone, not on
+    its data (what a reader of a log, and an emulator's parse cache, expect)."""
 
     def __init__(self) -> None:
         self.names: dict[str, str] = {}  # "#n0" → attribute name
         self.values: dict[str, dict[str, Any]] = {}  # ":v0" → attribute value
         self._by_name: dict[str, str] = {}
-        self._by_value: dict[str, str] = {}
 
     def name(self, attribute: str) -> str:
         if attribute not in self._by_name:
@@ -35,12 +37,9 @@ class _Placeholders:
         return self._by_name[attribute]
 
     def value(self, value: Any) -> str:
-        attr = to_attr(value)
-        key = repr(attr)  # by stored form: True and 1 stay apart, a str and its StrEnum member do not
-        if key not in self._by_value:
-            self._by_value[key] = token = f":v{len(self.values)}"
-            self.values[token] = attr
-        return self._by_value[key]
+        token = f":v{len(self.values)}"
+        self.values[token] = to_attr(value)
+        return token
 
 
 # Conditions ------------------------------------------------------------------------------------------------
