@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from mailproxy.adapters.aws.expressions import (
     Update,
@@ -143,3 +145,54 @@ def test_a_transaction_update_action_takes_the_same_kwargs() -> None:
         "ExpressionAttributeNames": {"#n0": "n", "#n1": "pk"},
         "ExpressionAttributeValues": {":v0": {"N": "-2"}},
     }
+
+
+def _cancelled(*codes: str) -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError(
+        {
+            "Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
+            "CancellationReasons": [{"Code": code} for code in codes],
+        },
+        "TransactWriteItems",
+    )
+
+
+def test_a_cancelled_transaction_is_a_lost_race_only_when_a_condition_failed() -> None:
+    from botocore.exceptions import ClientError
+    from mailproxy.adapters.aws.dynamo import is_conditional_failure, is_transaction_conflict
+
+    assert is_conditional_failure(_cancelled("None", "ConditionalCheckFailed"))
+    assert not is_transaction_conflict(_cancelled("TransactionConflict", "ConditionalCheckFailed"))
+    # Another transaction writing the same items, or throttling: an error, not "someone else got there first".
+    assert not is_conditional_failure(_cancelled("None", "TransactionConflict"))
+    assert is_transaction_conflict(_cancelled("None", "TransactionConflict"))
+    assert not is_conditional_failure(_cancelled("ThrottlingError"))
+    assert not is_transaction_conflict(_cancelled("ThrottlingError"))
+    single = ClientError({"Error": {"Code": "ConditionalCheckFailedException", "Message": "x"}}, "UpdateItem")
+    assert is_conditional_failure(single) and not is_transaction_conflict(single)
+    assert not is_conditional_failure(ValueError("not an AWS error"))
+
+
+def test_a_batch_closing_in_a_transaction_conflict_tries_again(aws_env: Any, monkeypatch: Any) -> None:
+    from mailproxy.adapters.aws import state
+    from mailproxy.adapters.aws.dynamo import ddb
+    from mailproxy.domain import Counter, JournalKind
+
+    journal = state.open_journal(JournalKind.SEND, [], due_ts=10**11)
+    client = ddb()
+    real = client.transact_write_items
+    calls = {"n": 0}
+
+    def conflicting(**kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise _cancelled("None", "TransactionConflict", "None")
+        return real(**kwargs)
+
+    monkeypatch.setattr(client, "transact_write_items", conflicting)
+    state.close_batch(journal, counters={("acme", "smtp"): {Counter.SENT: 1}}, pending={"acme": -1})
+    assert calls["n"] == 2
+    assert state.pending_count("acme") == -1
+    assert state.due_journals(10**12) == []

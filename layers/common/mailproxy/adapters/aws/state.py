@@ -16,6 +16,7 @@ from mailproxy.adapters.aws.dynamo import (
     expired,
     from_item,
     is_conditional_failure,
+    is_transaction_conflict,
     query_all,
     to_attr,
     to_item,
@@ -427,6 +428,9 @@ def settle_batch(
         # Already finished by the scheduler, which counted what the batch recorded.
 
 
+TRANSACTION_ATTEMPTS = 4
+
+
 def _transact(actions: list[dict[str, Any]]) -> None:
     """Run actions as one transaction (the last one, the journal delete, guards all of them)."""
     if len(actions) == 1 and "Delete" in actions[0]:
@@ -437,7 +441,16 @@ def _transact(actions: list[dict[str, Any]]) -> None:
         return
     if len(actions) > 100:
         raise ValueError("a transaction takes at most 100 actions")
-    ddb().transact_write_items(TransactItems=actions)
+    # Every batch adds to its tenants' PENDING items: two batches closing at once can conflict. The loser
+    # tries again (its journal delete still guards the counts); a condition that failed is not retried.
+    for attempt in range(TRANSACTION_ATTEMPTS):
+        try:
+            ddb().transact_write_items(TransactItems=actions)
+            return
+        except Exception as exc:
+            if attempt + 1 == TRANSACTION_ATTEMPTS or not is_transaction_conflict(exc):
+                raise
+            time.sleep(0.02 * 2**attempt)
 
 
 def clear_run_now(scope: str, requested_at: int) -> None:
