@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONPATH := layers/common:.
 
-.PHONY: run test lint typecheck cfn-lint pytest validate bench clean
+.PHONY: run run-aws test lint typecheck cfn-lint pytest validate bench clean
 
 $(BIN)/.installed: requirements-dev.txt layers/common/requirements.txt functions/*/requirements.txt client/pyproject.toml
 	@test -n "$(PYTHON)" || (echo "Python $(PYTHON_VERSION) not found: install it (pyenv install $(PYTHON_VERSION)) or set PYTHON=" && exit 1)
@@ -18,7 +18,9 @@ $(BIN)/.installed: requirements-dev.txt layers/common/requirements.txt functions
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-run: $(BIN)/.installed ## start the whole service on 127.0.0.1 (no AWS account needed)
+run: run-aws ## start the whole service on 127.0.0.1 (no AWS account needed); for now the AWS-fidelity mode
+
+run-aws: $(BIN)/.installed ## the real Lambda handlers around moto (or AWS_ENDPOINT_URL's emulator, e.g. LocalStack)
 	$(BIN)/python -m local
 
 test: $(BIN)/.installed lint typecheck cfn-lint pytest ## everything CI runs
@@ -33,11 +35,9 @@ typecheck: $(BIN)/.installed
 cfn-lint: $(BIN)/.installed
 	$(BIN)/cfn-lint template.yaml
 
-# Every tier against the fast in-process DynamoDB/SQS (what `make run` uses), then the AWS-facing tiers
-# again against moto, the independent reference: a test passing on one backend must pass on the other.
+# Every tier once; the AWS-facing tiers run against moto (in-process in tests, its server under the local stack).
 pytest: $(BIN)/.installed
 	$(BIN)/pytest -q
-	GMP_AWS_BACKEND=moto $(BIN)/pytest -q -m "not slow" tests/integration tests/e2e
 
 validate: ## sam validate --lint and sam build, with SAM CLI in its own virtual environment
 	test -x .venv-sam/bin/sam || ($(PYTHON) -m venv .venv-sam && .venv-sam/bin/pip install --quiet aws-sam-cli)
