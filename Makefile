@@ -35,7 +35,8 @@ typecheck: $(BIN)/.installed
 cfn-lint: $(BIN)/.installed
 	$(BIN)/cfn-lint template.yaml
 
-# Every tier once; the AWS-facing tiers run against moto (in-process in tests, its server under the local stack).
+# Every tier once, `slow` ones included (the benchmarks' quick runs, ~25 s); the AWS-facing tiers run against
+# moto: in-process (mock_aws) for handlers, its server under the local stack in e2e.
 pytest: $(BIN)/.installed
 	$(BIN)/pytest -q
 
