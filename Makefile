@@ -35,7 +35,8 @@ typecheck: $(BIN)/.installed
 cfn-lint: $(BIN)/.installed
 	$(BIN)/cfn-lint template.yaml
 
-# Every tier once, `slow` ones included (the benchmarks' quick runs, ~25 s); the AWS-facing tiers run against
+# Every tier once, `slow` tests included (benchmarks' quick runs, the client's 2,500-message add: ~2.5 min of
+# ~7.5 on two cores; `-m "not slow"` skips them locally); the AWS-facing tiers run against
 # moto: in-process (mock_aws) for handlers, its server under the local stack in e2e.
 pytest: $(BIN)/.installed
 	$(BIN)/pytest -q
