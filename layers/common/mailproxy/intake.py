@@ -326,7 +326,7 @@ def list_messages(tenant_id: str, *, active_only: bool, include_history: bool) -
         items = [i for i in items if i.get("status") in PENDING_STATUSES]
     items.sort(key=lambda i: (int(i.get("priority", 2)), int(i.get("created_at", 0)), str(i["id"])))
     loaded = stores().payloads.load_payloads(items)
-    acks = ledger.acknowledged_events(tenant_id) if include_history else {}
+    acks = stores().ledger.acknowledged_events(tenant_id) if include_history else {}
     records = []
     for item in items:
         record = {name: item.get(name) for name in RECORD_FIELDS}
@@ -369,7 +369,7 @@ def cleanup_messages(tenant_id: str, older_than_seconds: int | None) -> dict[str
     age = get_settings().report_retention_seconds if older_than_seconds is None else older_than_seconds
     cutoff = clock.now_ts() - age
     no_callback = not tenant.get("client_base_url")
-    acks = {} if no_callback else ledger.acknowledged_events(tenant_id)
+    acks = {} if no_callback else stores().ledger.acknowledged_events(tenant_id)
     doomed = [
         i
         for i in stores().messages.list_states(tenant_id)
