@@ -9,7 +9,7 @@ import sys
 import threading
 from types import FrameType
 
-from local.embedded.service import EmbeddedService
+from local.embedded.service import DataDirInUse, EmbeddedService
 
 logger = logging.getLogger("local.embedded")
 
@@ -37,6 +37,9 @@ def main() -> int:
         service.start()
     except OSError as exc:
         logger.error("cannot start: %s (is another one running? set GMP_PORT / GMP_SMTP_SINK_PORT)", exc)
+        return 1
+    except DataDirInUse as exc:
+        logger.error("cannot start: %s (set GMP_DATA_DIR to another folder)", exc)
         return 1
     print(service.banner(), flush=True)
     try:

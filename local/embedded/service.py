@@ -12,11 +12,14 @@ EmbeddedService (main process)
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import secrets
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from local.embedded.http import HttpServer, ServiceApp
 from local.embedded.loops import Loop, service_loops
@@ -32,6 +35,7 @@ DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_SCHEDULER_INTERVAL = 1.0
 DEFAULT_SENDER_WORKERS = 2
+LOCK_FILE = "runtime.lock"
 # The SMTP sink and a developer's callback listen on loopback: the outbound guard lets them through here.
 LOCAL_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128"
 
@@ -42,6 +46,43 @@ def _env_int(name: str, default: int) -> int:
         return int(raw) if raw else default
     except ValueError as exc:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+class DataDirInUse(RuntimeError):
+    """Another runtime holds the data directory."""
+
+
+class DataDirLock:
+    """An exclusive lock on a data directory for the life of the runtime's main process (released by the kernel
+    when it dies, `kill -9` included): one runtime per database, so its schedulers and leases are its own."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / LOCK_FILE
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        """Take the lock; DataDirInUse if another process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise DataDirInUse(f"{self.path.parent} is used by another runtime (pid {holder})") from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        """Let the lock go."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
 
 
 class EmbeddedService:
@@ -75,6 +116,7 @@ class EmbeddedService:
         self._sender_workers = sender_workers
 
         self.environment_patch = EnvironmentPatch()
+        self.lock: DataDirLock | None = None
         self.http: HttpServer | None = None
         self.smtp_sink: SmtpSink | None = None
         self.loops: list[Loop] = []
@@ -128,6 +170,8 @@ class EmbeddedService:
 
     def _start(self) -> None:
         self._configure()
+        self.lock = DataDirLock(self.data_dir)
+        self.lock.acquire()
         from mailproxy.settings import get_settings
         from mailproxy.stores import stores
 
@@ -206,6 +250,9 @@ class EmbeddedService:
         if self.smtp_sink is not None:
             self.smtp_sink.stop()
             self.smtp_sink = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
         self.environment_patch.restore()
         reset_package_caches()
 
