@@ -7,11 +7,10 @@ PYTHON := $(shell command -v python$(PYTHON_VERSION) 2>/dev/null)
 endif
 VENV := .venv
 BIN := $(VENV)/bin
-export PYTHONPATH := layers/common:.
 
 .PHONY: run test lint typecheck cfn-lint pytest validate bench clean
 
-$(BIN)/.installed: requirements-dev.txt layers/common/requirements.txt functions/*/requirements.txt client/pyproject.toml
+$(BIN)/.installed: requirements-dev.txt layers/common/requirements.txt functions/*/requirements.txt pyproject.toml client/pyproject.toml
 	@test -n "$(PYTHON)" || (echo "Python $(PYTHON_VERSION) not found: install it (pyenv install $(PYTHON_VERSION)) or set PYTHON=" && exit 1)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

@@ -518,12 +518,12 @@ def _reset_package_state() -> None:
 
     for module_name, names in (
         ("mailproxy.secret_cache", ("secrets",)),
-        ("mailproxy.crypto", ("decrypt_secret",)),
+        ("mailproxy.adapters.aws.sealer", ("decrypt_secret",)),
     ):
         module = importlib.import_module(module_name)
         for name in names:
             getattr(module, name).cache_clear()
-    from mailproxy import ratelimit
+    from mailproxy.adapters.aws import rates as ratelimit
 
     ratelimit.forget_cache()
     forget = getattr(importlib.import_module("mailproxy.tenants"), "forget_cache", None)

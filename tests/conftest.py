@@ -96,17 +96,19 @@ def _template() -> Template:
 
 
 def _clear_caches() -> None:
+    import mailproxy.adapters.aws.rates
+    import mailproxy.adapters.aws.sealer
     import mailproxy.aws
-    import mailproxy.crypto
-    import mailproxy.ratelimit
     import mailproxy.secret_cache
     import mailproxy.settings
+    import mailproxy.stores
 
     mailproxy.aws.reset_clients()
     mailproxy.settings.get_settings.cache_clear()
     mailproxy.settings.get_outbound_settings.cache_clear()
-    mailproxy.crypto.decrypt_secret.cache_clear()
-    mailproxy.ratelimit.forget_cache()
+    mailproxy.adapters.aws.sealer.decrypt_secret.cache_clear()
+    mailproxy.adapters.aws.rates.forget_cache()
+    mailproxy.stores.reset()
     mailproxy.secret_cache.secrets.cache_clear()
 
 
@@ -137,7 +139,7 @@ class AwsEnv(dict[str, str]):
 
     def table_items(self, variable: str) -> list[dict[str, Any]]:
         """Every item of the table named by `variable` (`MESSAGES_TABLE`...), as plain Python values."""
-        from mailproxy.dynamo import from_item
+        from mailproxy.adapters.aws.dynamo import from_item
 
         ddb = self.client("dynamodb")
         items: list[dict[str, Any]] = []

@@ -91,7 +91,7 @@ class Delivery:
 
     def counters(self, account_id: str = "smtp") -> dict[str, int]:
         """The persisted /metrics counters of an account."""
-        from mailproxy.state import counter_rows
+        from mailproxy.adapters.aws.state import counter_rows
 
         for row in counter_rows():
             if row["tenant_id"] == self.tenant_id and row["account_id"] == account_id:
@@ -100,7 +100,7 @@ class Delivery:
 
     def age_message(self, message_id: str, seconds: int) -> None:
         """Move a message's schedule into the past (as time passing would)."""
-        from mailproxy.dynamo import from_item
+        from mailproxy.adapters.aws.dynamo import from_item
 
         ddb = self.env.client("dynamodb")
         key = {"tenant_id": {"S": self.tenant_id}, "id": {"S": message_id}}

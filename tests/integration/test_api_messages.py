@@ -468,7 +468,7 @@ def test_a_rejected_message_lists_its_payload_as_submitted_without_secrets(
 def test_a_record_whose_payload_is_no_longer_stored_lists_an_empty_message(
     api: TestClient, key: dict[str, str]
 ) -> None:
-    from mailproxy import payloads
+    from mailproxy.adapters.aws import payloads
 
     add(api, key, message("packed"), message("rejected", to=[]))
     payloads.delete_packs("acme")  # as the S3 lifecycle expires a pack
@@ -477,7 +477,7 @@ def test_a_record_whose_payload_is_no_longer_stored_lists_an_empty_message(
 
 
 def test_deleting_a_rejected_message_deletes_its_stored_payload(api: TestClient, key: dict[str, str]) -> None:
-    from mailproxy import payloads
+    from mailproxy.adapters.aws import payloads
 
     add(api, key, message("ok"), message("rejected", to=[]))
     assert payloads.load_payloads([{"tenant_id": "acme", "id": "rejected"}])

@@ -354,8 +354,8 @@ KEPT_AFTER_DELETION = ("CMDLOG#", "COUNTERS", "TENANT_COUNTERS")
 def test_deleting_a_tenant_leaves_nothing_of_it_in_any_table_or_bucket(
     api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, make_account: AccountFactory, aws_env: AwsEnv
 ) -> None:
-    from mailproxy import ledger, ratelimit
-    from mailproxy.adapters.aws import outbox
+    from mailproxy.adapters.aws import ledger, outbox, rates
+    from mailproxy.ratelimit import Limits
     from mailproxy.report_format import Owed
 
     now = int(time.time())
@@ -370,7 +370,7 @@ def test_deleting_a_tenant_leaves_nothing_of_it_in_any_table_or_bucket(
         assert api.post("/commands/run-now", headers=key).status_code == 200
         # What the sender and the reporter leave: rate windows (the deleted account's too), owed reports, a ledger.
         for account_id in ("smtp", "old"):
-            ratelimit.reserve(tenant_id, account_id, ratelimit.Limits(per_minute=10), 1, now)
+            rates.reserve(tenant_id, account_id, Limits(per_minute=10), 1, now)
         sent = {"event_type": "sent", "event_ts": now}
         outbox.owe(tenant_id, [Owed("m-1", 1, sent)], f"{now:012d}#1")
         ledger.record(tenant_id, {f"{now:012d}#0": {("m-0", 1, "sent", now): now}})

@@ -133,7 +133,8 @@ def test_sqs_redelivering_a_message_whose_claims_kept_dying_fails_it_without_sen
 def test_recovering_a_stale_claim_never_fails_a_message_a_live_sender_holds(
     delivery: Delivery, server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mailproxy import messages, scheduler, state
+    from mailproxy import scheduler
+    from mailproxy.adapters.aws import messages, state
 
     from functions.sender.app import handler
 

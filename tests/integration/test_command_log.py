@@ -27,7 +27,7 @@ def page(api: TestClient, admin: dict[str, str], **params: Any) -> dict[str, Any
 
 def log_entries(tenant_id: str | None, count: int, *, ts: int, endpoint: str = "POST /commands/run-now") -> None:
     """Write `count` entries straight to the log, as the middleware does, all at `ts`."""
-    from mailproxy import state
+    from mailproxy.adapters.aws import state
 
     for n in range(count):
         state.log_command(
@@ -81,7 +81,7 @@ def test_a_tenant_filter_reads_that_tenant_only_and_a_window_bounds_the_days(
 def test_a_read_queries_only_what_its_page_needs_and_never_scans(
     api: TestClient, admin: dict[str, str], aws_env: AwsEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mailproxy.dynamo import ddb
+    from mailproxy.adapters.aws.dynamo import ddb
 
     now = int(time.time())
     log_entries("acme", 40, ts=now)
@@ -113,8 +113,8 @@ def test_a_large_limit_reads_no_further_than_the_page_size_cap(
 ) -> None:
     # limit=10000 over entries of up to 64 KB each read every one of them (640 MB, in a 512 MB function with
     # 29 s) although the page stops at MAX_COMMAND_PAGE_BYTES: here, a 10 KB cap over 60 entries of 2 KB.
-    from mailproxy import state
-    from mailproxy.dynamo import ddb
+    from mailproxy.adapters.aws import state
+    from mailproxy.adapters.aws.dynamo import ddb
 
     now = int(time.time())
     for n in range(60):
@@ -170,7 +170,7 @@ def test_a_forged_cursor_is_a_400_not_a_500(api: TestClient, admin: dict[str, st
 def test_entries_expire_after_the_retention_and_older_ones_are_not_shown(
     api: TestClient, admin: dict[str, str], aws_env: AwsEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mailproxy import state
+    from mailproxy.adapters.aws import state
     from mailproxy.settings import get_settings
 
     monkeypatch.setenv("GMP_COMMAND_LOG_RETENTION_DAYS", "2")
@@ -239,7 +239,7 @@ def test_an_entry_that_cannot_be_written_is_counted_and_logged_and_the_call_stil
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from botocore.exceptions import ClientError
-    from mailproxy import state
+    from mailproxy.adapters.aws import state
 
     make_tenant("acme")
 

@@ -75,7 +75,7 @@ def test_dying_between_the_smtp_reply_and_the_record_resends_with_the_same_messa
     delivery: Delivery, server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The one window no design closes (docs/delivery.md): the copy carries the same Message-ID."""
-    from mailproxy import messages
+    from mailproxy.adapters.aws import messages
 
     from functions.sender.app import handler
 
@@ -105,7 +105,7 @@ def test_dying_between_the_smtp_reply_and_the_record_resends_with_the_same_messa
 def test_dying_after_the_record_sends_nothing_twice(
     delivery: Delivery, server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mailproxy import state
+    from mailproxy.adapters.aws import state
 
     from functions.sender.app import handler
 
@@ -131,15 +131,15 @@ def test_dying_after_the_record_sends_nothing_twice(
 def test_message_accepted_but_never_enqueued_is_recovered_by_the_scheduler(
     delivery: Delivery, server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mailproxy import intake
+    from mailproxy.adapters.aws import queue
 
     def sqs_down(entries: Any) -> None:
         raise RuntimeError("SQS unavailable")
 
-    real_enqueue = intake.enqueue
-    monkeypatch.setattr(intake, "enqueue", sqs_down)
+    real_enqueue = queue.enqueue
+    monkeypatch.setattr(queue, "enqueue", sqs_down)
     assert delivery.submit(message("m-1"))["queued"] == 1
-    monkeypatch.setattr(intake, "enqueue", real_enqueue)
+    monkeypatch.setattr(queue, "enqueue", real_enqueue)
     assert delivery.env.queued_total() == 0
     assert delivery.pending() == 1
 
@@ -153,6 +153,7 @@ def test_intake_dying_before_counting_is_counted_and_enqueued_by_the_scheduler(
     delivery: Delivery, server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mailproxy import intake
+    from mailproxy.adapters.aws import queue
 
     def dying_enqueue(entries: Any) -> None:
         raise ContainerDied
@@ -160,12 +161,12 @@ def test_intake_dying_before_counting_is_counted_and_enqueued_by_the_scheduler(
     from mailproxy.auth import Principal
     from mailproxy.models import AddMessages
 
-    real_enqueue = intake.enqueue
-    monkeypatch.setattr(intake, "enqueue", dying_enqueue)
+    real_enqueue = queue.enqueue
+    monkeypatch.setattr(queue, "enqueue", dying_enqueue)
     request = AddMessages.model_validate({"messages": [message("m-1"), message("m-2")]})
     with pytest.raises(ContainerDied):  # called in-process: a dying container never answers over HTTP
         intake.add_messages(Principal(is_admin=False, tenant_id="acme"), request)
-    monkeypatch.setattr(intake, "enqueue", real_enqueue)
+    monkeypatch.setattr(queue, "enqueue", real_enqueue)
     assert delivery.pending() == 0  # the count was never applied
 
     delivery.scheduler()

@@ -214,7 +214,7 @@ class Service:
 
     def message_item(self, tenant_id: str, message_id: str) -> dict[str, Any] | None:
         """The stored state item of a message."""
-        from mailproxy.messages import get_state
+        from mailproxy.adapters.aws.messages import get_state
 
         return get_state(tenant_id, message_id)
 
@@ -323,7 +323,7 @@ def test_each_tenant_is_called_on_its_own_path_with_only_its_own_results(service
 def test_a_stream_batch_that_comes_back_after_its_call_is_not_reported_again(
     service: Service, callback: Callback
 ) -> None:
-    from mailproxy.dynamo import to_attr
+    from mailproxy.adapters.aws.dynamo import to_attr
 
     from functions.reporter.app import handler
 
@@ -479,7 +479,7 @@ def test_do_not_disturb_holds_heartbeats_not_events_and_tenant_run_now_overrides
     assert service.api.post("/commands/run-now", headers=acme.key).status_code == 200
     service.reporter.tick()
     assert len(callback.heartbeats()) == 2  # the tenant asked: called now, even in do-not-disturb
-    from mailproxy.state import run_now_requests
+    from mailproxy.adapters.aws.state import run_now_requests
 
     assert run_now_requests() == {}
     service.reporter.tick()
@@ -497,7 +497,7 @@ def test_admin_run_now_retries_a_tenant_in_backoff_at_once(service: Service, cal
     service.api.post("/commands/run-now", headers=service.admin)
     service.reporter.tick()
     assert [len(c.report) for c in callback.reports()] == [1, 1]
-    from mailproxy.state import run_now_requests
+    from mailproxy.adapters.aws.state import run_now_requests
 
     assert run_now_requests() == {}
 
@@ -582,7 +582,7 @@ def test_retention_expires_only_fully_reported_messages(
 
 
 def test_a_ttl_removal_on_the_stream_deletes_a_pinned_payload(service: Service, callback: Callback) -> None:
-    from mailproxy.messages import delete_state
+    from mailproxy.adapters.aws.messages import delete_state
 
     acme = service.tenant("acme", client_base_url=callback.url)
     acme.submit(message("m-1", deferred_ts=int(time.time()) + 3600))  # parked: its payload is stored on its own
@@ -602,8 +602,8 @@ def test_a_ttl_removal_on_the_stream_deletes_a_pinned_payload(service: Service, 
 def test_a_ttl_removal_of_a_message_still_owed_puts_it_back_and_reports_it_once(
     service: Service, callback: Callback
 ) -> None:
-    from mailproxy.dynamo import to_attr
-    from mailproxy.messages import delete_state
+    from mailproxy.adapters.aws.dynamo import to_attr
+    from mailproxy.adapters.aws.messages import delete_state
 
     from functions.reporter.app import handler
 
@@ -657,7 +657,7 @@ def test_cleanup_messages_agrees_with_retention(service: Service, callback: Call
 def test_the_sample_stream_event_reports_its_sent_message(
     aws_env: AwsEnv, service: Service, callback: Callback
 ) -> None:
-    from mailproxy.dynamo import to_attr
+    from mailproxy.adapters.aws.dynamo import to_attr
 
     event = json.loads((EVENTS / "dynamodb-stream.json").read_text())
     service.tenant("acme", client_base_url=callback.url)

@@ -94,7 +94,7 @@ class Tenants:
         return {r["id"]: r for r in reply.json()["messages"]}
 
     def counters(self, tenant_id: str) -> dict[str, int]:
-        from mailproxy.state import counter_rows
+        from mailproxy.adapters.aws.state import counter_rows
 
         for row in counter_rows():
             if row["tenant_id"] == tenant_id:
@@ -269,7 +269,7 @@ def test_poison_messages_in_a_batch_fail_on_their_own_while_the_other_tenants_ma
 def test_an_unexpected_error_in_one_accounts_group_leaves_the_others_going_and_loses_nothing(
     tenants: Tenants, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mailproxy import ratelimit
+    from mailproxy.adapters.aws import rates as ratelimit
 
     from functions.sender.app import handler
 

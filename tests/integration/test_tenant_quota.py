@@ -128,7 +128,7 @@ def test_an_overwrite_refused_by_a_full_quota_keeps_the_accepted_version(
 def test_a_request_that_fails_before_storing_its_messages_gives_its_quota_back(
     api: TestClient, quota: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mailproxy import payloads
+    from mailproxy.adapters.aws import payloads
 
     def unavailable(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("S3 unavailable")
@@ -154,6 +154,7 @@ def test_quota_rejections_are_counted_per_tenant_on_the_metrics_page(
 
 def test_concurrent_intake_containers_never_accept_more_than_the_quota(aws_env: AwsEnv) -> None:
     from mailproxy import ratelimit
+    from mailproxy.adapters.aws import rates
 
     limits = ratelimit.Limits.of_quota({"per_minute": 25, "daily": 1000})
     granted: list[int] = []
@@ -163,8 +164,8 @@ def test_concurrent_intake_containers_never_accept_more_than_the_quota(aws_env: 
     def container() -> None:
         start.wait()
         for _ in range(5):
-            ratelimit.forget_cache()  # each call as a fresh container would make it: no shared guess
-            got = ratelimit.reserve_quota("acme", limits, 2, 1_700_000_000).granted
+            rates.forget_cache()  # each call as a fresh container would make it: no shared guess
+            got = rates.reserve_quota("acme", limits, 2, 1_700_000_000).granted
             with lock:
                 granted.append(got)
 

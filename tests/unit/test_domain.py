@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import typing
 
+from mailproxy.adapters.aws.dynamo import to_attr
+from mailproxy.compression import compress_json, decompress_json
 from mailproxy.domain import FINAL, PENDING_STATUSES, REPORTABLE_EVENTS, UNSENT, EventType, MessageStatus, Outcome
-from mailproxy.dynamo import compress_json, decompress_json, to_attr
 from mailproxy.replies import MessageRecord
 
 

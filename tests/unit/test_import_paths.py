@@ -46,7 +46,7 @@ NOT_LOADED = {
         "pydantic",
         "aiosmtplib",
         "mailproxy.tenants",
-        "mailproxy.dynamo",
+        "mailproxy.adapters.aws.dynamo",
         "mailproxy.api",
         "mailproxy.sender",
     ],

@@ -11,7 +11,7 @@ import base64
 import json
 from typing import Any
 
-from mailproxy.crypto import decrypt_secret, encrypt_secret
+from mailproxy.stores import stores
 
 SECRET_FIELDS = ("token", "password")
 SEALED_FIELD = "auth_enc"
@@ -39,7 +39,9 @@ def seal_payload(payload: dict[str, Any], tenant_id: str, sealed: dict[str, str]
             continue
         text = json.dumps(secrets, sort_keys=True)
         if text not in sealed:
-            sealed[text] = base64.b64encode(encrypt_secret(text, context=_context(tenant_id))).decode("ascii")
+            sealed[text] = base64.b64encode(stores().sealer.encrypt_secret(text, context=_context(tenant_id))).decode(
+                "ascii"
+            )
         visible = {k: v for k, v in auth.items() if k not in SECRET_FIELDS}
         changed.append({**attachment, "auth": visible, SEALED_FIELD: sealed[text]})
     return {**payload, "attachments": changed}
@@ -52,5 +54,5 @@ def opened_auth(spec: dict[str, Any], tenant_id: str) -> dict[str, Any] | None:
     ciphertext = spec.get(SEALED_FIELD)
     if not ciphertext:
         return auth if isinstance(auth, dict) else None
-    secrets = json.loads(decrypt_secret(base64.b64decode(ciphertext), context=_context(tenant_id)))
+    secrets = json.loads(stores().sealer.decrypt_secret(base64.b64decode(ciphertext), context=_context(tenant_id)))
     return {**(auth if isinstance(auth, dict) else {}), **secrets}

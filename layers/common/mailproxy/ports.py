@@ -12,12 +12,13 @@ Every write that can lose a race says so in its result (False / None), never by 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mailproxy.domain import Counter, JournalKind, MessageStatus, Outcome
 
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from mailproxy.ledger import EventKey
     from mailproxy.queues import QueueEntry
     from mailproxy.ratelimit import Limits, Reservation
@@ -47,313 +48,321 @@ class AlreadyFinal(Exception):
     """The message was already sent, failed, or is being sent: it cannot be overwritten."""
 
 
-class Messages(Protocol):
-    """One record per message: its status, history and the claim that guards its sending."""
+if TYPE_CHECKING:
+    # The ports are types for mypy only: making a dozen Protocol classes at import costs about 3 ms, at every
+    # cold start of every function, for nothing a running process uses.
+    class Messages(Protocol):
+        """One record per message: its status, history and the claim that guards its sending."""
 
-    def get_state(self, tenant_id: str, message_id: str) -> Record | None: ...
+        def get_state(self, tenant_id: str, message_id: str) -> Record | None: ...
 
-    def get_states(self, tenant_id: str, ids: list[str]) -> dict[str, Record]: ...
+        def get_states(self, tenant_id: str, ids: list[str]) -> dict[str, Record]: ...
 
-    def submit(
-        self,
-        tenant_id: str,
-        message_id: str,
-        *,
-        uid: str,
-        rev: str,
-        account_id: str,
-        priority: int,
-        batch_code: str | None,
-        status: MessageStatus,
-        deferred_ts: int | None,
-        park_ts: int | None,
-        pack: str | None,
-        journal: str,
-        now: int,
-    ) -> bool:
-        """Create or overwrite an unsent message; True if it is new. Raises AlreadyFinal otherwise."""
-        ...
+        def submit(
+            self,
+            tenant_id: str,
+            message_id: str,
+            *,
+            uid: str,
+            rev: str,
+            account_id: str,
+            priority: int,
+            batch_code: str | None,
+            status: MessageStatus,
+            deferred_ts: int | None,
+            park_ts: int | None,
+            pack: str | None,
+            journal: str,
+            now: int,
+        ) -> bool:
+            """Create or overwrite an unsent message; True if it is new. Raises AlreadyFinal otherwise."""
+            ...
 
-    def record_rejected(
-        self, tenant_id: str, message_id: str, *, uid: str, reason: str, account_id: str | None, now: int
-    ) -> bool:
-        """Record a refused message as failed, if no message has the id; False when one has."""
-        ...
+        def record_rejected(
+            self, tenant_id: str, message_id: str, *, uid: str, reason: str, account_id: str | None, now: int
+        ) -> bool:
+            """Record a refused message as failed, if no message has the id; False when one has."""
+            ...
 
-    def list_states(self, tenant_id: str) -> list[Record]: ...
+        def list_states(self, tenant_id: str) -> list[Record]: ...
 
-    def delete_state(self, tenant_id: str, message_id: str) -> Record | None: ...
+        def delete_state(self, tenant_id: str, message_id: str) -> Record | None: ...
 
-    def delete_states(self, keys: list[tuple[str, str]]) -> None: ...
+        def delete_states(self, keys: list[tuple[str, str]]) -> None: ...
 
-    def release_suspended(self, tenant_id: str, message_id: str, *, now: int) -> Record | None:
-        """A suspended message made pending again; its new record, or None if it was not suspended."""
-        ...
+        def release_suspended(self, tenant_id: str, message_id: str, *, now: int) -> Record | None:
+            """A suspended message made pending again; its new record, or None if it was not suspended."""
+            ...
 
-    def claim(
-        self, tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int, stale_before: int
-    ) -> Record | None:
-        """Take a message for sending; the claimed record, or None (gone, stale, final, or held by a live claim)."""
-        ...
+        def claim(
+            self, tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int, stale_before: int
+        ) -> Record | None:
+            """Take a message for sending; the claimed record, or None (gone, stale, final, or held by a live claim)."""
+            ...
 
-    def finish(
-        self,
-        tenant_id: str,
-        message_id: str,
-        *,
-        claim_id: str,
-        status: MessageStatus,
-        now: int,
-        history_event: dict[str, Any] | None,
-        outcome: Outcome,
-        fields: dict[str, Any] | None = None,
-        remove: tuple[str, ...] = (),
-    ) -> bool:
-        """Record the result of a claimed message, only while the claim is `claim_id`; False if it was lost."""
-        ...
+        def finish(
+            self,
+            tenant_id: str,
+            message_id: str,
+            *,
+            claim_id: str,
+            status: MessageStatus,
+            now: int,
+            history_event: dict[str, Any] | None,
+            outcome: Outcome,
+            fields: dict[str, Any] | None = None,
+            remove: tuple[str, ...] = (),
+        ) -> bool:
+            """Record the result of a claimed message, only while the claim is `claim_id`; False if it was lost."""
+            ...
 
-    def abandon(self, tenant_id: str, message_id: str, *, claim_id: str, attempts: int, now: int) -> bool: ...
+        def abandon(self, tenant_id: str, message_id: str, *, claim_id: str, attempts: int, now: int) -> bool: ...
 
-    def unpark(self, tenant_id: str, message_id: str, *, park_ts: int, now: int) -> bool: ...
+        def unpark(self, tenant_id: str, message_id: str, *, park_ts: int, now: int) -> bool: ...
 
-    def due_parked(self, now: int, limit: int = 500) -> list[Record]: ...
+        def due_parked(self, now: int, limit: int = 500) -> list[Record]: ...
 
-    def restore(self, item: Record, *, expires_at: int) -> bool: ...
+        def restore(self, item: Record, *, expires_at: int) -> bool: ...
 
-    def extend_expiry(self, tenant_id: str, message_id: str, *, expires_at: int) -> bool: ...
+        def extend_expiry(self, tenant_id: str, message_id: str, *, expires_at: int) -> bool: ...
 
-    def expired_items(self, now: int) -> list[Record]: ...
+        def expired_items(self, now: int) -> list[Record]: ...
 
+    class Tenants(Protocol):
+        """Tenants, their API keys and their SMTP accounts."""
 
-class Tenants(Protocol):
-    """Tenants, their API keys and their SMTP accounts."""
+        def get_tenant(self, tenant_id: str) -> Record | None: ...
 
-    def get_tenant(self, tenant_id: str) -> Record | None: ...
+        def create_tenant(self, tenant: dict[str, Any], *, key_hash: str, now: int) -> bool: ...
 
-    def create_tenant(self, tenant: dict[str, Any], *, key_hash: str, now: int) -> bool: ...
+        def update_tenant(self, tenant_id: str, fields: dict[str, Any], *, now: int, replace: bool = False) -> bool: ...
 
-    def update_tenant(self, tenant_id: str, fields: dict[str, Any], *, now: int, replace: bool = False) -> bool: ...
+        def list_tenants(self, *, active_only: bool = False) -> list[Record]: ...
 
-    def list_tenants(self, *, active_only: bool = False) -> list[Record]: ...
+        def delete_tenant(self, tenant_id: str) -> bool: ...
 
-    def delete_tenant(self, tenant_id: str) -> bool: ...
+        def set_api_key(self, tenant_id: str, *, key_hash: str | None, expires_at: int | None, now: int) -> bool: ...
 
-    def set_api_key(self, tenant_id: str, *, key_hash: str | None, expires_at: int | None, now: int) -> bool: ...
+        def lookup_api_key(self, key_hash: str) -> Record | None: ...
 
-    def lookup_api_key(self, key_hash: str) -> Record | None: ...
+        def set_suspended_batches(self, tenant_id: str, batches: list[str], *, now: int) -> None: ...
 
-    def set_suspended_batches(self, tenant_id: str, batches: list[str], *, now: int) -> None: ...
+        def put_account(self, tenant_id: str, account: dict[str, Any], *, now: int) -> None: ...
 
-    def put_account(self, tenant_id: str, account: dict[str, Any], *, now: int) -> None: ...
+        def get_account(self, tenant_id: str, account_id: str) -> Record | None: ...
 
-    def get_account(self, tenant_id: str, account_id: str) -> Record | None: ...
+        def get_tenants_and_accounts(
+            self, tenant_ids: set[str], account_keys: set[tuple[str, str]]
+        ) -> tuple[dict[str, Record], dict[tuple[str, str], Record]]: ...
 
-    def get_tenants_and_accounts(
-        self, tenant_ids: set[str], account_keys: set[tuple[str, str]]
-    ) -> tuple[dict[str, Record], dict[tuple[str, str], Record]]: ...
+        def get_tenants(self, tenant_ids: set[str]) -> dict[str, Record]: ...
 
-    def get_tenants(self, tenant_ids: set[str]) -> dict[str, Record]: ...
+        def list_accounts(self, tenant_id: str) -> list[Record]: ...
 
-    def list_accounts(self, tenant_id: str) -> list[Record]: ...
+        def account_ids(self, tenant_id: str) -> set[str]: ...
 
-    def account_ids(self, tenant_id: str) -> set[str]: ...
+        def delete_account(self, tenant_id: str, account_id: str) -> bool: ...
 
-    def delete_account(self, tenant_id: str, account_id: str) -> bool: ...
+    class RateWindows(Protocol):
+        """Send slots per window (minute, hour, day) of an account, and of a tenant's quota."""
 
+        def reserve(self, tenant_id: str, account_id: str, limits: Limits, wanted: int, now: int) -> Reservation: ...
 
-class RateWindows(Protocol):
-    """Send slots per window (minute, hour, day) of an account, and of a tenant's quota."""
+        def reserve_quota(self, tenant_id: str, limits: Limits, wanted: int, now: int) -> Reservation: ...
 
-    def reserve(self, tenant_id: str, account_id: str, limits: Limits, wanted: int, now: int) -> Reservation: ...
+        def release(self, tenant_id: str, account_id: str, reservation: Reservation, count: int) -> None: ...
 
-    def reserve_quota(self, tenant_id: str, limits: Limits, wanted: int, now: int) -> Reservation: ...
+        def release_quota(self, tenant_id: str, reservation: Reservation, count: int) -> None: ...
 
-    def release(self, tenant_id: str, account_id: str, reservation: Reservation, count: int) -> None: ...
+        def forget_tenant(self, tenant_id: str, account_ids: set[str]) -> None: ...
 
-    def release_quota(self, tenant_id: str, reservation: Reservation, count: int) -> None: ...
+        def forget_cache(self) -> None: ...
 
-    def forget_tenant(self, tenant_id: str, account_ids: set[str]) -> None: ...
+    class Counters(Protocol):
+        """The persisted /metrics counters and the pending gauge."""
 
-    def forget_cache(self) -> None: ...
+        def add_pending(self, deltas: dict[str, int], *, journal_sk: str | None = None) -> None:
+            """Apply pending deltas per tenant, closing the journal entry `journal_sk` in the same write."""
+            ...
 
+        def pending_counts(self) -> dict[str, int]: ...
 
-class Counters(Protocol):
-    """The persisted /metrics counters and the pending gauge."""
+        def pending_count(self, tenant_id: str | None = None) -> int: ...
 
-    def add_pending(self, deltas: dict[str, int], *, journal_sk: str | None = None) -> None:
-        """Apply pending deltas per tenant, closing the journal entry `journal_sk` in the same write."""
-        ...
+        def counted_accounts(self, tenant_id: str) -> set[str]: ...
 
-    def pending_counts(self) -> dict[str, int]: ...
+        def counter_rows(self) -> list[dict[str, Any]]: ...
 
-    def pending_count(self, tenant_id: str | None = None) -> int: ...
+        def add_tenant_counters(self, tenant_id: str, deltas: dict[str, int]) -> None: ...
 
-    def counted_accounts(self, tenant_id: str) -> set[str]: ...
+        def tenant_counter_rows(self) -> dict[str, Record]: ...
 
-    def counter_rows(self) -> list[dict[str, Any]]: ...
+        def ensure_counters(self, tenant_id: str, account_id: str) -> None: ...
 
-    def add_tenant_counters(self, tenant_id: str, deltas: dict[str, int]) -> None: ...
+        def service_counters(self) -> Record: ...
 
-    def tenant_counter_rows(self) -> dict[str, Record]: ...
+        def count_command_log_failure(self) -> None: ...
 
-    def ensure_counters(self, tenant_id: str, account_id: str) -> None: ...
+    class Journals(Protocol):
+        """Work in flight: what the scheduler finishes when a crash leaves it open."""
 
-    def service_counters(self) -> Record: ...
+        def open_journal(self, kind: JournalKind, keys: list[dict[str, Any]], *, due_ts: int) -> str: ...
 
-    def count_command_log_failure(self) -> None: ...
+        def due_journals(self, now: int) -> list[Record]: ...
 
+        def mark_journal_counted(self, sk: str) -> None: ...
 
-class Journals(Protocol):
-    """Work in flight: what the scheduler finishes when a crash leaves it open."""
+        def close_batch(self, journal_sk: str, *, counters: CounterDeltas, pending: Mapping[str, int]) -> None:
+            """Apply a batch's counters and pending deltas and close its journal entry, all or nothing (once)."""
+            ...
 
-    def open_journal(self, kind: JournalKind, keys: list[dict[str, Any]], *, due_ts: int) -> str: ...
+        def settle_batch(
+            self,
+            journal_sk: str,
+            *,
+            counters: CounterDeltas,
+            pending: Mapping[str, int],
+            open_keys: list[dict[str, Any]],
+        ) -> None: ...
 
-    def due_journals(self, now: int) -> list[Record]: ...
+    class ServiceState(Protocol):
+        """The service's own state: start time, scheduler runs, run-now requests, retention."""
 
-    def mark_journal_counted(self, sk: str) -> None: ...
+        def service_started_at(self, now: int) -> int: ...
 
-    def close_batch(self, journal_sk: str, *, counters: CounterDeltas, pending: Mapping[str, int]) -> None:
-        """Apply a batch's counters and pending deltas and close its journal entry, all or nothing (once)."""
-        ...
+        def scheduler_last_run(self) -> int | None: ...
 
-    def settle_batch(
-        self,
-        journal_sk: str,
-        *,
-        counters: CounterDeltas,
-        pending: Mapping[str, int],
-        open_keys: list[dict[str, Any]],
-    ) -> None: ...
+        def mark_scheduler_run(self, now: int) -> None: ...
 
+        def request_run_now(self, scope: str, now: int) -> None: ...
 
-class ServiceState(Protocol):
-    """The service's own state: start time, scheduler runs, run-now requests, retention."""
+        def run_now_requests(self) -> dict[str, int]: ...
 
-    def service_started_at(self, now: int) -> int: ...
+        def clear_run_now(self, scope: str, requested_at: int) -> None: ...
 
-    def scheduler_last_run(self) -> int | None: ...
+        def forget_tenant(self, tenant_id: str) -> None: ...
 
-    def mark_scheduler_run(self, now: int) -> None: ...
+        def delete_expired(self, now: int) -> int: ...
 
-    def request_run_now(self, scope: str, now: int) -> None: ...
+    class CommandLog(Protocol):
+        """The audit trail of API commands."""
 
-    def run_now_requests(self) -> dict[str, int]: ...
+        def log_command(
+            self,
+            *,
+            ts: int,
+            endpoint: str,
+            tenant_id: str | None,
+            payload: Any,
+            response_status: int,
+            source_ip: str | None = None,
+            request_id: str | None = None,
+        ) -> None: ...
 
-    def clear_run_now(self, scope: str, requested_at: int) -> None: ...
+        def list_commands(
+            self,
+            *,
+            tenant_id: str | None,
+            since_ts: int | None,
+            until_ts: int | None,
+            limit: int,
+            cursor: str | None = None,
+            now: int,
+        ) -> tuple[list[dict[str, Any]], str | None]: ...
 
-    def forget_tenant(self, tenant_id: str) -> None: ...
+    class Payloads(Protocol):
+        """Message payloads (blobs), written once per submission."""
 
-    def delete_expired(self, now: int) -> int: ...
+        def store(self, tenant_id: str, entries: list[tuple[str, str, dict[str, Any]]]) -> None:
+            """Store (id, rev, payload) entries one by one (each may outlive any pack)."""
+            ...
 
+        def store_pack(self, tenant_id: str, entries: Iterable[tuple[str, str, dict[str, Any]]]) -> str | None:
+            """Store (id, rev, payload) entries together; the pack's key (None when there are none)."""
+            ...
 
-class CommandLog(Protocol):
-    """The audit trail of API commands."""
+        def pin(self, tenant_id: str, message_id: str, rev: str, payload: dict[str, Any]) -> None: ...
 
-    def log_command(
-        self,
-        *,
-        ts: int,
-        endpoint: str,
-        tenant_id: str | None,
-        payload: Any,
-        response_status: int,
-        source_ip: str | None = None,
-        request_id: str | None = None,
-    ) -> None: ...
+        def load_payloads(
+            self, records: Iterable[Mapping[str, Any]]
+        ) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]: ...
 
-    def list_commands(
-        self,
-        *,
-        tenant_id: str | None,
-        since_ts: int | None,
-        until_ts: int | None,
-        limit: int,
-        cursor: str | None = None,
-        now: int,
-    ) -> tuple[list[dict[str, Any]], str | None]: ...
+        def forget(self, records: Iterable[Mapping[str, Any]]) -> None: ...
 
+        def delete_tenant_payloads(self, tenant_id: str) -> None: ...
 
-class Payloads(Protocol):
-    """Message payloads (blobs), written once per submission."""
+        def delete_payloads(self, keys: list[tuple[str, str]]) -> None: ...
 
-    def store(self, tenant_id: str, entries: list[tuple[str, str, dict[str, Any]]]) -> None:
-        """Store (id, rev, payload) entries one by one (each may outlive any pack)."""
-        ...
+    class WorkQueue(Protocol):
+        """The priority queues of messages to send."""
 
-    def store_pack(self, tenant_id: str, entries: Iterable[tuple[str, str, dict[str, Any]]]) -> str | None:
-        """Store (id, rev, payload) entries together; the pack's key (None when there are none)."""
-        ...
+        def enqueue(self, entries: list[QueueEntry]) -> None:
+            """Put every entry on its priority's queue, after its delay; raise if any is refused."""
+            ...
 
-    def pin(self, tenant_id: str, message_id: str, rev: str, payload: dict[str, Any]) -> None: ...
+        def dead_letter_depth(self) -> int | None:
+            """Messages given up on by the queue (None when it cannot be known)."""
+            ...
 
-    def load_payloads(
-        self, records: Iterable[Mapping[str, Any]]
-    ) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]: ...
+    class Outbox(Protocol):
+        """Delivery-report events owed to each tenant, the per-tenant lease of the reporter, its sync state."""
 
-    def forget(self, records: Iterable[Mapping[str, Any]]) -> None: ...
+        def owe(self, tenant_id: str, owed: list[Owed], key: str) -> None: ...
 
-    def delete_tenant_payloads(self, tenant_id: str) -> None: ...
+        def chunks(self, tenant_id: str) -> list[Record]: ...
 
-    def delete_payloads(self, keys: list[tuple[str, str]]) -> None: ...
+        def oldest_owed_ts(self, tenant_id: str) -> int | None: ...
 
+        def drop_chunks(self, tenant_id: str, sks: list[str]) -> None: ...
 
-class WorkQueue(Protocol):
-    """The priority queues of messages to send."""
+        def acquire(self, tenant_id: str, lease_id: str, now: int, *, ignore_backoff: bool) -> Record | None: ...
 
-    def enqueue(self, entries: list[QueueEntry]) -> None:
-        """Put every entry on its priority's queue, after its delay; raise if any is refused."""
-        ...
+        def release(
+            self, tenant_id: str, lease_id: str, sets: dict[str, Any], removes: Iterable[str] = ()
+        ) -> Record | None: ...
 
-    def dead_letter_depth(self) -> int | None:
-        """Messages given up on by the queue (None when it cannot be known)."""
-        ...
+        def sync_states(self) -> dict[str, Record]: ...
 
+        def forget_tenant(self, tenant_id: str) -> None:
+            """Drop a deleted tenant's outbox and sync state (its ledger is forgotten through `Ledger.forget`)."""
+            ...
 
-class Outbox(Protocol):
-    """Delivery-report events owed to each tenant, the per-tenant lease of the reporter, its sync state."""
+    class Ledger(Protocol):
+        """Which report events each tenant acknowledged, and when."""
 
-    def owe(self, tenant_id: str, owed: list[Owed], key: str) -> None: ...
+        def acknowledged_in(self, tenant_id: str, chunk_keys: list[str]) -> dict[str, dict[EventKey, int]]: ...
 
-    def chunks(self, tenant_id: str) -> list[Record]: ...
+        def record(self, tenant_id: str, acked: Mapping[str, Mapping[EventKey, int]]) -> None: ...
 
-    def oldest_owed_ts(self, tenant_id: str) -> int | None: ...
+        def acknowledged_events(self, tenant_id: str) -> dict[EventKey, int]: ...
 
-    def drop_chunks(self, tenant_id: str, sks: list[str]) -> None: ...
+        def forget(self, tenant_id: str) -> None: ...
 
-    def acquire(self, tenant_id: str, lease_id: str, now: int, *, ignore_backoff: bool) -> Record | None: ...
+    class Sealer(Protocol):
+        """Secrets (SMTP passwords, tenants' tokens) sealed at rest, bound to a context."""
 
-    def release(
-        self, tenant_id: str, lease_id: str, sets: dict[str, Any], removes: Iterable[str] = ()
-    ) -> Record | None: ...
+        def encrypt_secret(self, plaintext: str, *, context: str) -> bytes: ...
 
-    def sync_states(self) -> dict[str, Record]: ...
+        def decrypt_secret(self, ciphertext: bytes, *, context: str) -> str: ...
 
-    def forget_tenant(self, tenant_id: str) -> None: ...
 
-
-class Ledger(Protocol):
-    """Which report events each tenant acknowledged, and when."""
-
-    def acknowledged_in(self, tenant_id: str, chunk_keys: list[str]) -> dict[str, dict[EventKey, int]]: ...
-
-    def record(self, tenant_id: str, acked: Mapping[str, Mapping[EventKey, int]]) -> None: ...
-
-    def acknowledged_events(self, tenant_id: str) -> dict[EventKey, int]: ...
-
-    def forget(self, tenant_id: str) -> None: ...
-
-
-class Sealer(Protocol):
-    """Secrets (SMTP passwords, tenants' tokens) sealed at rest, bound to a context."""
-
-    def encrypt_secret(self, plaintext: str, *, context: str) -> bytes: ...
-
-    def decrypt_secret(self, ciphertext: bytes, *, context: str) -> str: ...
-
-
-@dataclass(frozen=True)
 class Stores:
-    """Every port, as one adapter implements them."""
+    """Every port, as one adapter implements them (a plain class: a dataclass costs a cold start more)."""
+
+    __slots__ = (
+        "commands",
+        "counters",
+        "journals",
+        "ledger",
+        "messages",
+        "outbox",
+        "payloads",
+        "queue",
+        "rates",
+        "sealer",
+        "service",
+        "tenants",
+    )
 
     messages: Messages
     tenants: Tenants
@@ -367,3 +376,32 @@ class Stores:
     outbox: Outbox
     ledger: Ledger
     sealer: Sealer
+
+    def __init__(
+        self,
+        *,
+        messages: Messages,
+        tenants: Tenants,
+        rates: RateWindows,
+        counters: Counters,
+        journals: Journals,
+        service: ServiceState,
+        commands: CommandLog,
+        payloads: Payloads,
+        queue: WorkQueue,
+        outbox: Outbox,
+        ledger: Ledger,
+        sealer: Sealer,
+    ) -> None:
+        self.messages = messages
+        self.tenants = tenants
+        self.rates = rates
+        self.counters = counters
+        self.journals = journals
+        self.service = service
+        self.commands = commands
+        self.payloads = payloads
+        self.queue = queue
+        self.outbox = outbox
+        self.ledger = ledger
+        self.sealer = sealer

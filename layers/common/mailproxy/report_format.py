@@ -9,8 +9,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from mailproxy.compression import compress_json, decompress_json
 from mailproxy.domain import REPORTABLE_EVENTS, EventType
-from mailproxy.dynamo import compress_json, decompress_json
 from mailproxy.ledger import EventKey, event_key
 from mailproxy.tenants import DEFAULT_SYNC_PATH
 

@@ -6,6 +6,7 @@ from collections import defaultdict
 from typing import Any
 
 from mailproxy import clock, messages
+from mailproxy.adapters.aws.dynamo import Item
 from mailproxy.domain import (
     DEFERRING_OUTCOMES,
     FINAL,
@@ -17,7 +18,6 @@ from mailproxy.domain import (
     MessageStatus,
     Outcome,
 )
-from mailproxy.dynamo import Item
 from mailproxy.logs import logger
 from mailproxy.settings import get_settings
 from mailproxy.stores import stores

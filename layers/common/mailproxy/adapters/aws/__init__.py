@@ -11,20 +11,19 @@ from mailproxy.ports import Stores
 
 def aws_stores() -> Stores:
     """The ports on AWS."""
-    from mailproxy import crypto, ledger, messages, payloads, queues, ratelimit, state, tenants
-    from mailproxy.adapters.aws import outbox
+    from mailproxy.adapters.aws import ledger, messages, outbox, payloads, queue, rates, sealer, state, tenants
 
     return Stores(
         messages=messages,
         tenants=tenants,
-        rates=ratelimit,
+        rates=rates,
         counters=state,
         journals=state,
         service=state,
         commands=state,
         payloads=payloads,
-        queue=queues,
+        queue=queue,
         outbox=outbox,
         ledger=ledger,
-        sealer=crypto,
+        sealer=sealer,
     )

@@ -6,8 +6,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from mailproxy.dynamo import Item, batch_write, conditional_write, ddb, from_item, query_all, to_attr, to_item
-from mailproxy.dynamo import chunks as split_into
+from mailproxy.adapters.aws.dynamo import (
+    Item,
+    batch_write,
+    conditional_write,
+    ddb,
+    from_item,
+    query_all,
+    to_attr,
+    to_item,
+)
+from mailproxy.adapters.aws.dynamo import chunks as split_into
 from mailproxy.logs import logger
 from mailproxy.report_format import LEASE_SECONDS, MAX_EVENTS_PER_CHUNK, Owed, chunk_ts, encode_events
 from mailproxy.settings import get_settings

@@ -6,7 +6,7 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
-from mailproxy.dynamo import Item, from_attr
+from mailproxy.adapters.aws.dynamo import Item, from_attr
 from mailproxy.logs import logger
 from mailproxy.ports import Change
 

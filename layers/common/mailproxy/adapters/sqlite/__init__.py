@@ -8,7 +8,6 @@ with priorities, delays and visibility leases that several worker processes shar
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from mailproxy.ports import Stores
 from mailproxy.settings import get_settings
@@ -40,21 +39,21 @@ def open_stores(data_dir: str, *, sealing_key: str = "") -> Stores:
     modules = (commands, ledger, messages, outbox, payloads, queue, rates, state, tenants)
     db = Database(database_path(data_dir), tuple(m.SCHEMA for m in modules))
     service_state = state.SqliteState(db)
-    ports: dict[str, Any] = {
-        "messages": messages.SqliteMessages(db),
-        "tenants": tenants.SqliteTenants(db),
-        "rates": rates.SqliteRates(db),
-        "counters": service_state,
-        "journals": service_state,
-        "service": service_state,
-        "commands": commands.SqliteCommandLog(db),
-        "payloads": payloads.SqlitePayloads(db),
-        "queue": queue.SqliteQueue(db),
-        "outbox": outbox.SqliteOutbox(db),
-        "ledger": ledger.SqliteLedger(db),
-        "sealer": sealer.SqliteSealer(data_dir, sealing_key),
-    }
-    return Stores(**ports)
+    secrets = sealer.SqliteSealer(data_dir, sealing_key)
+    return Stores(
+        messages=messages.SqliteMessages(db),
+        tenants=tenants.SqliteTenants(db, secrets),
+        rates=rates.SqliteRates(db),
+        counters=service_state,
+        journals=service_state,
+        service=service_state,
+        commands=commands.SqliteCommandLog(db),
+        payloads=payloads.SqlitePayloads(db),
+        queue=queue.SqliteQueue(db),
+        outbox=outbox.SqliteOutbox(db),
+        ledger=ledger.SqliteLedger(db),
+        sealer=secrets,
+    )
 
 
 def sqlite_stores() -> Stores:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import itertools
 import json
-import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from mailproxy.domain import Counter, JournalKind
-from mailproxy.dynamo import (
+from mailproxy.adapters.aws.dynamo import (
     Item,
     batch_write,
     ddb,
@@ -24,7 +20,8 @@ from mailproxy.dynamo import (
     to_attr,
     to_item,
 )
-from mailproxy.errors import BadRequest
+from mailproxy.command_log import CLOCK_SKEW, DAY, MAX_COMMAND_PAGE_BYTES, decode_cursor, encode_cursor
+from mailproxy.domain import Counter, JournalKind
 from mailproxy.settings import get_settings
 
 
@@ -132,11 +129,7 @@ def due_journals(now: int) -> list[Item]:
 
 
 COMMAND_LOG_INDEX = "CommandLogByTenant"
-_COMMAND_SK = r"[0-9]{12}#[0-9]{17}#[0-9a-f]{32}"  # compiled on first use (re caches it): not at a cold start
-_DAY = 86400
-MAX_COMMAND_PAGE_BYTES = 4_000_000
 COMMAND_QUERY_PAGE = 1000  # entries per Query: a page stopped by its size cap reads little past it
-CLOCK_SKEW = 300
 
 
 def _log_day(ts: int) -> str:
@@ -154,7 +147,7 @@ def log_command(
     source_ip: str | None = None,
     request_id: str | None = None,
 ) -> None:
-    """Append a mutating call to the command log (kept `GMP_COMMAND_LOG_RETENTION_DAYS`, then removed by TTL)."""
+    """Append a mutating call to the command log (kept `GMP_COMMAND_LOG_RETENTIONDAYS`, then removed by TTL)."""
     day = _log_day(ts)
     item = {
         # One partition per UTC day, and per tenant and day through CommandLogByTenant: a read queries the
@@ -170,7 +163,7 @@ def log_command(
         "response_status": response_status,
         "source_ip": source_ip,
         "request_id": request_id,
-        "expires_at": ts + get_settings().command_log_retention_days * _DAY,
+        "expires_at": ts + get_settings().command_log_retention_days * DAY,
     }
     if tenant_id is not None:
         item["log_tenant"] = f"{tenant_id}#{day}"
@@ -195,22 +188,6 @@ def service_counters() -> Item:
     return from_item(reply["Item"]) if "Item" in reply else {}
 
 
-def _encode_cursor(sk: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"before": sk}).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    """The sort key a cursor continues before; BadRequest if it is not one this service issued."""
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        before = decoded["before"]
-    except (ValueError, TypeError, KeyError, binascii.Error) as exc:
-        raise BadRequest("Invalid cursor") from exc
-    if not isinstance(before, str) or not re.fullmatch(_COMMAND_SK, before):
-        raise BadRequest("Invalid cursor")
-    return before
-
-
 def list_commands(
     *,
     tenant_id: str | None,
@@ -222,21 +199,21 @@ def list_commands(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Logged commands, newest first, at most `limit`, and the cursor of the next page (None at the end)."""
     # Nothing older than the retention exists (TTL may lag: what it has not removed yet is not shown).
-    oldest = max(since_ts or 0, now - get_settings().command_log_retention_days * _DAY)
+    oldest = max(since_ts or 0, now - get_settings().command_log_retention_days * DAY)
     # Another container's clock may run a little ahead; nothing is logged later than that.
     newest = min(until_ts if until_ts is not None else now + CLOCK_SKEW, now + CLOCK_SKEW)
     high = f"{newest:012d}#~"
     if cursor is not None:
-        high = min(high, _decode_cursor(cursor))
+        high = min(high, decode_cursor(cursor))
         newest = min(newest, int(high[:12]))
     low = f"{oldest:012d}#"
     found: list[Item] = []
     read_bytes = 0
-    day = newest // _DAY
+    day = newest // DAY
     # Read up to `limit` + 1 entries, or up to the first one past the page's size cap (then it is the
     # next page's first): never the whole of a large `limit` that the cap would cut anyway.
-    while day >= oldest // _DAY and len(found) <= limit and read_bytes <= MAX_COMMAND_PAGE_BYTES and low < high:
-        for item in _query_day(tenant_id, _log_day(day * _DAY), low, high, limit + 1 - len(found)):
+    while day >= oldest // DAY and len(found) <= limit and read_bytes <= MAX_COMMAND_PAGE_BYTES and low < high:
+        for item in _query_day(tenant_id, _log_day(day * DAY), low, high, limit + 1 - len(found)):
             found.append(item)
             read_bytes += len(str(item.get("payload") or ""))
             if read_bytes > MAX_COMMAND_PAGE_BYTES and len(found) > 1:
@@ -249,7 +226,7 @@ def list_commands(
         if page and size > MAX_COMMAND_PAGE_BYTES:
             break  # a Lambda reply holds 6 MB: the rest comes with the cursor
         page.append(item)
-    next_cursor = _encode_cursor(str(page[-1]["sk"])) if len(found) > len(page) else None
+    next_cursor = encode_cursor(str(page[-1]["sk"])) if len(found) > len(page) else None
     commands = [
         {
             **{

@@ -15,8 +15,9 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from mailproxy.adapters.aws.dynamo import batch_get, batch_write, query_all, to_attr
 from mailproxy.aws import client
-from mailproxy.dynamo import batch_get, batch_write, compress_json, decompress_json, query_all, to_attr
+from mailproxy.compression import compress_json, decompress_json
 from mailproxy.settings import get_settings
 
 MAX_ITEM_PAYLOAD = 350_000  # DynamoDB items stop at 400 KB; leave room for the keys

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
@@ -12,17 +10,6 @@ from typing import Any
 from mailproxy.aws import client
 
 Item = dict[str, Any]
-
-
-def compress_json(value: Any) -> bytes:
-    """Compact JSON, zlib-compressed: how documents are stored in binary attributes (an item is billed
-    by its size) and in S3 objects."""
-    return zlib.compress(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
-
-
-def decompress_json(blob: bytes) -> Any:
-    """A value stored by `compress_json`."""
-    return json.loads(zlib.decompress(blob).decode("utf-8"))
 
 
 def to_attr(value: Any) -> dict[str, Any]:

@@ -1,0 +1,353 @@
+"""Message records in `MessagesTable`: one small item per message, whose status changes."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from mailproxy.adapters.aws.dynamo import (
+    Item,
+    batch_get,
+    batch_write,
+    conditional_write,
+    ddb,
+    expired,
+    from_item,
+    is_conditional_failure,
+    query_all,
+    to_attr,
+)
+from mailproxy.domain import EventType, MessageStatus, Outcome
+from mailproxy.messages import (
+    EARLY_SLACK_SECONDS,
+    PARK_SHARD,
+    abandoned_reason,
+    event,
+    retained_until,
+)
+from mailproxy.ports import AlreadyFinal
+from mailproxy.settings import get_settings
+
+
+def _table() -> str:
+    return get_settings().messages_table
+
+
+def _key(tenant_id: str, message_id: str) -> dict[str, Any]:
+    return {"tenant_id": {"S": tenant_id}, "id": {"S": message_id}}
+
+
+def get_state(tenant_id: str, message_id: str) -> Item | None:
+    """The state item of one message, or None."""
+    reply = ddb().get_item(TableName=_table(), Key=_key(tenant_id, message_id), ConsistentRead=True)
+    return from_item(reply["Item"]) if "Item" in reply else None
+
+
+def get_states(tenant_id: str, ids: list[str]) -> dict[str, Item]:
+    """id → state item for the existing messages among `ids` of one tenant."""
+    unique = list(dict.fromkeys(ids))
+    items = batch_get(_table(), [{"tenant_id": tenant_id, "id": i} for i in unique])
+    return {str(i["id"]): i for i in items}
+
+
+def submit(
+    tenant_id: str,
+    message_id: str,
+    *,
+    uid: str,
+    rev: str,
+    account_id: str,
+    priority: int,
+    batch_code: str | None,
+    status: MessageStatus,
+    deferred_ts: int | None,
+    park_ts: int | None,
+    pack: str | None,
+    journal: str,
+    now: int,
+) -> bool:
+    """Create or overwrite an unsent message; True if it is new. Raises AlreadyFinal otherwise."""
+    values: dict[str, Any] = {
+        ":uid": uid,
+        ":rev": rev,
+        ":acc": account_id,
+        ":prio": priority,
+        ":status": status,
+        ":now": now,
+        ":zero": 0,
+        ":journal": journal,
+        ":empty": [],
+        ":queued": [event(EventType.QUEUED, now)],
+        ":pending": MessageStatus.PENDING,
+        ":deferred": MessageStatus.DEFERRED,
+        ":suspended": MessageStatus.SUSPENDED,
+    }
+    sets = [
+        "#pk = if_not_exists(#pk, :uid)",
+        "#rev = :rev",
+        "#account_id = :acc",
+        "#priority = :prio",
+        "#status = :status",
+        "#created_at = if_not_exists(#created_at, :now)",
+        "#created_by = if_not_exists(#created_by, :journal)",
+        "#updated_at = :now",
+        "#attempts = :zero",
+        "#history = list_append(if_not_exists(#history, :empty), :queued)",
+    ]
+    removes = ["#error", "#error_ts", "#claim_id", "#claim_ts"]
+    for name, value in (("batch_code", batch_code), ("deferred_ts", deferred_ts), ("pack", pack)):
+        if value is None:
+            removes.append(f"#{name}")
+        else:
+            sets.append(f"#{name} = :{name}")
+            values[f":{name}"] = value
+    if park_ts is None:
+        removes += ["#park_shard", "#park_ts"]
+    else:
+        sets += ["#park_shard = :shard", "#park_ts = :park"]
+        values[":shard"] = PARK_SHARD
+        values[":park"] = park_ts
+    expression = "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes)
+    names = {token: token[1:] for token in re.findall(r"#\w+", expression)}
+    try:
+        reply = ddb().update_item(
+            TableName=_table(),
+            Key=_key(tenant_id, message_id),
+            UpdateExpression=expression,
+            ConditionExpression="attribute_not_exists(#id) OR #status IN (:pending, :deferred, :suspended)",
+            ExpressionAttributeNames={**names, "#id": "id"},
+            ExpressionAttributeValues={k: to_attr(v) for k, v in values.items()},
+            ReturnValues="ALL_OLD",
+        )
+    except Exception as exc:
+        if is_conditional_failure(exc):
+            raise AlreadyFinal(message_id) from exc
+        raise
+    return "id" not in reply.get("Attributes", {})
+
+
+def record_rejected(
+    tenant_id: str, message_id: str, *, uid: str, reason: str, account_id: str | None, now: int
+) -> bool:
+    """Record a message rejected at submission as failed (only if the id is new); True if recorded."""
+    item = {
+        "tenant_id": tenant_id,
+        "id": message_id,
+        "pk": uid,
+        "rev": "",
+        "status": MessageStatus.ERROR,
+        "error": reason,
+        "error_ts": now,
+        "priority": 2,
+        "created_at": now,
+        "updated_at": now,
+        "attempts": 0,
+        "history": [event(EventType.ERROR, now, reason)],
+        "expires_at": retained_until(now),
+    }
+    if account_id:
+        item["account_id"] = account_id
+    return _put_if_absent(item)
+
+
+def _put_if_absent(item: Item) -> bool:
+    """Write a whole message item unless its id exists; False when it does."""
+    return (
+        conditional_write(
+            ddb().put_item,
+            TableName=_table(),
+            Item={k: to_attr(v) for k, v in item.items()},
+            ConditionExpression="attribute_not_exists(#id)",
+            ExpressionAttributeNames={"#id": "id"},
+        )
+        is not None
+    )
+
+
+def list_states(tenant_id: str) -> list[Item]:
+    """Every message state item of a tenant."""
+    return list(
+        query_all(
+            TableName=_table(),
+            KeyConditionExpression="tenant_id = :t",
+            ExpressionAttributeValues={":t": {"S": tenant_id}},
+            ConsistentRead=True,
+        )
+    )
+
+
+def delete_state(tenant_id: str, message_id: str) -> Item | None:
+    """Delete a message's state item; the deleted item, or None if there was none."""
+    reply = ddb().delete_item(TableName=_table(), Key=_key(tenant_id, message_id), ReturnValues="ALL_OLD")
+    return from_item(reply["Attributes"]) if "Attributes" in reply else None
+
+
+def delete_states(keys: list[tuple[str, str]]) -> None:
+    """Delete many state items (no conditions: for cascades and retention)."""
+    batch_write(_table(), deletes=[{"tenant_id": t, "id": i} for t, i in keys])
+
+
+def release_suspended(tenant_id: str, message_id: str, *, now: int) -> Item | None:
+    """Turn a suspended message back to pending (on activation); the new item, or None if it changed."""
+    reply = conditional_write(
+        ddb().update_item,
+        TableName=_table(),
+        Key=_key(tenant_id, message_id),
+        UpdateExpression="SET #status = :pending, #updated_at = :now",
+        ConditionExpression="#status = :suspended",
+        ExpressionAttributeNames={"#status": "status", "#updated_at": "updated_at"},
+        ExpressionAttributeValues={
+            ":pending": to_attr(MessageStatus.PENDING),
+            ":suspended": to_attr(MessageStatus.SUSPENDED),
+            ":now": to_attr(now),
+        },
+        ReturnValues="ALL_NEW",
+    )
+    if reply is None:
+        return None
+    return from_item(reply["Attributes"])
+
+
+def _names(*expressions: str) -> dict[str, str]:
+    """`#name` → `name` for every placeholder used in the expressions (every attribute is escaped)."""
+    return {token: token[1:] for expression in expressions for token in re.findall(r"#\w+", expression)}
+
+
+def _update_if(tenant_id: str, message_id: str, update: str, condition: str, values: dict[str, Any]) -> bool:
+    """Apply `update` to a message if `condition` holds; False when it does not (a lost race, not an error)."""
+    return _update_where(tenant_id, message_id, update, condition, values) is not None
+
+
+def _update_where(
+    tenant_id: str, message_id: str, update: str, condition: str, values: dict[str, Any], **options: Any
+) -> dict[str, Any] | None:
+    """Apply `update` to a message if `condition` holds: DynamoDB's reply, or None when it does not."""
+    return conditional_write(
+        ddb().update_item,
+        TableName=_table(),
+        Key=_key(tenant_id, message_id),
+        UpdateExpression=update,
+        ConditionExpression=condition,
+        ExpressionAttributeNames=_names(update, condition),
+        ExpressionAttributeValues={k: to_attr(v) for k, v in values.items()},
+        **options,
+    )
+
+
+def claim(tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int, stale_before: int) -> Item | None:
+    """Take a message for sending; the claimed item, or None when it is gone, stale, final or held by a live claim.
+
+    `claims` on the item counts the claims since its last recorded result (`finish` resets it): above one,
+    earlier claims did not finish (a crash, a timeout) and this one recovered theirs.
+    """
+    update = (
+        "SET #status = :sending, #claim_id = :claim, #claim_ts = :now, #updated_at = :now,"
+        " #claims = if_not_exists(#claims, :zero) + :one"
+    )
+    # A copy that arrives before the message is due (a duplicate of a delayed one) is not taken.
+    condition = (
+        "#rev = :rev AND (#status IN (:pending, :deferred) OR (#status = :sending AND #claim_ts <= :stale))"
+        " AND (attribute_not_exists(#deferred_ts) OR #deferred_ts <= :due)"
+    )
+    values = {
+        ":sending": MessageStatus.SENDING,
+        ":pending": MessageStatus.PENDING,
+        ":deferred": MessageStatus.DEFERRED,
+        ":claim": claim_id,
+        ":now": now,
+        ":rev": rev,
+        ":stale": stale_before,
+        ":due": now + EARLY_SLACK_SECONDS,
+        ":zero": 0,
+        ":one": 1,
+    }
+    reply = _update_where(tenant_id, message_id, update, condition, values, ReturnValues="ALL_NEW")
+    if reply is None:
+        return None
+    return from_item(reply["Attributes"])
+
+
+def finish(
+    tenant_id: str,
+    message_id: str,
+    *,
+    claim_id: str,
+    status: MessageStatus,
+    now: int,
+    history_event: dict[str, Any] | None,
+    outcome: Outcome,
+    fields: dict[str, Any] | None = None,
+    remove: tuple[str, ...] = (),
+) -> bool:
+    """Record the result of a claimed message (only while the claim is ours); False if it was lost."""
+    values: dict[str, Any] = {":status": status, ":now": now, ":claim": claim_id, ":outcome": outcome}
+    sets = ["#status = :status", "#updated_at = :now", "#outcome = :outcome", "#outcome_by = :claim"]
+    for index, (name, value) in enumerate((fields or {}).items()):
+        sets.append(f"#{name} = :f{index}")
+        values[f":f{index}"] = value
+    if history_event is not None:
+        sets.append("#history = list_append(if_not_exists(#history, :empty), :event)")
+        values[":empty"], values[":event"] = [], [history_event]
+    removes = ["#claim_id", "#claim_ts", "#claims", *(f"#{name}" for name in remove)]
+    update = "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes)
+    condition = "#claim_id = :claim"
+    return _update_if(tenant_id, message_id, update, condition, values)
+
+
+def abandon(tenant_id: str, message_id: str, *, claim_id: str, attempts: int, now: int) -> bool:
+    """Fail a message whose stale claim `claim_id` was its last allowed attempt; False if it was taken over."""
+    reason = abandoned_reason(attempts)
+    return finish(
+        tenant_id,
+        message_id,
+        claim_id=claim_id,
+        status=MessageStatus.ERROR,
+        now=now,
+        history_event=event(EventType.ERROR, now, reason),
+        outcome=Outcome.ERROR,
+        fields={"error": reason, "error_ts": now, "expires_at": retained_until(now)},
+    )
+
+
+def unpark(tenant_id: str, message_id: str, *, park_ts: int, now: int) -> bool:
+    """Take a due message off the parked index once it is back on a queue; False if it changed meanwhile."""
+    update = "SET #updated_at = :now REMOVE #park_shard, #park_ts"
+    condition = "#park_ts = :park"
+    return _update_if(tenant_id, message_id, update, condition, {":now": now, ":park": park_ts})
+
+
+def due_parked(now: int, limit: int = 500) -> list[Item]:
+    """Parked messages whose time has come (keys, priority and park_ts from the sparse index)."""
+    reply = ddb().query(
+        TableName=_table(),
+        IndexName="ParkedIndex",
+        KeyConditionExpression="#shard = :shard AND #park_ts <= :now",
+        ExpressionAttributeNames={"#shard": "park_shard", "#park_ts": "park_ts"},
+        ExpressionAttributeValues={":shard": to_attr(PARK_SHARD), ":now": to_attr(now)},
+        Limit=limit,
+    )
+    return [from_item(i) for i in reply.get("Items", [])]
+
+
+def restore(item: Item, *, expires_at: int) -> bool:
+    """Put back a message TTL removed while its reports may still be owed, marked `restored` so that
+    its events are not owed twice; False if the id was submitted again meanwhile."""
+    return _put_if_absent({**item, "expires_at": expires_at, "restored": True})
+
+
+def extend_expiry(tenant_id: str, message_id: str, *, expires_at: int) -> bool:
+    """Move the retention expiry of a final message; False if it is not one (any more)."""
+    update = "SET #expires_at = :expires"
+    condition = "attribute_exists(#id) AND #status IN (:sent, :error)"
+    return _update_if(
+        tenant_id,
+        message_id,
+        update,
+        condition,
+        {":expires": expires_at, ":sent": MessageStatus.SENT, ":error": MessageStatus.ERROR},
+    )
+
+
+def expired_items(now: int) -> list[Item]:
+    """Every message whose `expires_at` has passed (a Scan: for the local stack only)."""
+    return expired(_table(), now)

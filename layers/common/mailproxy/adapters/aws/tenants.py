@@ -1,0 +1,272 @@
+"""Tenants, their API keys and SMTP accounts in `TenantsTable`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailproxy.adapters.aws.dynamo import (
+    Item,
+    batch_get,
+    batch_write,
+    conditional_write,
+    ddb,
+    from_item,
+    query_all,
+    scan_all,
+    to_attr,
+    to_item,
+)
+from mailproxy.adapters.aws.sealer import encrypt_secret
+from mailproxy.settings import get_settings
+from mailproxy.tenants import (
+    ACCOUNT_FIELDS,
+    config_values,
+    replacement,
+)
+
+
+def _table() -> str:
+    return get_settings().tenants_table
+
+
+def _tenant_key(tenant_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"TENANT#{tenant_id}"}, "sk": {"S": "TENANT"}}
+
+
+def _key_item_key(key_hash: str) -> dict[str, Any]:
+    return {"pk": {"S": f"APIKEY#{key_hash}"}, "sk": {"S": "APIKEY"}}
+
+
+def get_tenant(tenant_id: str) -> Item | None:
+    """The stored tenant (secrets still encrypted), or None."""
+    reply = ddb().get_item(TableName=_table(), Key=_tenant_key(tenant_id), ConsistentRead=True)
+    return from_item(reply["Item"]) if "Item" in reply else None
+
+
+def create_tenant(tenant: dict[str, Any], *, key_hash: str, now: int) -> bool:
+    """Store a new tenant and its key hash together; False if the tenant already exists."""
+    tenant_id = tenant["id"]
+    config = {"client_auth": None, "active": True, **tenant}
+    values = config_values(config, tenant_id, encrypt=encrypt_secret)
+    item = {
+        "pk": f"TENANT#{tenant_id}",
+        "sk": "TENANT",
+        "id": tenant_id,
+        **values,
+        "api_key_hash": key_hash,
+        "api_key_expires_at": tenant.get("api_key_expires_at"),
+        "suspended_batches": [],
+        "created_at": now,
+        "updated_at": now,
+    }
+    key_item = {"pk": f"APIKEY#{key_hash}", "sk": "APIKEY", "tenant_id": tenant_id}
+    if tenant.get("api_key_expires_at") is not None:
+        key_item["expires_at"] = tenant["api_key_expires_at"]
+    return (
+        conditional_write(
+            ddb().transact_write_items,
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": _table(),
+                        "Item": to_item(item),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {"Put": {"TableName": _table(), "Item": to_item(key_item)}},
+            ],
+        )
+        is not None
+    )
+
+
+def update_tenant(tenant_id: str, fields: dict[str, Any], *, now: int, replace: bool = False) -> bool:
+    """Change the given config fields (all of them, defaults for the rest, when `replace`); False if absent."""
+    values = config_values(replacement(fields) if replace else fields, tenant_id, encrypt=encrypt_secret)
+    values["updated_at"] = now
+    sets, removes, names, attrs = [], [], {}, {}
+    for index, (name, value) in enumerate(values.items()):
+        names[f"#f{index}"] = name
+        if value is None:
+            removes.append(f"#f{index}")
+        else:
+            sets.append(f"#f{index} = :v{index}")
+            attrs[f":v{index}"] = to_attr(value)
+    expression = "SET " + ", ".join(sets)
+    if removes:
+        expression += " REMOVE " + ", ".join(removes)
+    return (
+        conditional_write(
+            ddb().update_item,
+            TableName=_table(),
+            Key=_tenant_key(tenant_id),
+            UpdateExpression=expression,
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=attrs,
+        )
+        is not None
+    )
+
+
+def list_tenants(*, active_only: bool = False) -> list[Item]:
+    """Every tenant, sorted by id."""
+    tenants = list(
+        scan_all(
+            TableName=_table(),
+            FilterExpression="sk = :t",
+            ExpressionAttributeValues={":t": {"S": "TENANT"}},
+        )
+    )
+    if active_only:
+        tenants = [t for t in tenants if t.get("active", True)]
+    return sorted(tenants, key=lambda t: str(t["id"]))
+
+
+def delete_tenant(tenant_id: str) -> bool:
+    """Delete a tenant with its accounts and key; False if it did not exist."""
+    tenant = get_tenant(tenant_id)
+    if tenant is None:
+        return False
+    items = list(
+        query_all(
+            TableName=_table(),
+            KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues={":p": {"S": f"TENANT#{tenant_id}"}},
+            ProjectionExpression="pk, sk",
+        )
+    )
+
+    keys = [{"pk": i["pk"], "sk": i["sk"]} for i in items]
+    if tenant.get("api_key_hash"):
+        keys.append({"pk": f"APIKEY#{tenant['api_key_hash']}", "sk": "APIKEY"})
+    batch_write(_table(), deletes=keys)
+    return True
+
+
+def set_api_key(tenant_id: str, *, key_hash: str | None, expires_at: int | None, now: int) -> bool:
+    """Replace (or with None remove) the tenant's key: the old one stops working at once."""
+    tenant = get_tenant(tenant_id)
+    if tenant is None:
+        return False
+    actions: list[dict[str, Any]] = []
+    if tenant.get("api_key_hash"):
+        actions.append({"Delete": {"TableName": _table(), "Key": _key_item_key(tenant["api_key_hash"])}})
+    if key_hash:
+        key_item: dict[str, Any] = {"pk": f"APIKEY#{key_hash}", "sk": "APIKEY", "tenant_id": tenant_id}
+        if expires_at is not None:
+            key_item["expires_at"] = expires_at
+        actions.append({"Put": {"TableName": _table(), "Item": to_item(key_item)}})
+        update = "SET api_key_hash = :h, api_key_expires_at = :e, updated_at = :n"
+        attrs = {":h": to_attr(key_hash), ":e": to_attr(expires_at), ":n": to_attr(now)}
+    else:
+        update = "SET updated_at = :n REMOVE api_key_hash, api_key_expires_at"
+        attrs = {":n": to_attr(now)}
+    actions.append(
+        {
+            "Update": {
+                "TableName": _table(),
+                "Key": _tenant_key(tenant_id),
+                "UpdateExpression": update,
+                "ConditionExpression": "attribute_exists(pk)",
+                "ExpressionAttributeValues": attrs,
+            }
+        }
+    )
+    return conditional_write(ddb().transact_write_items, TransactItems=actions) is not None
+
+
+def lookup_api_key(key_hash: str) -> Item | None:
+    """The key item ({tenant_id, expires_at}) of a key hash, or None."""
+    reply = ddb().get_item(TableName=_table(), Key=_key_item_key(key_hash))
+    return from_item(reply["Item"]) if "Item" in reply else None
+
+
+def set_suspended_batches(tenant_id: str, batches: list[str], *, now: int) -> None:
+    """Store the tenant's suspended batches (`["*"]`: the whole tenant)."""
+    ddb().update_item(
+        TableName=_table(),
+        Key=_tenant_key(tenant_id),
+        UpdateExpression="SET suspended_batches = :b, updated_at = :n",
+        ConditionExpression="attribute_exists(pk)",
+        ExpressionAttributeValues={":b": to_attr(batches), ":n": to_attr(now)},
+    )
+
+
+def _account_key(tenant_id: str, account_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"TENANT#{tenant_id}"}, "sk": {"S": f"ACCOUNT#{account_id}"}}
+
+
+def put_account(tenant_id: str, account: dict[str, Any], *, now: int) -> None:
+    """Create or replace an account (upsert on tenant + id), its password encrypted."""
+    item = {
+        "pk": f"TENANT#{tenant_id}",
+        "sk": f"ACCOUNT#{account['id']}",
+        "id": account["id"],
+        "tenant_id": tenant_id,
+        **{name: account.get(name) for name in ACCOUNT_FIELDS},
+        "updated_at": now,
+    }
+    if account.get("password"):
+        item["password_enc"] = encrypt_secret(account["password"], context=f"account/{tenant_id}/{account['id']}")
+    existing = get_account(tenant_id, account["id"])
+    item["created_at"] = existing.get("created_at", now) if existing else now
+    ddb().put_item(TableName=_table(), Item=to_item(item))
+
+
+def get_account(tenant_id: str, account_id: str) -> Item | None:
+    """The stored account (password still encrypted), or None."""
+    reply = ddb().get_item(TableName=_table(), Key=_account_key(tenant_id, account_id), ConsistentRead=True)
+    return from_item(reply["Item"]) if "Item" in reply else None
+
+
+def get_tenants_and_accounts(
+    tenant_ids: set[str], account_keys: set[tuple[str, str]]
+) -> tuple[dict[str, Item], dict[tuple[str, str], Item]]:
+    """The stored tenants and (tenant_id, account_id) accounts that exist among those asked for, read
+    together (one BatchGetItem for up to 100 of them)."""
+    keys = [{"pk": f"TENANT#{t}", "sk": "TENANT"} for t in sorted(tenant_ids)]
+    keys += [{"pk": f"TENANT#{t}", "sk": f"ACCOUNT#{a}"} for t, a in sorted(account_keys)]
+    found_tenants: dict[str, Item] = {}
+    found_accounts: dict[tuple[str, str], Item] = {}
+    for item in batch_get(_table(), keys):
+        if item["sk"] == "TENANT":
+            found_tenants[str(item["pk"]).removeprefix("TENANT#")] = item
+        else:
+            found_accounts[(str(item["tenant_id"]), str(item["id"]))] = item
+    return found_tenants, found_accounts
+
+
+def get_tenants(tenant_ids: set[str]) -> dict[str, Item]:
+    """The stored tenants among those asked for, read together."""
+    return get_tenants_and_accounts(tenant_ids, set())[0] if tenant_ids else {}
+
+
+def list_accounts(tenant_id: str) -> list[Item]:
+    """The tenant's accounts, sorted by id."""
+    return list(
+        query_all(
+            TableName=_table(),
+            KeyConditionExpression="pk = :p AND begins_with(sk, :a)",
+            ExpressionAttributeValues={":p": {"S": f"TENANT#{tenant_id}"}, ":a": {"S": "ACCOUNT#"}},
+            ConsistentRead=True,
+        )
+    )
+
+
+def account_ids(tenant_id: str) -> set[str]:
+    """The ids of the tenant's accounts."""
+    return {str(a["id"]) for a in list_accounts(tenant_id)}
+
+
+def delete_account(tenant_id: str, account_id: str) -> bool:
+    """Delete an account; False if the tenant has no such account."""
+    return (
+        conditional_write(
+            ddb().delete_item,
+            TableName=_table(),
+            Key=_account_key(tenant_id, account_id),
+            ConditionExpression="attribute_exists(pk)",
+        )
+        is not None
+    )
