@@ -48,6 +48,7 @@ class WorkerSpec:
     """What a spawned worker needs: a fresh interpreter has none of the parent's state, environment included."""
 
     index: int
+    parent_pid: int  # the runtime's main process: a worker whose parent is another (it died) stops
     environ: dict[str, str]
     sys_path: list[str]
     visibility_seconds: int
@@ -80,10 +81,10 @@ def worker_main(spec: WorkerSpec, stop: Event, busy_since: Synchronized[float]) 
     from local.embedded.ports import sqlite_queue
 
     queue = sqlite_queue()
-    parent = os.getppid()
     idle = IDLE_SLEEP_SECONDS
-    # A worker whose parent died (kill -9 of the runtime's process alone) stops: it must not send unsupervised.
-    while not stop.is_set() and not terminated.is_set() and os.getppid() == parent:
+    # A worker whose parent died (kill -9 of the runtime's process alone, even before this one got here) stops:
+    # it must not send unsupervised.
+    while not stop.is_set() and not terminated.is_set() and os.getppid() == spec.parent_pid:
         records = queue.receive(BATCH_SIZE, spec.visibility_seconds)
         if not records:
             terminated.wait(idle)
@@ -155,6 +156,7 @@ class SenderWorkers:
     def _spawn(self, slot: _Slot) -> None:
         spec = WorkerSpec(
             index=slot.index,
+            parent_pid=os.getpid(),
             environ=dict(os.environ),
             sys_path=list(sys.path),
             visibility_seconds=self.visibility_seconds,

@@ -4,6 +4,8 @@ arrive at the SMTP sink, delivery reports at the client's callback, /health and 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -146,3 +148,21 @@ def test_a_second_runtime_on_the_same_data_directory_refuses_to_start(service: E
         second.start()
     with httpx.Client(base_url=service.url, timeout=30) as http:
         assert http.get("/metrics").status_code == 200  # the first one goes on
+
+
+def test_a_killed_sender_worker_is_replaced_and_mail_still_goes_out(service: EmbeddedService) -> None:
+    workers = service.workers
+    assert workers is not None
+    [pid] = wait_until(lambda: workers.pids)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: workers.restarts == 1 and workers.pids and workers.pids != [pid])
+
+    with httpx.Client(base_url=service.url, timeout=30) as http:
+        key = {
+            "X-API-Token": http.post("/tenant", json={"id": "acme"}, headers={"X-API-Token": TOKEN}).json()["api_key"]
+        }
+        http.post("/account", json={"id": "sink", "host": "127.0.0.1", "port": service.smtp_sink_port}, headers=key)
+        message = {"id": "after", "account_id": "sink", "from": "a@acme.test", "to": "b@example.test", "subject": "!"}
+        assert http.post("/commands/add-messages", json={"messages": [message]}, headers=key).json()["queued"] == 1
+    assert service.smtp_sink is not None
+    assert [m.mail_id for m in service.smtp_sink.wait_for(1, timeout=30)] == ["after"]

@@ -5,6 +5,7 @@ the server received whose result was not recorded yet: "sending" at the kill).""
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -29,9 +30,7 @@ TOKEN = "kill-test-admin-token"
 MESSAGES = 300
 PER_REQUEST = 100
 KILL_AFTER = 60  # deliveries after the last request was accepted: well inside the sending
-# About a minute: deliveries resume within seconds of the restart, reports once the dead reporter's lease on the
-# tenant lapses (LEASE_SECONDS, 60 s, as a crashed ReporterFunction's on AWS).
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.e2e
 
 
 class KillingSink(SmtpSink):
@@ -148,8 +147,10 @@ class Runtime:
         return self.process.wait(timeout=30)
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+        """SIGKILL to the whole process group: also whatever outlived its main process."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=30)
 
 
@@ -167,6 +168,9 @@ def _statuses(data_dir: Path, tenant_id: str) -> dict[str, str]:
     return {str(r["id"]): str(r["status"]) for r in open_stores(str(data_dir)).messages.list_states(tenant_id)}
 
 
+# About a minute: deliveries resume within seconds of the restart, reports once the dead reporter's lease on the
+# tenant lapses (LEASE_SECONDS, 60 s, as a crashed ReporterFunction's on AWS).
+@pytest.mark.slow
 def test_kill_9_in_the_middle_of_sending_loses_nothing_and_resends_only_what_was_in_flight(
     tmp_path: Path, sink: KillingSink, callback: Callback
 ) -> None:
@@ -224,3 +228,30 @@ def test_kill_9_in_the_middle_of_sending_loses_nothing_and_resends_only_what_was
     assert set(duplicates) <= in_flight  # only a message whose result was not recorded may go out again
     assert sum(duplicates.values()) <= len(in_flight)
     assert set(copies) == accepted
+
+
+def _children(pid: int) -> set[int]:
+    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait is missing
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_sender_workers_stop_by_themselves_when_the_main_process_is_killed_alone(tmp_path: Path) -> None:
+    with (tmp_path / "runtime.log").open("wb") as log:
+        runtime = Runtime(tmp_path / "data", log)
+        try:
+            main = runtime.start()
+            # Two senders and multiprocessing's resource tracker.
+            children = wait_until(lambda: len(found := _children(main.pid)) >= 3 and found)
+            os.kill(main.pid, signal.SIGKILL)  # the main process alone: its workers are orphaned
+            main.wait(timeout=30)
+            wait_until(lambda: not any(_alive(pid) for pid in children), timeout=10)
+        finally:
+            runtime.kill()
