@@ -467,8 +467,7 @@ def running_world(settings: dict[str, str] | None = None) -> Iterator[World]:
 
     with moto.mock_aws():
         template = Template.load()
-        # The meter sizes items through moto's backend (bench/meter.py): these benches keep moto for DynamoDB/SQS.
-        emulator = InProcessEmulator(template, environment=patch, aws_backend="moto")
+        emulator = InProcessEmulator(template, environment=patch)
         env = emulator.start()
         mailproxy.settings.get_settings.cache_clear()
         mailproxy.aws.reset_clients()

@@ -15,25 +15,12 @@ import boto3
 from botocore.exceptions import ClientError
 
 from local.environment import EnvironmentPatch
-from local.fastaws import hook as fastaws
 from local.lambda_runtime import LOCAL_ACCOUNT_ID, LOCAL_REGION
 from local.template import NO_VALUE, PhysicalResource, Resolver, Template, Unresolvable
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "gmp-local"
-# GMP_AWS_BACKEND: "fast" plays DynamoDB and SQS in-process (local/fastaws), "moto" leaves them to moto.
-AWS_BACKENDS = ("fast", "moto")
-DEFAULT_AWS_BACKEND = "fast"
-
-
-def aws_backend_setting(requested: str | None = None) -> str:
-    """The emulator backend of DynamoDB and SQS: `requested`, else GMP_AWS_BACKEND, else fast."""
-    value = (requested if requested is not None else os.environ.get("GMP_AWS_BACKEND", "")).strip().lower()
-    value = value or DEFAULT_AWS_BACKEND
-    if value not in AWS_BACKENDS:
-        raise ValueError(f"GMP_AWS_BACKEND must be one of {', '.join(AWS_BACKENDS)}, got {value!r}")
-    return value
 
 
 # CloudFormation properties of AWS::SQS::Queue that are SQS queue attributes of the same name.
@@ -119,11 +106,8 @@ class Emulator:
         prefix: str = DEFAULT_PREFIX,
         host: str = "127.0.0.1",
         environment: EnvironmentPatch | None = None,
-        aws_backend: str | None = None,
     ) -> None:
         self.template = template
-        self.aws_backend = aws_backend_setting(aws_backend)
-        self.fast: fastaws.FastAws | None = None
         self.prefix = prefix
         self.host = host
         self.environment_patch = environment or EnvironmentPatch()
@@ -150,21 +134,7 @@ class Emulator:
         """What answers which service, for the banner."""
         if not self.uses_moto:
             return "from AWS_ENDPOINT_URL"
-        if self.fast is not None:
-            return "DynamoDB and SQS in-process (fast backend), the rest moto; in memory: gone at exit"
         return "moto, in memory: gone at exit"
-
-    def _start_fast_backend(self, endpoint_url: str | None) -> None:
-        # DynamoDB, its streams and SQS answered in-process; every other service still goes to moto.
-        if self.aws_backend == "fast":
-            self.fast = fastaws.FastAws(self.region, self.account_id, endpoint_url or "")
-            fastaws.register(self.fast, endpoint_url)
-            logger.info("DynamoDB and SQS: the in-process fast backend (GMP_AWS_BACKEND=moto for moto's)")
-
-    def _stop_fast_backend(self, endpoint_url: str | None) -> None:
-        if self.fast is not None:
-            fastaws.unregister(endpoint_url)
-            self.fast = None
 
     def start(self) -> dict[str, str]:
         """Start or join the emulator, create every resource, set and return the resource env vars."""
@@ -181,7 +151,6 @@ class Emulator:
         """Stop moto if this process started it (the resources go with it)."""
         self._clients.clear()
         if self._moto is not None:
-            self._stop_fast_backend(self.endpoint_url)
             self._moto.stop()
             self._moto = None
         if self._own_patch:
@@ -190,7 +159,6 @@ class Emulator:
     def client(self, service: str) -> Any:
         """A boto3 client of `service` pointed at the emulator (one per service; clients are thread-safe)."""
         if service not in self._clients:
-            fastaws.install()
             self._clients[service] = boto3.session.Session().client(  # type: ignore[call-overload]
                 service, endpoint_url=self.endpoint_url, region_name=self.region
             )
@@ -235,7 +203,6 @@ class Emulator:
             patch.set("AWS_DEFAULT_REGION", self.region)
             patch.set("AWS_REGION", self.region)
             logger.info("AWS emulator: moto on %s", self.endpoint_url)
-            self._start_fast_backend(self.endpoint_url)
         self.resolver.region = self.region
         self.resolver.account_id = self.account_id
 
@@ -461,8 +428,7 @@ class Emulator:
 
 @functools.cache
 def _in_process_session(region: str) -> Any:
-    # One session for every in-process emulator: botocore then loads each service model once.
-    fastaws.install()  # before the session copies botocore's built-in handlers
+    # One session for every InProcessEmulator: botocore then loads each service model once.
     return boto3.session.Session(region_name=region)
 
 
@@ -489,12 +455,10 @@ class InProcessEmulator(Emulator):
 
             InProcessEmulator._original_call_action = original
             DynamoHandler.call_action = call_action  # type: ignore[method-assign]
-        self._start_fast_backend(None)
         return super().start()
 
     def stop(self) -> None:
         """Drop the resources and give moto back its own DynamoDB dispatch."""
-        self._stop_fast_backend(None)
         super().stop()
         if InProcessEmulator._original_call_action is not None:
             from moto.dynamodb.responses import DynamoHandler

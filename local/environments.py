@@ -4,9 +4,8 @@ On AWS each concurrent invocation of a function runs in its own execution enviro
 memory (module caches, pooled SMTP connections). Locally, threads of one process share one GIL, so the
 sender's CPU work (building MIME messages, SMTP) would not use a second core. An `EnvironmentPool` keeps
 a few worker processes, each importing the function's handler once and running one invocation at a
-time. Calls their handlers make to DynamoDB, DynamoDB Streams and SQS come back to the stack's
-process over the worker's pipe and are answered by the stack's fast backend (one store, atomic
-operations); every other AWS call goes to the stack's moto server through AWS_ENDPOINT_URL.
+time. Their AWS calls go over HTTP to the stack's emulator (AWS_ENDPOINT_URL: the stack's moto server,
+which applies DynamoDB requests one at a time, or the user's LocalStack), as a Lambda's go to AWS.
 """
 
 from __future__ import annotations
@@ -20,35 +19,14 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
-from local.fastaws.errors import ServiceError
-from local.fastaws.hook import FastAws
 from local.lambda_runtime import Invocation, LambdaFunction
 
 logger = logging.getLogger(__name__)
 
 _START_TIMEOUT = 120.0
-
-
-class RemoteFastAws(FastAws):
-    """In a worker process: the stack's backend, reached through the worker's pipe."""
-
-    def __init__(self, connection: Connection, region: str, account_id: str) -> None:
-        super().__init__(region, account_id)
-        self._connection = connection
-
-    def handle(self, service: str, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Ask the stack's process to run the call; its reply, or its error raised here."""
-        self._connection.send(("call", service, operation, dict(params)))
-        kind, payload = self._connection.recv()
-        if kind == "error":
-            code, message, status, extra = payload
-            raise ServiceError(code, message, status=status, **extra)
-        reply: dict[str, Any] = payload
-        return reply
 
 
 def _worker_main(connection: Connection, spec: dict[str, Any]) -> None:
@@ -63,9 +41,6 @@ def _worker_main(connection: Connection, spec: dict[str, Any]) -> None:
     )
     for noisy in ("botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from local.fastaws import hook
-
-    hook.register(RemoteFastAws(connection, spec["region"], spec["account_id"]), spec["endpoint_url"])
     function = LambdaFunction(
         spec["logical_id"],
         module_name=spec["module_name"],
@@ -110,10 +85,9 @@ class _Worker:
 class EnvironmentPool:
     """Worker processes for one function: `invoke` runs the handler in an idle one, as Lambda would."""
 
-    def __init__(self, function: LambdaFunction, backend: FastAws, endpoint_url: str, size: int) -> None:
+    def __init__(self, function: LambdaFunction, size: int) -> None:
         self.function = function
         self.logical_id = function.logical_id
-        self.backend = backend
         self.size = max(1, size)
         self._spec = {
             "logical_id": function.logical_id,
@@ -122,9 +96,7 @@ class EnvironmentPool:
             "timeout_seconds": function.timeout_seconds,
             "memory_size": function.memory_size,
             "function_name": function.function_name,
-            "account_id": backend.account_id,
-            "region": backend.region,
-            "endpoint_url": endpoint_url,
+            "account_id": function.account_id,
             "sys_path": list(sys.path),
         }
         self._idle: queue.Queue[_Worker] = queue.Queue()
@@ -165,7 +137,7 @@ class EnvironmentPool:
         self._workers = []
 
     def invoke(self, event: Any, request_id: str | None = None) -> Invocation:
-        """Run one invocation in an idle environment, answering its AWS calls from the backend meanwhile."""
+        """Run one invocation in an idle environment and wait for its outcome."""
         worker = self._idle.get()
         try:
             return self._run(worker, event, request_id)
@@ -175,20 +147,8 @@ class EnvironmentPool:
     def _run(self, worker: _Worker, event: Any, request_id: str | None) -> Invocation:
         connection = worker.connection
         connection.send(("invoke", event, request_id))
-        while True:
-            message = connection.recv()
-            if message[0] == "call":
-                _, service, operation, params = message
-                try:
-                    connection.send(("reply", self.backend.handle(service, operation, params)))
-                except ServiceError as exc:
-                    connection.send(("error", (exc.code, exc.message, exc.status, exc.extra)))
-                except Exception as exc:  # a bug of the emulator: the call fails as a 500 would
-                    logger.exception("%s: %s %s failed in the emulator", self.logical_id, service, operation)
-                    connection.send(("error", ("InternalServerError", str(exc), 500, {})))
-                continue
-            result, error, duration, timed_out = message[1]
-            outcome = Invocation(result=result, duration=duration, timed_out=timed_out)
-            if error is not None:
-                outcome.error = InvocationError(error)
-            return outcome
+        _, (result, error, duration, timed_out) = connection.recv()
+        outcome = Invocation(result=result, duration=duration, timed_out=timed_out)
+        if error is not None:
+            outcome.error = InvocationError(error)
+        return outcome

@@ -77,7 +77,6 @@ class LocalStack:
         scheduler_interval: float | None = None,
         run_pollers: bool = True,
         sqs_workers: int | None = None,
-        aws_backend: str | None = None,
         lambda_processes: int | None = None,
     ) -> None:
         self.template_path = template_path
@@ -92,7 +91,6 @@ class LocalStack:
         self.run_pollers = run_pollers
         self._sqs_workers = sqs_workers
         self.sqs_workers = 1
-        self.aws_backend = aws_backend
         self._lambda_processes = lambda_processes
         self.lambda_processes = 0
         self.environment_pools: list[EnvironmentPool] = []
@@ -171,7 +169,6 @@ class LocalStack:
             moto_port=self._moto_port,
             endpoint_url=self._endpoint_url,
             environment=patch,
-            aws_backend=self.aws_backend,
         )
         self.environment = self.emulator.start()
         _reset_package_caches()
@@ -227,14 +224,15 @@ class LocalStack:
         if wanted is None:
             wanted = _env_int("GMP_LAMBDA_PROCESSES", 0)
         emulator = self.emulator
-        if wanted <= 0 or emulator is None or emulator.fast is None:
+        # The workers reach the emulator over HTTP: its endpoint, as every process of the stack does.
+        if wanted <= 0 or emulator is None or not emulator.endpoint_url:
             return
         self.lambda_processes = wanted
         for spec in self.template.functions(resolver) if self.template else []:
             function = self.functions[spec.logical_id]
             if not spec.events_of_type("SQS") or not function.is_available():
                 continue
-            pool = EnvironmentPool(function, emulator.fast, emulator.endpoint_url, wanted)
+            pool = EnvironmentPool(function, wanted)
             pool.start()
             function.environments = pool
             self.environment_pools.append(pool)

@@ -3,10 +3,6 @@
 `aws_env` creates what `template.yaml` declares (tables, queues, bucket, KMS key) with the local stack's
 own emulator, run in-process under `moto.mock_aws()` instead of moto's server, so tests need no port
 and every test starts from empty tables and queues.
-
-DynamoDB and SQS are answered by the backend `GMP_AWS_BACKEND` names, as in `make run`: the fast
-in-process emulator (local/fastaws, the default) or moto (`GMP_AWS_BACKEND=moto`). `make test` runs the
-AWS-facing tiers against both, so a difference between them shows up as a failing test.
 """
 
 from __future__ import annotations
@@ -57,7 +53,7 @@ def _shared_loader(data_path: str | None) -> Any:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _fast_aws_clients() -> Iterator[None]:
+def _shared_botocore_models() -> Iterator[None]:
     """Share botocore's model loader between sessions: each test's fresh clients then skip re-reading JSON models."""
     import botocore.session
 
@@ -244,7 +240,7 @@ def _aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEnv]:
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEnv]:
-    """Every resource of template.yaml in a fresh account (GMP_AWS_BACKEND's); the functions' env vars set; caches cleared."""
+    """Every resource of template.yaml in a fresh moto account; the functions' env vars set; caches cleared."""
     with _aws(monkeypatch) as env:
         yield env
 

@@ -200,6 +200,10 @@ def test_every_route_answers_through_the_client(stack: LocalStack, connect: Conn
     assert gone.value.detail == f"Tenant '{tenant_id}' not found"
 
 
+# Sync only, and slow: 4,000 conditional writes through moto's server take ~2 minutes; the async client splits
+# with the same `_core.chunks`, and test_client_retries.py checks the split without a server.
+@pytest.mark.slow
+@pytest.mark.parametrize("connect", ["sync"], indirect=True)
 def test_add_messages_sends_2500_messages_in_3_requests(stack: LocalStack, connect: Connect) -> None:
     tenant_id = f"bulk-{connect.flavour}"  # type: ignore[attr-defined]
     admin = connect(TOKEN)

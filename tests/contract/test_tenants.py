@@ -127,6 +127,12 @@ def test_suspended_batches_hold_the_tenants_messages(stores: Stores) -> None:
     assert not is_held(stores.tenants.get_tenant("acme") or {}, "b1")
 
 
+def test_suspending_a_tenant_deleted_meanwhile_changes_nothing(stores: Stores) -> None:
+    # intake reads the tenant, then writes its batches: a deletion in between must not bring it back or fail.
+    stores.tenants.set_suspended_batches("gone", ["*"], now=NOW)
+    assert stores.tenants.get_tenant("gone") is None
+
+
 def _account(account_id: str, **fields: object) -> dict[str, object]:
     return {"id": account_id, "host": "smtp.example", "port": 587, "user": "u", "limit_per_minute": 10, **fields}
 

@@ -18,8 +18,6 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
-    if os.environ.get("GMP_AWS_BACKEND", "fast").strip().lower() == "moto":
-        pytest.skip("execution environments in processes need the fast backend's store")
     for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "ADMIN_TOKEN_SECRET_ARN"):
         monkeypatch.delenv(name, raising=False)
     with LocalStack(http_port=0, smtp_sink_port=0, moto_port=0, api_token=TOKEN, lambda_processes=2) as running:

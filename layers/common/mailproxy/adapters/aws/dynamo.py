@@ -143,10 +143,28 @@ def conditional_write(call: Callable[..., dict[str, Any]], **request: Any) -> di
         raise
 
 
+def _cancellation_codes(exc: Exception) -> list[str]:
+    response = getattr(exc, "response", None) or {}
+    if response.get("Error", {}).get("Code") != "TransactionCanceledException":
+        return []
+    return [str((reason or {}).get("Code") or "None") for reason in response.get("CancellationReasons") or []]
+
+
 def is_conditional_failure(exc: Exception) -> bool:
-    """True for a ConditionalCheckFailedException (a lost race, not an error)."""
+    """True when a condition failed (a lost race, not an error): a ConditionalCheckFailedException, or a
+    cancelled transaction one of whose conditions failed. A transaction cancelled by a conflict with another
+    one, or by throttling, is an error (`is_transaction_conflict` tells the first apart)."""
     code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-    return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
+    if code == "ConditionalCheckFailedException":
+        return True
+    return "ConditionalCheckFailed" in _cancellation_codes(exc)
+
+
+def is_transaction_conflict(exc: Exception) -> bool:
+    """True for a transaction cancelled only because another one was writing the same items: trying again is
+    the cure (DynamoDB does not retry these itself)."""
+    codes = _cancellation_codes(exc)
+    return "TransactionConflict" in codes and "ConditionalCheckFailed" not in codes
 
 
 def expired(table: str, now: int, projection: str | None = None) -> list[Item]:

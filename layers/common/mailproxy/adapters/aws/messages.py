@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from mailproxy.adapters.aws.dynamo import (
@@ -16,6 +15,16 @@ from mailproxy.adapters.aws.dynamo import (
     is_conditional_failure,
     query_all,
     to_attr,
+)
+from mailproxy.adapters.aws.expressions import (
+    Condition,
+    Update,
+    absent,
+    at_most,
+    equals,
+    exists,
+    expression,
+    is_in,
 )
 from mailproxy.domain import EventType, MessageStatus, Outcome
 from mailproxy.messages import (
@@ -67,56 +76,35 @@ def submit(
     now: int,
 ) -> bool:
     """Create or overwrite an unsent message; True if it is new. Raises AlreadyFinal otherwise."""
-    values: dict[str, Any] = {
-        ":uid": uid,
-        ":rev": rev,
-        ":acc": account_id,
-        ":prio": priority,
-        ":status": status,
-        ":now": now,
-        ":zero": 0,
-        ":journal": journal,
-        ":empty": [],
-        ":queued": [event(EventType.QUEUED, now)],
-        ":pending": MessageStatus.PENDING,
-        ":deferred": MessageStatus.DEFERRED,
-        ":suspended": MessageStatus.SUSPENDED,
-    }
-    sets = [
-        "#pk = if_not_exists(#pk, :uid)",
-        "#rev = :rev",
-        "#account_id = :acc",
-        "#priority = :prio",
-        "#status = :status",
-        "#created_at = if_not_exists(#created_at, :now)",
-        "#created_by = if_not_exists(#created_by, :journal)",
-        "#updated_at = :now",
-        "#attempts = :zero",
-        "#history = list_append(if_not_exists(#history, :empty), :queued)",
-    ]
-    removes = ["#error", "#error_ts", "#claim_id", "#claim_ts"]
+    update = (
+        Update()
+        .set_if_absent("pk", uid)
+        .set("rev", rev)
+        .set("account_id", account_id)
+        .set("priority", priority)
+        .set("status", status)
+        .set_if_absent("created_at", now)
+        .set_if_absent("created_by", journal)
+        .set("updated_at", now)
+        .set("attempts", 0)
+        .append("history", [event(EventType.QUEUED, now)])
+    )
+    update.remove("error", "error_ts", "claim_id", "claim_ts")
     for name, value in (("batch_code", batch_code), ("deferred_ts", deferred_ts), ("pack", pack)):
         if value is None:
-            removes.append(f"#{name}")
+            update.remove(name)
         else:
-            sets.append(f"#{name} = :{name}")
-            values[f":{name}"] = value
+            update.set(name, value)
     if park_ts is None:
-        removes += ["#park_shard", "#park_ts"]
+        update.remove("park_shard", "park_ts")
     else:
-        sets += ["#park_shard = :shard", "#park_ts = :park"]
-        values[":shard"] = PARK_SHARD
-        values[":park"] = park_ts
-    expression = "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes)
-    names = {token: token[1:] for token in re.findall(r"#\w+", expression)}
+        update.set("park_shard", PARK_SHARD).set("park_ts", park_ts)
+    unsent = is_in("status", (MessageStatus.PENDING, MessageStatus.DEFERRED, MessageStatus.SUSPENDED))
     try:
         reply = ddb().update_item(
             TableName=_table(),
             Key=_key(tenant_id, message_id),
-            UpdateExpression=expression,
-            ConditionExpression="attribute_not_exists(#id) OR #status IN (:pending, :deferred, :suspended)",
-            ExpressionAttributeNames={**names, "#id": "id"},
-            ExpressionAttributeValues={k: to_attr(v) for k, v in values.items()},
+            **expression(update, absent("id") | unsent),
             ReturnValues="ALL_OLD",
         )
     except Exception as exc:
@@ -157,8 +145,7 @@ def _put_if_absent(item: Item) -> bool:
             ddb().put_item,
             TableName=_table(),
             Item={k: to_attr(v) for k, v in item.items()},
-            ConditionExpression="attribute_not_exists(#id)",
-            ExpressionAttributeNames={"#id": "id"},
+            **expression(condition=absent("id")),
         )
         is not None
     )
@@ -189,47 +176,29 @@ def delete_states(keys: list[tuple[str, str]]) -> None:
 
 def release_suspended(tenant_id: str, message_id: str, *, now: int) -> Item | None:
     """Turn a suspended message back to pending (on activation); the new item, or None if it changed."""
-    reply = conditional_write(
-        ddb().update_item,
-        TableName=_table(),
-        Key=_key(tenant_id, message_id),
-        UpdateExpression="SET #status = :pending, #updated_at = :now",
-        ConditionExpression="#status = :suspended",
-        ExpressionAttributeNames={"#status": "status", "#updated_at": "updated_at"},
-        ExpressionAttributeValues={
-            ":pending": to_attr(MessageStatus.PENDING),
-            ":suspended": to_attr(MessageStatus.SUSPENDED),
-            ":now": to_attr(now),
-        },
-        ReturnValues="ALL_NEW",
+    update = Update().set("status", MessageStatus.PENDING).set("updated_at", now)
+    reply = _update_where(
+        tenant_id, message_id, update, equals("status", MessageStatus.SUSPENDED), ReturnValues="ALL_NEW"
     )
     if reply is None:
         return None
     return from_item(reply["Attributes"])
 
 
-def _names(*expressions: str) -> dict[str, str]:
-    """`#name` → `name` for every placeholder used in the expressions (every attribute is escaped)."""
-    return {token: token[1:] for expression in expressions for token in re.findall(r"#\w+", expression)}
-
-
-def _update_if(tenant_id: str, message_id: str, update: str, condition: str, values: dict[str, Any]) -> bool:
+def _update_if(tenant_id: str, message_id: str, update: Update, condition: Condition) -> bool:
     """Apply `update` to a message if `condition` holds; False when it does not (a lost race, not an error)."""
-    return _update_where(tenant_id, message_id, update, condition, values) is not None
+    return _update_where(tenant_id, message_id, update, condition) is not None
 
 
 def _update_where(
-    tenant_id: str, message_id: str, update: str, condition: str, values: dict[str, Any], **options: Any
+    tenant_id: str, message_id: str, update: Update, condition: Condition, **options: Any
 ) -> dict[str, Any] | None:
     """Apply `update` to a message if `condition` holds: DynamoDB's reply, or None when it does not."""
     return conditional_write(
         ddb().update_item,
         TableName=_table(),
         Key=_key(tenant_id, message_id),
-        UpdateExpression=update,
-        ConditionExpression=condition,
-        ExpressionAttributeNames=_names(update, condition),
-        ExpressionAttributeValues={k: to_attr(v) for k, v in values.items()},
+        **expression(update, condition),
         **options,
     )
 
@@ -241,27 +210,20 @@ def claim(tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int,
     earlier claims did not finish (a crash, a timeout) and this one recovered theirs.
     """
     update = (
-        "SET #status = :sending, #claim_id = :claim, #claim_ts = :now, #updated_at = :now,"
-        " #claims = if_not_exists(#claims, :zero) + :one"
+        Update()
+        .set("status", MessageStatus.SENDING)
+        .set("claim_id", claim_id)
+        .set("claim_ts", now)
+        .set("updated_at", now)
+        .add("claims", 1)
+    )
+    takeable = is_in("status", (MessageStatus.PENDING, MessageStatus.DEFERRED)) | (
+        equals("status", MessageStatus.SENDING) & at_most("claim_ts", stale_before)
     )
     # A copy that arrives before the message is due (a duplicate of a delayed one) is not taken.
-    condition = (
-        "#rev = :rev AND (#status IN (:pending, :deferred) OR (#status = :sending AND #claim_ts <= :stale))"
-        " AND (attribute_not_exists(#deferred_ts) OR #deferred_ts <= :due)"
-    )
-    values = {
-        ":sending": MessageStatus.SENDING,
-        ":pending": MessageStatus.PENDING,
-        ":deferred": MessageStatus.DEFERRED,
-        ":claim": claim_id,
-        ":now": now,
-        ":rev": rev,
-        ":stale": stale_before,
-        ":due": now + EARLY_SLACK_SECONDS,
-        ":zero": 0,
-        ":one": 1,
-    }
-    reply = _update_where(tenant_id, message_id, update, condition, values, ReturnValues="ALL_NEW")
+    due = absent("deferred_ts") | at_most("deferred_ts", now + EARLY_SLACK_SECONDS)
+    condition = equals("rev", rev) & takeable & due
+    reply = _update_where(tenant_id, message_id, update, condition, ReturnValues="ALL_NEW")
     if reply is None:
         return None
     return from_item(reply["Attributes"])
@@ -280,18 +242,13 @@ def finish(
     remove: tuple[str, ...] = (),
 ) -> bool:
     """Record the result of a claimed message (only while the claim is ours); False if it was lost."""
-    values: dict[str, Any] = {":status": status, ":now": now, ":claim": claim_id, ":outcome": outcome}
-    sets = ["#status = :status", "#updated_at = :now", "#outcome = :outcome", "#outcome_by = :claim"]
-    for index, (name, value) in enumerate((fields or {}).items()):
-        sets.append(f"#{name} = :f{index}")
-        values[f":f{index}"] = value
+    update = Update().set("status", status).set("updated_at", now).set("outcome", outcome).set("outcome_by", claim_id)
+    for name, value in (fields or {}).items():
+        update.set(name, value)
     if history_event is not None:
-        sets.append("#history = list_append(if_not_exists(#history, :empty), :event)")
-        values[":empty"], values[":event"] = [], [history_event]
-    removes = ["#claim_id", "#claim_ts", "#claims", *(f"#{name}" for name in remove)]
-    update = "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes)
-    condition = "#claim_id = :claim"
-    return _update_if(tenant_id, message_id, update, condition, values)
+        update.append("history", [history_event])
+    update.remove("claim_id", "claim_ts", "claims", *remove)
+    return _update_if(tenant_id, message_id, update, equals("claim_id", claim_id))
 
 
 def abandon(tenant_id: str, message_id: str, *, claim_id: str, attempts: int, now: int) -> bool:
@@ -311,9 +268,8 @@ def abandon(tenant_id: str, message_id: str, *, claim_id: str, attempts: int, no
 
 def unpark(tenant_id: str, message_id: str, *, park_ts: int, now: int) -> bool:
     """Take a due message off the parked index once it is back on a queue; False if it changed meanwhile."""
-    update = "SET #updated_at = :now REMOVE #park_shard, #park_ts"
-    condition = "#park_ts = :park"
-    return _update_if(tenant_id, message_id, update, condition, {":now": now, ":park": park_ts})
+    update = Update().set("updated_at", now).remove("park_shard", "park_ts")
+    return _update_if(tenant_id, message_id, update, equals("park_ts", park_ts))
 
 
 def due_parked(now: int, limit: int = 500) -> list[Item]:
@@ -337,15 +293,9 @@ def restore(item: Item, *, expires_at: int) -> bool:
 
 def extend_expiry(tenant_id: str, message_id: str, *, expires_at: int) -> bool:
     """Move the retention expiry of a final message; False if it is not one (any more)."""
-    update = "SET #expires_at = :expires"
-    condition = "attribute_exists(#id) AND #status IN (:sent, :error)"
-    return _update_if(
-        tenant_id,
-        message_id,
-        update,
-        condition,
-        {":expires": expires_at, ":sent": MessageStatus.SENT, ":error": MessageStatus.ERROR},
-    )
+    update = Update().set("expires_at", expires_at)
+    final = exists("id") & is_in("status", (MessageStatus.SENT, MessageStatus.ERROR))
+    return _update_if(tenant_id, message_id, update, final)
 
 
 def expired_items(now: int) -> list[Item]:

@@ -17,6 +17,7 @@ from mailproxy.adapters.aws.dynamo import (
     to_item,
 )
 from mailproxy.adapters.aws.dynamo import chunks as split_into
+from mailproxy.adapters.aws.expressions import Update, absent, at_most, equals, expression, less_than
 from mailproxy.logs import logger
 from mailproxy.report_format import LEASE_SECONDS, MAX_EVENTS_PER_CHUNK, Owed, chunk_ts, encode_events
 from mailproxy.settings import get_settings
@@ -43,8 +44,7 @@ def owe(tenant_id: str, owed: list[Owed], key: str) -> None:
     ddb().update_item(
         TableName=_state_table(),
         Key=_sync_key(tenant_id),
-        UpdateExpression="ADD owed_rev :one",
-        ExpressionAttributeValues={":one": {"N": "1"}},
+        **expression(Update().add("owed_rev", 1)),
     )
 
 
@@ -79,20 +79,15 @@ def drop_chunks(tenant_id: str, sks: list[str]) -> None:
 
 def acquire(tenant_id: str, lease_id: str, now: int, *, ignore_backoff: bool) -> Item | None:
     """Take the tenant's lease (none held, and no backoff unless ignored); its SYNC item, or None."""
-    condition = "(attribute_not_exists(lease_until) OR lease_until < :now)"
+    free = absent("lease_until") | less_than("lease_until", now)
     if not ignore_backoff:
-        condition += " AND (attribute_not_exists(retry_at) OR retry_at <= :now)"
+        free = free & (absent("retry_at") | at_most("retry_at", now))
+    update = Update().set("lease_until", now + LEASE_SECONDS).set("lease_id", lease_id)
     reply = conditional_write(
         ddb().update_item,
         TableName=_state_table(),
         Key=_sync_key(tenant_id),
-        UpdateExpression="SET lease_until = :until, lease_id = :lease",
-        ConditionExpression=condition,
-        ExpressionAttributeValues={
-            ":now": to_attr(now),
-            ":until": to_attr(now + LEASE_SECONDS),
-            ":lease": to_attr(lease_id),
-        },
+        **expression(update, free),
         ReturnValues="ALL_NEW",
     )
     if reply is None:
@@ -102,26 +97,15 @@ def acquire(tenant_id: str, lease_id: str, now: int, *, ignore_backoff: bool) ->
 
 def release(tenant_id: str, lease_id: str, sets: dict[str, Any], removes: Iterable[str] = ()) -> Item | None:
     """Record a round's outcome and give the lease back; the new SYNC item, or None if the lease was lost."""
-    names = {"#lease_until": "lease_until", "#lease_id": "lease_id"}
-    values: dict[str, Any] = {":lease": to_attr(lease_id)}
-    parts = []
-    for n, (name, value) in enumerate(sets.items()):
-        names[f"#s{n}"] = name
-        values[f":s{n}"] = to_attr(value)
-        parts.append(f"#s{n} = :s{n}")
-    dropped = ["#lease_until", "#lease_id"]
-    for n, name in enumerate(removes):
-        names[f"#r{n}"] = name
-        dropped.append(f"#r{n}")
-    update = ("SET " + ", ".join(parts) + " " if parts else "") + "REMOVE " + ", ".join(dropped)
+    update = Update()
+    for name, value in sets.items():
+        update.set(name, value)
+    update.remove("lease_until", "lease_id", *removes)
     reply = conditional_write(
         ddb().update_item,
         TableName=_state_table(),
         Key=_sync_key(tenant_id),
-        UpdateExpression=update,
-        ConditionExpression="#lease_id = :lease",
-        ExpressionAttributeNames=names,
-        ExpressionAttributeValues=values,
+        **expression(update, equals("lease_id", lease_id)),
         ReturnValues="ALL_NEW",
     )
     if reply is None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from mailproxy.adapters.aws.dynamo import Item, batch_write, ddb, from_item, is_conditional_failure, to_attr
+from mailproxy.adapters.aws.dynamo import Item, batch_write, ddb, from_item, is_conditional_failure
+from mailproxy.adapters.aws.expressions import Update, absent, equals, expression
 from mailproxy.ratelimit import MAX_ATTEMPTS, WINDOWS, Limits, Reservation
 from mailproxy.settings import get_settings
 
@@ -41,26 +42,15 @@ def _used(item: Item | None, kind: str, window_id: int) -> int:
 def _write(pk: str, seen: Item | None, new_counts: dict[str, tuple[int, int]]) -> Item | None:
     """Store new window counts if the item is still `seen`; None on success, else the current item."""
     version = int(seen.get("v", 0)) if seen else 0
-    sets = ["#v = :next"]
-    values: dict[str, Any] = {":next": to_attr(version + 1)}
-    names = {"#v": "v"}
+    update = Update().set("v", version + 1)
     for kind, (window_id, count) in new_counts.items():
-        sets += [f"#{kind}i = :{kind}i", f"#{kind}n = :{kind}n"]
-        names[f"#{kind}i"], names[f"#{kind}n"] = f"{kind}_id", f"{kind}_n"
-        values[f":{kind}i"], values[f":{kind}n"] = to_attr(window_id), to_attr(count)
-    if seen:
-        condition = "#v = :v"
-        values[":v"] = to_attr(version)
-    else:
-        condition = "attribute_not_exists(#v)"
+        update.set(f"{kind}_id", window_id).set(f"{kind}_n", count)
+    unchanged = equals("v", version) if seen else absent("v")
     try:
         ddb().update_item(
             TableName=get_settings().state_table,
             Key=_key(pk),
-            UpdateExpression="SET " + ", ".join(sets),
-            ConditionExpression=condition,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
+            **expression(update, unchanged),
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
     except Exception as exc:

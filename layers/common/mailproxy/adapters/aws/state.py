@@ -16,10 +16,12 @@ from mailproxy.adapters.aws.dynamo import (
     expired,
     from_item,
     is_conditional_failure,
+    is_transaction_conflict,
     query_all,
     to_attr,
     to_item,
 )
+from mailproxy.adapters.aws.expressions import Update, equals, exists, expression
 from mailproxy.command_log import CLOCK_SKEW, DAY, MAX_COMMAND_PAGE_BYTES, decode_cursor, encode_cursor
 from mailproxy.domain import Counter, JournalKind
 from mailproxy.settings import get_settings
@@ -35,8 +37,7 @@ def pending_update(tenant_id: str, delta: int) -> dict[str, Any]:
         "Update": {
             "TableName": _table(),
             "Key": {"pk": {"S": "PENDING"}, "sk": {"S": tenant_id}},
-            "UpdateExpression": "ADD n :d",
-            "ExpressionAttributeValues": {":d": {"N": str(delta)}},
+            **expression(Update().add("n", delta)),
         }
     }
 
@@ -111,7 +112,7 @@ def journal_delete(sk: str) -> dict[str, Any]:
         "Delete": {
             "TableName": _table(),
             "Key": {"pk": {"S": "JOURNAL"}, "sk": {"S": sk}},
-            "ConditionExpression": "attribute_exists(pk)",
+            **expression(condition=exists("pk")),
         }
     }
 
@@ -175,8 +176,7 @@ def count_command_log_failure() -> None:
     ddb().update_item(
         TableName=_table(),
         Key={"pk": {"S": "SERVICE"}, "sk": {"S": "COUNTERS"}},
-        UpdateExpression="ADD command_log_write_failures :one",
-        ExpressionAttributeValues={":one": {"N": "1"}},
+        **expression(Update().add("command_log_write_failures", 1)),
     )
 
 
@@ -268,8 +268,7 @@ def service_started_at(now: int) -> int:
     reply = ddb().update_item(
         TableName=_table(),
         Key={"pk": {"S": "SERVICE"}, "sk": {"S": "INFO"}},
-        UpdateExpression="SET started_at = if_not_exists(started_at, :n)",
-        ExpressionAttributeValues={":n": to_attr(now)},
+        **expression(Update().set_if_absent("started_at", now)),
         ReturnValues="ALL_NEW",
     )
     return int(from_item(reply["Attributes"])["started_at"])
@@ -312,8 +311,7 @@ def mark_journal_counted(sk: str) -> None:
     ddb().update_item(
         TableName=_table(),
         Key={"pk": {"S": "JOURNAL"}, "sk": {"S": sk}},
-        UpdateExpression="SET counted = :t",
-        ExpressionAttributeValues={":t": {"BOOL": True}},
+        **expression(Update().set("counted", True)),
     )
 
 
@@ -351,9 +349,7 @@ def add_tenant_counters(tenant_id: str, deltas: dict[str, int]) -> None:
     ddb().update_item(
         TableName=_table(),
         Key={"pk": {"S": "TENANT_COUNTERS"}, "sk": {"S": tenant_id}},
-        UpdateExpression="ADD " + ", ".join(f"#{name} :{name}" for name in used),
-        ExpressionAttributeNames={f"#{name}": name for name in used},
-        ExpressionAttributeValues={f":{name}": {"N": str(value)} for name, value in used.items()},
+        **expression(_additions(used)),
     )
 
 
@@ -370,17 +366,22 @@ def tenant_counter_rows() -> dict[str, Item]:
 
 def counter_update(tenant_id: str, account_id: str, deltas: Mapping[Counter, int]) -> dict[str, Any]:
     """The TransactWriteItems action that adds to an account's /metrics counters."""
-    used = {name: value for name, value in deltas.items() if value}
-    names = {f"#{name}": str(name) for name in used}
+    used = {str(name): value for name, value in deltas.items() if value}
     return {
         "Update": {
             "TableName": _table(),
             "Key": {"pk": {"S": "COUNTERS"}, "sk": {"S": f"{tenant_id}#{account_id}"}},
-            "UpdateExpression": "ADD " + ", ".join(f"#{name} :{name}" for name in used),
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": {f":{name}": {"N": str(value)} for name, value in used.items()},
+            **expression(_additions(used)),
         }
     }
+
+
+def _additions(deltas: Mapping[str, int]) -> Update:
+    """An update adding each delta to its counter."""
+    update = Update()
+    for name, delta in deltas.items():
+        update.add(name, delta)
+    return update
 
 
 def close_batch(
@@ -415,10 +416,7 @@ def settle_batch(
             "Update": {
                 "TableName": _table(),
                 "Key": {"pk": {"S": "JOURNAL"}, "sk": {"S": journal_sk}},
-                "UpdateExpression": "SET #keys = :keys",
-                "ConditionExpression": "attribute_exists(pk)",
-                "ExpressionAttributeNames": {"#keys": "keys"},
-                "ExpressionAttributeValues": {":keys": to_attr(open_keys)},
+                **expression(Update().set("keys", open_keys), exists("pk")),
             }
         }
     )
@@ -428,6 +426,9 @@ def settle_batch(
         if not is_conditional_failure(exc):
             raise
         # Already finished by the scheduler, which counted what the batch recorded.
+
+
+TRANSACTION_ATTEMPTS = 4
 
 
 def _transact(actions: list[dict[str, Any]]) -> None:
@@ -440,7 +441,16 @@ def _transact(actions: list[dict[str, Any]]) -> None:
         return
     if len(actions) > 100:
         raise ValueError("a transaction takes at most 100 actions")
-    ddb().transact_write_items(TransactItems=actions)
+    # Every batch adds to its tenants' PENDING items: two batches closing at once can conflict. The loser
+    # tries again (its journal delete still guards the counts); a condition that failed is not retried.
+    for attempt in range(TRANSACTION_ATTEMPTS):
+        try:
+            ddb().transact_write_items(TransactItems=actions)
+            return
+        except Exception as exc:
+            if attempt + 1 == TRANSACTION_ATTEMPTS or not is_transaction_conflict(exc):
+                raise
+            time.sleep(0.02 * 2**attempt)
 
 
 def clear_run_now(scope: str, requested_at: int) -> None:
@@ -449,8 +459,7 @@ def clear_run_now(scope: str, requested_at: int) -> None:
         ddb().delete_item(
             TableName=_table(),
             Key={"pk": {"S": "RUNNOW"}, "sk": {"S": scope}},
-            ConditionExpression="requested_at = :at",
-            ExpressionAttributeValues={":at": to_attr(requested_at)},
+            **expression(condition=equals("requested_at", requested_at)),
         )
     except Exception as exc:
         if not is_conditional_failure(exc):
@@ -459,13 +468,13 @@ def clear_run_now(scope: str, requested_at: int) -> None:
 
 def ensure_counters(tenant_id: str, account_id: str) -> None:
     """Give a new account its /metrics series at zero, so its first event shows as an increase."""
-    names = {f"#{name}": str(name) for name in Counter}
+    update = Update()
+    for name in Counter:
+        update.set_if_absent(name, 0)
     ddb().update_item(
         TableName=_table(),
         Key={"pk": {"S": "COUNTERS"}, "sk": {"S": f"{tenant_id}#{account_id}"}},
-        UpdateExpression="SET " + ", ".join(f"#{name} = if_not_exists(#{name}, :zero)" for name in Counter),
-        ExpressionAttributeNames=names,
-        ExpressionAttributeValues={":zero": {"N": "0"}},
+        **expression(update),
     )
 
 

@@ -13,9 +13,9 @@ from mailproxy.adapters.aws.dynamo import (
     from_item,
     query_all,
     scan_all,
-    to_attr,
     to_item,
 )
+from mailproxy.adapters.aws.expressions import Update, absent, exists, expression
 from mailproxy.adapters.aws.sealer import encrypt_secret
 from mailproxy.settings import get_settings
 from mailproxy.tenants import (
@@ -70,7 +70,7 @@ def create_tenant(tenant: dict[str, Any], *, key_hash: str, now: int) -> bool:
                     "Put": {
                         "TableName": _table(),
                         "Item": to_item(item),
-                        "ConditionExpression": "attribute_not_exists(pk)",
+                        **expression(condition=absent("pk")),
                     }
                 },
                 {"Put": {"TableName": _table(), "Item": to_item(key_item)}},
@@ -84,26 +84,15 @@ def update_tenant(tenant_id: str, fields: dict[str, Any], *, now: int, replace: 
     """Change the given config fields (all of them, defaults for the rest, when `replace`); False if absent."""
     values = config_values(replacement(fields) if replace else fields, tenant_id, encrypt=encrypt_secret)
     values["updated_at"] = now
-    sets, removes, names, attrs = [], [], {}, {}
-    for index, (name, value) in enumerate(values.items()):
-        names[f"#f{index}"] = name
+    update = Update()
+    for name, value in values.items():
         if value is None:
-            removes.append(f"#f{index}")
+            update.remove(name)
         else:
-            sets.append(f"#f{index} = :v{index}")
-            attrs[f":v{index}"] = to_attr(value)
-    expression = "SET " + ", ".join(sets)
-    if removes:
-        expression += " REMOVE " + ", ".join(removes)
+            update.set(name, value)
     return (
         conditional_write(
-            ddb().update_item,
-            TableName=_table(),
-            Key=_tenant_key(tenant_id),
-            UpdateExpression=expression,
-            ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=attrs,
+            ddb().update_item, TableName=_table(), Key=_tenant_key(tenant_id), **expression(update, exists("pk"))
         )
         is not None
     )
@@ -157,21 +146,11 @@ def set_api_key(tenant_id: str, *, key_hash: str | None, expires_at: int | None,
         if expires_at is not None:
             key_item["expires_at"] = expires_at
         actions.append({"Put": {"TableName": _table(), "Item": to_item(key_item)}})
-        update = "SET api_key_hash = :h, api_key_expires_at = :e, updated_at = :n"
-        attrs = {":h": to_attr(key_hash), ":e": to_attr(expires_at), ":n": to_attr(now)}
+        update = Update().set("api_key_hash", key_hash).set("api_key_expires_at", expires_at).set("updated_at", now)
     else:
-        update = "SET updated_at = :n REMOVE api_key_hash, api_key_expires_at"
-        attrs = {":n": to_attr(now)}
+        update = Update().set("updated_at", now).remove("api_key_hash", "api_key_expires_at")
     actions.append(
-        {
-            "Update": {
-                "TableName": _table(),
-                "Key": _tenant_key(tenant_id),
-                "UpdateExpression": update,
-                "ConditionExpression": "attribute_exists(pk)",
-                "ExpressionAttributeValues": attrs,
-            }
-        }
+        {"Update": {"TableName": _table(), "Key": _tenant_key(tenant_id), **expression(update, exists("pk"))}}
     )
     return conditional_write(ddb().transact_write_items, TransactItems=actions) is not None
 
@@ -183,13 +162,12 @@ def lookup_api_key(key_hash: str) -> Item | None:
 
 
 def set_suspended_batches(tenant_id: str, batches: list[str], *, now: int) -> None:
-    """Store the tenant's suspended batches (`["*"]`: the whole tenant)."""
-    ddb().update_item(
+    """Store the tenant's suspended batches (`["*"]`: the whole tenant); nothing if it does not exist."""
+    conditional_write(
+        ddb().update_item,
         TableName=_table(),
         Key=_tenant_key(tenant_id),
-        UpdateExpression="SET suspended_batches = :b, updated_at = :n",
-        ConditionExpression="attribute_exists(pk)",
-        ExpressionAttributeValues={":b": to_attr(batches), ":n": to_attr(now)},
+        **expression(Update().set("suspended_batches", batches).set("updated_at", now), exists("pk")),
     )
 
 
@@ -266,7 +244,7 @@ def delete_account(tenant_id: str, account_id: str) -> bool:
             ddb().delete_item,
             TableName=_table(),
             Key=_account_key(tenant_id, account_id),
-            ConditionExpression="attribute_exists(pk)",
+            **expression(condition=exists("pk")),
         )
         is not None
     )
