@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 
 class EnvironmentPatch:
@@ -41,3 +42,16 @@ class EnvironmentPatch:
             else:
                 os.environ[key] = value
         self._saved.clear()
+
+
+def reset_package_caches() -> None:
+    """A cold start for the package: every cached factory of `mailproxy` (settings, stores, clients, the admin
+    token...) reads the environment again, also when one test process starts several services in turn."""
+    for name, module in list(sys.modules.items()):
+        if name != "mailproxy" and not name.startswith("mailproxy."):
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, type):
+                continue  # a cache class's own method; its instances are cleared
+            if getattr(value, "__module__", None) == name and callable(getattr(value, "cache_clear", None)):
+                value.cache_clear()

@@ -129,8 +129,16 @@ def test_compose_and_kubernetes_examples_fit_the_scrape_config() -> None:
     assert {"name": "http", "containerPort": 8000} in container["ports"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert {"name": "GMP_HOST", "value": "0.0.0.0"} in container["env"]
+    # The data directory is on a volume: a PersistentVolumeClaim, and a named volume in compose.
+    [claim] = [d for d in documents if d["kind"] == "PersistentVolumeClaim"]
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == "/data"]
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert "mail-proxy-data:/data" in compose["services"]["mail-proxy"]["volumes"]
 
 
-@pytest.mark.parametrize("line", ['CMD ["python", "-m", "local"]', "GMP_HOST=0.0.0.0"])
-def test_dockerfile_runs_the_local_stack_on_every_interface(line: str) -> None:
+@pytest.mark.parametrize(
+    "line", ['CMD ["python", "-m", "local.embedded"]', "GMP_HOST=0.0.0.0", "GMP_DATA_DIR=/data", 'VOLUME ["/data"]']
+)
+def test_dockerfile_runs_the_one_machine_runtime_on_every_interface_with_its_data_on_a_volume(line: str) -> None:
     assert line in (EXAMPLES / "docker" / "Dockerfile").read_text()

@@ -1,0 +1,25 @@
+"""The SQLite adapter's consumer side, which only the one-machine runtime uses: leasing the work queue, reading
+the change log (DynamoDB's stream on AWS) and expiring messages (DynamoDB's TTL)."""
+
+from __future__ import annotations
+
+from mailproxy.adapters.sqlite.messages import SqliteMessages
+from mailproxy.adapters.sqlite.queue import SqliteQueue
+from mailproxy.errors import ConfigurationError
+from mailproxy.stores import stores
+
+
+def sqlite_queue() -> SqliteQueue:
+    """This process's work queue (the one `stores()` holds, so one database connection per thread)."""
+    queue = stores().queue
+    if not isinstance(queue, SqliteQueue):
+        raise ConfigurationError("the one-machine runtime needs GMP_STORAGE=sqlite")
+    return queue
+
+
+def sqlite_messages() -> SqliteMessages:
+    """This process's messages port, with its change log and expiry."""
+    messages = stores().messages
+    if not isinstance(messages, SqliteMessages):
+        raise ConfigurationError("the one-machine runtime needs GMP_STORAGE=sqlite")
+    return messages

@@ -1,0 +1,211 @@
+"""Sender workers: processes that do what SQS's event source mapping and SenderFunction do on AWS, over the
+SQLite work queue.
+
+Each worker loops: lease a batch (`receive`, 10 records, the lease lasting `visibility_seconds`), hand it to
+`sender.handle_batch`, then delete the records it handled and give back the ones it names in
+`batchItemFailures`. Processes, not threads: building MIME messages and speaking SMTP is the CPU-heavy part of
+the service, and each process has its own GIL, its own SQLite connection and its own pooled SMTP connections,
+as each Lambda execution environment does.
+
+What a crash leaves behind is what a dead Lambda leaves: the worker's leased records come back when their
+lease lapses, and a batch's journal lets the scheduler take over its claims once they are stale
+(docs/delivery.md). A worker that dies is started again by the supervisor; one stuck in a batch longer
+than SenderFunction's timeout is killed and started again, as Lambda ends an invocation at its timeout.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event
+from types import FrameType
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 10  # SenderFunction's BatchSize in template.yaml
+BATCH_TIMEOUT_SECONDS = 60.0  # SenderFunction's Timeout in template.yaml: a batch's time budget (remaining_ms)
+# Records a batch names in batchItemFailures (handed back untouched, unreadable) are visible again after this,
+# not after the lease as on SQS: a handed-back message should go out soon; the delay keeps an unreadable record
+# from spinning (it goes to the dead letters after the queue's max receives).
+FAILED_RECORD_DELAY_SECONDS = 1
+IDLE_SLEEP_SECONDS = 0.05  # the first wait on an empty queue, doubled up to MAX_IDLE_SLEEP_SECONDS
+MAX_IDLE_SLEEP_SECONDS = 0.25
+STOP_TIMEOUT_SECONDS = 8.0  # a batch under way at stop gets this long (a container's stop grace is 10 s)
+RESTART_DELAY_SECONDS = 1.0  # between two starts of one worker slot, so a worker failing at start cannot spin
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a spawned worker needs: a fresh interpreter has none of the parent's state, environment included."""
+
+    index: int
+    parent_pid: int  # the runtime's main process: a worker whose parent is another (it died) stops
+    environ: dict[str, str]
+    sys_path: list[str]
+    visibility_seconds: int
+    batch_timeout_seconds: float = BATCH_TIMEOUT_SECONDS
+
+
+def worker_main(spec: WorkerSpec, stop: Event, busy_since: Synchronized[float]) -> None:
+    """A worker process: settings re-read from `spec.environ`, then batches until told to stop or orphaned."""
+    os.environ.clear()
+    os.environ.update(spec.environ)
+    sys.path[:0] = [p for p in spec.sys_path if p not in sys.path]
+    terminated = threading.Event()
+    # Ctrl-C reaches the whole process group: the runtime stops its workers itself, after their batch.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def _terminate(signum: int, frame: FrameType | None) -> None:
+        terminated.set()
+
+    signal.signal(signal.SIGTERM, _terminate)
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format=f"%(asctime)s %(levelname)-8s [sender-{spec.index}] %(message)s",
+        stream=sys.stdout,
+    )
+    from mailproxy.logs import configure_logging
+
+    configure_logging(f"sender-{spec.index}")
+    from mailproxy.sender import handle_batch
+
+    from local.embedded.ports import sqlite_queue
+
+    queue = sqlite_queue()
+    idle = IDLE_SLEEP_SECONDS
+    # A worker whose parent died (kill -9 of the runtime's process alone, even before this one got here) stops:
+    # it must not send unsupervised.
+    while not stop.is_set() and not terminated.is_set() and os.getppid() == spec.parent_pid:
+        records = queue.receive(BATCH_SIZE, spec.visibility_seconds)
+        if not records:
+            terminated.wait(idle)
+            idle = min(MAX_IDLE_SLEEP_SECONDS, idle * 2)
+            continue
+        idle = IDLE_SLEEP_SECONDS
+        started = time.monotonic()
+        deadline = started + spec.batch_timeout_seconds
+        busy_since.value = started
+        # An exception ends the process, as it ends a Lambda invocation: the records come back after their lease.
+        response = handle_batch(records, functools.partial(_remaining_ms, deadline))
+        settle(queue, records, response)
+        busy_since.value = 0.0
+
+
+def _remaining_ms(deadline: float) -> float:
+    """What Lambda's context.get_remaining_time_in_millis answers, for a batch ending at `deadline`."""
+    return (deadline - time.monotonic()) * 1000
+
+
+def settle(queue: Any, records: list[dict[str, Any]], response: dict[str, Any]) -> None:
+    """What the event source mapping does with a partial batch response: delete what was handled, give back the
+    records it names (after FAILED_RECORD_DELAY_SECONDS)."""
+    failed = {str(item["itemIdentifier"]) for item in response.get("batchItemFailures") or []}
+    handled = [r["receiptHandle"] for r in records if r["messageId"] not in failed]
+    retried = [r["receiptHandle"] for r in records if r["messageId"] in failed]
+    if handled:
+        queue.delete(handled)
+    if retried:
+        queue.release(retried, FAILED_RECORD_DELAY_SECONDS)
+
+
+class _Slot:
+    """One worker process of the pool and what the supervisor knows of it."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process: Any = None
+        self.busy_since: Any = None
+        self.started_at = 0.0
+
+
+class SenderWorkers:
+    """`count` worker processes (spawned: each re-reads the settings from the environment it is given),
+    kept running by a supervisor thread until `stop()`."""
+
+    def __init__(self, count: int, *, visibility_seconds: int, batch_timeout_seconds: float = BATCH_TIMEOUT_SECONDS):
+        self.count = max(1, count)
+        self.visibility_seconds = visibility_seconds
+        self.batch_timeout_seconds = batch_timeout_seconds
+        self.restarts = 0
+        self._context = multiprocessing.get_context("spawn")
+        self._stop = self._context.Event()
+        self._stopping = threading.Event()
+        self._slots = [_Slot(index) for index in range(self.count)]
+        self._supervisor = threading.Thread(target=self._supervise, name="sender-supervisor", daemon=True)
+
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of the running workers."""
+        return [slot.process.pid for slot in self._slots if slot.process is not None and slot.process.is_alive()]
+
+    def start(self) -> None:
+        """Start the workers (with this process's environment as it is now) and their supervisor."""
+        for slot in self._slots:
+            self._spawn(slot)
+        self._supervisor.start()
+
+    def _spawn(self, slot: _Slot) -> None:
+        spec = WorkerSpec(
+            index=slot.index,
+            parent_pid=os.getpid(),
+            environ=dict(os.environ),
+            sys_path=list(sys.path),
+            visibility_seconds=self.visibility_seconds,
+            batch_timeout_seconds=self.batch_timeout_seconds,
+        )
+        slot.busy_since = self._context.Value("d", 0.0, lock=False)
+        slot.process = self._context.Process(
+            target=worker_main, args=(spec, self._stop, slot.busy_since), name=f"sender-{slot.index}", daemon=True
+        )
+        slot.started_at = time.monotonic()
+        slot.process.start()
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(0.5):
+            for slot in self._slots:
+                self._check(slot)
+
+    def _check(self, slot: _Slot) -> None:
+        process = slot.process
+        if process.is_alive():
+            busy = float(slot.busy_since.value)
+            if busy and time.monotonic() - busy > self.batch_timeout_seconds + STOP_TIMEOUT_SECONDS:
+                logger.error(
+                    "sender-%d: one batch has run for more than %.0f s: killed, as Lambda ends an invocation at "
+                    "its timeout (its messages are recovered like a crash's)",
+                    slot.index,
+                    self.batch_timeout_seconds,
+                )
+                process.kill()
+                process.join(5)
+            return
+        if self._stopping.is_set() or time.monotonic() - slot.started_at < RESTART_DELAY_SECONDS:
+            return
+        logger.warning("sender-%d exited (code %s): started again", slot.index, process.exitcode)
+        self.restarts += 1
+        self._spawn(slot)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+        """Ask every worker to stop after its batch; kill those still busy after `timeout` (crash-safe)."""
+        self._stopping.set()
+        self._stop.set()
+        if self._supervisor.is_alive():
+            self._supervisor.join()
+        deadline = time.monotonic() + timeout
+        for slot in self._slots:
+            if slot.process is None:
+                continue
+            slot.process.join(max(0.0, deadline - time.monotonic()))
+            if slot.process.is_alive():
+                logger.warning("sender-%d still busy after %.0f s: killed", slot.index, timeout)
+                slot.process.kill()
+                slot.process.join(5)

@@ -1,0 +1,168 @@
+"""The one-machine runtime (`make run`) over HTTP and SMTP, as a client sees it: tenant, account, messages that
+arrive at the SMTP sink, delivery reports at the client's callback, /health and /metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from local.embedded import EmbeddedService
+from local.embedded.service import DataDirInUse
+from tests.polling import wait_until
+
+TOKEN = "embedded-admin-token"
+pytestmark = pytest.mark.e2e
+
+
+class Callback:
+    """A tenant's sync endpoint on loopback: records every delivery report and acknowledges it."""
+
+    def __init__(self) -> None:
+        self.reports: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        callback = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+                with callback.lock:
+                    callback.reports.append(body)
+                answer = json.dumps({"ok": True, "queued": 0}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every delivery-report entry received so far."""
+        with self.lock:
+            return [e for r in self.reports for e in r.get("delivery_report", [])]
+
+
+@pytest.fixture
+def callback() -> Iterator[Callback]:
+    server = Callback()
+    server.thread.start()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+@pytest.fixture
+def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedService]:
+    monkeypatch.delenv("METRICS_TOKEN", raising=False)
+    with EmbeddedService(
+        data_dir=tmp_path / "data",
+        http_port=0,
+        smtp_sink_port=0,
+        api_token=TOKEN,
+        scheduler_interval=0.5,
+        sender_workers=1,
+    ) as running:
+        yield running
+
+
+def test_messages_submitted_over_http_arrive_by_smtp_and_are_reported_to_the_callback(
+    service: EmbeddedService, callback: Callback
+) -> None:
+    admin = {"X-API-Token": TOKEN}
+    with httpx.Client(base_url=service.url, timeout=30) as http:
+        tenant = {"id": "acme", "name": "Acme", "client_base_url": callback.url}
+        key = {"X-API-Token": http.post("/tenant", json=tenant, headers=admin).json()["api_key"]}
+        account = {"id": "sink", "host": "127.0.0.1", "port": service.smtp_sink_port}
+        assert http.post("/account", json=account, headers=key).status_code == 200
+        messages = [
+            {"id": f"m-{n}", "account_id": "sink", "from": "a@acme.test", "to": "b@example.test", "subject": f"#{n}"}
+            for n in range(5)
+        ]
+        messages.append(
+            {"id": "bad", "account_id": "nope", "from": "a@acme.test", "to": "b@example.test", "subject": "?"}
+        )
+        assert http.post("/commands/add-messages", json={"messages": messages}, headers=key).json()["queued"] == 5
+
+        assert service.smtp_sink is not None
+        received = service.smtp_sink.wait_for(5, timeout=30)
+        assert sorted(m.mail_id or "" for m in received) == [f"m-{n}" for n in range(5)]
+
+        reported = wait_until(
+            lambda: {e["id"]: e for e in callback.entries()} if len(callback.entries()) >= 6 else None
+        )
+        assert all("sent_ts" in reported[f"m-{n}"] for n in range(5))
+        assert reported["bad"]["error"] == "account not found for tenant"
+
+        listed = http.get("/messages", params={"include_history": "true"}, headers=key).json()["messages"]
+        assert sorted(r["id"] for r in listed if r["status"] == "sent") == [f"m-{n}" for n in range(5)]
+        metrics = wait_until(
+            lambda: (text := http.get("/metrics").text) and "gmp_pending_messages 0.0" in text and text
+        )
+        assert 'gmp_sent_total{account_id="sink",tenant_id="acme"} 5.0' in metrics
+
+
+def test_health_is_open_and_metrics_follow_the_metrics_function_token_rules(
+    service: EmbeddedService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with httpx.Client(base_url=service.url, timeout=30) as http:
+        health = http.get("/health")
+        assert health.status_code == 200 and health.json() == {"ok": True, "status": "ok"}
+        assert "gmp_pending_messages 0.0" in http.get("/metrics").text
+
+        monkeypatch.setenv("METRICS_TOKEN", "scrape-me")
+        refused = http.get("/metrics")
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert http.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        scraped = http.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+        assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+        assert http.get("/health").status_code == 200  # never behind the token
+
+
+def test_a_body_over_api_gateways_quota_is_refused_with_413(service: EmbeddedService) -> None:
+    with httpx.Client(base_url=service.url, timeout=30) as http:
+        reply = http.post(
+            "/commands/add-messages",
+            content=b"x" * (10 * 1024 * 1024 + 1),
+            headers={"X-API-Token": TOKEN, "Content-Type": "application/json"},
+        )
+        assert reply.status_code == 413
+
+
+def test_a_second_runtime_on_the_same_data_directory_refuses_to_start(service: EmbeddedService) -> None:
+    second = EmbeddedService(data_dir=service.data_dir, http_port=0, smtp_sink=False, sender_workers=1)
+    with pytest.raises(DataDirInUse, match="used by another runtime"):
+        second.start()
+    with httpx.Client(base_url=service.url, timeout=30) as http:
+        assert http.get("/metrics").status_code == 200  # the first one goes on
+
+
+def test_a_killed_sender_worker_is_replaced_and_mail_still_goes_out(service: EmbeddedService) -> None:
+    workers = service.workers
+    assert workers is not None
+    [pid] = wait_until(lambda: workers.pids)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: workers.restarts == 1 and workers.pids and workers.pids != [pid])
+
+    with httpx.Client(base_url=service.url, timeout=30) as http:
+        key = {
+            "X-API-Token": http.post("/tenant", json={"id": "acme"}, headers={"X-API-Token": TOKEN}).json()["api_key"]
+        }
+        http.post("/account", json={"id": "sink", "host": "127.0.0.1", "port": service.smtp_sink_port}, headers=key)
+        message = {"id": "after", "account_id": "sink", "from": "a@acme.test", "to": "b@example.test", "subject": "!"}
+        assert http.post("/commands/add-messages", json={"messages": [message]}, headers=key).json()["queued"] == 1
+    assert service.smtp_sink is not None
+    assert [m.mail_id for m in service.smtp_sink.wait_for(1, timeout=30)] == ["after"]
