@@ -17,7 +17,8 @@ $(BIN)/.installed: requirements-dev.txt layers/common/requirements.txt functions
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-run: run-aws ## start the whole service on 127.0.0.1 (no AWS account needed); for now the AWS-fidelity mode
+run: $(BIN)/.installed ## the whole service on 127.0.0.1 over SQLite in data/ (no AWS account needed)
+	$(BIN)/python -m local.embedded
 
 run-aws: $(BIN)/.installed ## the real Lambda handlers around moto (or AWS_ENDPOINT_URL's emulator, e.g. LocalStack)
 	$(BIN)/python -m local

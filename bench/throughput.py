@@ -1,12 +1,15 @@
-"""Benchmark 3: throughput through the local stack (`python -m local`, as `make run` starts it).
+"""Benchmark 3: throughput through `make run` (`python -m local.embedded`, the one-machine runtime on SQLite).
 
-One client posts N messages of about 1.2 KB in requests of 100 to the stack's API; the stack's pollers
+One client posts N messages of about 1.2 KB in requests of 100 to the service's API; its sender workers
 deliver them through an account pointing at a counting SMTP sink on loopback (in this process). Measured:
 intake messages/s and request latency, delivered messages/s, submit-to-sink latency per message (the sink
 notes when each X-Genro-Mail-ID arrives). Then, in the same run, the physical limit: the same messages sent
 straight to the same sink with aiosmtplib over one connection.
 
-    python -m bench.throughput [--quick] [--messages N]
+    python -m bench.throughput [--quick] [--messages N] [--runtime embedded|aws]
+
+`--runtime aws` drives the AWS-fidelity mode (`python -m local`, the Lambda handlers around moto) instead:
+for comparison only, moto answers in milliseconds a call.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from email.message import EmailMessage
 from pathlib import Path
@@ -31,9 +35,8 @@ from bench.sink import counting_sink
 from bench.world import make_message
 
 ROOT = Path(__file__).resolve().parents[1]
-# Met on the in-memory emulator the stack had before moto (docs/performance.md, section 3); on moto it is
-# far off, and the target belongs to the SQLite one-machine runtime.
-TARGET_DELIVERED_PER_SECOND = 200.0
+TARGET_SHARE_OF_LIMIT = 0.60  # delivered messages/s, as a share of the physical limit measured in the same run
+TARGET_REQUEST_P50_MS = 50.0  # per request of 100 messages
 TOKEN = "bench-admin-token-0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -64,11 +67,12 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def start_stack(port: int) -> subprocess.Popen[bytes]:
-    """`python -m local` on a free port, its own SMTP sink off; returns once /health answers."""
+def start_stack(port: int, runtime: str, data_dir: str) -> subprocess.Popen[bytes]:
+    """The runtime on a free port, its own SMTP sink off; returns once /health answers."""
     env = {
         **os.environ,
         "PYTHONPATH": f"{ROOT / 'layers' / 'common'}:{ROOT}",
+        "GMP_DATA_DIR": data_dir,
         "GMP_PORT": str(port),
         "GMP_SMTP_SINK_PORT": "0",
         "GMP_MOTO_PORT": "0",
@@ -77,13 +81,14 @@ def start_stack(port: int) -> subprocess.Popen[bytes]:
         "LOG_LEVEL": "WARNING",
     }
     env.pop("AWS_ENDPOINT_URL", None)
+    module = "local.embedded" if runtime == "embedded" else "local"
     process = subprocess.Popen(
-        [sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", module], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"python -m local exited with {process.returncode}")
+            raise RuntimeError(f"python -m {module} exited with {process.returncode}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                 return process
@@ -91,7 +96,7 @@ def start_stack(port: int) -> subprocess.Popen[bytes]:
             pass
         time.sleep(0.2)
     process.terminate()
-    raise RuntimeError("the local stack did not answer /health within 120 s")
+    raise RuntimeError(f"python -m {module} did not answer /health within 120 s")
 
 
 async def _direct(port: int, messages: list[EmailMessage]) -> float:
@@ -117,13 +122,13 @@ def _as_email(message: dict[str, Any]) -> EmailMessage:
     return email
 
 
-def run(total: int, timeout: float) -> dict[str, Any]:
-    """Drive the stack and the direct path; the figures."""
+def run(total: int, timeout: float, runtime: str = "embedded") -> dict[str, Any]:
+    """Drive the runtime and the direct path; the figures."""
     rng = random.Random(11)
     messages = [make_message(rng, f"m-{n}", "primary", 1200) for n in range(total)]
     port = _free_port()
-    with counting_sink() as (sink_port, sink):
-        stack = start_stack(port)
+    with counting_sink() as (sink_port, sink), tempfile.TemporaryDirectory(prefix="gmp-bench-") as data_dir:
+        stack = start_stack(port, runtime, data_dir)
         try:
             client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
             admin = {"X-API-Token": TOKEN}
@@ -161,6 +166,7 @@ def run(total: int, timeout: float) -> dict[str, Any]:
         direct_seconds = asyncio.run(_direct(sink_port, [_as_email(m) for m in messages]))
     to_sink = [arrived[i] - submitted[i] for i in submitted if i in arrived]
     return {
+        "runtime": runtime,
         "messages": total,
         "delivered": len(arrived),
         "complete": finished,
@@ -183,32 +189,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="20 messages")
     parser.add_argument("--messages", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for delivery")
+    parser.add_argument("--runtime", choices=("embedded", "aws"), default="embedded")
     args = parser.parse_args(argv)
     total = args.messages or (20 if args.quick else 2000)
-    r = run(total, 120.0 if args.quick else args.timeout)
+    r = run(total, 120.0 if args.quick else args.timeout, args.runtime)
     delivered = r["delivered_per_second"]
+    share = delivered / r["direct_per_second"]
+    p50 = r["request_p50_ms"]
     rows = [
         ["intake (msg/s)", f"{r['intake_per_second']:.0f}", ""],
-        ["request of 100: p50 / p99 (ms)", f"{r['request_p50_ms']:.0f} / {r['request_p99_ms']:.0f}", ""],
         [
-            "delivered (msg/s)",
-            f"{delivered:.1f}",
-            f">= {TARGET_DELIVERED_PER_SECOND:.0f}  {verdict(delivered, TARGET_DELIVERED_PER_SECOND, at_most=False)}",
+            "request of 100: p50 / p99 (ms)",
+            f"{p50:.0f} / {r['request_p99_ms']:.0f}",
+            f"p50 < {TARGET_REQUEST_P50_MS:.0f}  {verdict(p50, TARGET_REQUEST_P50_MS, at_most=True)}",
         ],
+        ["delivered (msg/s)", f"{delivered:.1f}", ""],
         ["submit to sink: p50 / p99 (ms)", f"{r['to_sink_p50_ms']:.0f} / {r['to_sink_p99_ms']:.0f}", ""],
-        ["stack CPU per delivered message, all its processes (ms)", f"{r['stack_cpu_ms_per_message']:.1f}", ""],
+        ["CPU per delivered message, all the runtime's processes (ms)", f"{r['stack_cpu_ms_per_message']:.1f}", ""],
         ["physical limit: aiosmtplib, one connection (msg/s)", f"{r['direct_per_second']:.0f}", ""],
-        ["delivered / physical limit", f"{delivered / r['direct_per_second']:.1%}", ""],
+        [
+            "delivered / physical limit",
+            f"{share:.1%}",
+            f">= {TARGET_SHARE_OF_LIMIT:.0%}  {verdict(share, TARGET_SHARE_OF_LIMIT, at_most=False)}",
+        ],
     ]
-    title = f"Throughput through the local stack: {r['delivered']}/{r['messages']} messages of ~1.2 KB, requests of 100"
+    title = (
+        f"Throughput through {'make run (SQLite)' if args.runtime == 'embedded' else 'make run-aws (moto)'}: "
+        f"{r['delivered']}/{r['messages']} messages of ~1.2 KB, requests of 100"
+    )
     print(table(title, ["figure", "value", "target"], rows))
     emit(
         "throughput",
         {
             "quick": args.quick,
             **r,
-            "target_delivered_per_second": TARGET_DELIVERED_PER_SECOND,
-            "met": delivered >= TARGET_DELIVERED_PER_SECOND and r["complete"],
+            "target_share_of_limit": TARGET_SHARE_OF_LIMIT,
+            "target_request_p50_ms": TARGET_REQUEST_P50_MS,
+            "met": share >= TARGET_SHARE_OF_LIMIT and p50 < TARGET_REQUEST_P50_MS and r["complete"],
         },
     )
     return 0

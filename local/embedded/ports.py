@@ -4,6 +4,7 @@ the change log (DynamoDB's stream on AWS) and expiring messages (DynamoDB's TTL)
 from __future__ import annotations
 
 from mailproxy.adapters.sqlite.messages import SqliteMessages
+from mailproxy.adapters.sqlite.outbox import SqliteOutbox
 from mailproxy.adapters.sqlite.queue import SqliteQueue
 from mailproxy.errors import ConfigurationError
 from mailproxy.stores import stores
@@ -23,3 +24,12 @@ def sqlite_messages() -> SqliteMessages:
     if not isinstance(messages, SqliteMessages):
         raise ConfigurationError("the one-machine runtime needs GMP_STORAGE=sqlite")
     return messages
+
+
+def recover_leases() -> tuple[int, int]:
+    """At start, with the data directory locked: give back the queue and reporter leases a killed runtime left
+    (else its records wait out their visibility and its tenants' reports the 60 s lease). Returns the counts."""
+    outbox = stores().outbox
+    if not isinstance(outbox, SqliteOutbox):
+        raise ConfigurationError("the one-machine runtime needs GMP_STORAGE=sqlite")
+    return sqlite_queue().return_leased(), outbox.drop_leases()

@@ -177,6 +177,15 @@ class EmbeddedService:
 
         settings = get_settings()
         stores()  # the database and its tables, made here once before any worker opens them
+        from local.embedded.ports import recover_leases
+
+        queue_leases, report_leases = recover_leases()
+        if queue_leases or report_leases:
+            logger.info(
+                "taken back from a runtime that stopped without finishing: %d queue lease(s), %d report lease(s)",
+                queue_leases,
+                report_leases,
+            )
         # A record leased by a worker that died comes back when a claim made under it is stale: the copy then
         # takes the claim over (or the scheduler, finishing the batch's journal, re-queues the message).
         self.visibility_seconds = max(1, settings.claim_timeout_seconds)

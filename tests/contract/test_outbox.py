@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mailproxy.domain import EventType
 from mailproxy.ports import Stores
 from mailproxy.report_format import LEASE_SECONDS, MAX_EVENTS_PER_CHUNK, Owed, chunk_ts, decode_events
@@ -132,3 +134,17 @@ def test_a_forgotten_tenant_has_no_chunks_ledger_or_sync_state_left(stores: Stor
     assert len(stores.outbox.chunks("beta")) == 2
     assert len(stores.ledger.acknowledged_events("beta")) == 1
     stores.outbox.forget_tenant("nobody")
+
+
+def test_leases_a_dead_runtime_left_are_dropped_and_nothing_else(tmp_path: Path) -> None:
+    from mailproxy.adapters.sqlite.db import Database
+    from mailproxy.adapters.sqlite.outbox import SCHEMA, SqliteOutbox
+
+    outbox = SqliteOutbox(Database(str(tmp_path / "db.sqlite3"), (SCHEMA,)))
+    outbox.owe("acme", _owed("m1"), _key(NOW))
+    assert outbox.acquire("acme", "dead-holder", NOW, ignore_backoff=False) is not None
+    assert outbox.acquire("acme", "next", NOW + 1, ignore_backoff=False) is None
+    assert outbox.drop_leases() == 1
+    taken = outbox.acquire("acme", "next", NOW + 1, ignore_backoff=False)
+    assert taken is not None and int(taken["owed_rev"]) == 1
+    assert outbox.drop_leases() == 1 and outbox.drop_leases() == 0

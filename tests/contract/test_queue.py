@@ -150,3 +150,15 @@ def test_two_processes_never_receive_one_message_while_its_lease_holds(queue: Sq
     received = got[0] + got[1]
     assert sorted(received) == sorted(wanted)  # each once, none lost
     assert all(got), "both workers received some (the race happened)"
+
+
+def test_leases_a_dead_runtime_left_are_given_back_at_once(queue: SqliteQueue) -> None:
+    queue.enqueue([entry("leased"), entry("waiting", delay=600)])
+    now = time.time()
+    [record] = queue.receive(10, visibility_seconds=180, now=now)
+    assert queue.receive(10, visibility_seconds=180, now=now + 1) == []
+    assert queue.return_leased(now=now + 1) == 1  # the delayed entry was never leased: it keeps its delay
+    [again] = queue.receive(10, visibility_seconds=180, now=now + 1)
+    assert again["messageId"] == record["messageId"]
+    assert again["receiptHandle"] != record["receiptHandle"]
+    assert queue.delete([record["receiptHandle"]]) == 0  # the dead worker's handle is stale

@@ -97,6 +97,20 @@ class SqliteOutbox:
             _put_sync(tx, tenant_id, sync)
             return sync
 
+    def drop_leases(self) -> int:
+        """Give back every reporter lease (the one-machine runtime at start, holding its data directory: a lease
+        still here was its dead predecessor's); how many there were."""
+        dropped = 0
+        with self._db.transaction() as tx:
+            for row in tx.execute("SELECT tenant_id, doc FROM report_sync").fetchall():
+                sync = dict(loads(row["doc"]))
+                if "lease_id" in sync or "lease_until" in sync:
+                    sync.pop("lease_id", None)
+                    sync.pop("lease_until", None)
+                    _put_sync(tx, str(row["tenant_id"]), sync)
+                    dropped += 1
+        return dropped
+
     def sync_states(self) -> dict[str, Record]:
         """Reporter state per tenant: last_sync_ts, next_sync_due, dnd_until, failures..."""
         rows = self._db.read("SELECT tenant_id, doc FROM report_sync")

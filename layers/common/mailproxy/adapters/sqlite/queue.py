@@ -76,6 +76,9 @@ class SqliteQueue:
         now = time.time() if now is None else now
         received: list[dict[str, Any]] = []
         taken: set[int] = set()
+        # An idle worker asks several times a second: a read (no lock) first, the write lock only for work.
+        if not self.db.read("SELECT 1 FROM queue_entries WHERE visible_at <= ? LIMIT 1", (now,)):
+            return received
         with self.db.transaction() as tx:
             while len(received) < max_messages:
                 rows = tx.execute(
@@ -126,6 +129,18 @@ class SqliteQueue:
                     "UPDATE queue_entries SET receipt = NULL, visible_at = ? WHERE receipt = ?", (visible_at, handle)
                 ).rowcount
                 for handle in receipt_handles
+            )
+
+    def return_leased(self, now: float | None = None) -> int:
+        """Make every leased entry visible now (the one-machine runtime at start, holding its data directory: a
+        lease still here was a dead worker's); how many there were. Their claims, if any, still decide."""
+        now = time.time() if now is None else now
+        with self.db.transaction() as tx:
+            return int(
+                tx.execute(
+                    "UPDATE queue_entries SET receipt = NULL, visible_at = ? WHERE receipt IS NOT NULL AND visible_at > ?",
+                    (now, now),
+                ).rowcount
             )
 
 
