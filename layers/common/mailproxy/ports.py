@@ -11,8 +11,8 @@ Every write that can lose a race says so in its result (False / None), never by 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from mailproxy.domain import Counter, JournalKind, MessageStatus, Outcome
 
@@ -346,62 +346,82 @@ if TYPE_CHECKING:
         def decrypt_secret(self, ciphertext: bytes, *, context: str) -> str: ...
 
 
+PORT_NAMES = (
+    "messages",
+    "tenants",
+    "rates",
+    "counters",
+    "journals",
+    "service",
+    "commands",
+    "payloads",
+    "queue",
+    "outbox",
+    "ledger",
+    "sealer",
+)
+
+
 class Stores:
-    """Every port, as one adapter implements them (a plain class: a dataclass costs a cold start more)."""
+    """Every port, as one adapter implements them, each made on its first use by `make(name)`: an AWS
+    function's cold start then imports only the adapter modules its use case reaches."""
 
-    __slots__ = (
-        "commands",
-        "counters",
-        "journals",
-        "ledger",
-        "messages",
-        "outbox",
-        "payloads",
-        "queue",
-        "rates",
-        "sealer",
-        "service",
-        "tenants",
-    )
+    __slots__ = ("_made", "_make")
 
-    messages: Messages
-    tenants: Tenants
-    rates: RateWindows
-    counters: Counters
-    journals: Journals
-    service: ServiceState
-    commands: CommandLog
-    payloads: Payloads
-    queue: WorkQueue
-    outbox: Outbox
-    ledger: Ledger
-    sealer: Sealer
+    def __init__(self, make: Callable[[str], object]) -> None:
+        self._make = make
+        self._made: dict[str, object] = {}
 
-    def __init__(
-        self,
-        *,
-        messages: Messages,
-        tenants: Tenants,
-        rates: RateWindows,
-        counters: Counters,
-        journals: Journals,
-        service: ServiceState,
-        commands: CommandLog,
-        payloads: Payloads,
-        queue: WorkQueue,
-        outbox: Outbox,
-        ledger: Ledger,
-        sealer: Sealer,
-    ) -> None:
-        self.messages = messages
-        self.tenants = tenants
-        self.rates = rates
-        self.counters = counters
-        self.journals = journals
-        self.service = service
-        self.commands = commands
-        self.payloads = payloads
-        self.queue = queue
-        self.outbox = outbox
-        self.ledger = ledger
-        self.sealer = sealer
+    def _port(self, name: str) -> Any:
+        port = self._made.get(name)
+        if port is None:
+            port = self._made[name] = self._make(name)
+        return port
+
+    @property
+    def messages(self) -> Messages:
+        return cast("Messages", self._port("messages"))
+
+    @property
+    def tenants(self) -> Tenants:
+        return cast("Tenants", self._port("tenants"))
+
+    @property
+    def rates(self) -> RateWindows:
+        return cast("RateWindows", self._port("rates"))
+
+    @property
+    def counters(self) -> Counters:
+        return cast("Counters", self._port("counters"))
+
+    @property
+    def journals(self) -> Journals:
+        return cast("Journals", self._port("journals"))
+
+    @property
+    def service(self) -> ServiceState:
+        return cast("ServiceState", self._port("service"))
+
+    @property
+    def commands(self) -> CommandLog:
+        return cast("CommandLog", self._port("commands"))
+
+    @property
+    def payloads(self) -> Payloads:
+        return cast("Payloads", self._port("payloads"))
+
+    @property
+    def queue(self) -> WorkQueue:
+        return cast("WorkQueue", self._port("queue"))
+
+    @property
+    def outbox(self) -> Outbox:
+        return cast("Outbox", self._port("outbox"))
+
+    @property
+    def ledger(self) -> Ledger:
+        return cast("Ledger", self._port("ledger"))
+
+    @property
+    def sealer(self) -> Sealer:
+        return cast("Sealer", self._port("sealer"))

@@ -1,29 +1,57 @@
 """The AWS adapter: DynamoDB, SQS, S3, KMS and Secrets Manager behind the ports.
 
 Each port is a module of functions (a module satisfies a Protocol), the only code that knows the tables'
-keys and builds their expressions.
+keys and builds their expressions. A port's module is imported when a use case first reaches it.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 from mailproxy.ports import Stores
+
+MODULES = {
+    "messages": "messages",
+    "tenants": "tenants",
+    "rates": "rates",
+    "counters": "state",
+    "journals": "state",
+    "service": "state",
+    "commands": "state",
+    "payloads": "payloads",
+    "queue": "queue",
+    "outbox": "outbox",
+    "ledger": "ledger",
+    "sealer": "sealer",
+}
+
+
+def _port(name: str) -> object:
+    return importlib.import_module(f"mailproxy.adapters.aws.{MODULES[name]}")
 
 
 def aws_stores() -> Stores:
     """The ports on AWS."""
+    return Stores(_port)
+
+
+if TYPE_CHECKING:  # mypy checks that each module is its port
+    from mailproxy import ports
     from mailproxy.adapters.aws import ledger, messages, outbox, payloads, queue, rates, sealer, state, tenants
 
-    return Stores(
-        messages=messages,
-        tenants=tenants,
-        rates=rates,
-        counters=state,
-        journals=state,
-        service=state,
-        commands=state,
-        payloads=payloads,
-        queue=queue,
-        outbox=outbox,
-        ledger=ledger,
-        sealer=sealer,
-    )
+    def _implements() -> tuple[
+        ports.Messages,
+        ports.Tenants,
+        ports.RateWindows,
+        ports.Counters,
+        ports.Journals,
+        ports.ServiceState,
+        ports.CommandLog,
+        ports.Payloads,
+        ports.WorkQueue,
+        ports.Outbox,
+        ports.Ledger,
+        ports.Sealer,
+    ]:
+        return (messages, tenants, rates, state, state, state, state, payloads, queue, outbox, ledger, sealer)
