@@ -7,6 +7,7 @@ workers run them. Everything else (submitting, reading records, /status, counter
 
 from __future__ import annotations
 
+import abc
 import email
 import email.policy
 import json
@@ -14,7 +15,7 @@ import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi.testclient import TestClient
 from mailproxy.adapters.sqlite.db import dumps, loads
@@ -43,36 +44,49 @@ def scheduler_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     return result
 
 
-class Runner(Protocol):
-    """What differs between the storages: how queued work reaches the sender, the scheduler, stored time."""
+class Runner(abc.ABC):
+    """What differs between the storages: how queued work reaches the sender and the scheduler, and how a
+    test reaches into the queues and the stored records (as time passing or another worker would)."""
 
+    @abc.abstractmethod
     def pump_once(self) -> int:
         """Deliver at most one batch of visible queue entries; its size."""
-        ...
 
+    @abc.abstractmethod
     def scheduler(self) -> dict[str, int]:
         """One scheduler round."""
-        ...
 
+    @abc.abstractmethod
     def age_message(self, tenant_id: str, message_id: str, seconds: int) -> None:
         """Move a message's schedule `seconds` into the past."""
-        ...
 
+    @abc.abstractmethod
+    def finish_message(self, tenant_id: str, message_id: str, status: str = "sent") -> None:
+        """Mark a pending message sent (or failed) as the sender would: its status, and one pending less."""
+
+    @abc.abstractmethod
     def drain(self, priority: int) -> list[dict[str, Any]]:
         """Take every visible entry off a priority's queue: their bodies."""
-        ...
 
+    @abc.abstractmethod
     def put(self, priority: int, body: dict[str, Any]) -> None:
         """Put a body on a priority's queue (a duplicate, a redelivery)."""
-        ...
 
+    @abc.abstractmethod
     def queue_depth(self, priority: int) -> dict[str, int]:
         """Visible and delayed entries of a priority's queue (leased ones are neither)."""
-        ...
+
+    def drain_all(self) -> dict[int, list[dict[str, Any]]]:
+        """Every visible entry of every priority's queue, by priority (taken off)."""
+        return {p: self.drain(p) for p in range(4)}
+
+    def queued_total(self) -> int:
+        """Entries on every priority queue, visible or delayed."""
+        return sum(sum(self.queue_depth(p).values()) for p in range(4))
 
 
 @dataclass
-class AwsRunner:
+class AwsRunner(Runner):
     """The Lambda handlers over the emulated queues and tables."""
 
     env: AwsEnv
@@ -111,6 +125,10 @@ class AwsRunner:
                 ExpressionAttributeValues=values,
             )
 
+    def finish_message(self, tenant_id: str, message_id: str, status: str = "sent") -> None:
+        """Update the item in MessagesTable and the PENDING item of StateTable."""
+        self.env.finish_message(tenant_id, message_id, status)
+
     def drain(self, priority: int) -> list[dict[str, Any]]:
         """Receive and delete the queue's visible messages."""
         return self.env.drain(priority)
@@ -128,7 +146,7 @@ class AwsRunner:
 SQLITE_VISIBILITY_SECONDS = 360
 
 
-class SqliteRunner:
+class SqliteRunner(Runner):
     """The sender and scheduler use cases over the SQLite adapter's work queue."""
 
     batch_size = 10  # the sender's event source mappings' BatchSize
@@ -158,11 +176,8 @@ class SqliteRunner:
 
     def age_message(self, tenant_id: str, message_id: str, seconds: int) -> None:
         """Rewrite the message's document (and its parked-index column) in the messages table."""
-        from mailproxy.stores import stores
 
-        messages = stores().messages
-        assert isinstance(messages, SqliteMessages)
-        with messages.db.transaction() as tx:
+        with self._messages().db.transaction() as tx:
             [row] = tx.execute("SELECT doc FROM messages WHERE tenant_id = ? AND id = ?", (tenant_id, message_id))
             doc = loads(row["doc"])
             for name in AGED_FIELDS:
@@ -172,6 +187,19 @@ class SqliteRunner:
                 "UPDATE messages SET doc = ?, park_ts = ? WHERE tenant_id = ? AND id = ?",
                 (dumps(doc), doc.get("park_ts"), tenant_id, message_id),
             )
+
+    def finish_message(self, tenant_id: str, message_id: str, status: str = "sent") -> None:
+        """Update the message's document and status column; one pending less through the counters port."""
+        from mailproxy.stores import stores
+
+        with self._messages().db.transaction() as tx:
+            [row] = tx.execute("SELECT doc FROM messages WHERE tenant_id = ? AND id = ?", (tenant_id, message_id))
+            doc = {**loads(row["doc"]), "status": status}
+            tx.execute(
+                "UPDATE messages SET doc = ?, status = ? WHERE tenant_id = ? AND id = ?",
+                (dumps(doc), status, tenant_id, message_id),
+            )
+        stores().counters.add_pending({tenant_id: -1})
 
     def drain(self, priority: int) -> list[dict[str, Any]]:
         """Delete the priority's visible entries from the queue table, oldest first."""
@@ -200,6 +228,14 @@ class SqliteRunner:
             {"now": time.time(), "priority": priority},
         )
         return {"visible": int(row["visible"]), "delayed": int(row["delayed"])}
+
+    @staticmethod
+    def _messages() -> SqliteMessages:
+        from mailproxy.stores import stores
+
+        messages = stores().messages
+        assert isinstance(messages, SqliteMessages)
+        return messages
 
     @staticmethod
     def _queue() -> SqliteQueue:
@@ -262,7 +298,7 @@ class Delivery:
 
     def queued_total(self) -> int:
         """Entries on every priority queue, visible or delayed."""
-        return sum(sum(self.queue_depth(p).values()) for p in range(4))
+        return self.runner.queued_total()
 
     def submit(self, *messages: dict[str, Any], expect: int = 200) -> dict[str, Any]:
         """POST messages with the tenant key; the reply body."""
