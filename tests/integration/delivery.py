@@ -76,6 +76,11 @@ class Runner(abc.ABC):
     def queue_depth(self, priority: int) -> dict[str, int]:
         """Visible and delayed entries of a priority's queue (leased ones are neither)."""
 
+    @abc.abstractmethod
+    def stored(self, tenant_id: str | None = None) -> dict[str, list[str]]:
+        """What the storage holds (of one tenant), as sorted texts: "tenants" (tenants, accounts, keys),
+        "messages", "payloads" and "state" (the rest but the command log, of that tenant)."""
+
     def drain_all(self) -> dict[int, list[dict[str, Any]]]:
         """Every visible entry of every priority's queue, by priority (taken off)."""
         return {p: self.drain(p) for p in range(4)}
@@ -140,6 +145,27 @@ class AwsRunner(Runner):
     def queue_depth(self, priority: int) -> dict[str, int]:
         """The queue's approximate counts."""
         return self.env.queue_depth(priority)
+
+    def stored(self, tenant_id: str | None = None) -> dict[str, list[str]]:
+        """The tables' items and the payloads S3 holds; StateTable's items keyed by the tenant."""
+        env = self.env
+
+        def of(variable: str) -> list[dict[str, Any]]:
+            items = env.table_items(variable)
+            if tenant_id is None:
+                return items
+            if variable == "TENANTS_TABLE":
+                return [i for i in items if tenant_id in repr(i)]
+            return [i for i in items if i.get("tenant_id") == tenant_id]
+
+        state = [i for i in env.table_items("STATE_TABLE") if i["pk"] != "CMDLOG"]
+        return {
+            "tenants": sorted(map(repr, of("TENANTS_TABLE"))),
+            "messages": sorted(map(repr, of("MESSAGES_TABLE"))),
+            "payloads": sorted(map(repr, of("PAYLOADS_TABLE")))
+            + sorted(map(repr, (k for k in env.stored_payloads() if tenant_id in (None, k[0])))),
+            "state": sorted(map(repr, (i for i in state if tenant_id in (None, i.get("sk"))))),
+        }
 
 
 # A received entry stays leased this long, as the queues' VisibilityTimeout in template.yaml.
@@ -229,6 +255,23 @@ class SqliteRunner(Runner):
         )
         return {"visible": int(row["visible"]), "delayed": int(row["delayed"])}
 
+    def stored(self, tenant_id: str | None = None) -> dict[str, list[str]]:
+        """The rows of every table that has a `tenant_id` (of that tenant), grouped as on AWS."""
+        db = self._messages().db
+        found: dict[str, list[str]] = {"tenants": [], "messages": [], "payloads": [], "state": []}
+        tables = [str(r["name"]) for r in db.read("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            if table in SQLITE_NOT_STORED:
+                continue
+            columns = {str(r["name"]) for r in db.read(f"PRAGMA table_info({table})")}
+            key = "tenant_id" if "tenant_id" in columns else "scope" if table == "run_now" else None
+            if key is None and tenant_id is not None:
+                continue
+            where, values = (f" WHERE {key} = ?", (tenant_id,)) if tenant_id is not None else ("", ())
+            rows = [repr(tuple(r)) for r in db.read(f"SELECT * FROM {table}{where}", values)]
+            found[SQLITE_GROUPS.get(table, "state")] += rows
+        return {group: sorted(rows) for group, rows in found.items()}
+
     @staticmethod
     def _messages() -> SqliteMessages:
         from mailproxy.stores import stores
@@ -247,6 +290,11 @@ class SqliteRunner(Runner):
 
 
 AGED_FIELDS = ("deferred_ts", "park_ts")
+# Which group of `Runner.stored` each SQLite table belongs to ("state" otherwise), and what is not storage
+# of the service's data: the audit trail, the change feed (DynamoDB's stream) and the queue (`queued_total`).
+SQLITE_GROUPS = {"tenants": "tenants", "tenant_accounts": "tenants", "api_keys": "tenants", "messages": "messages"}
+SQLITE_GROUPS["payloads"] = "payloads"
+SQLITE_NOT_STORED = {"command_log", "message_changes", "queue_entries", "dead_letters", "sqlite_sequence"}
 
 
 def runner(storage: Storage) -> Runner:

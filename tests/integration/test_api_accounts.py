@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import AccountFactory, AwsEnv, TenantFactory
 
 PASSWORD = "smtp-pa55word-never-shown"
+
+pytestmark = pytest.mark.both_storages
 
 
 def accounts(api: TestClient, headers: dict[str, str], tenant_id: str | None = None) -> list[dict[str, object]]:

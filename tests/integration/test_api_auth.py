@@ -38,6 +38,8 @@ ADMIN_ROUTES: list[tuple[str, str, dict[str, Any]]] = [
 ]
 ALL_ROUTES = TENANT_ROUTES + ADMIN_ROUTES
 
+pytestmark = pytest.mark.both_storages
+
 
 def route_id(route: tuple[str, str, dict[str, Any]]) -> str:
     return f"{route[0]} {route[1]}"

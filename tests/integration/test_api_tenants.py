@@ -6,12 +6,15 @@ import hashlib
 import re
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import AccountFactory, AwsEnv, TenantFactory
 from tests.integration.api_support import INVALID_TOKEN, add, message, pending
 
 KEY_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+pytestmark = pytest.mark.both_storages
 
 
 def test_a_new_tenant_gets_a_43_character_key_once(api: TestClient, admin: dict[str, str]) -> None:
