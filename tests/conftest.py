@@ -300,7 +300,7 @@ def storage(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp
         return
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "ADMIN_TOKEN_SECRET_ARN", "METRICS_TOKEN_SECRET_ARN"):
         monkeypatch.delenv(name, raising=False)
-    # No AWS here: a call that still reaches boto3 fails at once instead of finding an account.
+    # No AWS here: a client asked for fails the test, and one made another way finds no account.
     for name, value in {
         "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
         "AWS_ACCESS_KEY_ID": "testing",
@@ -313,11 +313,23 @@ def storage(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp
         "LOG_LEVEL": "WARNING",
     }.items():
         monkeypatch.setenv(name, value)
+    import mailproxy.aws
+
+    reached: list[str] = []
+
+    def no_aws(service: str, *args: Any, **kwargs: Any) -> Any:
+        reached.append(service)
+        raise RuntimeError(f"the SQLite storage reached AWS ({service})")
+
+    setattr(no_aws, "cache_clear", lambda: None)  # noqa: B010 - reset_clients clears it as the cached client
+    monkeypatch.setattr(mailproxy.aws, "client", no_aws)
+    monkeypatch.setattr(mailproxy.aws, "scoped_client", no_aws)
     _clear_caches()
     try:
         yield SqliteEnv(str(tmp_path / "data"))
     finally:
         _clear_caches()
+    assert not reached, f"AWS clients asked for on SQLite: {reached}"
 
 
 @pytest.fixture(scope="session")

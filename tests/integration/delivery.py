@@ -12,6 +12,7 @@ import email
 import email.policy
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from mailproxy.adapters.sqlite.db import dumps, loads
 from mailproxy.adapters.sqlite.messages import SqliteMessages
-from mailproxy.adapters.sqlite.queue import SqliteQueue
+from mailproxy.adapters.sqlite.queue import MAX_RECEIVES, SqliteQueue
 
 from local.pollers import SqsPoller
 from tests.conftest import QUEUE_VARIABLES, AwsEnv, Storage
@@ -75,6 +76,10 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def queue_depth(self, priority: int) -> dict[str, int]:
         """Visible and delayed entries of a priority's queue (leased ones are neither)."""
+
+    @abc.abstractmethod
+    def dead_letter(self, body: str) -> None:
+        """Put a message on the dead-letter queue (one the queue gave up on)."""
 
     @abc.abstractmethod
     def stored(self, tenant_id: str | None = None) -> dict[str, list[str]]:
@@ -145,6 +150,10 @@ class AwsRunner(Runner):
     def queue_depth(self, priority: int) -> dict[str, int]:
         """The queue's approximate counts."""
         return self.env.queue_depth(priority)
+
+    def dead_letter(self, body: str) -> None:
+        """Send it to DeadLetterQueue."""
+        self.env.client("sqs").send_message(QueueUrl=self.env["DEAD_LETTER_QUEUE_URL"], MessageBody=body)
 
     def stored(self, tenant_id: str | None = None) -> dict[str, list[str]]:
         """The tables' items and the payloads S3 holds; StateTable's items keyed by the tenant."""
@@ -254,6 +263,15 @@ class SqliteRunner(Runner):
             {"now": time.time(), "priority": priority},
         )
         return {"visible": int(row["visible"]), "delayed": int(row["delayed"])}
+
+    def dead_letter(self, body: str) -> None:
+        """A row of the queue's dead_letters table, as one received too many times."""
+        with self._queue().db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO dead_letters (message_id, priority, body, sent_at, receives, dead_at)"
+                " VALUES (?, 2, ?, ?, ?, ?)",
+                (uuid.uuid4().hex, body, time.time(), MAX_RECEIVES, time.time()),
+            )
 
     def stored(self, tenant_id: str | None = None) -> dict[str, list[str]]:
         """The rows of every table that has a `tenant_id` (of that tenant), grouped as on AWS."""
