@@ -268,6 +268,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "both_storages: run each test on AWS (moto) and on SQLite, through the `storage` fixture"
     )
     config.addinivalue_line("markers", "aws_only(reason): of a both_storages module, runs on AWS only (say why)")
+    config.addinivalue_line("markers", "sqlite_only(reason): the SQLite twin of an AWS-only test (name it)")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -275,9 +276,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "storage" not in metafunc.fixturenames or metafunc.definition.get_closest_marker("both_storages") is None:
         return
     aws_only = metafunc.definition.get_closest_marker("aws_only")
+    sqlite_only = metafunc.definition.get_closest_marker("sqlite_only")
     reason = aws_only.args[0] if aws_only else AWS_ENV_SKIP if "aws_env" in metafunc.fixturenames else ""
     sqlite = pytest.param("sqlite", marks=pytest.mark.skip(reason=reason)) if reason else "sqlite"
-    metafunc.parametrize("storage", ["aws", sqlite], indirect=True)
+    aws = pytest.param("aws", marks=pytest.mark.skip(reason=sqlite_only.args[0])) if sqlite_only else "aws"
+    metafunc.parametrize("storage", [aws, sqlite], indirect=True)
 
 
 class SqliteEnv:
@@ -287,6 +290,12 @@ class SqliteEnv:
 
     def __init__(self, data_dir: str) -> None:
         self.data_dir = data_dir
+
+    def raw_dump(self) -> bytes:
+        """The bytes of the database's files (the WAL too), to assert a secret appears nowhere in them."""
+        import pathlib
+
+        return b"".join(p.read_bytes() for p in sorted(pathlib.Path(self.data_dir).glob("*.sqlite3*")))
 
 
 Storage = AwsEnv | SqliteEnv

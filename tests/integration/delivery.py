@@ -24,7 +24,7 @@ from mailproxy.adapters.sqlite.messages import SqliteMessages
 from mailproxy.adapters.sqlite.queue import MAX_RECEIVES, SqliteQueue
 
 from local.pollers import SqsPoller
-from tests.conftest import QUEUE_VARIABLES, AwsEnv, Storage
+from tests.conftest import QUEUE_VARIABLES, AwsEnv, SqliteEnv, Storage
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -76,6 +76,10 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def queue_depth(self, priority: int) -> dict[str, int]:
         """Visible and delayed entries of a priority's queue (leased ones are neither)."""
+
+    @abc.abstractmethod
+    def raw_text(self) -> str:
+        """Where tenants, accounts and keys are stored, as raw text (to assert a secret appears nowhere in it)."""
 
     @abc.abstractmethod
     def dead_letter(self, body: str) -> None:
@@ -151,6 +155,10 @@ class AwsRunner(Runner):
         """The queue's approximate counts."""
         return self.env.queue_depth(priority)
 
+    def raw_text(self) -> str:
+        """The scans of TenantsTable and StateTable."""
+        return self.env.raw_table_dump("TENANTS_TABLE") + self.env.raw_table_dump("STATE_TABLE")
+
     def dead_letter(self, body: str) -> None:
         """Send it to DeadLetterQueue."""
         self.env.client("sqs").send_message(QueueUrl=self.env["DEAD_LETTER_QUEUE_URL"], MessageBody=body)
@@ -181,8 +189,11 @@ class AwsRunner(Runner):
 SQLITE_VISIBILITY_SECONDS = 360
 
 
+@dataclass
 class SqliteRunner(Runner):
     """The sender and scheduler use cases over the SQLite adapter's work queue."""
+
+    env: SqliteEnv
 
     batch_size = 10  # the sender's event source mappings' BatchSize
 
@@ -264,6 +275,10 @@ class SqliteRunner(Runner):
         )
         return {"visible": int(row["visible"]), "delayed": int(row["delayed"])}
 
+    def raw_text(self) -> str:
+        """The bytes of the database's files, the WAL included (what a copy of the data directory gives away)."""
+        return self.env.raw_dump().decode("latin-1")
+
     def dead_letter(self, body: str) -> None:
         """A row of the queue's dead_letters table, as one received too many times."""
         with self._queue().db.transaction() as tx:
@@ -275,20 +290,24 @@ class SqliteRunner(Runner):
 
     def stored(self, tenant_id: str | None = None) -> dict[str, list[str]]:
         """The rows of every table that has a `tenant_id` (of that tenant), grouped as on AWS."""
-        db = self._messages().db
         found: dict[str, list[str]] = {"tenants": [], "messages": [], "payloads": [], "state": []}
-        tables = [str(r["name"]) for r in db.read("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        for table in tables:
-            if table in SQLITE_NOT_STORED:
-                continue
+        for table, rows in self.tables(tenant_id).items():
+            if table not in SQLITE_NOT_STORED:
+                found[SQLITE_GROUPS.get(table, "state")] += rows
+        return {group: sorted(rows) for group, rows in found.items()}
+
+    def tables(self, tenant_id: str | None = None) -> dict[str, list[str]]:
+        """Table → its rows as text (those of one tenant: by `tenant_id`, or `scope` for run-now requests)."""
+        db = self._messages().db
+        found: dict[str, list[str]] = {}
+        for table in (str(r["name"]) for r in db.read("SELECT name FROM sqlite_master WHERE type = 'table'")):
             columns = {str(r["name"]) for r in db.read(f"PRAGMA table_info({table})")}
             key = "tenant_id" if "tenant_id" in columns else "scope" if table == "run_now" else None
-            if key is None and tenant_id is not None:
-                continue
-            where, values = (f" WHERE {key} = ?", (tenant_id,)) if tenant_id is not None else ("", ())
-            rows = [repr(tuple(r)) for r in db.read(f"SELECT * FROM {table}{where}", values)]
-            found[SQLITE_GROUPS.get(table, "state")] += rows
-        return {group: sorted(rows) for group, rows in found.items()}
+            if tenant_id is None:
+                found[table] = [repr(tuple(r)) for r in db.read(f"SELECT * FROM {table}")]
+            elif key is not None:
+                found[table] = [repr(tuple(r)) for r in db.read(f"SELECT * FROM {table} WHERE {key} = ?", (tenant_id,))]
+        return found
 
     @staticmethod
     def _messages() -> SqliteMessages:
@@ -318,7 +337,7 @@ SQLITE_NOT_STORED = {"command_log", "message_changes", "queue_entries", "dead_le
 def runner(storage: Storage) -> Runner:
     """How delivery is driven on `storage`."""
     # By shape, not class: pytest imports tests/conftest.py as `conftest`, this module as `tests.conftest`.
-    return AwsRunner(storage) if isinstance(storage, dict) else SqliteRunner()
+    return AwsRunner(storage) if isinstance(storage, dict) else SqliteRunner(storage)
 
 
 @dataclass
