@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import AccountFactory, AwsEnv, TenantFactory
+from tests.conftest import AccountFactory, TenantFactory
 from tests.integration.delivery import Runner
 
 PASSWORD = "smtp-pa55word-never-shown"
@@ -156,17 +156,15 @@ def test_deleting_another_tenants_account_by_id_answers_400_and_keeps_it(
 
 
 def test_an_account_for_a_tenant_that_does_not_exist_answers_404(
-    api: TestClient, admin: dict[str, str], aws_env: AwsEnv
+    api: TestClient, admin: dict[str, str], queues: Runner
 ) -> None:
     reply = api.post("/account", json={"id": "a", "tenant_id": "ghost", "host": "h.test", "port": 25}, headers=admin)
     assert reply.status_code == 404
     assert reply.json() == {"detail": "Tenant 'ghost' not found"}
-    assert aws_env.table_items("TENANTS_TABLE") == []
+    assert queues.stored()["tenants"] == []
 
 
-def test_unknown_account_fields_are_refused_by_name(
-    api: TestClient, make_tenant: TenantFactory, aws_env: AwsEnv
-) -> None:
+def test_unknown_account_fields_are_refused_by_name(api: TestClient, make_tenant: TenantFactory) -> None:
     _, key = make_tenant("acme")
     reply = api.post(
         "/account", json={"id": "a", "host": "h.test", "port": 25, "pasword": "typo", "tls": True}, headers=key

@@ -84,11 +84,11 @@ def test_the_default_priority_applies_to_messages_without_one(api: TestClient, k
     assert priorities == {"plain": 1, "own": 3, "clamped": 3, "none": 2}
 
 
-def test_an_unknown_priority_label_is_a_422(api: TestClient, key: dict[str, str], aws_env: AwsEnv) -> None:
+def test_an_unknown_priority_label_is_a_422(api: TestClient, key: dict[str, str], queues: Runner) -> None:
     for body in ({"messages": [message(priority="urgent")]}, {"messages": [message()], "default_priority": "asap"}):
         reply = api.post("/commands/add-messages", json=body, headers=key)
         assert reply.status_code == 422
-    assert aws_env.table_items("MESSAGES_TABLE") == []
+    assert queues.stored()["messages"] == []
 
 
 def test_an_empty_list_is_accepted_with_nothing_queued(api: TestClient, key: dict[str, str], queues: Runner) -> None:
@@ -99,14 +99,14 @@ def test_an_empty_list_is_accepted_with_nothing_queued(api: TestClient, key: dic
 
 
 def test_more_than_1000_messages_are_refused_and_nothing_is_stored(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, key: dict[str, str], queues: Runner
 ) -> None:
     reply = add(api, key, *[message(f"m-{n}") for n in range(1001)])
     assert reply.status_code == 400
     assert reply.json() == {"detail": {"error": "Cannot enqueue more than 1000 messages at once"}}
-    assert aws_env.table_items("MESSAGES_TABLE") == []
-    assert aws_env.stored_payloads() == set()
-    assert aws_env.queued_total() == 0
+    assert queues.stored()["messages"] == []
+    assert queues.stored()["payloads"] == []
+    assert queues.queued_total() == 0
     assert pending(api, key) == 0
 
 
@@ -363,13 +363,13 @@ def test_the_admin_may_submit_for_several_tenants_in_one_request(
 
 
 def test_one_unknown_tenant_refuses_the_whole_admin_request(
-    api: TestClient, admin: dict[str, str], key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, admin: dict[str, str], key: dict[str, str], queues: Runner
 ) -> None:
     reply = add(api, admin, message("a", tenant_id="acme"), message("g", tenant_id="ghost"))
     assert reply.status_code == 404
     assert reply.json() == {"detail": "Tenant 'ghost' not found"}
-    assert aws_env.table_items("MESSAGES_TABLE") == []
-    assert aws_env.queued_total() == 0
+    assert queues.stored()["messages"] == []
+    assert queues.queued_total() == 0
 
 
 def test_from_addr_is_accepted_in_place_of_from_and_stored_as_from(

@@ -353,13 +353,13 @@ def test_suspending_a_batch_of_a_fully_suspended_tenant_keeps_it_fully_suspended
 
 
 def test_suspend_and_activate_of_an_unknown_tenant_answer_400(
-    api: TestClient, admin: dict[str, str], aws_env: AwsEnv
+    api: TestClient, admin: dict[str, str], queues: Runner
 ) -> None:
     for path in ("/commands/suspend", "/commands/activate"):
         reply = api.post(path, params={"tenant_id": "ghost"}, headers=admin)
         assert reply.status_code == 400, path
         assert "ghost" in reply.json()["detail"]
-    assert aws_env.table_items("TENANTS_TABLE") == []
+    assert queues.stored()["tenants"] == []
 
 
 def test_an_inactive_tenants_messages_are_held_until_it_is_reactivated(

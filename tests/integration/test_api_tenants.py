@@ -333,12 +333,12 @@ def test_sync_status_lists_every_tenant_with_its_report_schedule(
 
 
 def test_tenant_ids_must_be_letters_digits_dash_or_underscore(
-    api: TestClient, admin: dict[str, str], aws_env: AwsEnv
+    api: TestClient, admin: dict[str, str], queues: Runner
 ) -> None:
     for bad in ("", "a b", "a/b", "x" * 65, "t'1", "é"):
         reply = api.post("/tenant", json={"id": bad}, headers=admin)
         assert reply.status_code == 422, bad
-    assert aws_env.table_items("TENANTS_TABLE") == []
+    assert queues.stored()["tenants"] == []
 
 
 def test_the_openapi_schema_says_which_tenant_fields_a_tenant_key_may_write(api: TestClient) -> None:
