@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from mailproxy.adapters.sqlite.db import dumps, loads
+from mailproxy.adapters.sqlite.db import Database, dumps, loads
 from mailproxy.adapters.sqlite.messages import SqliteMessages
 from mailproxy.adapters.sqlite.queue import MAX_RECEIVES, SqliteQueue
 
@@ -296,9 +296,13 @@ class SqliteRunner(Runner):
                 found[SQLITE_GROUPS.get(table, "state")] += rows
         return {group: sorted(rows) for group, rows in found.items()}
 
+    def database(self) -> Database:
+        """The adapter's database (for a test's own query)."""
+        return self._messages().db
+
     def tables(self, tenant_id: str | None = None) -> dict[str, list[str]]:
         """Table → its rows as text (those of one tenant: by `tenant_id`, or `scope` for run-now requests)."""
-        db = self._messages().db
+        db = self.database()
         found: dict[str, list[str]] = {}
         for table in (str(r["name"]) for r in db.read("SELECT name FROM sqlite_master WHERE type = 'table'")):
             columns = {str(r["name"]) for r in db.read(f"PRAGMA table_info({table})")}
