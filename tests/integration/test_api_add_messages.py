@@ -333,6 +333,23 @@ def test_deleting_a_big_message_removes_its_s3_object(api: TestClient, key: dict
     assert aws_env.client("s3").list_objects_v2(Bucket=aws_env["PAYLOAD_BUCKET"]).get("KeyCount") == 0
 
 
+@pytest.mark.sqlite_only("SQLite's twin of the two S3 payload tests above")
+def test_payloads_too_big_for_a_queue_entry_are_listed_and_deleted_with_their_messages(
+    api: TestClient, key: dict[str, str], queues: Runner
+) -> None:
+    body = base64.b64encode(os.urandom(420_000)).decode()
+    later = int(time.time()) + 3600  # parked: its payload is pinned
+    reply = add(api, key, message("big", body=body), message("later", body=body, deferred_ts=later))
+    assert reply.json()["queued"] == 2
+    assert {r["id"]: r["message"]["body"] for r in records(api, key)} == {"big": body, "later": body}
+    (queued,) = queues.drain(2)
+    assert "payload" not in queued  # too big for a queue entry: the sender reads it from the database
+    assert len(queues.stored()["payloads"]) == 2
+    reply = api.post("/commands/delete-messages", json={"ids": ["big", "later"]}, headers=key)
+    assert reply.json()["removed"] == 2
+    assert queues.stored()["payloads"] == []
+
+
 def test_a_header_value_with_a_line_break_rejects_the_message(
     api: TestClient, key: dict[str, str], queues: Runner
 ) -> None:

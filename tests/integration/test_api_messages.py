@@ -469,7 +469,7 @@ def test_a_rejected_message_lists_its_payload_as_submitted_without_secrets(
     )
 
 
-@pytest.mark.aws_only("S3's lifecycle rule expires payload packs; SQLite keeps payloads in its database")
+@pytest.mark.aws_only("deletes S3 pack objects and payload items through the AWS adapter")
 def test_a_record_whose_payload_is_no_longer_stored_lists_an_empty_message(
     api: TestClient, key: dict[str, str]
 ) -> None:
@@ -478,6 +478,17 @@ def test_a_record_whose_payload_is_no_longer_stored_lists_an_empty_message(
     add(api, key, message("packed"), message("rejected", to=[]))
     payloads.delete_packs("acme")  # as the S3 lifecycle expires a pack
     payloads.delete_payload("acme", "rejected")  # as for a rejection recorded before issue 16
+    assert {r["id"]: r["message"] for r in records(api, key)} == {"packed": {}, "rejected": {}}
+
+
+@pytest.mark.sqlite_only("SQLite's twin of test_a_record_whose_payload_is_no_longer_stored_lists_an_empty_message")
+def test_a_record_whose_payload_was_swept_lists_an_empty_message(api: TestClient, key: dict[str, str]) -> None:
+    from mailproxy.adapters.sqlite.payloads import PACK_EXPIRATION_SECONDS
+    from mailproxy.stores import stores
+
+    add(api, key, message("packed"), message("rejected", to=[]))
+    stores().service.delete_expired(int(time.time()) + PACK_EXPIRATION_SECONDS + 1)  # the pack's expiry
+    stores().payloads.delete_payloads([("acme", "rejected")])  # as for a rejection recorded before issue 16
     assert {r["id"]: r["message"] for r in records(api, key)} == {"packed": {}, "rejected": {}}
 
 

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from mailproxy import smtp
 
 from tests.conftest import Storage
-from tests.integration.delivery import Delivery, mail_ids, message, parsed
+from tests.integration.delivery import Delivery, SqliteRunner, mail_ids, message, parsed
 from tests.integration.smtp_servers import (
     SMTP_PASSWORD,
     SMTP_USER,
@@ -368,7 +368,7 @@ def test_suspended_tenant_is_held_and_sent_on_activation(delivery: Delivery, ser
     assert delivery.pending() == 0
 
 
-@pytest.mark.aws_only("S3's lifecycle rule expires payload packs; SQLite keeps payloads in its database")
+@pytest.mark.aws_only("deletes a pack's S3 object; the SQLite twin sweeps the pack's rows")
 def test_a_held_message_keeps_its_payload_after_its_pack_expires(delivery: Delivery, server: RunningServer) -> None:
     delivery.submit(message("m-1"), message("m-2"))
     assert delivery.api.post("/commands/suspend", headers=delivery.key).status_code == 200
@@ -377,6 +377,27 @@ def test_a_held_message_keeps_its_payload_after_its_pack_expires(delivery: Deliv
     packs = s3.list_objects_v2(Bucket=bucket, Prefix="payloads/packs/").get("Contents", [])
     assert len(packs) == 1
     s3.delete_object(Bucket=bucket, Key=packs[0]["Key"])  # as the lifecycle rule does after PackExpirationDays
+
+    assert delivery.api.post("/commands/activate", headers=delivery.key).status_code == 200
+    delivery.pump()
+    assert sorted(mail_ids(server.handler.received)) == ["m-1", "m-2"]
+    assert {r["message"]["to"][0] for r in delivery.records().values()} == {"alice@example.test"}
+
+
+@pytest.mark.sqlite_only("SQLite's twin of test_a_held_message_keeps_its_payload_after_its_pack_expires")
+def test_a_held_message_keeps_its_payload_after_its_pack_is_swept(delivery: Delivery, server: RunningServer) -> None:
+    import time
+
+    from mailproxy.adapters.sqlite.payloads import PACK_EXPIRATION_SECONDS
+    from mailproxy.stores import stores
+
+    delivery.submit(message("m-1"), message("m-2"))
+    assert delivery.api.post("/commands/suspend", headers=delivery.key).status_code == 200
+    delivery.pump()  # held: the sender stores each payload on its own, since a hold can outlast a pack
+    stores().service.delete_expired(int(time.time()) + PACK_EXPIRATION_SECONDS + 1)  # the packs' expiry, swept
+    assert isinstance(delivery.runner, SqliteRunner)
+    stored = delivery.runner.database().read("SELECT pack, COUNT(*) AS n FROM payloads GROUP BY pack")
+    assert [(r["pack"], r["n"]) for r in stored] == [("", 2)]  # pinned only: the pack is gone
 
     assert delivery.api.post("/commands/activate", headers=delivery.key).status_code == 200
     delivery.pump()
