@@ -26,7 +26,7 @@ from mailproxy import report_format, reports
 from local.lambda_runtime import LambdaFunction
 from local.pollers import PollerContext, StreamPoller, pollers_from_template
 from tests.conftest import AwsEnv, Storage
-from tests.integration.delivery import Delivery, message
+from tests.integration.delivery import Delivery, Runner, SqliteRunner, message
 from tests.integration.smtp_servers import RunningServer, free_port
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -663,6 +663,30 @@ def test_a_ttl_removal_on_the_stream_deletes_a_pinned_payload(service: Service, 
 
     assert handler({"Records": [record]}, None) == {"batchItemFailures": []}
     assert service.env.table_items("PAYLOADS_TABLE") == []
+
+
+@pytest.mark.sqlite_only("SQLite's twin of test_a_ttl_removal_on_the_stream_deletes_a_pinned_payload")
+def test_an_expiry_on_the_change_log_deletes_a_pinned_payload(service: Service, queues: Runner) -> None:
+    from mailproxy.adapters.sqlite.messages import SqliteMessages
+    from mailproxy.stores import stores
+
+    acme = service.tenant("acme")  # no callback: nothing is owed
+    acme.submit(message("m-1"))
+    assert service.api.post("/commands/suspend", headers=acme.key).status_code == 200
+    acme.pump()  # held: its payload is pinned, as a hold can outlast a pack
+    assert service.api.post("/commands/activate", headers=acme.key).status_code == 200
+    service.deliver(acme)
+    sent = service.message_item("acme", "m-1")
+    assert sent is not None and sent["status"] == "sent"
+    assert isinstance(queues, SqliteRunner)
+    pinned = "SELECT id FROM payloads WHERE tenant_id = 'acme' AND pack = ''"
+    assert [r["id"] for r in queues.database().read(pinned)] == ["m-1"]
+    log = stores().messages
+    assert isinstance(log, SqliteMessages)
+    assert [g["id"] for g in log.expire(int(sent["expires_at"]))] == ["m-1"]
+    service.reporter.stream()
+    assert service.message_item("acme", "m-1") is None
+    assert queues.database().read(pinned) == []  # pinned payloads never expire: the removal deletes them
 
 
 @pytest.mark.aws_only("plays a TTL removal on the DynamoDB stream")
