@@ -258,7 +258,6 @@ def module_aws_env() -> Iterator[AwsEnv]:
 
 # ---------------------------------------------------------------------- the storage a test runs on
 
-STORAGES = ("aws", "sqlite")
 AWS_ENV_SKIP = "looks at AWS resources (requests aws_env): AWS only"
 
 
@@ -285,8 +284,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 class SqliteEnv:
     """The SQLite storage of a test: one fresh database under `data_dir`."""
-
-    name = "sqlite"
 
     def __init__(self, data_dir: str) -> None:
         self.data_dir = data_dir
