@@ -252,6 +252,88 @@ def module_aws_env() -> Iterator[AwsEnv]:
         yield env
 
 
+# ---------------------------------------------------------------------- the storage a test runs on
+
+AWS_ENV_SKIP = "looks at AWS resources (requests aws_env): AWS only"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The markers of the storage parametrization."""
+    config.addinivalue_line(
+        "markers", "both_storages: run each test on AWS (moto) and on SQLite, through the `storage` fixture"
+    )
+    config.addinivalue_line("markers", "aws_only(reason): of a both_storages module, runs on AWS only (say why)")
+    config.addinivalue_line("markers", "sqlite_only(reason): the SQLite twin of an AWS-only test (name it)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`storage` takes both values in a both_storages test; SQLite is skipped where the test is AWS-only."""
+    if "storage" not in metafunc.fixturenames or metafunc.definition.get_closest_marker("both_storages") is None:
+        return
+    aws_only = metafunc.definition.get_closest_marker("aws_only")
+    sqlite_only = metafunc.definition.get_closest_marker("sqlite_only")
+    reason = aws_only.args[0] if aws_only else AWS_ENV_SKIP if "aws_env" in metafunc.fixturenames else ""
+    sqlite = pytest.param("sqlite", marks=pytest.mark.skip(reason=reason)) if reason else "sqlite"
+    aws = pytest.param("aws", marks=pytest.mark.skip(reason=sqlite_only.args[0])) if sqlite_only else "aws"
+    metafunc.parametrize("storage", [aws, sqlite], indirect=True)
+
+
+class SqliteEnv:
+    """The SQLite storage of a test: one fresh database under `data_dir`."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.data_dir = data_dir
+
+    def raw_dump(self) -> bytes:
+        """The bytes of the database's files (the WAL too), to assert a secret appears nowhere in them."""
+        import pathlib
+
+        return b"".join(p.read_bytes() for p in sorted(pathlib.Path(self.data_dir).glob("*.sqlite3*")))
+
+
+Storage = AwsEnv | SqliteEnv
+
+
+@pytest.fixture
+def storage(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[Storage]:
+    """Where the service keeps its data: `aws_env` (the default), or SQLite in a both_storages module."""
+    if getattr(request, "param", "aws") == "aws":
+        yield request.getfixturevalue("aws_env")
+        return
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "ADMIN_TOKEN_SECRET_ARN", "METRICS_TOKEN_SECRET_ARN"):
+        monkeypatch.delenv(name, raising=False)
+    # No AWS here: a client asked for fails the test, and one made another way finds no account.
+    for name, value in {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_MAX_ATTEMPTS": "1",
+        "GMP_STORAGE": "sqlite",
+        "GMP_DATA_DIR": str(tmp_path / "data"),
+        "GMP_API_TOKEN": ADMIN_TOKEN,
+        "LOG_LEVEL": "WARNING",
+    }.items():
+        monkeypatch.setenv(name, value)
+    import mailproxy.aws
+
+    reached: list[str] = []
+
+    def no_aws(service: str, *args: Any, **kwargs: Any) -> Any:
+        reached.append(service)
+        raise RuntimeError(f"the SQLite storage reached AWS ({service})")
+
+    setattr(no_aws, "cache_clear", lambda: None)  # noqa: B010 - reset_clients clears it as the cached client
+    monkeypatch.setattr(mailproxy.aws, "client", no_aws)
+    monkeypatch.setattr(mailproxy.aws, "scoped_client", no_aws)
+    _clear_caches()
+    try:
+        yield SqliteEnv(str(tmp_path / "data"))
+    finally:
+        _clear_caches()
+    assert not reached, f"AWS clients asked for on SQLite: {reached}"
+
+
 @pytest.fixture(scope="session")
 def intake_app() -> Any:
     """The IntakeFunction's FastAPI app, imported as Lambda imports it."""
@@ -261,8 +343,8 @@ def intake_app() -> Any:
 
 
 @pytest.fixture
-def api(aws_env: AwsEnv, intake_app: Any) -> Iterator[TestClient]:
-    """An HTTP client of the intake API backed by `aws_env`."""
+def api(storage: Storage, intake_app: Any) -> Iterator[TestClient]:
+    """An HTTP client of the intake API backed by `storage`."""
     with TestClient(intake_app) as client:
         yield client
 

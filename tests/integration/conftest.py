@@ -1,4 +1,5 @@
-"""Fixtures of the integration tier: a loopback SMTP server, and no SMTP connection outliving a test."""
+"""Fixtures of the integration tier: a loopback SMTP server, no SMTP connection outliving a test, and the
+queues of the storage under test."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 from mailproxy import smtp
 
+from tests.conftest import Storage
+from tests.integration.delivery import Runner, runner
 from tests.integration.smtp_servers import RunningServer, smtp_server
 
 
@@ -25,3 +28,9 @@ def server() -> Iterator[RunningServer]:
     """A routing aiosmtpd server on 127.0.0.1 (see smtp_servers.py), stopped after the test."""
     with smtp_server() as running:
         yield running
+
+
+@pytest.fixture
+def queues(storage: Storage) -> Runner:
+    """The work queues and stored records of `storage`, as a test looks into them (see delivery.Runner)."""
+    return runner(storage)

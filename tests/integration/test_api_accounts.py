@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import AccountFactory, AwsEnv, TenantFactory
+from tests.conftest import AccountFactory, TenantFactory
+from tests.integration.delivery import Runner
 
 PASSWORD = "smtp-pa55word-never-shown"
+
+pytestmark = pytest.mark.both_storages
 
 
 def accounts(api: TestClient, headers: dict[str, str], tenant_id: str | None = None) -> list[dict[str, object]]:
@@ -67,7 +71,7 @@ def test_posting_the_same_account_id_replaces_it(api: TestClient, make_tenant: T
 
 
 def test_the_password_appears_in_no_response_and_not_in_clear_in_the_table(
-    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, aws_env: AwsEnv
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, queues: Runner
 ) -> None:
     _, key = make_tenant("acme")
     replies = [
@@ -86,8 +90,7 @@ def test_the_password_appears_in_no_response_and_not_in_clear_in_the_table(
     ]
     assert all(r.status_code == 200 for r in replies)
     assert not [r.request.url for r in replies if PASSWORD in r.text]
-    assert PASSWORD not in aws_env.raw_table_dump("TENANTS_TABLE")
-    assert PASSWORD not in aws_env.raw_table_dump("STATE_TABLE")
+    assert PASSWORD not in queues.raw_text()
 
 
 def test_accounts_are_listed_per_tenant(
@@ -153,17 +156,15 @@ def test_deleting_another_tenants_account_by_id_answers_400_and_keeps_it(
 
 
 def test_an_account_for_a_tenant_that_does_not_exist_answers_404(
-    api: TestClient, admin: dict[str, str], aws_env: AwsEnv
+    api: TestClient, admin: dict[str, str], queues: Runner
 ) -> None:
     reply = api.post("/account", json={"id": "a", "tenant_id": "ghost", "host": "h.test", "port": 25}, headers=admin)
     assert reply.status_code == 404
     assert reply.json() == {"detail": "Tenant 'ghost' not found"}
-    assert aws_env.table_items("TENANTS_TABLE") == []
+    assert queues.stored()["tenants"] == []
 
 
-def test_unknown_account_fields_are_refused_by_name(
-    api: TestClient, make_tenant: TenantFactory, aws_env: AwsEnv
-) -> None:
+def test_unknown_account_fields_are_refused_by_name(api: TestClient, make_tenant: TenantFactory) -> None:
     _, key = make_tenant("acme")
     reply = api.post(
         "/account", json={"id": "a", "host": "h.test", "port": 25, "pasword": "typo", "tls": True}, headers=key

@@ -12,6 +12,9 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import AccountFactory, AwsEnv, TenantFactory
 from tests.integration.api_support import add, by_id, message, pending, records
+from tests.integration.delivery import Runner
+
+pytestmark = pytest.mark.both_storages
 
 
 @pytest.fixture
@@ -21,7 +24,7 @@ def key(make_tenant: TenantFactory, make_account: AccountFactory) -> dict[str, s
     return headers
 
 
-def test_valid_messages_are_queued_and_listed_as_pending(api: TestClient, key: dict[str, str], aws_env: AwsEnv) -> None:
+def test_valid_messages_are_queued_and_listed_as_pending(api: TestClient, key: dict[str, str], queues: Runner) -> None:
     reply = add(api, key, message("m-1"), message("m-2", to="bob@example.test, carol@example.test"))
     assert reply.status_code == 200
     assert reply.json() == {"ok": True, "queued": 2, "rejected": []}
@@ -29,21 +32,21 @@ def test_valid_messages_are_queued_and_listed_as_pending(api: TestClient, key: d
     assert {i: r["status"] for i, r in listed.items()} == {"m-1": "pending", "m-2": "pending"}
     assert listed["m-2"]["message"]["to"] == "bob@example.test, carol@example.test"
     assert pending(api, key) == 2
-    assert [b["id"] for b in aws_env.drain(2)] == ["m-1", "m-2"]
+    assert [b["id"] for b in queues.drain(2)] == ["m-1", "m-2"]
 
 
 def test_a_queue_message_carries_the_tenant_the_id_a_revision_and_the_payload(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, key: dict[str, str], queues: Runner
 ) -> None:
     add(api, key, message("m-1", subject="Invoice 42"))
-    (body,) = aws_env.drain(2)
+    (body,) = queues.drain(2)
     assert (body["tenant_id"], body["id"]) == ("acme", "m-1")
     assert body["rev"]
     assert body["payload"]["subject"] == "Invoice 42"
     assert body["payload"]["from"] == "Acme <noreply@acme.test>"
 
 
-def test_each_message_goes_to_the_queue_of_its_priority(api: TestClient, key: dict[str, str], aws_env: AwsEnv) -> None:
+def test_each_message_goes_to_the_queue_of_its_priority(api: TestClient, key: dict[str, str], queues: Runner) -> None:
     reply = add(
         api,
         key,
@@ -53,7 +56,7 @@ def test_each_message_goes_to_the_queue_of_its_priority(api: TestClient, key: di
         message("later", priority="low"),
     )
     assert reply.json()["queued"] == 4
-    assert {p: [b["id"] for b in bodies] for p, bodies in aws_env.drain_all().items()} == {
+    assert {p: [b["id"] for b in bodies] for p, bodies in queues.drain_all().items()} == {
         0: ["now"],
         1: ["soon"],
         2: ["normal"],
@@ -66,11 +69,11 @@ def test_each_message_goes_to_the_queue_of_its_priority(api: TestClient, key: di
     [("IMMEDIATE", 0), ("High", 1), ("mEdIuM", 2), ("low", 3), (0, 0), (3, 3), (-7, 0), (10**30, 3)],
 )
 def test_priorities_are_read_as_labels_in_any_case_and_clamped(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv, given: Any, expected: int
+    api: TestClient, key: dict[str, str], queues: Runner, given: Any, expected: int
 ) -> None:
     assert add(api, key, message(priority=given)).status_code == 200
     assert records(api, key)[0]["priority"] == expected
-    assert [b["id"] for b in aws_env.drain(expected)] == ["m-1"]
+    assert [b["id"] for b in queues.drain(expected)] == ["m-1"]
 
 
 def test_the_default_priority_applies_to_messages_without_one(api: TestClient, key: dict[str, str]) -> None:
@@ -81,29 +84,29 @@ def test_the_default_priority_applies_to_messages_without_one(api: TestClient, k
     assert priorities == {"plain": 1, "own": 3, "clamped": 3, "none": 2}
 
 
-def test_an_unknown_priority_label_is_a_422(api: TestClient, key: dict[str, str], aws_env: AwsEnv) -> None:
+def test_an_unknown_priority_label_is_a_422(api: TestClient, key: dict[str, str], queues: Runner) -> None:
     for body in ({"messages": [message(priority="urgent")]}, {"messages": [message()], "default_priority": "asap"}):
         reply = api.post("/commands/add-messages", json=body, headers=key)
         assert reply.status_code == 422
-    assert aws_env.table_items("MESSAGES_TABLE") == []
+    assert queues.stored()["messages"] == []
 
 
-def test_an_empty_list_is_accepted_with_nothing_queued(api: TestClient, key: dict[str, str], aws_env: AwsEnv) -> None:
+def test_an_empty_list_is_accepted_with_nothing_queued(api: TestClient, key: dict[str, str], queues: Runner) -> None:
     reply = add(api, key)
     assert reply.status_code == 200
     assert reply.json() == {"ok": True, "queued": 0, "rejected": []}
-    assert aws_env.queued_total() == 0
+    assert queues.queued_total() == 0
 
 
 def test_more_than_1000_messages_are_refused_and_nothing_is_stored(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, key: dict[str, str], queues: Runner
 ) -> None:
     reply = add(api, key, *[message(f"m-{n}") for n in range(1001)])
     assert reply.status_code == 400
     assert reply.json() == {"detail": {"error": "Cannot enqueue more than 1000 messages at once"}}
-    assert aws_env.table_items("MESSAGES_TABLE") == []
-    assert aws_env.stored_payloads() == set()
-    assert aws_env.queued_total() == 0
+    assert queues.stored()["messages"] == []
+    assert queues.stored()["payloads"] == []
+    assert queues.queued_total() == 0
     assert pending(api, key) == 0
 
 
@@ -135,12 +138,12 @@ def test_an_empty_to_rejects_that_message_with_missing_to(api: TestClient, key: 
     ],
 )
 def test_a_bad_address_rejects_that_message_naming_the_address(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv, field: str, value: Any, bad: str
+    api: TestClient, key: dict[str, str], queues: Runner, field: str, value: Any, bad: str
 ) -> None:
     reply = add(api, key, message("good"), message("bad", **{field: value}))
     assert reply.status_code == 200
     assert reply.json()["rejected"] == [{"id": "bad", "reason": f"invalid address: {bad}"}]
-    assert [b["id"] for b in aws_env.drain(2)] == ["good"]
+    assert [b["id"] for b in queues.drain(2)] == ["good"]
 
 
 def test_display_names_and_quoted_commas_are_valid_addresses(api: TestClient, key: dict[str, str]) -> None:
@@ -168,7 +171,7 @@ def test_a_message_for_an_account_the_tenant_does_not_have_is_rejected(
 
 
 def test_a_request_whose_every_message_is_rejected_answers_400_with_the_list(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, key: dict[str, str], queues: Runner
 ) -> None:
     reply = add(api, key, message("a", to=[]), message("b", account_id="missing"))
     assert reply.status_code == 400
@@ -178,12 +181,12 @@ def test_a_request_whose_every_message_is_rejected_answers_400_with_the_list(
         {"id": "a", "reason": "missing to"},
         {"id": "b", "reason": "account not found for tenant"},
     ]
-    assert aws_env.queued_total() == 0
+    assert queues.queued_total() == 0
     assert pending(api, key) == 0
 
 
 def test_a_rejected_message_is_recorded_as_failed_with_its_reason(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, key: dict[str, str], queues: Runner
 ) -> None:
     add(api, key, message("bad", to=["bob@"]))
     (record,) = records(api, key, include_history="true")
@@ -193,23 +196,23 @@ def test_a_rejected_message_is_recorded_as_failed_with_its_reason(
     assert [e["event_type"] for e in record["history"]] == ["error"]
     assert record["history"][0]["reported_ts"] is None
     assert pending(api, key) == 0
-    assert aws_env.queued_total() == 0
+    assert queues.queued_total() == 0
 
 
-def test_a_message_already_sent_is_not_sent_again(api: TestClient, key: dict[str, str], aws_env: AwsEnv) -> None:
+def test_a_message_already_sent_is_not_sent_again(api: TestClient, key: dict[str, str], queues: Runner) -> None:
     add(api, key, message("m-1"))
-    aws_env.drain(2)
-    aws_env.finish_message("acme", "m-1")
+    queues.drain(2)
+    queues.finish_message("acme", "m-1")
     reply = add(api, key, message("m-1", subject="Again"))
     assert reply.status_code == 200
     assert reply.json() == {"ok": True, "queued": 0, "rejected": [{"id": "m-1", "reason": "already sent"}]}
-    assert aws_env.queued_total() == 0
+    assert queues.queued_total() == 0
     (record,) = records(api, key)
     assert record["status"] == "sent"
     assert record["message"]["subject"] == "Hello"
 
 
-def test_a_failed_message_is_not_sent_again_either(api: TestClient, key: dict[str, str], aws_env: AwsEnv) -> None:
+def test_a_failed_message_is_not_sent_again_either(api: TestClient, key: dict[str, str]) -> None:
     add(api, key, message("bad", to=[]))
     reply = add(api, key, message("bad"), message("new"))
     assert reply.status_code == 200
@@ -217,11 +220,9 @@ def test_a_failed_message_is_not_sent_again_either(api: TestClient, key: dict[st
     assert records(api, key)[0]["status"] == "error"
 
 
-def test_already_sent_alongside_other_rejections_is_a_400(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv
-) -> None:
+def test_already_sent_alongside_other_rejections_is_a_400(api: TestClient, key: dict[str, str], queues: Runner) -> None:
     add(api, key, message("m-1"))
-    aws_env.finish_message("acme", "m-1")
+    queues.finish_message("acme", "m-1")
     reply = add(api, key, message("m-1"), message("m-2", to=[]))
     assert reply.status_code == 400
     assert reply.json()["detail"]["rejected"] == [
@@ -230,7 +231,7 @@ def test_already_sent_alongside_other_rejections_is_a_400(
     ]
 
 
-def test_resubmitting_an_unsent_id_overwrites_it(api: TestClient, key: dict[str, str], aws_env: AwsEnv) -> None:
+def test_resubmitting_an_unsent_id_overwrites_it(api: TestClient, key: dict[str, str], queues: Runner) -> None:
     add(api, key, message("m-1", subject="First", priority="low"))
     reply = add(api, key, message("m-1", subject="Second", priority="high", batch_code="spring"))
     assert reply.status_code == 200
@@ -239,8 +240,8 @@ def test_resubmitting_an_unsent_id_overwrites_it(api: TestClient, key: dict[str,
     assert (record["priority"], record["batch_code"], record["status"]) == (1, "spring", "pending")
     assert record["message"]["subject"] == "Second"
     assert pending(api, key) == 1
-    (newest,) = aws_env.drain(1)
-    (stale,) = aws_env.drain(3)
+    (newest,) = queues.drain(1)
+    (stale,) = queues.drain(3)
     assert newest["payload"]["subject"] == "Second"
     assert stale["rev"] != newest["rev"]
 
@@ -274,14 +275,14 @@ def test_two_tenants_may_use_the_same_message_id(
 
 
 def test_a_schedule_within_15_minutes_waits_on_the_queue_with_a_delay(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, key: dict[str, str], queues: Runner
 ) -> None:
     due = int(time.time()) + 600
     add(api, key, message("m-1", deferred_ts=due))
     (record,) = records(api, key)
     assert (record["status"], record["deferred_ts"]) == ("deferred", due)
-    assert aws_env.queue_depth(2) == {"visible": 0, "delayed": 1}
-    assert aws_env.drain(2) == []
+    assert queues.queue_depth(2) == {"visible": 0, "delayed": 1}
+    assert queues.drain(2) == []
     assert pending(api, key) == 1
 
 
@@ -298,13 +299,13 @@ def test_a_schedule_beyond_15_minutes_is_parked_off_the_queues(
     assert pending(api, key) == 1
 
 
-def test_a_schedule_in_the_past_means_now(api: TestClient, key: dict[str, str], aws_env: AwsEnv) -> None:
+def test_a_schedule_in_the_past_means_now(api: TestClient, key: dict[str, str], queues: Runner) -> None:
     add(api, key, message("m-1", deferred_ts=int(time.time()) - 3600), message("m-2", deferred_ts=0))
     assert {r["id"]: (r["status"], r["deferred_ts"]) for r in records(api, key)} == {
         "m-1": ("pending", None),
         "m-2": ("pending", None),
     }
-    assert aws_env.queue_depth(2) == {"visible": 2, "delayed": 0}
+    assert queues.queue_depth(2) == {"visible": 2, "delayed": 0}
 
 
 def test_payloads_too_big_for_a_queue_message_or_a_table_item_are_kept_in_s3_and_still_listed(
@@ -332,13 +333,30 @@ def test_deleting_a_big_message_removes_its_s3_object(api: TestClient, key: dict
     assert aws_env.client("s3").list_objects_v2(Bucket=aws_env["PAYLOAD_BUCKET"]).get("KeyCount") == 0
 
 
+@pytest.mark.sqlite_only("SQLite's twin of the two S3 payload tests above")
+def test_payloads_too_big_for_a_queue_entry_are_listed_and_deleted_with_their_messages(
+    api: TestClient, key: dict[str, str], queues: Runner
+) -> None:
+    body = base64.b64encode(os.urandom(420_000)).decode()
+    later = int(time.time()) + 3600  # parked: its payload is pinned
+    reply = add(api, key, message("big", body=body), message("later", body=body, deferred_ts=later))
+    assert reply.json()["queued"] == 2
+    assert {r["id"]: r["message"]["body"] for r in records(api, key)} == {"big": body, "later": body}
+    (queued,) = queues.drain(2)
+    assert "payload" not in queued  # too big for a queue entry: the sender reads it from the database
+    assert len(queues.stored()["payloads"]) == 2
+    reply = api.post("/commands/delete-messages", json={"ids": ["big", "later"]}, headers=key)
+    assert reply.json()["removed"] == 2
+    assert queues.stored()["payloads"] == []
+
+
 def test_a_header_value_with_a_line_break_rejects_the_message(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, key: dict[str, str], queues: Runner
 ) -> None:
     reply = add(api, key, message("ok"), message("evil", headers={"X-Campaign": "a\r\nBcc: victim@example.test"}))
     assert reply.status_code == 200
     assert reply.json()["rejected"] == [{"id": "evil", "reason": "invalid header: X-Campaign"}]
-    assert [b["id"] for b in aws_env.drain(2)] == ["ok"]
+    assert [b["id"] for b in queues.drain(2)] == ["ok"]
 
 
 def test_header_values_are_stored_as_given(api: TestClient, key: dict[str, str]) -> None:
@@ -362,17 +380,17 @@ def test_the_admin_may_submit_for_several_tenants_in_one_request(
 
 
 def test_one_unknown_tenant_refuses_the_whole_admin_request(
-    api: TestClient, admin: dict[str, str], key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, admin: dict[str, str], key: dict[str, str], queues: Runner
 ) -> None:
     reply = add(api, admin, message("a", tenant_id="acme"), message("g", tenant_id="ghost"))
     assert reply.status_code == 404
     assert reply.json() == {"detail": "Tenant 'ghost' not found"}
-    assert aws_env.table_items("MESSAGES_TABLE") == []
-    assert aws_env.queued_total() == 0
+    assert queues.stored()["messages"] == []
+    assert queues.queued_total() == 0
 
 
 def test_from_addr_is_accepted_in_place_of_from_and_stored_as_from(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, key: dict[str, str], queues: Runner
 ) -> None:
     submitted = message("m-1")
     submitted["from_addr"] = submitted.pop("from")
@@ -380,7 +398,7 @@ def test_from_addr_is_accepted_in_place_of_from_and_stored_as_from(
     assert reply.json() == {"ok": True, "queued": 1, "rejected": []}
     shown = by_id(api, key)["m-1"]["message"]
     assert shown["from"] == "Acme <noreply@acme.test>" and "from_addr" not in shown
-    (body,) = aws_env.drain(2)
+    (body,) = queues.drain(2)
     assert body["payload"]["from"] == "Acme <noreply@acme.test>"
 
 

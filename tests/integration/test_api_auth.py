@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import ADMIN_TOKEN, AccountFactory, TenantFactory
 from tests.integration.api_support import INVALID_TOKEN, WRONG_TENANT, add, message
+from tests.integration.delivery import Runner
 
 # Every route but /health, /metrics, /docs and /openapi.json: (method, path, request keywords).
 TENANT_ROUTES: list[tuple[str, str, dict[str, Any]]] = [
@@ -37,6 +38,8 @@ ADMIN_ROUTES: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/command-log", {}),
 ]
 ALL_ROUTES = TENANT_ROUTES + ADMIN_ROUTES
+
+pytestmark = pytest.mark.both_storages
 
 
 def route_id(route: tuple[str, str, dict[str, Any]]) -> str:
@@ -143,11 +146,11 @@ def test_the_admin_token_must_name_the_tenant_on_scoped_routes(
 
 
 def test_the_admin_token_must_name_the_tenant_of_each_message(
-    api: TestClient, admin: dict[str, str], tenant: Any, aws_env: Any
+    api: TestClient, admin: dict[str, str], tenant: Any, queues: Runner
 ) -> None:
     reply = add(api, admin, message())
     assert reply.status_code == 422
-    assert aws_env.table_items("MESSAGES_TABLE") == []
+    assert queues.stored()["messages"] == []
 
 
 def test_the_admin_token_must_name_the_tenant_of_an_account(
@@ -201,14 +204,14 @@ def test_a_tenant_key_naming_another_tenant_is_refused_with_401_on_every_route(
 
 
 def test_one_message_of_another_tenant_refuses_the_whole_request(
-    api: TestClient, tenant: Any, other: str, aws_env: Any
+    api: TestClient, tenant: Any, other: str, queues: Runner
 ) -> None:
     _, key = tenant
     reply = add(api, key, message("mine"), message("theirs", tenant_id="globex"))
     assert reply.status_code == 401
     assert reply.json() == WRONG_TENANT
-    assert aws_env.table_items("MESSAGES_TABLE") == []
-    assert aws_env.queued_total() == 0
+    assert queues.stored()["messages"] == []
+    assert queues.queued_total() == 0
 
 
 def test_a_tenant_key_naming_a_tenant_that_does_not_exist_is_refused_with_401(api: TestClient, tenant: Any) -> None:

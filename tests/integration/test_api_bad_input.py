@@ -15,8 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
 
-from tests.conftest import AccountFactory, AwsEnv, TenantFactory
+from tests.conftest import AccountFactory, TenantFactory
 from tests.integration.api_support import add, message, records
+from tests.integration.delivery import Runner
+
+pytestmark = pytest.mark.both_storages
 
 HOSTILE_TEXT = [
     'O\'Brien "quoted" `tick`',
@@ -38,15 +41,16 @@ def key(make_tenant: TenantFactory, make_account: AccountFactory) -> dict[str, s
 
 
 @pytest.fixture
-def nothing_stored(aws_env: AwsEnv, key: dict[str, str]) -> Callable[[], None]:
+def nothing_stored(queues: Runner, key: dict[str, str]) -> Callable[[], None]:
     """A check that no message, payload, queue message or tenant data was added since the tenant was made."""
-    tenants_before = sorted(map(repr, aws_env.table_items("TENANTS_TABLE")))
+    tenants_before = queues.stored()["tenants"]
 
     def check() -> None:
-        assert aws_env.table_items("MESSAGES_TABLE") == []
-        assert aws_env.stored_payloads() == set()
-        assert aws_env.queued_total() == 0
-        assert sorted(map(repr, aws_env.table_items("TENANTS_TABLE"))) == tenants_before
+        stored = queues.stored()
+        assert stored["messages"] == []
+        assert stored["payloads"] == []
+        assert queues.queued_total() == 0
+        assert stored["tenants"] == tenants_before
 
     return check
 
@@ -227,7 +231,7 @@ def test_unknown_fields_are_a_422_naming_them(
 
 
 def test_hostile_but_valid_ids_and_subjects_are_stored_exactly_as_given(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, key: dict[str, str], queues: Runner
 ) -> None:
     for text in HOSTILE_TEXT:
         reply = add(api, key, message(text, subject=text, body=text, headers={"X-Note": text}))
@@ -237,16 +241,14 @@ def test_hostile_but_valid_ids_and_subjects_are_stored_exactly_as_given(
         assert record["id"] == text
         assert (record["message"]["subject"], record["message"]["body"]) == (text, text)
         assert record["message"]["headers"] == {"X-Note": text}
-        (queued,) = aws_env.drain(2)
+        (queued,) = queues.drain(2)
         assert queued["id"] == text
         deleted = api.post("/commands/delete-messages", json={"ids": [text]}, headers=key)
         assert deleted.json()["removed"] == 1, text
     assert records(api, key) == []
 
 
-def test_a_subject_of_10000_characters_is_accepted_and_one_more_is_not(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv
-) -> None:
+def test_a_subject_of_10000_characters_is_accepted_and_one_more_is_not(api: TestClient, key: dict[str, str]) -> None:
     assert add(api, key, message("long", subject="s" * 10_000)).status_code == 200
     reply = add(api, key, message("longer", subject="s" * 10_001))
     assert reply.status_code == 422
@@ -360,7 +362,7 @@ def test_a_bearer_token_with_a_line_break_is_a_422_naming_it(
 
 
 def test_a_header_that_could_inject_or_break_the_email_rejects_the_message(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, key: dict[str, str], queues: Runner
 ) -> None:
     cases = [
         ({"X-Campaign": "spring\r\nBcc: victim@example.test"}, "X-Campaign"),
@@ -374,12 +376,12 @@ def test_a_header_that_could_inject_or_break_the_email_rejects_the_message(
         reply = add(api, key, message(f"evil-{number}", headers=headers))
         assert reply.status_code == 400, (headers, reply.text)
         assert reply.json()["detail"]["rejected"] == [{"id": f"evil-{number}", "reason": f"invalid header: {name}"}]
-    assert aws_env.queued_total() == 0
+    assert queues.queued_total() == 0
     assert {r["status"] for r in records(api, key)} == {"error"}
 
 
 def test_an_address_of_deeply_nested_comments_rejects_the_message_not_the_request(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, key: dict[str, str], queues: Runner
 ) -> None:
     # The standard library's address parser recurses once per "(": 997 of them (a 998-character entry)
     # overflowed Python's stack, and the RecursionError was a 500.
@@ -388,7 +390,7 @@ def test_an_address_of_deeply_nested_comments_rejects_the_message_not_the_reques
         reply = add(api, key, message(f"nested-{field}", **{field: nested}))
         assert reply.status_code == 400, (field, reply.text)
         assert reply.json()["detail"]["rejected"] == [{"id": f"nested-{field}", "reason": f"invalid address: {nested}"}]
-    assert aws_env.queued_total() == 0
+    assert queues.queued_total() == 0
 
 
 # ---------------------------------------------------------------- hostile tenant ids

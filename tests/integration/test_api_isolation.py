@@ -5,23 +5,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import AccountFactory, AwsEnv, TenantFactory
+from tests.conftest import AccountFactory, TenantFactory
 from tests.integration.api_support import WRONG_TENANT, add, message
+from tests.integration.delivery import Runner
+
+pytestmark = pytest.mark.both_storages
 
 A = "acme"
 
 
-def snapshot(aws_env: AwsEnv, api: TestClient, admin: dict[str, str]) -> dict[str, Any]:
+def snapshot(queues: Runner, api: TestClient, admin: dict[str, str]) -> dict[str, Any]:
     """Everything of tenant A as stored and as the API shows it."""
-    state = [i for i in aws_env.table_items("STATE_TABLE") if i["pk"] != "CMDLOG" and i.get("sk") == A]
     return {
-        "tenants_table": sorted(map(repr, (i for i in aws_env.table_items("TENANTS_TABLE") if A in repr(i)))),
-        "messages_table": sorted(map(repr, (i for i in aws_env.table_items("MESSAGES_TABLE") if i["tenant_id"] == A))),
-        "payloads_table": sorted(map(repr, (i for i in aws_env.table_items("PAYLOADS_TABLE") if i["tenant_id"] == A))),
-        "payloads": sorted(key for key in aws_env.stored_payloads() if key[0] == A),
-        "state_table": sorted(map(repr, state)),
+        **queues.stored(A),
         "tenant": api.get(f"/tenant/{A}", headers=admin).json(),
         "accounts": api.get("/accounts", params={"tenant_id": A}, headers=admin).json(),
         "messages": api.get("/messages", params={"tenant_id": A, "include_history": "true"}, headers=admin).json(),
@@ -29,7 +28,7 @@ def snapshot(aws_env: AwsEnv, api: TestClient, admin: dict[str, str]) -> dict[st
 
 
 def test_tenant_b_cannot_read_or_change_anything_of_tenant_a(
-    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, make_account: AccountFactory, aws_env: AwsEnv
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, make_account: AccountFactory, queues: Runner
 ) -> None:
     _, a_key = make_tenant(A, client_base_url="https://app.acme.test")
     make_account(A, "a-smtp", password="a-smtp-password")
@@ -40,8 +39,8 @@ def test_tenant_b_cannot_read_or_change_anything_of_tenant_a(
     add(api, a_key, message("a-failed", account_id="a-smtp", to=[]))
     api.post("/commands/suspend", params={"batch_code": "a-batch"}, headers=a_key)
     add(api, a_key, message("a-held", account_id="a-smtp", batch_code="a-batch"))
-    queued_before = aws_env.queued_total()
-    before = snapshot(aws_env, api, admin)
+    queued_before = queues.queued_total()
+    before = snapshot(queues, api, admin)
 
     naming_a: list[tuple[str, str, dict[str, Any]]] = [
         ("GET", "/messages", {"params": {"tenant_id": A}}),
@@ -91,6 +90,6 @@ def test_tenant_b_cannot_read_or_change_anything_of_tenant_a(
     rejected = add(api, b_key, message("a-1", account_id="a-smtp"))
     assert rejected.json()["detail"]["rejected"] == [{"id": "a-1", "reason": "account not found for tenant"}]
 
-    assert snapshot(aws_env, api, admin) == before
-    assert aws_env.queued_total() == queued_before
+    assert snapshot(queues, api, admin) == before
+    assert queues.queued_total() == queued_before
     assert api.get("/status", headers=a_key).json()["pending_messages"] == 3

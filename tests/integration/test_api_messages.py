@@ -11,6 +11,9 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import AccountFactory, AwsEnv, TenantFactory
 from tests.integration.api_support import add, by_id, message, pending, records
+from tests.integration.delivery import Runner
+
+pytestmark = pytest.mark.both_storages
 
 RECORD_KEYS = {
     "pk",
@@ -72,10 +75,10 @@ def test_messages_are_listed_by_priority_then_age(
     assert [r["id"] for r in records(api, key)] == ["now", "y-high-old", "b-high-new", "z-low-old", "a-low-new"]
 
 
-def test_active_only_lists_the_unsent_messages(api: TestClient, key: dict[str, str], aws_env: AwsEnv) -> None:
+def test_active_only_lists_the_unsent_messages(api: TestClient, key: dict[str, str], queues: Runner) -> None:
     add(api, key, message("pending"), message("later", deferred_ts=int(time.time()) + 3600), message("sent"))
     add(api, key, message("failed", to=[]))
-    aws_env.finish_message("acme", "sent")
+    queues.finish_message("acme", "sent")
     assert {r["id"] for r in records(api, key)} == {"pending", "later", "sent", "failed"}
     assert {r["id"] for r in records(api, key, active_only="true")} == {"pending", "later"}
 
@@ -148,12 +151,12 @@ def test_deleting_messages_reports_removed_and_not_found(api: TestClient, key: d
 
 
 def test_deleting_decrements_the_pending_count_by_the_unsent_messages_only(
-    api: TestClient, admin: dict[str, str], key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, admin: dict[str, str], key: dict[str, str], queues: Runner
 ) -> None:
     later = int(time.time()) + 3600
     add(api, key, message("a"), message("b"), message("c", deferred_ts=later), message("d"))
     add(api, key, message("failed", to=[]))
-    aws_env.finish_message("acme", "d")
+    queues.finish_message("acme", "d")
     assert pending(api, key) == 3
     assert delete(api, key, "a").json()["removed"] == 1
     assert pending(api, key) == 2
@@ -199,11 +202,11 @@ def test_deleting_an_empty_list_removes_nothing(api: TestClient, key: dict[str, 
 
 
 def test_cleanup_removes_finished_messages_older_than_asked(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, key: dict[str, str], queues: Runner
 ) -> None:
     add(api, key, message("done"), message("waiting"))
     add(api, key, message("failed", to=[]))
-    aws_env.finish_message("acme", "done")
+    queues.finish_message("acme", "done")
     reply = api.post("/commands/cleanup-messages", json={"older_than_seconds": 0}, headers=key)
     assert reply.status_code == 200
     assert reply.json() == {"ok": True, "removed": 2}
@@ -211,9 +214,9 @@ def test_cleanup_removes_finished_messages_older_than_asked(
     assert pending(api, key) == 1
 
 
-def test_cleanup_keeps_recent_messages_by_default(api: TestClient, key: dict[str, str], aws_env: AwsEnv) -> None:
+def test_cleanup_keeps_recent_messages_by_default(api: TestClient, key: dict[str, str], queues: Runner) -> None:
     add(api, key, message("done"))
-    aws_env.finish_message("acme", "done")
+    queues.finish_message("acme", "done")
     assert api.post("/commands/cleanup-messages", headers=key).json() == {"ok": True, "removed": 0}
     assert api.post("/commands/cleanup-messages", json={}, headers=key).json() == {"ok": True, "removed": 0}
     assert [r["id"] for r in records(api, key)] == ["done"]
@@ -252,10 +255,10 @@ def test_cleanup_touches_only_the_named_tenant(
 
 
 def test_suspending_the_tenant_holds_new_messages_off_the_queues(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, key: dict[str, str], queues: Runner
 ) -> None:
     add(api, key, message("before"))
-    aws_env.drain(2)
+    queues.drain(2)
     reply = api.post("/commands/suspend", headers=key)
     assert reply.status_code == 200
     assert reply.json() == {
@@ -267,13 +270,13 @@ def test_suspending_the_tenant_holds_new_messages_off_the_queues(
     }
     assert add(api, key, message("held", priority="high")).json()["queued"] == 1
     assert by_id(api, key)["held"]["status"] == "suspended"
-    assert aws_env.queued_total() == 0
+    assert queues.queued_total() == 0
     assert pending(api, key) == 2
     assert api.get("/status", headers=key).json()["active"] is False
     assert api.get("/tenant/acme", headers=key).json()["suspended_batches"] == ["*"]
 
 
-def test_activating_the_tenant_sends_the_held_messages(api: TestClient, key: dict[str, str], aws_env: AwsEnv) -> None:
+def test_activating_the_tenant_sends_the_held_messages(api: TestClient, key: dict[str, str], queues: Runner) -> None:
     api.post("/commands/suspend", headers=key)
     add(api, key, message("held-1", priority="high"), message("held-2", priority="low"))
     reply = api.post("/commands/activate", headers=key)
@@ -286,14 +289,14 @@ def test_activating_the_tenant_sends_the_held_messages(api: TestClient, key: dic
         "pending_messages": 2,
     }
     assert {r["id"]: r["status"] for r in records(api, key)} == {"held-1": "pending", "held-2": "pending"}
-    queued = aws_env.drain_all()
+    queued = queues.drain_all()
     assert [b["id"] for b in queued[1]] == ["held-1"]
     assert [b["id"] for b in queued[3]] == ["held-2"]
     assert queued[1][0]["payload"]["subject"] == "Hello"
     assert api.get("/status", headers=key).json()["active"] is True
 
 
-def test_suspending_a_batch_holds_only_that_batch(api: TestClient, key: dict[str, str], aws_env: AwsEnv) -> None:
+def test_suspending_a_batch_holds_only_that_batch(api: TestClient, key: dict[str, str], queues: Runner) -> None:
     add(api, key, message("spring-1", batch_code="spring"))
     reply = api.post("/commands/suspend", params={"batch_code": "spring"}, headers=key)
     assert reply.json() == {
@@ -303,17 +306,17 @@ def test_suspending_a_batch_holds_only_that_batch(api: TestClient, key: dict[str
         "suspended_batches": ["spring"],
         "pending_messages": 1,
     }
-    aws_env.drain(2)
+    queues.drain(2)
     add(api, key, message("spring-2", batch_code="spring"), message("summer-1", batch_code="summer"), message("plain"))
     statuses = {r["id"]: r["status"] for r in records(api, key)}
     assert statuses == {"spring-1": "pending", "spring-2": "suspended", "summer-1": "pending", "plain": "pending"}
-    assert sorted(b["id"] for b in aws_env.drain(2)) == ["plain", "summer-1"]
+    assert sorted(b["id"] for b in queues.drain(2)) == ["plain", "summer-1"]
     again = api.post("/commands/suspend", params={"batch_code": "summer"}, headers=key).json()
     assert again["suspended_batches"] == ["spring", "summer"]
     assert again["pending_messages"] == 1
 
 
-def test_activating_a_batch_sends_its_held_messages_only(api: TestClient, key: dict[str, str], aws_env: AwsEnv) -> None:
+def test_activating_a_batch_sends_its_held_messages_only(api: TestClient, key: dict[str, str], queues: Runner) -> None:
     api.post("/commands/suspend", params={"batch_code": "spring"}, headers=key)
     api.post("/commands/suspend", params={"batch_code": "summer"}, headers=key)
     add(api, key, message("spring-1", batch_code="spring"), message("summer-1", batch_code="summer"))
@@ -325,19 +328,19 @@ def test_activating_a_batch_sends_its_held_messages_only(api: TestClient, key: d
         "suspended_batches": ["summer"],
         "pending_messages": 1,
     }
-    assert [b["id"] for b in aws_env.drain(2)] == ["spring-1"]
+    assert [b["id"] for b in queues.drain(2)] == ["spring-1"]
     assert by_id(api, key)["summer-1"]["status"] == "suspended"
 
 
 def test_activating_one_batch_of_a_fully_suspended_tenant_is_refused(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, key: dict[str, str], queues: Runner
 ) -> None:
     api.post("/commands/suspend", headers=key)
     add(api, key, message("m-1", batch_code="spring"))
     reply = api.post("/commands/activate", params={"batch_code": "spring"}, headers=key)
     assert reply.status_code == 400
     assert api.get("/tenant/acme", headers=key).json()["suspended_batches"] == ["*"]
-    assert aws_env.queued_total() == 0
+    assert queues.queued_total() == 0
 
 
 def test_suspending_a_batch_of_a_fully_suspended_tenant_keeps_it_fully_suspended(
@@ -350,41 +353,42 @@ def test_suspending_a_batch_of_a_fully_suspended_tenant_keeps_it_fully_suspended
 
 
 def test_suspend_and_activate_of_an_unknown_tenant_answer_400(
-    api: TestClient, admin: dict[str, str], aws_env: AwsEnv
+    api: TestClient, admin: dict[str, str], queues: Runner
 ) -> None:
     for path in ("/commands/suspend", "/commands/activate"):
         reply = api.post(path, params={"tenant_id": "ghost"}, headers=admin)
         assert reply.status_code == 400, path
         assert "ghost" in reply.json()["detail"]
-    assert aws_env.table_items("TENANTS_TABLE") == []
+    assert queues.stored()["tenants"] == []
 
 
 def test_an_inactive_tenants_messages_are_held_until_it_is_reactivated(
-    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, make_account: AccountFactory, aws_env: AwsEnv
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, make_account: AccountFactory, queues: Runner
 ) -> None:
     _, key = make_tenant("sleepy", active=False)
     make_account("sleepy")
     assert add(api, key, message("m-1")).json()["queued"] == 1
     assert records(api, key)[0]["status"] == "suspended"
-    assert aws_env.queued_total() == 0
+    assert queues.queued_total() == 0
     # Only an admin reactivates a tenant (docs/api-fields.md).
     assert api.put("/tenant/sleepy", json={"active": True}, headers=key).status_code == 403
     assert records(api, key)[0]["status"] == "suspended"
     assert api.put("/tenant/sleepy", json={"active": True}, headers=admin).status_code == 200
     assert records(api, key)[0]["status"] == "pending"
-    assert [b["id"] for b in aws_env.drain(2)] == ["m-1"]
+    assert [b["id"] for b in queues.drain(2)] == ["m-1"]
 
 
 # ---------------------------------------------------------------- run-now and status
 
 
 def test_run_now_records_a_request_for_the_tenant_or_for_everyone(
-    api: TestClient, admin: dict[str, str], key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, admin: dict[str, str], key: dict[str, str]
 ) -> None:
+    from mailproxy.stores import stores
+
     assert api.post("/commands/run-now", headers=key).json() == {"ok": True}
     assert api.post("/commands/run-now", headers=admin).json() == {"ok": True}
-    requests = {i["sk"] for i in aws_env.table_items("STATE_TABLE") if i["pk"] == "RUNNOW"}
-    assert requests == {"acme", "*"}
+    assert set(stores().service.run_now_requests()) == {"acme", "*"}
 
 
 def test_status_reports_the_service_state(api: TestClient, admin: dict[str, str], key: dict[str, str]) -> None:
@@ -465,6 +469,7 @@ def test_a_rejected_message_lists_its_payload_as_submitted_without_secrets(
     )
 
 
+@pytest.mark.aws_only("deletes S3 pack objects and payload items through the AWS adapter")
 def test_a_record_whose_payload_is_no_longer_stored_lists_an_empty_message(
     api: TestClient, key: dict[str, str]
 ) -> None:
@@ -476,9 +481,21 @@ def test_a_record_whose_payload_is_no_longer_stored_lists_an_empty_message(
     assert {r["id"]: r["message"] for r in records(api, key)} == {"packed": {}, "rejected": {}}
 
 
-def test_deleting_a_rejected_message_deletes_its_stored_payload(api: TestClient, key: dict[str, str]) -> None:
-    from mailproxy.adapters.aws import payloads
+@pytest.mark.sqlite_only("SQLite's twin of test_a_record_whose_payload_is_no_longer_stored_lists_an_empty_message")
+def test_a_record_whose_payload_was_swept_lists_an_empty_message(api: TestClient, key: dict[str, str]) -> None:
+    from mailproxy.adapters.sqlite.payloads import PACK_EXPIRATION_SECONDS
+    from mailproxy.stores import stores
 
+    add(api, key, message("packed"), message("rejected", to=[]))
+    stores().service.delete_expired(int(time.time()) + PACK_EXPIRATION_SECONDS + 1)  # the pack's expiry
+    stores().payloads.delete_payloads([("acme", "rejected")])  # as for a rejection recorded before issue 16
+    assert {r["id"]: r["message"] for r in records(api, key)} == {"packed": {}, "rejected": {}}
+
+
+def test_deleting_a_rejected_message_deletes_its_stored_payload(api: TestClient, key: dict[str, str]) -> None:
+    from mailproxy.stores import stores
+
+    payloads = stores().payloads
     add(api, key, message("ok"), message("rejected", to=[]))
     assert payloads.load_payloads([{"tenant_id": "acme", "id": "rejected"}])
     assert delete(api, key, "rejected").json()["removed"] == 1

@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import ADMIN_TOKEN, AccountFactory, TenantFactory
 from tests.integration.api_support import add, message
+
+pytestmark = pytest.mark.both_storages
 
 
 def command_log(api: TestClient, admin: dict[str, str], **params: Any) -> dict[str, Any]:

@@ -6,12 +6,16 @@ import hashlib
 import re
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import AccountFactory, AwsEnv, TenantFactory
 from tests.integration.api_support import INVALID_TOKEN, add, message, pending
+from tests.integration.delivery import Runner
 
 KEY_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+pytestmark = pytest.mark.both_storages
 
 
 def test_a_new_tenant_gets_a_43_character_key_once(api: TestClient, admin: dict[str, str]) -> None:
@@ -29,9 +33,9 @@ def test_a_new_tenant_gets_a_43_character_key_once(api: TestClient, admin: dict[
     assert api.get("/status", headers={"X-API-Token": key}).status_code == 200
 
 
-def test_the_key_is_stored_only_as_its_sha256(api: TestClient, admin: dict[str, str], aws_env: AwsEnv) -> None:
+def test_the_key_is_stored_only_as_its_sha256(api: TestClient, admin: dict[str, str], queues: Runner) -> None:
     key = api.post("/tenant", json={"id": "acme"}, headers=admin).json()["api_key"]
-    dump = aws_env.raw_table_dump("TENANTS_TABLE") + aws_env.raw_table_dump("STATE_TABLE")
+    dump = queues.raw_text()
     assert key not in dump
     digest = hashlib.sha256(key.encode()).hexdigest()
     assert digest in dump
@@ -75,7 +79,7 @@ def test_a_tenant_is_shown_flat_with_defaults_and_without_secrets(api: TestClien
 
 
 def test_callback_secrets_are_encrypted_at_rest_and_never_shown(
-    api: TestClient, admin: dict[str, str], aws_env: AwsEnv
+    api: TestClient, admin: dict[str, str], queues: Runner
 ) -> None:
     body = {"id": "acme", "client_auth": {"method": "basic", "user": "hook-user", "password": "hook-pass-s3cret"}}
     created = api.post("/tenant", json=body, headers=admin)
@@ -86,7 +90,7 @@ def test_callback_secrets_are_encrypted_at_rest_and_never_shown(
     for reply in replies:
         assert "hook-pass-s3cret" not in reply.text
         assert "hook-token-s3cret" not in reply.text
-    dump = aws_env.raw_table_dump("TENANTS_TABLE") + aws_env.raw_table_dump("STATE_TABLE")
+    dump = queues.raw_text()
     assert "hook-pass-s3cret" not in dump
     assert "hook-token-s3cret" not in dump
 
@@ -199,7 +203,7 @@ def test_revoking_the_key_stops_it_and_a_new_one_can_be_issued(
 
 
 def test_deleting_a_tenant_removes_its_accounts_messages_key_and_pending_count(
-    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, make_account: AccountFactory, aws_env: AwsEnv
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, make_account: AccountFactory, queues: Runner
 ) -> None:
     _, key = make_tenant("acme")
     make_tenant("other")
@@ -218,9 +222,9 @@ def test_deleting_a_tenant_removes_its_accounts_messages_key_and_pending_count(
     assert api.get("/status", headers=key).json() == INVALID_TOKEN
     assert pending(api, admin) == 2
     assert [t["id"] for t in api.get("/tenants", headers=admin).json()["tenants"]] == ["other"]
-    assert not [i for i in aws_env.table_items("TENANTS_TABLE") if "acme" in str(i)]
-    assert {i["tenant_id"] for i in aws_env.table_items("MESSAGES_TABLE")} == {"other"}
-    assert {tenant_id for tenant_id, _ in aws_env.stored_payloads()} == {"other"}  # its packs went too
+    gone, kept = queues.stored("acme"), queues.stored("other")
+    assert gone["tenants"] == gone["messages"] == gone["payloads"] == []  # its packs went too
+    assert kept["tenants"] and kept["messages"] and kept["payloads"]
     assert api.get("/accounts", params={"tenant_id": "other"}, headers=admin).json()["accounts"]
 
 
@@ -329,12 +333,12 @@ def test_sync_status_lists_every_tenant_with_its_report_schedule(
 
 
 def test_tenant_ids_must_be_letters_digits_dash_or_underscore(
-    api: TestClient, admin: dict[str, str], aws_env: AwsEnv
+    api: TestClient, admin: dict[str, str], queues: Runner
 ) -> None:
     for bad in ("", "a b", "a/b", "x" * 65, "t'1", "é"):
         reply = api.post("/tenant", json={"id": bad}, headers=admin)
         assert reply.status_code == 422, bad
-    assert aws_env.table_items("TENANTS_TABLE") == []
+    assert queues.stored()["tenants"] == []
 
 
 def test_the_openapi_schema_says_which_tenant_fields_a_tenant_key_may_write(api: TestClient) -> None:
@@ -400,3 +404,55 @@ def test_deleting_a_tenant_leaves_nothing_of_it_in_any_table_or_bucket(
     assert mentions("other") == other_before
     kept = {(i["pk"], i["sk"]) for i in aws_env.table_items("STATE_TABLE") if i["pk"] in KEPT_AFTER_DELETION}
     assert {("COUNTERS", "acme#smtp"), ("COUNTERS", "acme#old"), ("TENANT_COUNTERS", "acme")} <= kept
+
+
+# The SQLite tables that keep a deleted tenant's rows, as on AWS: the audit trail and the /metrics counters;
+# and the messages' change feed, as DynamoDB's stream, until the reporter has read it.
+SQLITE_KEPT_AFTER_DELETION = ("command_log", "account_counters", "tenant_counters", "message_changes")
+
+
+@pytest.mark.sqlite_only("SQLite's twin of test_deleting_a_tenant_leaves_nothing_of_it_in_any_table_or_bucket")
+def test_deleting_a_tenant_leaves_nothing_of_it_in_any_sqlite_table(
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, make_account: AccountFactory, queues: Runner
+) -> None:
+    from mailproxy.ratelimit import Limits
+    from mailproxy.report_format import Owed
+    from mailproxy.stores import stores
+
+    from tests.integration.delivery import SqliteRunner
+
+    assert isinstance(queues, SqliteRunner)
+    now = int(time.time())
+    for tenant_id in ("acme", "other"):
+        _, key = make_tenant(tenant_id, client_base_url="http://127.0.0.1:9/", rate_limits={"per_hour": 2})
+        make_account(tenant_id)
+        make_account(tenant_id, "old")
+        assert api.delete("/account/old", params={"tenant_id": tenant_id}, headers=admin).status_code == 200
+        later = message("later", tenant_id=tenant_id, deferred_ts=now + 86_400)  # parked: its payload is pinned
+        reply = add(api, admin, message("m-1", tenant_id=tenant_id), later, message("over", tenant_id=tenant_id))
+        assert [r["reason"] for r in reply.json()["rejected"]] == ["tenant quota exceeded: 2 messages per hour"]
+        assert api.post("/commands/run-now", headers=key).status_code == 200
+        # What the sender and the reporter leave: rate windows (the deleted account's too), owed reports, a ledger.
+        for account_id in ("smtp", "old"):
+            stores().rates.reserve(tenant_id, account_id, Limits(per_minute=10), 1, now)
+        sent = {"event_type": "sent", "event_ts": now}
+        stores().outbox.owe(tenant_id, [Owed("m-1", 1, sent)], f"{now:012d}#1")
+        stores().ledger.record(tenant_id, {f"{now:012d}#0": {("m-0", 1, "sent", now): now}})
+        stores().outbox.acquire(tenant_id, "lease-1", now, ignore_backoff=True)  # the reporter's sync state
+
+    def mentions(tenant_id: str) -> dict[str, list[str]]:
+        tables = queues.tables(tenant_id)
+        return {t: rows for t, rows in tables.items() if rows and t not in SQLITE_KEPT_AFTER_DELETION}
+
+    before = mentions("acme")
+    expected = {"tenants", "tenant_accounts", "api_keys", "messages", "payloads", "rate_windows", "pending"}
+    expected |= {"run_now", "report_outbox", "report_ledger", "report_sync"}
+    assert expected <= set(before), expected - set(before)
+    other_before = mentions("other")
+
+    assert api.delete("/tenant/acme", headers=admin).status_code == 200
+
+    assert mentions("acme") == {}
+    assert mentions("other") == other_before
+    kept = queues.tables("acme")
+    assert kept["account_counters"] and kept["tenant_counters"]

@@ -10,9 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 from mailproxy import smtp
 
-from tests.conftest import AwsEnv
+from tests.conftest import Storage
 from tests.integration.delivery import Delivery, mail_ids, message
 from tests.integration.smtp_servers import RunningServer
+
+pytestmark = pytest.mark.both_storages
 
 ABANDONED = "Abandoned after 3 attempts that did not finish (sender crashed or timed out)"
 
@@ -31,14 +33,14 @@ def use_settings(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
 
 @pytest.fixture
 def delivery(
-    aws_env: AwsEnv, api: TestClient, admin: dict[str, str], server: RunningServer, monkeypatch: pytest.MonkeyPatch
+    storage: Storage, api: TestClient, admin: dict[str, str], server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> Delivery:
     # Claims and journals go stale at once, so a redelivery or a scheduler round recovers them now.
     use_settings(monkeypatch, GMP_CLAIM_TIMEOUT_SECONDS="0", GMP_INTAKE_GRACE_SECONDS="0")
     key = {"X-API-Token": api.post("/tenant", json={"id": "acme"}, headers=admin).json()["api_key"]}
     account = {"id": "smtp", "host": "127.0.0.1", "port": server.port, "use_tls": False}
     assert api.post("/account", json=account, headers=key).status_code == 200
-    return Delivery(aws_env, api, admin, "acme", key)
+    return Delivery(storage, api, admin, "acme", key)
 
 
 def records_of(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -68,14 +70,14 @@ def test_a_message_that_kills_its_sender_each_time_fails_after_three_attempts(
     delivery.submit(message("poison"))
     crash_on(monkeypatch, "poison", ContainerDied())
     for attempt in range(3):
-        bodies = delivery.env.drain(2)
+        bodies = delivery.drain(2)
         assert [b["id"] for b in bodies] == ["poison"], f"attempt {attempt + 1} was not re-queued"
         with pytest.raises(ContainerDied):
             handler({"Records": records_of(bodies)}, None)
         smtp.reset_pool()
         delivery.scheduler()  # finishes the dead batch: re-queues twice, then gives up
 
-    assert delivery.env.queued_total() == 0  # never re-queued again
+    assert delivery.queued_total() == 0  # never re-queued again
     record = delivery.records()["poison"]
     assert (record["status"], record["error"]) == ("error", ABANDONED)
     assert [e["event_type"] for e in record["history"]][-1] == "error"  # reported like any failure
@@ -91,7 +93,7 @@ def test_an_unexpected_error_in_one_message_leaves_the_batch_going_and_is_abando
 
     delivery.submit(message("ok-1"), message("poison"), message("ok-2"))
     crash_on(monkeypatch, "poison", RuntimeError("a bug"))
-    bodies = delivery.env.drain(2)
+    bodies = delivery.drain(2)
     assert handler({"Records": records_of(bodies)}, None) == {"batchItemFailures": []}
     assert sorted(mail_ids(server.handler.received)) == ["ok-1", "ok-2"]  # the batch went on
     assert delivery.records()["poison"]["status"] == "sending"  # its claim is left to crash recovery
@@ -113,7 +115,7 @@ def test_sqs_redelivering_a_message_whose_claims_kept_dying_fails_it_without_sen
     from functions.sender.app import handler
 
     delivery.submit(message("poison"))
-    bodies = delivery.env.drain(2)
+    bodies = delivery.drain(2)
     crash_on(monkeypatch, "poison", ContainerDied())
     for _ in range(3):  # SQS redelivers the same record after each death; no scheduler round in between
         with pytest.raises(ContainerDied):
@@ -127,29 +129,29 @@ def test_sqs_redelivering_a_message_whose_claims_kept_dying_fails_it_without_sen
     assert server.handler.received == []
     assert delivery.counters()["errors"] == 1
     assert delivery.pending() == 0
-    assert delivery.env.queued_total() == 0
+    assert delivery.queued_total() == 0
 
 
 def test_recovering_a_stale_claim_never_fails_a_message_a_live_sender_holds(
     delivery: Delivery, server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mailproxy import scheduler
-    from mailproxy.adapters.aws import messages, state
+    from mailproxy.stores import stores
 
     from functions.sender.app import handler
 
     use_settings(monkeypatch, GMP_MAX_CLAIM_ATTEMPTS="2")
     delivery.submit(message("m-1"))
-    bodies = delivery.env.drain(2)
+    bodies = delivery.drain(2)
     crash_on(monkeypatch, "m-1", ContainerDied())
     with pytest.raises(ContainerDied):
         handler({"Records": records_of(bodies)}, None)  # first claim dies: its journal is left open
     smtp.reset_pool()
-    [dead_journal] = state.due_journals(10**11)
+    [dead_journal] = stores().journals.due_journals(10**11)
     real_send = REAL_SEND
 
     async def send_while_the_scheduler_recovers(self: smtp.SmtpPool, account: Any, email: Any) -> dict[str, str]:
-        item = messages.get_state("acme", "m-1") or {}
+        item = stores().messages.get_state("acme", "m-1") or {}
         assert item["claims"] == 2 and item["claim_id"] != dead_journal["sk"]  # the live sender's claim
         # The scheduler finishes the dead batch right now, while this sender holds the message.
         scheduler.finish_journal(dead_journal, 10**11)
@@ -187,7 +189,7 @@ def test_a_crash_in_a_batch_loses_none_of_the_other_messages_counts(
     use_settings(monkeypatch, GMP_RETRY_DELAYS="0")
     delivery.submit(message("ok"), message("flaky", to="flaky451@example.test"), message("poison"))
     crash_on(monkeypatch, "poison", RuntimeError("a bug"))
-    bodies = delivery.env.drain(2)
+    bodies = delivery.drain(2)
     assert handler({"Records": records_of(bodies)}, None) == {"batchItemFailures": []}
     assert delivery.records()["flaky"]["status"] == "deferred"
     delivery.pump()  # the deferral's own copy: sent, before any scheduler round

@@ -6,14 +6,18 @@ import asyncio
 import base64
 import json
 import logging
+import sqlite3
 import time
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import ADMIN_TOKEN, AwsEnv, TenantFactory
+from tests.conftest import ADMIN_TOKEN, AwsEnv, Storage, TenantFactory
+from tests.integration.delivery import Runner, SqliteRunner
 from tests.integration.test_metrics import samples, scrape
+
+pytestmark = pytest.mark.both_storages
 
 DAY = 86400
 
@@ -27,17 +31,15 @@ def page(api: TestClient, admin: dict[str, str], **params: Any) -> dict[str, Any
 
 def log_entries(tenant_id: str | None, count: int, *, ts: int, endpoint: str = "POST /commands/run-now") -> None:
     """Write `count` entries straight to the log, as the middleware does, all at `ts`."""
-    from mailproxy.adapters.aws import state
+    from mailproxy.stores import stores
 
     for n in range(count):
-        state.log_command(
+        stores().commands.log_command(
             ts=ts, endpoint=endpoint, tenant_id=tenant_id, payload={"n": n}, response_status=200, source_ip="192.0.2.1"
         )
 
 
-def test_pages_walk_the_whole_log_newest_first_without_gaps_or_repeats(
-    api: TestClient, admin: dict[str, str], aws_env: AwsEnv
-) -> None:
+def test_pages_walk_the_whole_log_newest_first_without_gaps_or_repeats(api: TestClient, admin: dict[str, str]) -> None:
     now = int(time.time())
     for days_ago in (3, 2, 0):  # three day partitions
         log_entries("acme", 4, ts=now - days_ago * DAY)
@@ -65,7 +67,7 @@ def test_pages_walk_the_whole_log_newest_first_without_gaps_or_repeats(
 
 
 def test_a_tenant_filter_reads_that_tenant_only_and_a_window_bounds_the_days(
-    api: TestClient, admin: dict[str, str], aws_env: AwsEnv
+    api: TestClient, admin: dict[str, str]
 ) -> None:
     now = int(time.time())
     log_entries("acme", 3, ts=now - DAY)
@@ -78,6 +80,7 @@ def test_a_tenant_filter_reads_that_tenant_only_and_a_window_bounds_the_days(
     assert page(api, admin, until_ts=now - 60, tenant_id="globex")["total"] == 3
 
 
+@pytest.mark.aws_only("counts DynamoDB queries and scans")
 def test_a_read_queries_only_what_its_page_needs_and_never_scans(
     api: TestClient, admin: dict[str, str], aws_env: AwsEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -108,6 +111,7 @@ def test_a_read_queries_only_what_its_page_needs_and_never_scans(
         assert reply["ScannedCount"] <= 7
 
 
+@pytest.mark.aws_only("counts the items DynamoDB reads")
 def test_a_large_limit_reads_no_further_than_the_page_size_cap(
     api: TestClient, admin: dict[str, str], aws_env: AwsEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,6 +154,33 @@ def test_a_large_limit_reads_no_further_than_the_page_size_cap(
         assert seen == list(range(59, -1, -1))
 
 
+@pytest.mark.sqlite_only("SQLite's twin of test_a_large_limit_reads_no_further_than_the_page_size_cap")
+def test_a_large_limit_pages_by_the_page_size_cap(
+    api: TestClient, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailproxy.adapters.sqlite import commands
+    from mailproxy.stores import stores
+
+    now = int(time.time())
+    for n in range(60):
+        stores().commands.log_command(
+            ts=now, endpoint="POST /x", tenant_id="acme", payload={"n": n, "pad": "x" * 2000}, response_status=200
+        )
+    monkeypatch.setattr(commands, "MAX_COMMAND_PAGE_BYTES", 10_000)
+    for tenant_id in (None, "acme"):
+        seen: list[int] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": 10_000, "tenant_id": tenant_id, "cursor": cursor}
+            body = page(api, admin, **{k: v for k, v in params.items() if v is not None})
+            assert 1 <= body["total"] <= 5
+            seen += [c["payload"]["n"] for c in body["commands"]]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == list(range(59, -1, -1))
+
+
 @pytest.mark.parametrize(
     "cursor",
     [
@@ -165,6 +196,25 @@ def test_a_large_limit_reads_no_further_than_the_page_size_cap(
 def test_a_forged_cursor_is_a_400_not_a_500(api: TestClient, admin: dict[str, str], cursor: str) -> None:
     reply = api.get("/command-log", params={"cursor": cursor}, headers=admin)
     assert reply.status_code == (422 if len(cursor) > 200 else 400), reply.text
+
+
+@pytest.mark.sqlite_only("SQLite's twin of test_entries_expire_after_the_retention_and_older_ones_are_not_shown")
+def test_entries_expire_after_the_retention_on_sqlite(
+    api: TestClient, admin: dict[str, str], queues: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailproxy.settings import get_settings
+    from mailproxy.stores import stores
+
+    monkeypatch.setenv("GMP_COMMAND_LOG_RETENTION_DAYS", "2")
+    get_settings.cache_clear()
+    now = int(time.time())
+    log_entries("acme", 1, ts=now - 3 * DAY)
+    api.post("/tenant", json={"id": "acme"}, headers=admin)
+    assert [c["endpoint"] for c in page(api, admin)["commands"]] == ["POST /tenant"]
+    stores().service.delete_expired(now)  # the one-machine runtime's sweeper (each write sweeps too)
+    assert isinstance(queues, SqliteRunner)
+    rows = queues.database().read("SELECT endpoint, expires_at - command_ts AS kept FROM command_log")
+    assert [(r["endpoint"], r["kept"]) for r in rows] == [("POST /tenant", 2 * DAY)]
 
 
 def test_entries_expire_after_the_retention_and_older_ones_are_not_shown(
@@ -211,9 +261,7 @@ def rest_event(method: str, path: str, body: dict[str, Any], source_ip: str) -> 
     }
 
 
-def test_the_callers_source_ip_from_api_gateway_is_recorded(
-    api: TestClient, admin: dict[str, str], aws_env: AwsEnv
-) -> None:
+def test_the_callers_source_ip_from_api_gateway_is_recorded(api: TestClient, admin: dict[str, str]) -> None:
     from functions.intake.app import handler
 
     # Mangum runs on the thread's event loop, as in a Lambda container; an earlier asyncio.run may have unset it.
@@ -237,18 +285,21 @@ def test_an_entry_that_cannot_be_written_is_counted_and_logged_and_the_call_stil
     make_tenant: TenantFactory,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    storage: Storage,
 ) -> None:
     from botocore.exceptions import ClientError
-    from mailproxy.adapters.aws import state
+    from mailproxy.stores import stores
 
     make_tenant("acme")
 
     def refused(**entry: Any) -> None:
+        if not isinstance(storage, dict):  # SQLite (AwsEnv is a dict)
+            raise sqlite3.OperationalError("database is locked")
         raise ClientError(
             {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}, "PutItem"
         )
 
-    monkeypatch.setattr(state, "log_command", refused)
+    monkeypatch.setattr(stores().commands, "log_command", refused)
     with caplog.at_level(logging.ERROR):
         reply = api.put("/tenant/acme", json={"name": "secret-looking body text"}, headers=admin)
     assert reply.status_code == 200

@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from mailproxy import smtp
 
-from tests.conftest import AwsEnv
-from tests.integration.delivery import Delivery, mail_ids, message, parsed
+from tests.conftest import Storage
+from tests.integration.delivery import Delivery, SqliteRunner, mail_ids, message, parsed
 from tests.integration.smtp_servers import (
     SMTP_PASSWORD,
     SMTP_USER,
@@ -25,6 +25,8 @@ from tests.integration.smtp_servers import (
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
+pytestmark = pytest.mark.both_storages
+
 
 @pytest.fixture
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,18 +38,18 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     get_settings.cache_clear()
 
 
-def make_delivery(aws_env: AwsEnv, api: TestClient, admin: dict[str, str], port: int, **account: Any) -> Delivery:
+def make_delivery(storage: Storage, api: TestClient, admin: dict[str, str], port: int, **account: Any) -> Delivery:
     reply = api.post("/tenant", json={"id": "acme", "name": "Acme"}, headers=admin)
     assert reply.status_code == 200, reply.text
     key = {"X-API-Token": reply.json()["api_key"]}
     body = {"id": "smtp", "host": "127.0.0.1", "port": port, "use_tls": False, **account}
     assert api.post("/account", json=body, headers=key).status_code == 200
-    return Delivery(aws_env, api, admin, "acme", key)
+    return Delivery(storage, api, admin, "acme", key)
 
 
 @pytest.fixture
-def delivery(aws_env: AwsEnv, api: TestClient, admin: dict[str, str], server: RunningServer) -> Delivery:
-    return make_delivery(aws_env, api, admin, server.port)
+def delivery(storage: Storage, api: TestClient, admin: dict[str, str], server: RunningServer) -> Delivery:
+    return make_delivery(storage, api, admin, server.port)
 
 
 def test_message_arrives_with_the_headers_and_envelope_api_md_promises(
@@ -97,7 +99,7 @@ def test_redelivered_sqs_message_is_not_sent_twice(delivery: Delivery, server: R
     from functions.sender.app import handler
 
     delivery.submit(message("m-1"))
-    [body] = delivery.env.drain(2)
+    [body] = delivery.drain(2)
     record = {"messageId": "sqs-1", "receiptHandle": "r", "body": json.dumps(body)}
     assert handler({"Records": [record]}, None) == {"batchItemFailures": []}
     assert handler({"Records": [record]}, None) == {"batchItemFailures": []}
@@ -109,10 +111,9 @@ def test_redelivered_sqs_message_is_not_sent_twice(delivery: Delivery, server: R
 
 def test_message_put_on_the_queue_twice_is_sent_once(delivery: Delivery, server: RunningServer) -> None:
     delivery.submit(message("m-1"))
-    [body] = delivery.env.drain(2)
-    sqs = delivery.env.client("sqs")
+    [body] = delivery.drain(2)
     for _ in range(2):
-        sqs.send_message(QueueUrl=delivery.env.queue_url(2), MessageBody=json.dumps(body))
+        delivery.put(body)
     delivery.pump()
 
     assert mail_ids(server.handler.received) == ["m-1"]
@@ -123,7 +124,7 @@ def test_sample_sqs_event_drives_the_real_handler(delivery: Delivery, server: Ru
     from functions.sender.app import handler
 
     delivery.submit(message("m-1"))
-    [body] = delivery.env.drain(2)
+    [body] = delivery.drain(2)
     event = json.loads((EVENTS / "sqs-batch.json").read_text())
     event["Records"] = event["Records"][:1]
     event["Records"][0]["body"] = json.dumps(body)
@@ -137,7 +138,7 @@ def test_two_senders_racing_on_one_message_send_it_once(delivery: Delivery, serv
     from functions.sender.app import handler
 
     delivery.submit(message("m-1"))
-    [body] = delivery.env.drain(2)
+    [body] = delivery.drain(2)
     barrier = threading.Barrier(4)
     results: list[Any] = []
 
@@ -206,16 +207,16 @@ def test_retry_is_deferred_by_the_configured_delay(delivery: Delivery, monkeypat
     record = delivery.records()["m-1"]
     assert record["status"] == "deferred"
     assert 110 <= record["deferred_ts"] - record["updated_at"] <= 130
-    assert delivery.env.queue_depth(2)["delayed"] == 1
+    assert delivery.queue_depth(2)["delayed"] == 1
 
 
 def test_smtp_server_down_then_up_delivers_the_message(
-    quick_retries: None, aws_env: AwsEnv, api: TestClient, admin: dict[str, str]
+    quick_retries: None, storage: Storage, api: TestClient, admin: dict[str, str]
 ) -> None:
     port = free_port()
-    delivery = make_delivery(aws_env, api, admin, port, limit_behavior="defer")
+    delivery = make_delivery(storage, api, admin, port, limit_behavior="defer")
     delivery.submit(message("m-1"))
-    delivery.poller().poll_once()  # nobody listens: a temporary failure, retried at once
+    delivery.runner.pump_once()  # nobody listens: a temporary failure, retried at once
 
     assert delivery.records()["m-1"]["status"] == "deferred"
     server = start_server(port)
@@ -228,17 +229,18 @@ def test_smtp_server_down_then_up_delivers_the_message(
 
 
 def test_login_and_starttls_with_the_accounts_password(
-    aws_env: AwsEnv, api: TestClient, admin: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    storage: Storage, api: TestClient, admin: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GMP_SMTP_VERIFY_TLS", "false")  # the test's certificate is self-signed
     cert: SelfSignedCert = make_self_signed_cert(tmp_path)
     with smtp_server(
         tls_context=cert.server_context(), require_starttls=True, auth_required=True, authenticator=_authenticator()
     ) as server:
-        delivery = make_delivery(aws_env, api, admin, server.port, use_tls=True, user=SMTP_USER, password=SMTP_PASSWORD)
+        delivery = make_delivery(storage, api, admin, server.port, use_tls=True, user=SMTP_USER, password=SMTP_PASSWORD)
         delivery.submit(message("m-1"))
         delivery.pump()
         [received] = server.handler.received
+        smtp.run(smtp.default_pool().close_all())  # else stopping the server waits 30 s for the pooled TLS session
     assert received.tls and received.authenticated
     assert delivery.records()["m-1"]["status"] == "sent"
 
@@ -249,9 +251,9 @@ def _authenticator() -> Any:
     return authenticator
 
 
-def test_wrong_password_fails_the_message_permanently(aws_env: AwsEnv, api: TestClient, admin: dict[str, str]) -> None:
+def test_wrong_password_fails_the_message_permanently(storage: Storage, api: TestClient, admin: dict[str, str]) -> None:
     with smtp_server(auth_required=True, authenticator=_authenticator()) as server:
-        delivery = make_delivery(aws_env, api, admin, server.port, use_tls=False, user=SMTP_USER, password="wrong")
+        delivery = make_delivery(storage, api, admin, server.port, use_tls=False, user=SMTP_USER, password="wrong")
         delivery.submit(message("m-1"))
         delivery.pump()
         assert server.handler.received == []
@@ -306,7 +308,7 @@ def test_many_concurrent_senders_never_exceed_the_accounts_limit(delivery: Deliv
 
     delivery.set_account(server.port, limit_per_minute=7)
     delivery.submit(*(message(f"m-{n}") for n in range(24)))
-    bodies = delivery.env.drain(2)
+    bodies = delivery.drain(2)
     batches = [bodies[n::4] for n in range(4)]
     barrier = threading.Barrier(4)
 
@@ -344,7 +346,7 @@ def test_messages_of_a_deleted_account_fail_with_the_api_md_error(delivery: Deli
 
 def test_a_deleted_tenants_messages_are_never_sent(delivery: Delivery, server: RunningServer) -> None:
     delivery.submit(message("m-1"))
-    body = delivery.env.drain(2)
+    body = delivery.drain(2)
     assert delivery.api.delete("/tenant/acme", headers=delivery.admin).status_code == 200
     from functions.sender.app import handler
 
@@ -366,6 +368,7 @@ def test_suspended_tenant_is_held_and_sent_on_activation(delivery: Delivery, ser
     assert delivery.pending() == 0
 
 
+@pytest.mark.aws_only("deletes a pack's S3 object; the SQLite twin sweeps the pack's rows")
 def test_a_held_message_keeps_its_payload_after_its_pack_expires(delivery: Delivery, server: RunningServer) -> None:
     delivery.submit(message("m-1"), message("m-2"))
     assert delivery.api.post("/commands/suspend", headers=delivery.key).status_code == 200
@@ -374,6 +377,27 @@ def test_a_held_message_keeps_its_payload_after_its_pack_expires(delivery: Deliv
     packs = s3.list_objects_v2(Bucket=bucket, Prefix="payloads/packs/").get("Contents", [])
     assert len(packs) == 1
     s3.delete_object(Bucket=bucket, Key=packs[0]["Key"])  # as the lifecycle rule does after PackExpirationDays
+
+    assert delivery.api.post("/commands/activate", headers=delivery.key).status_code == 200
+    delivery.pump()
+    assert sorted(mail_ids(server.handler.received)) == ["m-1", "m-2"]
+    assert {r["message"]["to"][0] for r in delivery.records().values()} == {"alice@example.test"}
+
+
+@pytest.mark.sqlite_only("SQLite's twin of test_a_held_message_keeps_its_payload_after_its_pack_expires")
+def test_a_held_message_keeps_its_payload_after_its_pack_is_swept(delivery: Delivery, server: RunningServer) -> None:
+    import time
+
+    from mailproxy.adapters.sqlite.payloads import PACK_EXPIRATION_SECONDS
+    from mailproxy.stores import stores
+
+    delivery.submit(message("m-1"), message("m-2"))
+    assert delivery.api.post("/commands/suspend", headers=delivery.key).status_code == 200
+    delivery.pump()  # held: the sender stores each payload on its own, since a hold can outlast a pack
+    stores().service.delete_expired(int(time.time()) + PACK_EXPIRATION_SECONDS + 1)  # the packs' expiry, swept
+    assert isinstance(delivery.runner, SqliteRunner)
+    stored = delivery.runner.database().read("SELECT pack, COUNT(*) AS n FROM payloads GROUP BY pack")
+    assert [(r["pack"], r["n"]) for r in stored] == [("", 2)]  # pinned only: the pack is gone
 
     assert delivery.api.post("/commands/activate", headers=delivery.key).status_code == 200
     delivery.pump()
@@ -409,7 +433,7 @@ def test_message_scheduled_beyond_15_minutes_waits_for_the_scheduler(delivery: D
     import time
 
     delivery.submit(message("m-1", deferred_ts=int(time.time()) + 3600))
-    assert delivery.env.queued_total() == 0
+    assert delivery.queued_total() == 0
     delivery.scheduler()
     delivery.pump()
     assert server.handler.received == []
@@ -465,7 +489,7 @@ def test_no_send_starts_when_the_invocation_has_too_little_time_left(delivery: D
             return 2_000  # less than the SMTP timeout plus the time to record a result
 
     delivery.submit(message("m-1"))
-    [body] = delivery.env.drain(2)
+    [body] = delivery.drain(2)
     reply = handler({"Records": [{"messageId": "sqs-1", "body": json.dumps(body)}]}, AlmostOutOfTime())
 
     assert reply == {"batchItemFailures": [{"itemIdentifier": "sqs-1"}]}  # SQS brings it back later
@@ -476,9 +500,9 @@ def test_no_send_starts_when_the_invocation_has_too_little_time_left(delivery: D
 
 
 def test_an_account_ttl_of_zero_opens_a_new_smtp_connection_for_every_message(
-    aws_env: AwsEnv, api: TestClient, admin: dict[str, str], server: RunningServer
+    storage: Storage, api: TestClient, admin: dict[str, str], server: RunningServer
 ) -> None:
-    delivery = make_delivery(aws_env, api, admin, server.port, ttl=0)
+    delivery = make_delivery(storage, api, admin, server.port, ttl=0)
     for message_id in ("m-1", "m-2", "m-3"):
         delivery.submit(message(message_id))
         assert delivery.pump() == 1
@@ -488,9 +512,9 @@ def test_an_account_ttl_of_zero_opens_a_new_smtp_connection_for_every_message(
 
 
 def test_an_account_keeps_its_smtp_connection_within_the_default_ttl(
-    aws_env: AwsEnv, api: TestClient, admin: dict[str, str], server: RunningServer
+    storage: Storage, api: TestClient, admin: dict[str, str], server: RunningServer
 ) -> None:
-    delivery = make_delivery(aws_env, api, admin, server.port)
+    delivery = make_delivery(storage, api, admin, server.port)
     for message_id in ("m-1", "m-2"):
         delivery.submit(message(message_id))
         assert delivery.pump() == 1

@@ -9,9 +9,11 @@ import pytest
 from fastapi.testclient import TestClient
 from mailproxy import smtp
 
-from tests.conftest import AwsEnv
+from tests.conftest import Storage
 from tests.integration.delivery import Delivery, mail_ids, message, parsed
 from tests.integration.smtp_servers import RunningServer
+
+pytestmark = pytest.mark.both_storages
 
 
 class ContainerDied(BaseException):
@@ -20,7 +22,7 @@ class ContainerDied(BaseException):
 
 @pytest.fixture
 def delivery(
-    aws_env: AwsEnv, api: TestClient, admin: dict[str, str], server: RunningServer, monkeypatch: pytest.MonkeyPatch
+    storage: Storage, api: TestClient, admin: dict[str, str], server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> Delivery:
     # Claims and journals go stale at once, so a redelivery or a scheduler round can take over now.
     monkeypatch.setenv("GMP_CLAIM_TIMEOUT_SECONDS", "0")
@@ -31,7 +33,7 @@ def delivery(
     key = {"X-API-Token": api.post("/tenant", json={"id": "acme"}, headers=admin).json()["api_key"]}
     account = {"id": "smtp", "host": "127.0.0.1", "port": server.port, "use_tls": False}
     assert api.post("/account", json=account, headers=key).status_code == 200
-    return Delivery(aws_env, api, admin, "acme", key)
+    return Delivery(storage, api, admin, "acme", key)
 
 
 def records_of(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -44,7 +46,7 @@ def test_handler_dying_mid_batch_loses_nothing_and_sends_nothing_twice(
     from functions.sender.app import handler
 
     delivery.submit(*(message(f"m-{n}") for n in range(5)))
-    bodies = delivery.env.drain(2)
+    bodies = delivery.drain(2)
     real_send = smtp.SmtpPool.send
     sends = {"n": 0}
 
@@ -75,12 +77,14 @@ def test_dying_between_the_smtp_reply_and_the_record_resends_with_the_same_messa
     delivery: Delivery, server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The one window no design closes (docs/delivery.md): the copy carries the same Message-ID."""
-    from mailproxy.adapters.aws import messages
+    from mailproxy.stores import stores
+
+    messages = stores().messages
 
     from functions.sender.app import handler
 
     delivery.submit(message("m-1"))
-    bodies = delivery.env.drain(2)
+    bodies = delivery.drain(2)
     real_finish = messages.finish
 
     def dying_finish(*args: Any, **kwargs: Any) -> bool:
@@ -105,12 +109,14 @@ def test_dying_between_the_smtp_reply_and_the_record_resends_with_the_same_messa
 def test_dying_after_the_record_sends_nothing_twice(
     delivery: Delivery, server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mailproxy.adapters.aws import state
+    from mailproxy.stores import stores
+
+    state = stores().journals
 
     from functions.sender.app import handler
 
     delivery.submit(message("m-1"), message("m-2"))
-    bodies = delivery.env.drain(2)
+    bodies = delivery.drain(2)
     real_close = state.close_batch
 
     def dying_close(*args: Any, **kwargs: Any) -> None:
@@ -131,7 +137,9 @@ def test_dying_after_the_record_sends_nothing_twice(
 def test_message_accepted_but_never_enqueued_is_recovered_by_the_scheduler(
     delivery: Delivery, server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mailproxy.adapters.aws import queue
+    from mailproxy.stores import stores
+
+    queue = stores().queue
 
     def sqs_down(entries: Any) -> None:
         raise RuntimeError("SQS unavailable")
@@ -140,7 +148,7 @@ def test_message_accepted_but_never_enqueued_is_recovered_by_the_scheduler(
     monkeypatch.setattr(queue, "enqueue", sqs_down)
     assert delivery.submit(message("m-1"))["queued"] == 1
     monkeypatch.setattr(queue, "enqueue", real_enqueue)
-    assert delivery.env.queued_total() == 0
+    assert delivery.queued_total() == 0
     assert delivery.pending() == 1
 
     delivery.scheduler()
@@ -153,7 +161,9 @@ def test_intake_dying_before_counting_is_counted_and_enqueued_by_the_scheduler(
     delivery: Delivery, server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mailproxy import intake
-    from mailproxy.adapters.aws import queue
+    from mailproxy.stores import stores
+
+    queue = stores().queue
 
     def dying_enqueue(entries: Any) -> None:
         raise ContainerDied

@@ -13,10 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from mailproxy.logs import configure_logging, service_name
 
-from tests.conftest import AwsEnv
+from tests.conftest import Storage
 from tests.integration.delivery import Delivery, message
 from tests.integration.smtp_servers import SMTP_PASSWORD, SMTP_USER, RunningServer, authenticator, smtp_server
 
+pytestmark = pytest.mark.both_storages
 BODY = "Distinctive-body-7f3a9c: the quarterly numbers nobody may read in a log"
 CALLBACK_TOKEN = "callback-bearer-token-91b2e4"
 ATTACHMENT_TOKEN = "attachment-bearer-token-c7d5a1"
@@ -55,7 +56,7 @@ def server() -> Iterator[RunningServer]:
 
 
 @pytest.fixture
-def delivery(aws_env: AwsEnv, api: TestClient, admin: dict[str, str], server: RunningServer) -> Delivery:
+def delivery(storage: Storage, api: TestClient, admin: dict[str, str], server: RunningServer) -> Delivery:
     """Tenant acme (bearer client_auth) with account smtp that logs in with a password."""
     tenant = {
         "id": "acme",
@@ -69,7 +70,7 @@ def delivery(aws_env: AwsEnv, api: TestClient, admin: dict[str, str], server: Ru
     account = {"id": "smtp", "host": "127.0.0.1", "port": server.port, "use_tls": False}
     account |= {"user": SMTP_USER, "password": SMTP_PASSWORD, "limit_per_hour": 4}
     assert api.post("/account", json=account, headers=key).status_code == 200
-    return Delivery(aws_env, api, admin, "acme", key)
+    return Delivery(storage, api, admin, "acme", key)
 
 
 def full_flow(delivery: Delivery) -> None:

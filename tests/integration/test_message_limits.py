@@ -7,8 +7,11 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import AccountFactory, AwsEnv, TenantFactory
+from tests.conftest import AccountFactory, TenantFactory
 from tests.integration.api_support import add, by_id, message, pending
+from tests.integration.delivery import Runner
+
+pytestmark = pytest.mark.both_storages
 
 
 @pytest.fixture
@@ -23,7 +26,7 @@ def addresses(count: int, prefix: str = "user") -> list[str]:
 
 
 def test_more_recipients_than_the_limit_reject_that_message_only(
-    api: TestClient, key: dict[str, str], aws_env: AwsEnv
+    api: TestClient, key: dict[str, str], queues: Runner
 ) -> None:
     # to as a list, cc as a comma string, bcc: counted together after splitting.
     crowded = message("crowded", to=addresses(600), cc=", ".join(addresses(300, "cc")), bcc=addresses(101, "bcc"))
@@ -31,7 +34,7 @@ def test_more_recipients_than_the_limit_reject_that_message_only(
 
     assert reply.status_code == 200
     assert reply.json()["rejected"] == [{"id": "crowded", "reason": "too many recipients: 1001 (limit 1000)"}]
-    assert [b["id"] for b in aws_env.drain(2)] == ["ok"]
+    assert [b["id"] for b in queues.drain(2)] == ["ok"]
     record = by_id(api, key)["crowded"]
     assert (record["status"], record["error"]) == ("error", "too many recipients: 1001 (limit 1000)")
     assert pending(api, key) == 1

@@ -15,13 +15,14 @@ from fastapi.testclient import TestClient
 from mailproxy import smtp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import AwsEnv
+from tests.conftest import Storage
 from tests.integration.delivery import Delivery, message
 from tests.integration.prometheus_support import binary
 from tests.integration.smtp_servers import RunningServer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
+pytestmark = pytest.mark.both_storages
 CORE_SERIES = {
     "gmp_sent_total": "counter",
     "gmp_errors_total": "counter",
@@ -69,7 +70,7 @@ def account_values(text: str, tenant_id: str, account_id: str) -> dict[str, floa
 
 
 @pytest.fixture
-def delivery(aws_env: AwsEnv, api: TestClient, admin: dict[str, str], server: RunningServer) -> Delivery:
+def delivery(storage: Storage, api: TestClient, admin: dict[str, str], server: RunningServer) -> Delivery:
     """Tenant acme with account smtp (no limit) and account limited (3 a minute), both on the loopback server."""
     reply = api.post("/tenant", json={"id": "acme", "name": "Acme"}, headers=admin)
     assert reply.status_code == 200, reply.text
@@ -79,7 +80,7 @@ def delivery(aws_env: AwsEnv, api: TestClient, admin: dict[str, str], server: Ru
         {"id": "limited", "host": "127.0.0.1", "port": server.port, "use_tls": False, "limit_per_minute": 3},
     ):
         assert api.post("/account", json=body, headers=key).status_code == 200
-    return Delivery(aws_env, api, admin, "acme", key)
+    return Delivery(storage, api, admin, "acme", key)
 
 
 def mixed_traffic(delivery: Delivery) -> None:
@@ -172,9 +173,8 @@ def test_promtool_accepts_the_real_metrics_output(delivery: Delivery, tmp_path: 
 
 
 def test_dead_letter_depth_and_scheduler_last_run_are_exposed(delivery: Delivery) -> None:
-    sqs = delivery.env.client("sqs")
     for n in range(2):
-        sqs.send_message(QueueUrl=delivery.env["DEAD_LETTER_QUEUE_URL"], MessageBody=f"poison {n}")
+        delivery.runner.dead_letter(f"poison {n}")
     delivery.scheduler()
 
     found = samples(scrape()["body"])
@@ -182,6 +182,7 @@ def test_dead_letter_depth_and_scheduler_last_run_are_exposed(delivery: Delivery
     assert found[("gmp_scheduler_last_run_timestamp_seconds", ())] > 1_700_000_000
 
 
+@pytest.mark.aws_only("writes the reporter's sync state as StateTable items")
 def test_a_failing_report_callback_shows_per_tenant(delivery: Delivery) -> None:
     ddb = delivery.env.client("dynamodb")
     for tenant_id, fields in (("acme", {"failures": 4}), ("globex", {"failures": 0, "last_sync_ts": 1_750_000_000})):
@@ -220,6 +221,7 @@ def test_metrics_token_requires_the_bearer_header(delivery: Delivery, monkeypatc
     assert "gmp_sent_total" in scrape(Authorization="Bearer scrape-token-5a1f")["body"]
 
 
+@pytest.mark.aws_only("the generated metrics token is a Secrets Manager secret")
 def test_on_aws_metrics_wants_the_generated_token_read_from_its_secret_on_a_scrape_and_cached(
     delivery: Delivery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -279,7 +281,7 @@ def test_counters_stay_exact_with_many_concurrent_senders(delivery: Delivery, se
     ]
     submitted += [message(f"lim-{n}", account_id="limited") for n in range(12)]
     delivery.submit(*submitted)
-    bodies = delivery.env.drain(2)
+    bodies = delivery.drain(2)
     assert len(bodies) == len(submitted)
     senders = 8
     batches = [bodies[n::senders] for n in range(senders)]
@@ -323,9 +325,7 @@ def test_counters_stay_exact_with_many_concurrent_senders(delivery: Delivery, se
     assert len(server.handler.received) == 24 + limited_sent
 
 
-def test_a_new_account_has_its_series_at_zero_before_its_first_event(
-    api: TestClient, admin: dict[str, str], aws_env: AwsEnv
-) -> None:
+def test_a_new_account_has_its_series_at_zero_before_its_first_event(api: TestClient, admin: dict[str, str]) -> None:
     api.post("/tenant", json={"id": "fresh"}, headers=admin)
     api.post("/account", json={"id": "new", "tenant_id": "fresh", "host": "127.0.0.1", "port": 25}, headers=admin)
 

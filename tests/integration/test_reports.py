@@ -1,11 +1,13 @@
 """Delivery reports as API.md's "Delivery reports" describes them, to a real HTTP callback on loopback.
 
-The sender runs from the queues (Delivery.pump), the reporter from MessagesTable's real stream
-(played by the local stack's StreamPoller with the template's filters) and from the schedule event.
+The sender runs from the queues (Delivery.pump). On AWS the reporter runs from MessagesTable's real stream
+(played by the local stack's StreamPoller with the template's filters) and from the schedule event; on
+SQLite from the messages' change log and the schedule, as the one-machine runtime runs it.
 """
 
 from __future__ import annotations
 
+import abc
 import base64
 import http.server
 import json
@@ -23,11 +25,12 @@ from mailproxy import report_format, reports
 
 from local.lambda_runtime import LambdaFunction
 from local.pollers import PollerContext, StreamPoller, pollers_from_template
-from tests.conftest import AwsEnv
-from tests.integration.delivery import Delivery, message
+from tests.conftest import AwsEnv, Storage
+from tests.integration.delivery import Delivery, Runner, SqliteRunner, message
 from tests.integration.smtp_servers import RunningServer, free_port
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
+pytestmark = pytest.mark.both_storages
 # moto answers the classic streams endpoint; botocore now derives an account-specific one from the ARN.
 STREAMS_ENDPOINT = "https://streams.dynamodb.us-east-1.amazonaws.com"
 
@@ -92,7 +95,7 @@ class Callback:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -146,9 +149,21 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return fake
 
 
+class Reporter(abc.ABC):
+    """The reporter driven by its two triggers: the changes of message records, and the schedule."""
+
+    @abc.abstractmethod
+    def stream(self) -> int:
+        """Deliver every new change of a message record; how many."""
+
+    @abc.abstractmethod
+    def tick(self) -> dict[str, Any]:
+        """One scheduled run."""
+
+
 @dataclass
-class Reporter:
-    """The ReporterFunction driven by its two triggers."""
+class AwsReporter(Reporter):
+    """The ReporterFunction: MessagesTable's stream through the template's filters, and the schedule event."""
 
     poller: StreamPoller
 
@@ -169,10 +184,43 @@ class Reporter:
         return result
 
 
+class SqliteReporter(Reporter):
+    """The reporter over SQLite, as the one-machine runtime runs it: the messages' change log in batches
+    (dropped once handled, kept to come again when the owed events could not be stored), and the schedule."""
+
+    batch_size = 100  # the stream event source mapping's BatchSize
+
+    def stream(self, *, twice: bool = False) -> int:
+        """Hand the logged changes to the reporter, oldest first, until none is left; how many. `twice`: each
+        batch is handed over again before it is dropped (a reporter that died before dropping it)."""
+        from mailproxy.adapters.sqlite.messages import SqliteMessages
+        from mailproxy.ports import Change
+        from mailproxy.stores import stores
+
+        log = stores().messages
+        assert isinstance(log, SqliteMessages)
+        handled = 0
+        while rows := log.changes(self.batch_size):
+            changes = [
+                Change(r["tenant_id"], r["id"], r["old"], r["new"], r["expired"], r["ts"], str(r["seq"])) for r in rows
+            ]
+            for _ in range(2 if twice else 1):
+                assert reports.handle_changes(changes), "the owed events could not be stored"
+            log.drop_changes(rows[-1]["seq"])
+            handled += len(rows)
+        return handled
+
+    def tick(self) -> dict[str, Any]:
+        """One scheduled run."""
+        return dict(reports.run_schedule())
+
+
 @pytest.fixture
-def reporter(aws_env: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> Reporter:
+def reporter(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> Reporter:
+    if not isinstance(storage, dict):  # SQLite (AwsEnv is a dict; see delivery.runner)
+        return SqliteReporter()
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB_STREAMS", STREAMS_ENDPOINT)
-    resolver = aws_env.emulator.resolver
+    resolver = storage.emulator.resolver
     functions = {
         spec.logical_id: LambdaFunction.from_spec(spec, timeout_seconds=60.0, memory_size=256)
         for spec in resolver.template.functions(resolver)
@@ -185,14 +233,14 @@ def reporter(aws_env: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> Reporter:
     poller.starting_position = "TRIM_HORIZON"  # the table is new: every record since its creation
     poller.maximum_retry_attempts = 0
     poller.batching_window = 0.0  # tests step the stream themselves
-    return Reporter(poller)
+    return AwsReporter(poller)
 
 
 @dataclass
 class Service:
-    """The API, the sender and the reporter over one moto account."""
+    """The API, the sender and the reporter over one storage."""
 
-    env: AwsEnv
+    env: Storage
     api: TestClient
     admin: dict[str, str]
     smtp_port: int
@@ -214,9 +262,9 @@ class Service:
 
     def message_item(self, tenant_id: str, message_id: str) -> dict[str, Any] | None:
         """The stored state item of a message."""
-        from mailproxy.adapters.aws.messages import get_state
+        from mailproxy.stores import stores
 
-        return get_state(tenant_id, message_id)
+        return stores().messages.get_state(tenant_id, message_id)
 
     def sync_status(self, tenant_id: str) -> dict[str, Any]:
         """The tenant's row of GET /tenants/sync-status."""
@@ -228,9 +276,9 @@ class Service:
 
 @pytest.fixture
 def service(
-    aws_env: AwsEnv, api: TestClient, admin: dict[str, str], server: RunningServer, reporter: Reporter
+    storage: Storage, api: TestClient, admin: dict[str, str], server: RunningServer, reporter: Reporter
 ) -> Service:
-    return Service(aws_env, api, admin, server.port, reporter)
+    return Service(storage, api, admin, server.port, reporter)
 
 
 def bearer(token: str = "cb-token-1") -> dict[str, str]:
@@ -320,6 +368,7 @@ def test_each_tenant_is_called_on_its_own_path_with_only_its_own_results(service
 # ---------------------------------------------------------------------- failures and retries
 
 
+@pytest.mark.aws_only("replays a DynamoDB stream record")
 def test_a_stream_batch_that_comes_back_after_its_call_is_not_reported_again(
     service: Service, callback: Callback
 ) -> None:
@@ -351,6 +400,22 @@ def test_a_stream_batch_that_comes_back_after_its_call_is_not_reported_again(
     service.reporter.tick()
     assert [e["id"] for e in callback.entries()] == ["m-1"]
     assert not [i for i in service.env.table_items("STATE_TABLE") if i["pk"] == "OUTBOX#acme"]
+
+
+@pytest.mark.sqlite_only("SQLite's twin of test_a_stream_batch_that_comes_back_after_its_call_is_not_reported_again")
+def test_a_change_batch_handled_again_before_it_was_dropped_is_not_reported_again(
+    service: Service, callback: Callback
+) -> None:
+    from mailproxy.stores import stores
+
+    assert isinstance(service.reporter, SqliteReporter)
+    acme = service.tenant("acme", client_base_url=callback.url)
+    acme.submit(message("m-1"))
+    acme.pump()
+    service.reporter.stream(twice=True)
+    service.reporter.tick()
+    assert [e["id"] for e in callback.entries()] == ["m-1"]
+    assert stores().outbox.chunks("acme") == []
 
 
 def test_a_failed_call_is_retried_with_the_same_entries_then_never_again(
@@ -479,9 +544,9 @@ def test_do_not_disturb_holds_heartbeats_not_events_and_tenant_run_now_overrides
     assert service.api.post("/commands/run-now", headers=acme.key).status_code == 200
     service.reporter.tick()
     assert len(callback.heartbeats()) == 2  # the tenant asked: called now, even in do-not-disturb
-    from mailproxy.adapters.aws.state import run_now_requests
+    from mailproxy.stores import stores
 
-    assert run_now_requests() == {}
+    assert stores().service.run_now_requests() == {}
     service.reporter.tick()
     assert len(callback.heartbeats()) == 2
 
@@ -497,9 +562,9 @@ def test_admin_run_now_retries_a_tenant_in_backoff_at_once(service: Service, cal
     service.api.post("/commands/run-now", headers=service.admin)
     service.reporter.tick()
     assert [len(c.report) for c in callback.reports()] == [1, 1]
-    from mailproxy.adapters.aws.state import run_now_requests
+    from mailproxy.stores import stores
 
-    assert run_now_requests() == {}
+    assert stores().service.run_now_requests() == {}
 
 
 def test_heartbeats_every_interval_to_active_tenants_with_a_url_only(
@@ -581,6 +646,7 @@ def test_retention_expires_only_fully_reported_messages(
     assert service.message_item("down", "unreported") is not None
 
 
+@pytest.mark.aws_only("plays a TTL removal on the DynamoDB stream")
 def test_a_ttl_removal_on_the_stream_deletes_a_pinned_payload(service: Service, callback: Callback) -> None:
     from mailproxy.adapters.aws.messages import delete_state
 
@@ -599,6 +665,31 @@ def test_a_ttl_removal_on_the_stream_deletes_a_pinned_payload(service: Service, 
     assert service.env.table_items("PAYLOADS_TABLE") == []
 
 
+@pytest.mark.sqlite_only("SQLite's twin of test_a_ttl_removal_on_the_stream_deletes_a_pinned_payload")
+def test_an_expiry_on_the_change_log_deletes_a_pinned_payload(service: Service, queues: Runner) -> None:
+    from mailproxy.adapters.sqlite.messages import SqliteMessages
+    from mailproxy.stores import stores
+
+    acme = service.tenant("acme")  # no callback: nothing is owed
+    acme.submit(message("m-1"))
+    assert service.api.post("/commands/suspend", headers=acme.key).status_code == 200
+    acme.pump()  # held: its payload is pinned, as a hold can outlast a pack
+    assert service.api.post("/commands/activate", headers=acme.key).status_code == 200
+    service.deliver(acme)
+    sent = service.message_item("acme", "m-1")
+    assert sent is not None and sent["status"] == "sent"
+    assert isinstance(queues, SqliteRunner)
+    pinned = "SELECT id FROM payloads WHERE tenant_id = 'acme' AND pack = ''"
+    assert [r["id"] for r in queues.database().read(pinned)] == ["m-1"]
+    log = stores().messages
+    assert isinstance(log, SqliteMessages)
+    assert [g["id"] for g in log.expire(int(sent["expires_at"]))] == ["m-1"]
+    service.reporter.stream()
+    assert service.message_item("acme", "m-1") is None
+    assert queues.database().read(pinned) == []  # pinned payloads never expire: the removal deletes them
+
+
+@pytest.mark.aws_only("plays a TTL removal on the DynamoDB stream")
 def test_a_ttl_removal_of_a_message_still_owed_puts_it_back_and_reports_it_once(
     service: Service, callback: Callback
 ) -> None:
@@ -631,6 +722,35 @@ def test_a_ttl_removal_of_a_message_still_owed_puts_it_back_and_reports_it_once(
     owed = outbox()
     service.reporter.stream()  # the put-back comes through the stream: nothing new is owed
     assert outbox() == owed and len(owed) == 1
+    reply = service.api.put("/tenant/acme", json={"client_base_url": callback.url}, headers=service.admin)
+    assert reply.status_code == 200, reply.text
+    service.api.post("/commands/run-now", headers=acme.key)
+    service.reporter.tick()
+    assert [e["id"] for e in callback.entries()] == ["m-1"]
+
+
+@pytest.mark.sqlite_only("SQLite's twin of test_a_ttl_removal_of_a_message_still_owed_puts_it_back_and_reports_it_once")
+def test_an_expiry_of_a_message_still_owed_puts_it_back_and_reports_it_once(
+    service: Service, callback: Callback
+) -> None:
+    from mailproxy.adapters.sqlite.messages import SqliteMessages
+    from mailproxy.stores import stores
+
+    acme = service.tenant("acme", client_base_url=f"http://127.0.0.1:{free_port()}")  # down for now
+    acme.submit(message("m-1"))
+    service.deliver(acme)
+    old = service.message_item("acme", "m-1")
+    assert old is not None and old["status"] == "sent"
+    log = stores().messages
+    assert isinstance(log, SqliteMessages)
+    assert [g["id"] for g in log.expire(int(old["expires_at"]))] == ["m-1"]  # the retention, before any report
+    service.reporter.stream()  # the expiry on the change log: put back
+    item = service.message_item("acme", "m-1")
+    assert item is not None and item["status"] == "sent" and item["expires_at"] >= old["expires_at"]
+
+    owed = stores().outbox.chunks("acme")
+    service.reporter.stream()  # the put-back comes through the change log: nothing new is owed
+    assert stores().outbox.chunks("acme") == owed and len(owed) == 1
     reply = service.api.put("/tenant/acme", json={"client_base_url": callback.url}, headers=service.admin)
     assert reply.status_code == 200, reply.text
     service.api.post("/commands/run-now", headers=acme.key)

@@ -15,9 +15,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 
-from tests.conftest import AwsEnv
-from tests.integration.delivery import EVENTS, mail_ids, message
+from tests.conftest import Storage
+from tests.integration.delivery import Runner, mail_ids, message, runner
 from tests.integration.smtp_servers import HOST, RoutingHandler, free_port
+
+pytestmark = pytest.mark.both_storages
+# These wait out real SMTP stalls (12 s each): the sender's time limits, the same code on either storage.
+STALLS_ONCE = "12 s of SMTP stalls testing the sender's time limits, not storage (passes on SQLite): run on AWS only"
 
 
 @dataclass
@@ -59,9 +63,14 @@ def stalling_server(per_command: float = 0.0, at_data: float = 0.0) -> Iterator[
 class Tenants:
     """Several tenants, each with one `smtp` account, driven through the API with the admin token."""
 
-    env: AwsEnv
+    env: Storage
     api: TestClient
     admin: dict[str, str]
+
+    @property
+    def queues(self) -> Runner:
+        """The storage's queues."""
+        return runner(self.env)
 
     def add(self, tenant_id: str, port: int) -> None:
         assert self.api.post("/tenant", json={"id": tenant_id}, headers=self.admin).status_code == 200
@@ -76,15 +85,13 @@ class Tenants:
 
     def one_batch(self) -> list[dict[str, Any]]:
         """Every visible queue message, as the records of one SQS batch (in submission order)."""
-        bodies = [b for bodies in self.env.drain_all().values() for b in bodies]
+        bodies = [b for bodies in self.queues.drain_all().values() for b in bodies]
         return [
             {"messageId": f"sqs-{b['tenant_id']}-{b['id']}-{n}", "body": json.dumps(b)} for n, b in enumerate(bodies)
         ]
 
     def scheduler_round(self) -> None:
-        from tests.integration.delivery import scheduler_handler
-
-        scheduler_handler(json.loads((EVENTS / "schedule.json").read_text()), None)
+        self.queues.scheduler()
 
     def records(self, tenant_id: str) -> dict[str, dict[str, Any]]:
         reply = self.api.get(
@@ -94,9 +101,9 @@ class Tenants:
         return {r["id"]: r for r in reply.json()["messages"]}
 
     def counters(self, tenant_id: str) -> dict[str, int]:
-        from mailproxy.adapters.aws.state import counter_rows
+        from mailproxy.stores import stores
 
-        for row in counter_rows():
+        for row in stores().counters.counter_rows():
             if row["tenant_id"] == tenant_id:
                 return {k: int(row.get(k, 0)) for k in ("sent", "errors", "deferred", "rate_limited")}
         return {}
@@ -111,14 +118,15 @@ def use_settings(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
 
 
 @pytest.fixture
-def tenants(aws_env: AwsEnv, api: TestClient, admin: dict[str, str]) -> Tenants:
-    return Tenants(aws_env, api, admin)
+def tenants(storage: Storage, api: TestClient, admin: dict[str, str]) -> Tenants:
+    return Tenants(storage, api, admin)
 
 
 def for_tenant(tenant_id: str, message_id: str, **fields: Any) -> dict[str, Any]:
     return {**message(message_id), **fields, "tenant_id": tenant_id}
 
 
+@pytest.mark.aws_only(STALLS_ONCE)
 def test_a_stalled_server_does_not_delay_another_accounts_mail(
     tenants: Tenants, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -160,7 +168,7 @@ def test_a_stalled_server_does_not_delay_another_accounts_mail(
     second = slow_records["s-2"]
     assert second["status"] == "pending"
     assert [e["event_type"] for e in second["history"]] == ["queued"]
-    assert [b["id"] for b in tenants.env.drain(2)] == ["s-2"]
+    assert [b["id"] for b in tenants.queues.drain(2)] == ["s-2"]
     assert tenants.counters("fast-co")["sent"] == 3
     assert tenants.counters("slow-co") == {"sent": 0, "errors": 0, "deferred": 1, "rate_limited": 0}
 
@@ -186,6 +194,7 @@ def test_a_built_message_over_the_byte_cap_fails_permanently(tenants: Tenants, m
 ABANDONED = "Abandoned after 3 attempts that did not finish (sender crashed or timed out)"
 
 
+@pytest.mark.aws_only(STALLS_ONCE)
 def test_poison_messages_in_a_batch_fail_on_their_own_while_the_other_tenants_mail_goes_out(
     tenants: Tenants, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -262,14 +271,16 @@ def test_poison_messages_in_a_batch_fail_on_their_own_while_the_other_tenants_ma
     assert tenants.counters("crashy") == {"sent": 0, "errors": 1, "deferred": 0, "rate_limited": 0}
     assert tenants.counters("slowpoke") == {"sent": 0, "errors": 1, "deferred": 2, "rate_limited": 0}
     assert tenants.counters("good-a")["sent"] == 2 and tenants.counters("good-b")["sent"] == 1
-    assert tenants.env.queued_total() == 0
+    assert tenants.queues.queued_total() == 0
     assert tenants.api.get("/status", headers=tenants.admin).json()["pending_messages"] == 0
 
 
 def test_an_unexpected_error_in_one_accounts_group_leaves_the_others_going_and_loses_nothing(
     tenants: Tenants, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mailproxy.adapters.aws import rates as ratelimit
+    from mailproxy.stores import stores
+
+    ratelimit = stores().rates
 
     from functions.sender.app import handler
 

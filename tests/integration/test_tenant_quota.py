@@ -8,9 +8,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import AccountFactory, AwsEnv, TenantFactory
+from tests.conftest import AccountFactory, Storage, TenantFactory
 from tests.integration.api_support import add, by_id, message
+from tests.integration.delivery import Runner
 from tests.integration.test_metrics import samples, scrape
+
+pytestmark = pytest.mark.both_storages
 
 
 @pytest.fixture
@@ -59,7 +62,7 @@ def test_a_quota_of_another_shape_is_a_422_naming_rate_limits(
 
 
 def test_over_the_daily_quota_what_fits_is_accepted_in_order_and_the_rest_rejected_and_recorded(
-    api: TestClient, quota: dict[str, str], aws_env: AwsEnv
+    api: TestClient, quota: dict[str, str], queues: Runner
 ) -> None:
     reply = add(api, quota, message("m-1"), message("m-2", account_id="other"), message("m-3"), message("m-4"))
     assert reply.status_code == 200, reply.text
@@ -80,7 +83,7 @@ def test_over_the_daily_quota_what_fits_is_accepted_in_order_and_the_rest_reject
         "m-5": "error",
     }
     assert listed["m-4"]["error"] == reason
-    assert aws_env.queued_total() == 3
+    assert queues.queued_total() == 3
 
 
 def test_the_quota_counts_every_account_of_the_tenant_per_minute(
@@ -128,13 +131,13 @@ def test_an_overwrite_refused_by_a_full_quota_keeps_the_accepted_version(
 def test_a_request_that_fails_before_storing_its_messages_gives_its_quota_back(
     api: TestClient, quota: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mailproxy.adapters.aws import payloads
+    from mailproxy.stores import stores
 
     def unavailable(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("S3 unavailable")
+        raise RuntimeError("payload storage unavailable")
 
     with monkeypatch.context() as patch:
-        patch.setattr(payloads, "store_pack", unavailable)
+        patch.setattr(stores().payloads, "store_pack", unavailable)
         with pytest.raises(RuntimeError):
             add(api, quota, message("m-1"), message("m-2"))
     assert by_id(api, quota) == {}  # nothing of the failed request was stored: its 2 slots are still free
@@ -143,19 +146,18 @@ def test_a_request_that_fails_before_storing_its_messages_gives_its_quota_back(
     assert reply.json() == {"ok": True, "queued": 3, "rejected": []}
 
 
-def test_quota_rejections_are_counted_per_tenant_on_the_metrics_page(
-    api: TestClient, quota: dict[str, str], aws_env: AwsEnv
-) -> None:
+def test_quota_rejections_are_counted_per_tenant_on_the_metrics_page(api: TestClient, quota: dict[str, str]) -> None:
     add(api, quota, *(message(f"m-{n}") for n in range(5)))
     add(api, quota, message("m-9"))
     values = samples(scrape()["body"])
     assert values[("gmp_quota_rejected_total", (("tenant_id", "acme"),))] == 3
 
 
-def test_concurrent_intake_containers_never_accept_more_than_the_quota(aws_env: AwsEnv) -> None:
+def test_concurrent_intake_containers_never_accept_more_than_the_quota(storage: Storage) -> None:
     from mailproxy import ratelimit
-    from mailproxy.adapters.aws import rates
+    from mailproxy.stores import stores
 
+    rates = stores().rates
     limits = ratelimit.Limits.of_quota({"per_minute": 25, "daily": 1000})
     granted: list[int] = []
     lock = threading.Lock()
