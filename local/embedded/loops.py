@@ -90,7 +90,7 @@ def scheduler_round() -> bool:
 def report_changes() -> bool:
     """The stream's event source mapping and ReporterFunction: the oldest changes of message records, in order,
     to the reporter; forgotten only once it stored what they owe (else the same batch comes again)."""
-    from mailproxy.ports import Change
+    from mailproxy.report_format import Change
     from mailproxy.reports import handle_changes
 
     from local.embedded.ports import sqlite_messages

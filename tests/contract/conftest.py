@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mailproxy.ports import Stores
+from mailproxy.stores import Stores
 
 ADAPTERS = ("sqlite", "aws")
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from mailproxy.errors import BadRequest
-from mailproxy.ports import Stores
 from mailproxy.settings import get_settings
+from mailproxy.stores import Stores
 
 NOW = 1_800_000_000
 DAY = 86_400

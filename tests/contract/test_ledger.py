@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 from mailproxy.ledger import SLACK_SECONDS, EventKey, fully_reported, reported_ts
-from mailproxy.ports import Stores
 from mailproxy.settings import get_settings
+from mailproxy.stores import Stores
 
 NOW = 1_800_000_000
 

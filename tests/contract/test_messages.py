@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from mailproxy.adapters.sqlite.db import Database
 from mailproxy.adapters.sqlite.messages import SCHEMA, SqliteMessages
-from mailproxy.domain import EventType, MessageStatus, Outcome
+from mailproxy.domain import AlreadyFinal, EventType, MessageStatus, Outcome
 from mailproxy.messages import EARLY_SLACK_SECONDS, PARK_SHARD, abandoned_reason, event
-from mailproxy.ports import AlreadyFinal, Stores
+from mailproxy.stores import Stores
 
 if TYPE_CHECKING:
     from mailproxy.ports import Messages

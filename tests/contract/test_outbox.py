@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mailproxy.domain import EventType
-from mailproxy.ports import Stores
 from mailproxy.report_format import LEASE_SECONDS, MAX_EVENTS_PER_CHUNK, Owed, chunk_ts, decode_events
+from mailproxy.stores import Stores
 
 NOW = 1_800_000_000
 

@@ -11,7 +11,7 @@ from mailproxy.adapters.sqlite.db import Database
 from mailproxy.adapters.sqlite.payloads import PACK_EXPIRATION_SECONDS, SCHEMA, SqlitePayloads
 from mailproxy.adapters.sqlite.state import SCHEMA as STATE_SCHEMA
 from mailproxy.adapters.sqlite.state import SqliteState
-from mailproxy.ports import Stores
+from mailproxy.stores import Stores
 
 T = "t1"
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from mailproxy.adapters.sqlite.db import Database
 from mailproxy.adapters.sqlite.queue import MAX_RECEIVES, SCHEMA, SqliteQueue
-from mailproxy.ports import Stores
 from mailproxy.queues import QueueEntry
+from mailproxy.stores import Stores
 
 T = "t1"
 

@@ -10,8 +10,8 @@ from typing import Any
 from mailproxy.adapters.sqlite import database_path
 from mailproxy.adapters.sqlite.db import Database
 from mailproxy.adapters.sqlite.rates import SCHEMA, SqliteRates
-from mailproxy.ports import Stores
 from mailproxy.ratelimit import Limits
+from mailproxy.stores import Stores
 
 NOW = 1_800_000_000 - 1_800_000_000 % 3600 + 600  # ten minutes into an hour
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from mailproxy.adapters.sqlite.sealer import KEY_FILE, SecretUnreadable, SqliteSealer
 from mailproxy.errors import ConfigurationError
-from mailproxy.ports import Stores
+from mailproxy.stores import Stores
 
 
 def test_a_sealed_secret_opens_under_its_context(stores: Stores) -> None:

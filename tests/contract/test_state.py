@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from mailproxy.domain import Counter, JournalKind
-from mailproxy.ports import Stores
+from mailproxy.stores import Stores
 
 NOW = 1_800_000_000
 KEYS = [{"tenant_id": "t1", "id": "m1", "rev": "r1"}]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mailproxy.ports import Stores
+from mailproxy.stores import Stores
 from mailproxy.tenants import account_password, is_held, public_account, public_tenant
 
 NOW = 1_800_000_000

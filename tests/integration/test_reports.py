@@ -194,7 +194,7 @@ class SqliteReporter(Reporter):
         """Hand the logged changes to the reporter, oldest first, until none is left; how many. `twice`: each
         batch is handed over again before it is dropped (a reporter that died before dropping it)."""
         from mailproxy.adapters.sqlite.messages import SqliteMessages
-        from mailproxy.ports import Change
+        from mailproxy.report_format import Change
         from mailproxy.stores import stores
 
         log = stores().messages

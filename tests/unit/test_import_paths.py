@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # handler module -> modules that importing it must not load
 NOT_LOADED = {
     "functions.sender.app": [
+        "mailproxy.ports",  # types only (Protocols): for mypy, not for a cold start
         "fastapi",
         "pydantic",
         "mailproxy.api",
@@ -23,6 +24,7 @@ NOT_LOADED = {
         "http.client",
     ],
     "functions.scheduler.app": [
+        "mailproxy.ports",  # types only (Protocols): for mypy, not for a cold start
         "fastapi",
         "pydantic",
         "aiosmtplib",
@@ -32,6 +34,7 @@ NOT_LOADED = {
         "mailproxy.reports",
     ],
     "functions.reporter.app": [
+        "mailproxy.ports",  # types only (Protocols): for mypy, not for a cold start
         "fastapi",
         "pydantic",
         "aiosmtplib",
@@ -51,6 +54,7 @@ NOT_LOADED = {
         "mailproxy.sender",
     ],
     "functions.intake.app": [
+        "mailproxy.ports",  # types only (Protocols): for mypy, not for a cold start
         "aiosmtplib",
         "mailproxy.smtp",
         "mailproxy.sender",

@@ -7,6 +7,7 @@ byte for byte what they were, and a value read back from storage (a plain `str`)
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class MessageStatus(StrEnum):
@@ -75,3 +76,10 @@ class JournalKind(StrEnum):
 
 RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"  # the error of a message an account's `limit_behavior: reject` refused
 RATE_LIMIT_DEFERRAL = "rate_limit"  # the deferred_reason of a message the account's rate limit deferred
+
+
+Record = dict[str, Any]  # a stored record (a message, tenant, account...) as the ports exchange it
+
+
+class AlreadyFinal(Exception):
+    """The message was already sent, failed, or is being sent: it cannot be overwritten."""

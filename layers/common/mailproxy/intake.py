@@ -13,12 +13,11 @@ from typing import Any
 from mailproxy import attachment_auth, clock, ledger, ratelimit, tenants
 from mailproxy.addresses import is_valid_address, split_addresses
 from mailproxy.auth import Principal, scope
-from mailproxy.domain import FINAL, PENDING_STATUSES, UNSENT, JournalKind, MessageStatus
+from mailproxy.domain import FINAL, PENDING_STATUSES, UNSENT, AlreadyFinal, JournalKind, MessageStatus
 from mailproxy.errors import BadRequest, NotFound
 from mailproxy.limits import header_reason, recipients_reason
 from mailproxy.logs import logger
 from mailproxy.models import MAX_MESSAGES_PER_REQUEST, AddMessages, Message, priority_of
-from mailproxy.ports import AlreadyFinal
 from mailproxy.queues import MAX_DELAY_SECONDS, QueueEntry, stored_entries
 from mailproxy.settings import get_settings
 from mailproxy.stores import stores

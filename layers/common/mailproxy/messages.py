@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mailproxy.domain import EventType
-from mailproxy.ports import Record as Item
+from mailproxy.domain import Record as Item
 from mailproxy.settings import get_settings
 
 PARK_SHARD = "P"

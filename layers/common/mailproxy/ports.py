@@ -1,5 +1,10 @@
 """The ports: what the use cases (intake, sender, scheduler, reporter, metrics) need from storage.
 
+Types for mypy only: import this module under `TYPE_CHECKING` (making a dozen Protocol classes costs about
+3 ms, at every cold start of every function, for nothing a running process uses;
+tests/unit/test_import_paths.py checks no handler loads it). The records they exchange are in
+`mailproxy.domain`, the bundle of one adapter's ports is `mailproxy.stores.Stores`.
+
 Named after the domain, not a database. Two adapters implement them: `mailproxy.adapters.aws`
 (DynamoDB, SQS, S3, KMS) and `mailproxy.adapters.sqlite` (one SQLite file). A use case reaches them
 through `mailproxy.stores.stores()` and never imports boto3 or sqlite3.
@@ -11,417 +16,321 @@ Every write that can lose a race says so in its result (False / None), never by 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
-from mailproxy.domain import Counter, JournalKind, MessageStatus, Outcome
+from mailproxy.domain import Counter, JournalKind, MessageStatus, Outcome, Record
 
 if TYPE_CHECKING:
-    from typing import Protocol
-
     from mailproxy.ledger import EventKey
     from mailproxy.queues import QueueEntry
     from mailproxy.ratelimit import Limits, Reservation
     from mailproxy.report_format import Owed
 
-Record = dict[str, Any]
 CounterDeltas = Mapping[tuple[str, str], Mapping[Counter, int]]
 
 
-class Change(NamedTuple):
-    """One write of a message record, as the reporter reads them (DynamoDB's stream; SQLite's change table).
-
-    `old`/`new` are the record before and after (None: created / deleted); `expired` marks a removal by
-    retention; `ts` and `seq` place the change in its feed (a retried batch has the same first ones).
-    """
-
-    tenant_id: str
-    id: str
-    old: dict[str, Any] | None
-    new: dict[str, Any] | None
-    expired: bool = False
-    ts: int | None = None
-    seq: str = ""
+class Messages(Protocol):
+    """One record per message: its status, history and the claim that guards its sending."""
 
+    def get_state(self, tenant_id: str, message_id: str) -> Record | None: ...
 
-class AlreadyFinal(Exception):
-    """The message was already sent, failed, or is being sent: it cannot be overwritten."""
+    def get_states(self, tenant_id: str, ids: list[str]) -> dict[str, Record]: ...
 
+    def submit(
+        self,
+        tenant_id: str,
+        message_id: str,
+        *,
+        uid: str,
+        rev: str,
+        account_id: str,
+        priority: int,
+        batch_code: str | None,
+        status: MessageStatus,
+        deferred_ts: int | None,
+        park_ts: int | None,
+        pack: str | None,
+        journal: str,
+        now: int,
+    ) -> bool:
+        """Create or overwrite an unsent message; True if it is new. Raises AlreadyFinal otherwise."""
+        ...
 
-if TYPE_CHECKING:
-    # The ports are types for mypy only: making a dozen Protocol classes at import costs about 3 ms, at every
-    # cold start of every function, for nothing a running process uses.
-    class Messages(Protocol):
-        """One record per message: its status, history and the claim that guards its sending."""
+    def record_rejected(
+        self, tenant_id: str, message_id: str, *, uid: str, reason: str, account_id: str | None, now: int
+    ) -> bool:
+        """Record a refused message as failed, if no message has the id; False when one has."""
+        ...
 
-        def get_state(self, tenant_id: str, message_id: str) -> Record | None: ...
+    def list_states(self, tenant_id: str) -> list[Record]: ...
 
-        def get_states(self, tenant_id: str, ids: list[str]) -> dict[str, Record]: ...
+    def delete_state(self, tenant_id: str, message_id: str) -> Record | None: ...
 
-        def submit(
-            self,
-            tenant_id: str,
-            message_id: str,
-            *,
-            uid: str,
-            rev: str,
-            account_id: str,
-            priority: int,
-            batch_code: str | None,
-            status: MessageStatus,
-            deferred_ts: int | None,
-            park_ts: int | None,
-            pack: str | None,
-            journal: str,
-            now: int,
-        ) -> bool:
-            """Create or overwrite an unsent message; True if it is new. Raises AlreadyFinal otherwise."""
-            ...
+    def delete_states(self, keys: list[tuple[str, str]]) -> None: ...
 
-        def record_rejected(
-            self, tenant_id: str, message_id: str, *, uid: str, reason: str, account_id: str | None, now: int
-        ) -> bool:
-            """Record a refused message as failed, if no message has the id; False when one has."""
-            ...
+    def release_suspended(self, tenant_id: str, message_id: str, *, now: int) -> Record | None:
+        """A suspended message made pending again; its new record, or None if it was not suspended."""
+        ...
 
-        def list_states(self, tenant_id: str) -> list[Record]: ...
+    def claim(
+        self, tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int, stale_before: int
+    ) -> Record | None:
+        """Take a message for sending; the claimed record, or None (gone, stale, final, or held by a live claim)."""
+        ...
 
-        def delete_state(self, tenant_id: str, message_id: str) -> Record | None: ...
+    def finish(
+        self,
+        tenant_id: str,
+        message_id: str,
+        *,
+        claim_id: str,
+        status: MessageStatus,
+        now: int,
+        history_event: dict[str, Any] | None,
+        outcome: Outcome,
+        fields: dict[str, Any] | None = None,
+        remove: tuple[str, ...] = (),
+    ) -> bool:
+        """Record the result of a claimed message, only while the claim is `claim_id`; False if it was lost."""
+        ...
 
-        def delete_states(self, keys: list[tuple[str, str]]) -> None: ...
+    def abandon(self, tenant_id: str, message_id: str, *, claim_id: str, attempts: int, now: int) -> bool: ...
 
-        def release_suspended(self, tenant_id: str, message_id: str, *, now: int) -> Record | None:
-            """A suspended message made pending again; its new record, or None if it was not suspended."""
-            ...
+    def unpark(self, tenant_id: str, message_id: str, *, park_ts: int, now: int) -> bool: ...
 
-        def claim(
-            self, tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int, stale_before: int
-        ) -> Record | None:
-            """Take a message for sending; the claimed record, or None (gone, stale, final, or held by a live claim)."""
-            ...
+    def due_parked(self, now: int, limit: int = 500) -> list[Record]: ...
 
-        def finish(
-            self,
-            tenant_id: str,
-            message_id: str,
-            *,
-            claim_id: str,
-            status: MessageStatus,
-            now: int,
-            history_event: dict[str, Any] | None,
-            outcome: Outcome,
-            fields: dict[str, Any] | None = None,
-            remove: tuple[str, ...] = (),
-        ) -> bool:
-            """Record the result of a claimed message, only while the claim is `claim_id`; False if it was lost."""
-            ...
+    def restore(self, item: Record, *, expires_at: int) -> bool: ...
 
-        def abandon(self, tenant_id: str, message_id: str, *, claim_id: str, attempts: int, now: int) -> bool: ...
+    def extend_expiry(self, tenant_id: str, message_id: str, *, expires_at: int) -> bool: ...
 
-        def unpark(self, tenant_id: str, message_id: str, *, park_ts: int, now: int) -> bool: ...
+    def expired_items(self, now: int) -> list[Record]: ...
 
-        def due_parked(self, now: int, limit: int = 500) -> list[Record]: ...
 
-        def restore(self, item: Record, *, expires_at: int) -> bool: ...
+class Tenants(Protocol):
+    """Tenants, their API keys and their SMTP accounts."""
 
-        def extend_expiry(self, tenant_id: str, message_id: str, *, expires_at: int) -> bool: ...
+    def get_tenant(self, tenant_id: str) -> Record | None: ...
 
-        def expired_items(self, now: int) -> list[Record]: ...
+    def create_tenant(self, tenant: dict[str, Any], *, key_hash: str, now: int) -> bool: ...
 
-    class Tenants(Protocol):
-        """Tenants, their API keys and their SMTP accounts."""
+    def update_tenant(self, tenant_id: str, fields: dict[str, Any], *, now: int, replace: bool = False) -> bool: ...
 
-        def get_tenant(self, tenant_id: str) -> Record | None: ...
+    def list_tenants(self, *, active_only: bool = False) -> list[Record]: ...
 
-        def create_tenant(self, tenant: dict[str, Any], *, key_hash: str, now: int) -> bool: ...
+    def delete_tenant(self, tenant_id: str) -> bool: ...
 
-        def update_tenant(self, tenant_id: str, fields: dict[str, Any], *, now: int, replace: bool = False) -> bool: ...
+    def set_api_key(self, tenant_id: str, *, key_hash: str | None, expires_at: int | None, now: int) -> bool: ...
 
-        def list_tenants(self, *, active_only: bool = False) -> list[Record]: ...
+    def lookup_api_key(self, key_hash: str) -> Record | None: ...
 
-        def delete_tenant(self, tenant_id: str) -> bool: ...
+    def set_suspended_batches(self, tenant_id: str, batches: list[str], *, now: int) -> None: ...
 
-        def set_api_key(self, tenant_id: str, *, key_hash: str | None, expires_at: int | None, now: int) -> bool: ...
+    def put_account(self, tenant_id: str, account: dict[str, Any], *, now: int) -> None: ...
 
-        def lookup_api_key(self, key_hash: str) -> Record | None: ...
+    def get_account(self, tenant_id: str, account_id: str) -> Record | None: ...
 
-        def set_suspended_batches(self, tenant_id: str, batches: list[str], *, now: int) -> None: ...
+    def get_tenants_and_accounts(
+        self, tenant_ids: set[str], account_keys: set[tuple[str, str]]
+    ) -> tuple[dict[str, Record], dict[tuple[str, str], Record]]: ...
 
-        def put_account(self, tenant_id: str, account: dict[str, Any], *, now: int) -> None: ...
+    def get_tenants(self, tenant_ids: set[str]) -> dict[str, Record]: ...
 
-        def get_account(self, tenant_id: str, account_id: str) -> Record | None: ...
+    def list_accounts(self, tenant_id: str) -> list[Record]: ...
 
-        def get_tenants_and_accounts(
-            self, tenant_ids: set[str], account_keys: set[tuple[str, str]]
-        ) -> tuple[dict[str, Record], dict[tuple[str, str], Record]]: ...
+    def account_ids(self, tenant_id: str) -> set[str]: ...
 
-        def get_tenants(self, tenant_ids: set[str]) -> dict[str, Record]: ...
+    def delete_account(self, tenant_id: str, account_id: str) -> bool: ...
 
-        def list_accounts(self, tenant_id: str) -> list[Record]: ...
 
-        def account_ids(self, tenant_id: str) -> set[str]: ...
+class RateWindows(Protocol):
+    """Send slots per window (minute, hour, day) of an account, and of a tenant's quota."""
 
-        def delete_account(self, tenant_id: str, account_id: str) -> bool: ...
+    def reserve(self, tenant_id: str, account_id: str, limits: Limits, wanted: int, now: int) -> Reservation: ...
 
-    class RateWindows(Protocol):
-        """Send slots per window (minute, hour, day) of an account, and of a tenant's quota."""
+    def reserve_quota(self, tenant_id: str, limits: Limits, wanted: int, now: int) -> Reservation: ...
 
-        def reserve(self, tenant_id: str, account_id: str, limits: Limits, wanted: int, now: int) -> Reservation: ...
+    def release(self, tenant_id: str, account_id: str, reservation: Reservation, count: int) -> None: ...
 
-        def reserve_quota(self, tenant_id: str, limits: Limits, wanted: int, now: int) -> Reservation: ...
+    def release_quota(self, tenant_id: str, reservation: Reservation, count: int) -> None: ...
 
-        def release(self, tenant_id: str, account_id: str, reservation: Reservation, count: int) -> None: ...
+    def forget_tenant(self, tenant_id: str, account_ids: set[str]) -> None: ...
 
-        def release_quota(self, tenant_id: str, reservation: Reservation, count: int) -> None: ...
+    def forget_cache(self) -> None: ...
 
-        def forget_tenant(self, tenant_id: str, account_ids: set[str]) -> None: ...
 
-        def forget_cache(self) -> None: ...
+class Counters(Protocol):
+    """The persisted /metrics counters and the pending gauge."""
 
-    class Counters(Protocol):
-        """The persisted /metrics counters and the pending gauge."""
+    def add_pending(self, deltas: dict[str, int], *, journal_sk: str | None = None) -> None:
+        """Apply pending deltas per tenant, closing the journal entry `journal_sk` in the same write."""
+        ...
 
-        def add_pending(self, deltas: dict[str, int], *, journal_sk: str | None = None) -> None:
-            """Apply pending deltas per tenant, closing the journal entry `journal_sk` in the same write."""
-            ...
+    def pending_counts(self) -> dict[str, int]: ...
 
-        def pending_counts(self) -> dict[str, int]: ...
+    def pending_count(self, tenant_id: str | None = None) -> int: ...
 
-        def pending_count(self, tenant_id: str | None = None) -> int: ...
+    def counted_accounts(self, tenant_id: str) -> set[str]: ...
 
-        def counted_accounts(self, tenant_id: str) -> set[str]: ...
+    def counter_rows(self) -> list[dict[str, Any]]: ...
 
-        def counter_rows(self) -> list[dict[str, Any]]: ...
+    def add_tenant_counters(self, tenant_id: str, deltas: dict[str, int]) -> None: ...
 
-        def add_tenant_counters(self, tenant_id: str, deltas: dict[str, int]) -> None: ...
+    def tenant_counter_rows(self) -> dict[str, Record]: ...
 
-        def tenant_counter_rows(self) -> dict[str, Record]: ...
+    def ensure_counters(self, tenant_id: str, account_id: str) -> None: ...
 
-        def ensure_counters(self, tenant_id: str, account_id: str) -> None: ...
+    def service_counters(self) -> Record: ...
 
-        def service_counters(self) -> Record: ...
+    def count_command_log_failure(self) -> None: ...
 
-        def count_command_log_failure(self) -> None: ...
 
-    class Journals(Protocol):
-        """Work in flight: what the scheduler finishes when a crash leaves it open."""
+class Journals(Protocol):
+    """Work in flight: what the scheduler finishes when a crash leaves it open."""
 
-        def open_journal(self, kind: JournalKind, keys: list[dict[str, Any]], *, due_ts: int) -> str: ...
+    def open_journal(self, kind: JournalKind, keys: list[dict[str, Any]], *, due_ts: int) -> str: ...
 
-        def due_journals(self, now: int) -> list[Record]: ...
+    def due_journals(self, now: int) -> list[Record]: ...
 
-        def mark_journal_counted(self, sk: str) -> None: ...
+    def mark_journal_counted(self, sk: str) -> None: ...
 
-        def close_batch(self, journal_sk: str, *, counters: CounterDeltas, pending: Mapping[str, int]) -> None:
-            """Apply a batch's counters and pending deltas and close its journal entry, all or nothing (once)."""
-            ...
+    def close_batch(self, journal_sk: str, *, counters: CounterDeltas, pending: Mapping[str, int]) -> None:
+        """Apply a batch's counters and pending deltas and close its journal entry, all or nothing (once)."""
+        ...
 
-        def settle_batch(
-            self,
-            journal_sk: str,
-            *,
-            counters: CounterDeltas,
-            pending: Mapping[str, int],
-            open_keys: list[dict[str, Any]],
-        ) -> None: ...
+    def settle_batch(
+        self,
+        journal_sk: str,
+        *,
+        counters: CounterDeltas,
+        pending: Mapping[str, int],
+        open_keys: list[dict[str, Any]],
+    ) -> None: ...
 
-    class ServiceState(Protocol):
-        """The service's own state: start time, scheduler runs, run-now requests, retention."""
 
-        def service_started_at(self, now: int) -> int: ...
+class ServiceState(Protocol):
+    """The service's own state: start time, scheduler runs, run-now requests, retention."""
 
-        def scheduler_last_run(self) -> int | None: ...
+    def service_started_at(self, now: int) -> int: ...
 
-        def mark_scheduler_run(self, now: int) -> None: ...
+    def scheduler_last_run(self) -> int | None: ...
 
-        def request_run_now(self, scope: str, now: int) -> None: ...
+    def mark_scheduler_run(self, now: int) -> None: ...
 
-        def run_now_requests(self) -> dict[str, int]: ...
+    def request_run_now(self, scope: str, now: int) -> None: ...
 
-        def clear_run_now(self, scope: str, requested_at: int) -> None: ...
+    def run_now_requests(self) -> dict[str, int]: ...
 
-        def forget_tenant(self, tenant_id: str) -> None: ...
+    def clear_run_now(self, scope: str, requested_at: int) -> None: ...
 
-        def delete_expired(self, now: int) -> int: ...
+    def forget_tenant(self, tenant_id: str) -> None: ...
 
-    class CommandLog(Protocol):
-        """The audit trail of API commands."""
+    def delete_expired(self, now: int) -> int: ...
 
-        def log_command(
-            self,
-            *,
-            ts: int,
-            endpoint: str,
-            tenant_id: str | None,
-            payload: Any,
-            response_status: int,
-            source_ip: str | None = None,
-            request_id: str | None = None,
-        ) -> None: ...
 
-        def list_commands(
-            self,
-            *,
-            tenant_id: str | None,
-            since_ts: int | None,
-            until_ts: int | None,
-            limit: int,
-            cursor: str | None = None,
-            now: int,
-        ) -> tuple[list[dict[str, Any]], str | None]: ...
+class CommandLog(Protocol):
+    """The audit trail of API commands."""
 
-    class Payloads(Protocol):
-        """Message payloads (blobs), written once per submission."""
+    def log_command(
+        self,
+        *,
+        ts: int,
+        endpoint: str,
+        tenant_id: str | None,
+        payload: Any,
+        response_status: int,
+        source_ip: str | None = None,
+        request_id: str | None = None,
+    ) -> None: ...
 
-        def store(self, tenant_id: str, entries: list[tuple[str, str, dict[str, Any]]]) -> None:
-            """Store (id, rev, payload) entries one by one (each may outlive any pack)."""
-            ...
+    def list_commands(
+        self,
+        *,
+        tenant_id: str | None,
+        since_ts: int | None,
+        until_ts: int | None,
+        limit: int,
+        cursor: str | None = None,
+        now: int,
+    ) -> tuple[list[dict[str, Any]], str | None]: ...
 
-        def store_pack(self, tenant_id: str, entries: Iterable[tuple[str, str, dict[str, Any]]]) -> str | None:
-            """Store (id, rev, payload) entries together; the pack's key (None when there are none)."""
-            ...
 
-        def pin(self, tenant_id: str, message_id: str, rev: str, payload: dict[str, Any]) -> None: ...
+class Payloads(Protocol):
+    """Message payloads (blobs), written once per submission."""
 
-        def load_payloads(
-            self, records: Iterable[Mapping[str, Any]]
-        ) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]: ...
+    def store(self, tenant_id: str, entries: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Store (id, rev, payload) entries one by one (each may outlive any pack)."""
+        ...
 
-        def forget(self, records: Iterable[Mapping[str, Any]]) -> None: ...
+    def store_pack(self, tenant_id: str, entries: Iterable[tuple[str, str, dict[str, Any]]]) -> str | None:
+        """Store (id, rev, payload) entries together; the pack's key (None when there are none)."""
+        ...
 
-        def delete_tenant_payloads(self, tenant_id: str) -> None: ...
+    def pin(self, tenant_id: str, message_id: str, rev: str, payload: dict[str, Any]) -> None: ...
 
-        def delete_payloads(self, keys: list[tuple[str, str]]) -> None: ...
+    def load_payloads(
+        self, records: Iterable[Mapping[str, Any]]
+    ) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]: ...
 
-    class WorkQueue(Protocol):
-        """The priority queues of messages to send."""
+    def forget(self, records: Iterable[Mapping[str, Any]]) -> None: ...
 
-        def enqueue(self, entries: list[QueueEntry]) -> None:
-            """Put every entry on its priority's queue, after its delay; raise if any is refused."""
-            ...
+    def delete_tenant_payloads(self, tenant_id: str) -> None: ...
 
-        def dead_letter_depth(self) -> int | None:
-            """Messages given up on by the queue (None when it cannot be known)."""
-            ...
+    def delete_payloads(self, keys: list[tuple[str, str]]) -> None: ...
 
-    class Outbox(Protocol):
-        """Delivery-report events owed to each tenant, the per-tenant lease of the reporter, its sync state."""
 
-        def owe(self, tenant_id: str, owed: list[Owed], key: str) -> None: ...
+class WorkQueue(Protocol):
+    """The priority queues of messages to send."""
 
-        def chunks(self, tenant_id: str) -> list[Record]: ...
+    def enqueue(self, entries: list[QueueEntry]) -> None:
+        """Put every entry on its priority's queue, after its delay; raise if any is refused."""
+        ...
 
-        def oldest_owed_ts(self, tenant_id: str) -> int | None: ...
+    def dead_letter_depth(self) -> int | None:
+        """Messages given up on by the queue (None when it cannot be known)."""
+        ...
 
-        def drop_chunks(self, tenant_id: str, sks: list[str]) -> None: ...
 
-        def acquire(self, tenant_id: str, lease_id: str, now: int, *, ignore_backoff: bool) -> Record | None: ...
+class Outbox(Protocol):
+    """Delivery-report events owed to each tenant, the per-tenant lease of the reporter, its sync state."""
 
-        def release(
-            self, tenant_id: str, lease_id: str, sets: dict[str, Any], removes: Iterable[str] = ()
-        ) -> Record | None: ...
+    def owe(self, tenant_id: str, owed: list[Owed], key: str) -> None: ...
 
-        def sync_states(self) -> dict[str, Record]: ...
+    def chunks(self, tenant_id: str) -> list[Record]: ...
 
-        def forget_tenant(self, tenant_id: str) -> None:
-            """Drop a deleted tenant's outbox and sync state (its ledger is forgotten through `Ledger.forget`)."""
-            ...
+    def oldest_owed_ts(self, tenant_id: str) -> int | None: ...
 
-    class Ledger(Protocol):
-        """Which report events each tenant acknowledged, and when."""
+    def drop_chunks(self, tenant_id: str, sks: list[str]) -> None: ...
 
-        def acknowledged_in(self, tenant_id: str, chunk_keys: list[str]) -> dict[str, dict[EventKey, int]]: ...
+    def acquire(self, tenant_id: str, lease_id: str, now: int, *, ignore_backoff: bool) -> Record | None: ...
 
-        def record(self, tenant_id: str, acked: Mapping[str, Mapping[EventKey, int]]) -> None: ...
+    def release(
+        self, tenant_id: str, lease_id: str, sets: dict[str, Any], removes: Iterable[str] = ()
+    ) -> Record | None: ...
 
-        def acknowledged_events(self, tenant_id: str) -> dict[EventKey, int]: ...
+    def sync_states(self) -> dict[str, Record]: ...
 
-        def forget(self, tenant_id: str) -> None: ...
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Drop a deleted tenant's outbox and sync state (its ledger is forgotten through `Ledger.forget`)."""
+        ...
 
-    class Sealer(Protocol):
-        """Secrets (SMTP passwords, tenants' tokens) sealed at rest, bound to a context."""
 
-        def encrypt_secret(self, plaintext: str, *, context: str) -> bytes: ...
+class Ledger(Protocol):
+    """Which report events each tenant acknowledged, and when."""
 
-        def decrypt_secret(self, ciphertext: bytes, *, context: str) -> str: ...
+    def acknowledged_in(self, tenant_id: str, chunk_keys: list[str]) -> dict[str, dict[EventKey, int]]: ...
 
+    def record(self, tenant_id: str, acked: Mapping[str, Mapping[EventKey, int]]) -> None: ...
 
-PORT_NAMES = (
-    "messages",
-    "tenants",
-    "rates",
-    "counters",
-    "journals",
-    "service",
-    "commands",
-    "payloads",
-    "queue",
-    "outbox",
-    "ledger",
-    "sealer",
-)
+    def acknowledged_events(self, tenant_id: str) -> dict[EventKey, int]: ...
 
+    def forget(self, tenant_id: str) -> None: ...
 
-class Stores:
-    """Every port, as one adapter implements them, each made on its first use by `make(name)`: an AWS
-    function's cold start then imports only the adapter modules its use case reaches."""
 
-    __slots__ = ("_made", "_make")
+class Sealer(Protocol):
+    """Secrets (SMTP passwords, tenants' tokens) sealed at rest, bound to a context."""
 
-    def __init__(self, make: Callable[[str], object]) -> None:
-        self._make = make
-        self._made: dict[str, object] = {}
+    def encrypt_secret(self, plaintext: str, *, context: str) -> bytes: ...
 
-    def _port(self, name: str) -> Any:
-        port = self._made.get(name)
-        if port is None:
-            port = self._made[name] = self._make(name)
-        return port
-
-    @property
-    def messages(self) -> Messages:
-        return cast("Messages", self._port("messages"))
-
-    @property
-    def tenants(self) -> Tenants:
-        return cast("Tenants", self._port("tenants"))
-
-    @property
-    def rates(self) -> RateWindows:
-        return cast("RateWindows", self._port("rates"))
-
-    @property
-    def counters(self) -> Counters:
-        return cast("Counters", self._port("counters"))
-
-    @property
-    def journals(self) -> Journals:
-        return cast("Journals", self._port("journals"))
-
-    @property
-    def service(self) -> ServiceState:
-        return cast("ServiceState", self._port("service"))
-
-    @property
-    def commands(self) -> CommandLog:
-        return cast("CommandLog", self._port("commands"))
-
-    @property
-    def payloads(self) -> Payloads:
-        return cast("Payloads", self._port("payloads"))
-
-    @property
-    def queue(self) -> WorkQueue:
-        return cast("WorkQueue", self._port("queue"))
-
-    @property
-    def outbox(self) -> Outbox:
-        return cast("Outbox", self._port("outbox"))
-
-    @property
-    def ledger(self) -> Ledger:
-        return cast("Ledger", self._port("ledger"))
-
-    @property
-    def sealer(self) -> Sealer:
-        return cast("Sealer", self._port("sealer"))
+    def decrypt_secret(self, ciphertext: bytes, *, context: str) -> str: ...

@@ -21,6 +21,22 @@ MAX_EVENTS_PER_CHUNK = 400  # an outbox chunk stays far below DynamoDB's 400 KB 
 LATEST_TIMESTAMP = 253_402_300_799  # 9999-12-31: a later next_sync_after is no time at all (DynamoDB keeps 38 digits)
 
 
+class Change(NamedTuple):
+    """One write of a message record, as the reporter reads them (DynamoDB's stream; SQLite's change table).
+
+    `old`/`new` are the record before and after (None: created / deleted); `expired` marks a removal by
+    retention; `ts` and `seq` place the change in its feed (a retried batch has the same first ones).
+    """
+
+    tenant_id: str
+    id: str
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+    expired: bool = False
+    ts: int | None = None
+    seq: str = ""
+
+
 class Owed(NamedTuple):
     """One reportable event owed to a tenant: the message, the event's place in its history, the event."""
 

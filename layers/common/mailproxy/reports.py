@@ -20,11 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from mailproxy import clock, outbound_http, tenants
-from mailproxy.domain import REPORTABLE_EVENTS
+from mailproxy.domain import REPORTABLE_EVENTS, Record
 from mailproxy.ledger import EventKey
 from mailproxy.logs import logger
-from mailproxy.ports import Change, Record
 from mailproxy.report_format import (
+    Change,
     Owed,
     appended_events,
     build_report,

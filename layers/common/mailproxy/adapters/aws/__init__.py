@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from mailproxy.ports import Stores
+from mailproxy.stores import Stores
 
 MODULES = {
     "messages": "messages",

@@ -26,7 +26,7 @@ from mailproxy.adapters.aws.expressions import (
     expression,
     is_in,
 )
-from mailproxy.domain import EventType, MessageStatus, Outcome
+from mailproxy.domain import AlreadyFinal, EventType, MessageStatus, Outcome
 from mailproxy.messages import (
     EARLY_SLACK_SECONDS,
     PARK_SHARD,
@@ -34,7 +34,6 @@ from mailproxy.messages import (
     event,
     retained_until,
 )
-from mailproxy.ports import AlreadyFinal
 from mailproxy.settings import get_settings
 
 

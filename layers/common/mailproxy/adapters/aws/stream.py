@@ -8,7 +8,7 @@ from typing import Any
 
 from mailproxy.adapters.aws.dynamo import Item, from_attr
 from mailproxy.logs import logger
-from mailproxy.ports import Change
+from mailproxy.report_format import Change
 
 TTL_PRINCIPAL = "dynamodb.amazonaws.com"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from mailproxy.ports import Stores
 from mailproxy.settings import get_settings
+from mailproxy.stores import Stores
 
 DATABASE_FILE = "mailproxy.sqlite3"
 

@@ -12,10 +12,12 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from mailproxy import ports
 from mailproxy.adapters.sqlite.db import Database
 from mailproxy.command_log import CLOCK_SKEW, DAY, MAX_COMMAND_PAGE_BYTES, decode_cursor, encode_cursor
 from mailproxy.settings import get_settings
+
+if TYPE_CHECKING:
+    from mailproxy import ports
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS command_log (

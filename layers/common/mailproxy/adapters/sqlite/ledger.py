@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from mailproxy import ports
 from mailproxy.adapters.sqlite.db import Database
 from mailproxy.ledger import SLACK_SECONDS, EventKey, decode_acks, encode_acks
 from mailproxy.settings import get_settings
+
+if TYPE_CHECKING:
+    from mailproxy import ports
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS report_ledger (

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from mailproxy import clock
 from mailproxy.adapters.sqlite.db import Database, dumps, loads
-from mailproxy.domain import EventType, MessageStatus, Outcome
+from mailproxy.domain import AlreadyFinal, EventType, MessageStatus, Outcome, Record
 from mailproxy.messages import EARLY_SLACK_SECONDS, PARK_SHARD, abandoned_reason, event, retained_until
-from mailproxy.ports import AlreadyFinal, Record
 
 if TYPE_CHECKING:
     from mailproxy import ports

@@ -12,11 +12,13 @@ import sqlite3
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from mailproxy import ports
 from mailproxy.adapters.sqlite.db import Database, dumps, loads
+from mailproxy.domain import Record
 from mailproxy.logs import logger
-from mailproxy.ports import Record
 from mailproxy.report_format import LEASE_SECONDS, MAX_EVENTS_PER_CHUNK, Owed, chunk_ts, encode_events
+
+if TYPE_CHECKING:
+    from mailproxy import ports
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS report_outbox (

@@ -11,9 +11,11 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING
 
-from mailproxy import ports
 from mailproxy.adapters.sqlite.db import Database
 from mailproxy.ratelimit import WINDOWS, Limits, Reservation
+
+if TYPE_CHECKING:
+    from mailproxy import ports
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rate_windows (

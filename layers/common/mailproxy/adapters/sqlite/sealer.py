@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from mailproxy import ports
 from mailproxy.errors import ConfigurationError, MailProxyError
+
+if TYPE_CHECKING:
+    from mailproxy import ports
 
 KEY_FILE = "sealing.key"
 KEY_BYTES = 32

@@ -18,8 +18,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mailproxy.adapters.sqlite.db import Database, dumps, loads
-from mailproxy.domain import Counter, JournalKind
-from mailproxy.ports import CounterDeltas, Record
+from mailproxy.domain import Counter, JournalKind, Record
+
+if TYPE_CHECKING:
+    from mailproxy.ports import CounterDeltas
 
 if TYPE_CHECKING:
     from mailproxy import ports

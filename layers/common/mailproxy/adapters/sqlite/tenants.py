@@ -12,13 +12,15 @@ import base64
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from mailproxy import ports
 from mailproxy.adapters.sqlite.db import Database, dumps, loads
-from mailproxy.ports import Record
+from mailproxy.domain import Record
 
 if TYPE_CHECKING:
     from mailproxy.ports import Sealer
 from mailproxy.tenants import ACCOUNT_FIELDS, config_values, replacement
+
+if TYPE_CHECKING:
+    from mailproxy import ports
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
