@@ -50,7 +50,7 @@ def _reset_package_caches() -> None:
 
 def _expire_messages(event: Any, context: Any) -> int:
     """MessagesTable's TTL, which moto does not play: delete messages whose retention has passed."""
-    from mailproxy.reports import expire_due
+    from local.ttl import expire_due
 
     return expire_due()
 

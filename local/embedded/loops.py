@@ -128,13 +128,12 @@ def report_schedule() -> bool:
 def retention() -> bool:
     """DynamoDB's TTL: expired messages are deleted and logged as expired changes, which the reporter handles as
     on AWS (it puts back those whose reports are still owed); expired rows of the other tables are dropped."""
-    from mailproxy.stores import stores
 
-    from local.embedded.ports import sqlite_messages
+    from local.embedded.ports import sqlite_messages, sqlite_state
 
     now = clock.now_ts()
     expired = sqlite_messages().expire(now)
-    swept = stores().service.delete_expired(now)
+    swept = sqlite_state().delete_expired(now)
     if expired or swept:
         logger.info("retention: %d messages and %d other rows expired", len(expired), swept)
     return False

@@ -6,6 +6,7 @@ from __future__ import annotations
 from mailproxy.adapters.sqlite.messages import SqliteMessages
 from mailproxy.adapters.sqlite.outbox import SqliteOutbox
 from mailproxy.adapters.sqlite.queue import SqliteQueue
+from mailproxy.adapters.sqlite.state import SqliteState
 from mailproxy.errors import ConfigurationError
 from mailproxy.stores import stores
 
@@ -24,6 +25,14 @@ def sqlite_messages() -> SqliteMessages:
     if not isinstance(messages, SqliteMessages):
         raise ConfigurationError("the one-machine runtime needs GMP_STORAGE=sqlite")
     return messages
+
+
+def sqlite_state() -> SqliteState:
+    """This process's state ports, with the retention sweep of the tables DynamoDB's TTL empties on AWS."""
+    state = stores().service
+    if not isinstance(state, SqliteState):
+        raise ConfigurationError("the one-machine runtime needs GMP_STORAGE=sqlite")
+    return state
 
 
 def recover_leases() -> tuple[int, int]:

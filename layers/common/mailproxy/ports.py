@@ -105,8 +105,6 @@ class Messages(Protocol):
 
     def extend_expiry(self, tenant_id: str, message_id: str, *, expires_at: int) -> bool: ...
 
-    def expired_items(self, now: int) -> list[Record]: ...
-
 
 class Tenants(Protocol):
     """Tenants, their API keys and their SMTP accounts."""
@@ -210,7 +208,7 @@ class Journals(Protocol):
 
 
 class ServiceState(Protocol):
-    """The service's own state: start time, scheduler runs, run-now requests, retention."""
+    """The service's own state: start time, scheduler runs, run-now requests."""
 
     def service_started_at(self, now: int) -> int: ...
 
@@ -225,8 +223,6 @@ class ServiceState(Protocol):
     def clear_run_now(self, scope: str, requested_at: int) -> None: ...
 
     def forget_tenant(self, tenant_id: str) -> None: ...
-
-    def delete_expired(self, now: int) -> int: ...
 
 
 class CommandLog(Protocol):

@@ -388,20 +388,3 @@ def handle_event(event: Mapping[str, Any], remaining_ms: RemainingMs = None) -> 
     if isinstance(records, list):
         return handle_stream(records, remaining_ms=remaining_ms)
     return dict(run_schedule(remaining_ms=remaining_ms))
-
-
-def expire_due(now: int | None = None) -> int:
-    """What DynamoDB's TTL and the reporter's handling of its removals do in AWS, for the local stack
-    (moto never expires items): delete expired messages and their payloads, keep those whose reports
-    may still be owed, and drop expired ledger items. How many messages were deleted."""
-    now = clock.now_ts() if now is None else now
-    keep, gone = split_expired(stores().messages.expired_items(now))
-    expires = now + get_settings().report_retention_seconds
-    for item in keep:
-        stores().messages.extend_expiry(str(item["tenant_id"]), str(item["id"]), expires_at=expires)
-    keys = [(str(i["tenant_id"]), str(i["id"])) for i in gone]
-    if keys:
-        stores().messages.delete_states(keys)
-        stores().payloads.delete_payloads(pinned_keys(gone))
-    stores().service.delete_expired(now)
-    return len(keys)

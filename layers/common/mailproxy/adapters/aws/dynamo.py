@@ -165,17 +165,3 @@ def is_transaction_conflict(exc: Exception) -> bool:
     the cure (DynamoDB does not retry these itself)."""
     codes = _cancellation_codes(exc)
     return "TransactionConflict" in codes and "ConditionalCheckFailed" not in codes
-
-
-def expired(table: str, now: int, projection: str | None = None) -> list[Item]:
-    """Items of `table` whose `expires_at` (the TTL attribute of every table that has one) has passed.
-    A Scan: for the local stack, which plays DynamoDB's TTL because its emulators do not."""
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "FilterExpression": "#expires_at <= :now",
-        "ExpressionAttributeNames": {"#expires_at": "expires_at"},
-        "ExpressionAttributeValues": {":now": to_attr(now)},
-    }
-    if projection:
-        kwargs["ProjectionExpression"] = projection
-    return list(scan_all(**kwargs))

@@ -10,7 +10,6 @@ from mailproxy.adapters.aws.dynamo import (
     batch_write,
     conditional_write,
     ddb,
-    expired,
     from_item,
     is_conditional_failure,
     query_all,
@@ -295,8 +294,3 @@ def extend_expiry(tenant_id: str, message_id: str, *, expires_at: int) -> bool:
     update = Update().set("expires_at", expires_at)
     final = exists("id") & is_in("status", (MessageStatus.SENT, MessageStatus.ERROR))
     return _update_if(tenant_id, message_id, update, final)
-
-
-def expired_items(now: int) -> list[Item]:
-    """Every message whose `expires_at` has passed (a Scan: for the local stack only)."""
-    return expired(_table(), now)

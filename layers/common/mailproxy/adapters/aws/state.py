@@ -13,7 +13,6 @@ from mailproxy.adapters.aws.dynamo import (
     Item,
     batch_write,
     ddb,
-    expired,
     from_item,
     is_conditional_failure,
     is_transaction_conflict,
@@ -476,10 +475,3 @@ def ensure_counters(tenant_id: str, account_id: str) -> None:
         Key={"pk": {"S": "COUNTERS"}, "sk": {"S": f"{tenant_id}#{account_id}"}},
         **expression(update),
     )
-
-
-def delete_expired(now: int) -> int:
-    """Delete items whose `expires_at` has passed (the table's TTL, played by the local stack: a Scan)."""
-    items = expired(_table(), now, projection="pk, sk")
-    batch_write(_table(), deletes=[{"pk": i["pk"], "sk": i["sk"]} for i in items])
-    return len(items)

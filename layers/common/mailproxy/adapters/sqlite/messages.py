@@ -115,11 +115,6 @@ class SqliteMessages:
         projected = ("tenant_id", "id", "park_shard", "park_ts", "priority")
         return [{k: doc[k] for k in projected if k in doc} for doc in (loads(r["doc"]) for r in rows)]
 
-    def expired_items(self, now: int) -> list[Record]:
-        """Every message whose `expires_at` has passed."""
-        rows = self.db.read("SELECT doc FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
-        return [dict(loads(r["doc"])) for r in rows]
-
     # ------------------------------------------------------------------ writes
 
     def submit(

@@ -1,0 +1,46 @@
+"""DynamoDB's TTL, played for the AWS-fidelity mode (moto never expires items; not deployed).
+
+On AWS the tables' TTL deletes expired items and the reporter, fed the removals by the stream, puts back
+a message whose report is still owed. Here a schedule scans the tables instead and does both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailproxy import clock
+from mailproxy.adapters.aws.dynamo import Item, batch_write, scan_all, to_attr
+from mailproxy.reports import pinned_keys, split_expired
+from mailproxy.settings import get_settings
+from mailproxy.stores import stores
+
+
+def _expired(table: str, now: int, projection: str | None = None) -> list[Item]:
+    """Items of `table` whose `expires_at` (the TTL attribute of every table that has one) has passed."""
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "FilterExpression": "#expires_at <= :now",
+        "ExpressionAttributeNames": {"#expires_at": "expires_at"},
+        "ExpressionAttributeValues": {":now": to_attr(now)},
+    }
+    if projection:
+        kwargs["ProjectionExpression"] = projection
+    return list(scan_all(**kwargs))
+
+
+def expire_due(now: int | None = None) -> int:
+    """Delete expired messages and their payloads (keeping those whose reports may still be owed, as the
+    reporter does for a TTL removal on AWS) and expired StateTable items. How many messages were deleted."""
+    now = clock.now_ts() if now is None else now
+    settings = get_settings()
+    keep, gone = split_expired(_expired(settings.messages_table, now))
+    expires = now + settings.report_retention_seconds
+    for item in keep:
+        stores().messages.extend_expiry(str(item["tenant_id"]), str(item["id"]), expires_at=expires)
+    keys = [(str(i["tenant_id"]), str(i["id"])) for i in gone]
+    if keys:
+        stores().messages.delete_states(keys)
+        stores().payloads.delete_payloads(pinned_keys(gone))
+    state = _expired(settings.state_table, now, projection="pk, sk")
+    batch_write(settings.state_table, deletes=[{"pk": i["pk"], "sk": i["sk"]} for i in state])
+    return len(keys)
