@@ -1,6 +1,10 @@
 """Benchmark 4: sender efficiency. AWS calls per delivered message in one warm batch of 10 to one account,
 and SMTP connections opened per 1000 messages by one warm container.
 
+The calls are reported, no longer judged: the "at most 2 AWS calls per message" target is withdrawn
+(issue 12). The sender keeps a claim before and a result after each SMTP transaction; the cost per
+million emails (bench.cost) is the target that matters.
+
     python -m bench.sender [--quick]
 """
 
@@ -15,7 +19,6 @@ from bench.report import emit, table, verdict
 from bench.sink import counting_sink
 from bench.world import make_message, running_world, setup_tenant
 
-TARGET_CALLS = 2.0
 TARGET_CONNECTIONS = 1.0
 
 
@@ -88,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     "AWS calls per delivered message",
                     f"{calls:.2f}",
-                    f"<= {TARGET_CALLS:g}",
-                    verdict(calls, TARGET_CALLS, at_most=True),
+                    "none (withdrawn): a claim before, a result after each transaction",
+                    "",
                 ],
                 [
                     f"SMTP connections per 1000 messages ({result['messages_for_connections']} sent)",
@@ -105,9 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         {
             "quick": args.quick,
             **result,
-            "target_calls_per_message": TARGET_CALLS,
             "target_connections": TARGET_CONNECTIONS,
-            "met": calls <= TARGET_CALLS and result["connections_opened"] <= TARGET_CONNECTIONS,
+            "met": result["connections_opened"] <= TARGET_CONNECTIONS,
         },
     )
     return 0
