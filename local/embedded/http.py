@@ -8,10 +8,12 @@ import logging
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import uvicorn
+from mailproxy.api import REQUEST_ID_SCOPE_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,16 @@ class ServiceApp:
         if body is None:
             await _respond(send, 413, [(b"content-type", b"application/json")], b'{"message": "Request Too Large"}')
             return
-        await self.api(scope, _replay(body, receive), send)
+        # Each request gets an id, as API Gateway gives one (x-amzn-RequestId): the command log records it.
+        request_id = str(uuid.uuid4())
+        scope = {**scope, REQUEST_ID_SCOPE_KEY: request_id}
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        await self.api(scope, _replay(body, receive), send_with_id)
 
     async def _metrics_function(self, scope: Scope, send: Send) -> None:
         # The handler reads SQLite (blocking): off the event loop, as the API's sync routes are.

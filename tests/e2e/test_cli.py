@@ -25,8 +25,8 @@ from gmp_client.cli import app
 from keyring.backend import KeyringBackend
 from typer.testing import CliRunner
 
-from local.stack import LocalStack
 from tests.integration.smtp_servers import RunningServer, free_port, smtp_server
+from tests.runtimes import running
 
 pytestmark = pytest.mark.e2e
 
@@ -36,12 +36,10 @@ PDF = b"%PDF-1.4 gmp cli attachment"
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "ADMIN_TOKEN_SECRET_ARN"):
-            patch.delenv(name, raising=False)
-        with LocalStack(http_port=0, smtp_sink_port=0, moto_port=0, api_token=TOKEN, scheduler_interval=0.5) as running:
-            yield running
+def stack() -> Iterator[Any]:
+    """What `make run` starts (the one-machine runtime): the command line's users talk to it."""
+    with running("embedded", api_token=TOKEN, scheduler_interval=0.5) as service:
+        yield service
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +80,7 @@ def gmp(env: dict[str, str]) -> Any:
 
 
 @pytest.fixture()
-def admin(stack: LocalStack, gmp: Any) -> Any:
+def admin(stack: Any, gmp: Any) -> Any:
     """gmp with a default profile `local` holding the admin token's variable name."""
     ok(gmp("profile", "add", "local", "--url", stack.url, "--token-env", "GMP_TEST_ADMIN"))
     return gmp
@@ -107,7 +105,7 @@ def one_line_error(result: Any, code: int) -> str:
     return str(lines[0])
 
 
-def new_tenant(gmp: Any, stack: LocalStack, tenant_id: str) -> str:
+def new_tenant(gmp: Any, stack: Any, tenant_id: str) -> str:
     """A tenant with an account `sink` on the stack's SMTP sink: its key."""
     created = as_json(gmp("--json", "tenants", "create", tenant_id, "--name", tenant_id.title()))
     assert created["tenant_id"] == tenant_id and len(created["api_key"]) == 43
@@ -119,9 +117,7 @@ def new_tenant(gmp: Any, stack: LocalStack, tenant_id: str) -> str:
 # ---------------------------------------------------------------------------------------------- profiles
 
 
-def test_a_profile_names_where_the_token_is_and_never_holds_it(
-    stack: LocalStack, gmp: Any, env: dict[str, str]
-) -> None:
+def test_a_profile_names_where_the_token_is_and_never_holds_it(stack: Any, gmp: Any, env: dict[str, str]) -> None:
     ok(gmp("profile", "add", "local", "--url", stack.url, "--token-env", "GMP_TEST_ADMIN", "--tenant", "acme"))
     stored = (Path(env["GMP_CONFIG_DIR"]) / "profiles.json").read_text()
     assert TOKEN not in stored
@@ -181,7 +177,7 @@ def memory_keyring(monkeypatch: pytest.MonkeyPatch) -> Iterator[MemoryKeyring]:
 
 
 def test_a_keyring_profile_and_a_new_tenant_key_saved_there(
-    stack: LocalStack, gmp: Any, env: dict[str, str], memory_keyring: MemoryKeyring
+    stack: Any, gmp: Any, env: dict[str, str], memory_keyring: MemoryKeyring
 ) -> None:
     ok(gmp("profile", "add", "vault", "--url", stack.url, "--keyring", "--token-stdin", input=TOKEN + "\n"))
     assert memory_keyring.entries == {("gmp", "vault"): TOKEN}
@@ -202,7 +198,7 @@ def test_a_keyring_profile_and_a_new_tenant_key_saved_there(
 # ---------------------------------------------------------------------------------------------- admin commands
 
 
-def test_tenants_accounts_and_keys(stack: LocalStack, admin: Any) -> None:
+def test_tenants_accounts_and_keys(stack: Any, admin: Any) -> None:
     gmp = admin
     first_key = new_tenant(gmp, stack, "acme")
     assert "acme" in [t["id"] for t in as_json(gmp("--json", "tenants", "list"))]
@@ -249,7 +245,7 @@ def test_tenants_accounts_and_keys(stack: LocalStack, admin: Any) -> None:
 
 
 def test_send_from_flags_waits_until_sent_and_the_messages_commands_see_it(
-    stack: LocalStack, admin: Any, tmp_path: Path
+    stack: Any, admin: Any, tmp_path: Path
 ) -> None:
     gmp = admin
     assert stack.smtp_sink is not None
@@ -307,7 +303,7 @@ def test_send_from_flags_waits_until_sent_and_the_messages_commands_see_it(
     ok(gmp("tenants", "delete", "shop", "--yes"))
 
 
-def test_send_an_eml_file_with_html_and_an_attachment(stack: LocalStack, admin: Any, tmp_path: Path) -> None:
+def test_send_an_eml_file_with_html_and_an_attachment(stack: Any, admin: Any, tmp_path: Path) -> None:
     gmp = admin
     assert stack.smtp_sink is not None
     new_tenant(gmp, stack, "eml")
@@ -335,7 +331,7 @@ def test_send_an_eml_file_with_html_and_an_attachment(stack: LocalStack, admin: 
     ok(gmp("tenants", "delete", "eml", "--yes"))
 
 
-def test_send_wait_reports_a_failed_message(stack: LocalStack, admin: Any, refusing_server: RunningServer) -> None:
+def test_send_wait_reports_a_failed_message(stack: Any, admin: Any, refusing_server: RunningServer) -> None:
     gmp = admin
     new_tenant(gmp, stack, "bounce")
     port = str(refusing_server.port)
@@ -369,7 +365,7 @@ def test_send_wait_reports_a_failed_message(stack: LocalStack, admin: Any, refus
 # ---------------------------------------------------------------------------------------------- service
 
 
-def test_suspend_activate_run_now_sync_status_and_command_log(stack: LocalStack, admin: Any) -> None:
+def test_suspend_activate_run_now_sync_status_and_command_log(stack: Any, admin: Any) -> None:
     gmp = admin
     new_tenant(gmp, stack, "ops")
     held = as_json(gmp("--json", "suspend", "-t", "ops", "--batch", "promo"))
@@ -390,7 +386,7 @@ def test_suspend_activate_run_now_sync_status_and_command_log(stack: LocalStack,
     ok(gmp("tenants", "delete", "ops", "--yes"))
 
 
-def test_status_and_top(stack: LocalStack, admin: Any) -> None:
+def test_status_and_top(stack: Any, admin: Any) -> None:
     gmp = admin
     assert stack.smtp_sink is not None
     new_tenant(gmp, stack, "stats")
@@ -413,7 +409,7 @@ def test_status_and_top(stack: LocalStack, admin: Any) -> None:
     ok(gmp("tenants", "delete", "stats", "--yes"))
 
 
-def test_the_readmes_gmp_walkthrough_runs_as_written(stack: LocalStack, gmp: Any) -> None:
+def test_the_readmes_gmp_walkthrough_runs_as_written(stack: Any, gmp: Any) -> None:
     """README "The same with `gmp`", each command as written (the test's ports in place of the defaults)."""
     assert stack.smtp_sink is not None
     blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
@@ -435,7 +431,7 @@ def test_the_readmes_gmp_walkthrough_runs_as_written(stack: LocalStack, gmp: Any
 # ---------------------------------------------------------------------------------------------- errors
 
 
-def test_errors_are_one_line_and_an_exit_code(stack: LocalStack, gmp: Any, env: dict[str, str]) -> None:
+def test_errors_are_one_line_and_an_exit_code(stack: Any, gmp: Any, env: dict[str, str]) -> None:
     env["GMP_TEST_BAD"] = "not-the-token"
     ok(gmp("profile", "add", "bad", "--url", stack.url, "--token-env", "GMP_TEST_BAD"))
     assert "Invalid or missing API token" in one_line_error(gmp("tenants", "list"), 3)
@@ -451,7 +447,7 @@ def test_errors_are_one_line_and_an_exit_code(stack: LocalStack, gmp: Any, env: 
     assert "no server" in one_line_error(gmp("tenants", "list"), 2)
 
 
-def test_gmp_as_a_real_process(stack: LocalStack, env: dict[str, str]) -> None:
+def test_gmp_as_a_real_process(stack: Any, env: dict[str, str]) -> None:
     """The installed entry point, run as a process: JSON on stdout, and a one-line error on stderr."""
     # This worktree's client first, whatever the (shared) virtualenv has installed.
     path = os.pathsep.join(p for p in (str(ROOT / "client" / "src"), os.environ.get("PYTHONPATH", "")) if p)

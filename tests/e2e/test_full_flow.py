@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from local.stack import LocalStack
 from tests.polling import wait_until
+from tests.runtimes import RUNTIMES, running
 
 TOKEN = "e2e-admin-token"
 pytestmark = pytest.mark.e2e
@@ -63,17 +63,14 @@ def client() -> Iterator[SyncClient]:
     sync.server.server_close()
 
 
-@pytest.fixture
-def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "ADMIN_TOKEN_SECRET_ARN"):
-        monkeypatch.delenv(name, raising=False)
-    with LocalStack(http_port=0, smtp_sink_port=0, moto_port=0, api_token=TOKEN) as running:
-        yield running
+@pytest.fixture(params=RUNTIMES)
+def stack(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """`make run` (the one-machine runtime) and `make run-aws` (the handlers around moto)."""
+    with running(request.param, api_token=TOKEN) as service:
+        yield service
 
 
-def test_client_sees_every_result_of_its_messages_through_the_local_stack(
-    stack: LocalStack, client: SyncClient
-) -> None:
+def test_client_sees_every_result_of_its_messages_through_the_local_stack(stack: Any, client: SyncClient) -> None:
     admin = {"X-API-Token": TOKEN}
     with httpx.Client(base_url=stack.url, timeout=30) as http:
         tenant = {"id": "acme", "client_base_url": client.url, "client_auth": {"method": "bearer", "token": "cb-token"}}

@@ -19,8 +19,8 @@ import pytest
 import requests
 from mail_proxy.client import MailProxyClient, connect
 
-from local.stack import LocalStack
 from tests.polling import wait_until
+from tests.runtimes import RUNTIMES, running
 
 TOKEN = "genro-client-admin-token"
 SYNC_INTERVAL = 4  # seconds between heartbeats: short, so a window of a few intervals stays short
@@ -30,20 +30,17 @@ PDF = b"%PDF-1.4 genro client report"
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
+@pytest.fixture(scope="module", params=RUNTIMES)
+def stack(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """`make run` (the one-machine runtime) and `make run-aws` (the handlers around moto)."""
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "ADMIN_TOKEN_SECRET_ARN"):
-            patch.delenv(name, raising=False)
         patch.setenv("GMP_SYNC_INTERVAL", str(SYNC_INTERVAL))
-        with LocalStack(
-            http_port=0, smtp_sink_port=0, moto_port=0, api_token=TOKEN, scheduler_interval=SCHEDULER_INTERVAL
-        ) as running:
-            yield running
+        with running(request.param, api_token=TOKEN, scheduler_interval=SCHEDULER_INTERVAL) as service:
+            yield service
 
 
 @pytest.fixture(scope="module")
-def admin(stack: LocalStack) -> MailProxyClient:
+def admin(stack: Any) -> MailProxyClient:
     return MailProxyClient(stack.url, token=TOKEN, name="local")
 
 
@@ -56,7 +53,7 @@ def http_error(call: Callable[[], Any]) -> requests.Response:
     return response
 
 
-def new_tenant(admin: MailProxyClient, stack: LocalStack, tenant_id: str, **fields: Any) -> MailProxyClient:
+def new_tenant(admin: MailProxyClient, stack: Any, tenant_id: str, **fields: Any) -> MailProxyClient:
     """A tenant created with the admin client; a client holding its key (as a tenant's application has)."""
     created = admin.tenants.add({"id": tenant_id, "name": tenant_id.title(), **fields})
     assert created["ok"] is True and len(created["api_key"]) == 43
@@ -96,7 +93,7 @@ def new_message_body(message_id: str, account_id: str, **fields: Any) -> dict[st
 # ---------------------------------------------------------------------- service and tenants (admin token)
 
 
-def test_the_admin_checks_the_service_and_manages_tenants(stack: LocalStack, admin: MailProxyClient) -> None:
+def test_the_admin_checks_the_service_and_manages_tenants(stack: Any, admin: MailProxyClient) -> None:
     assert admin.health() is True
     assert admin.status()["ok"] is True and admin.status()["active"] is True
     assert admin.run_now() == {"ok": True}
@@ -123,9 +120,7 @@ def test_the_admin_checks_the_service_and_manages_tenants(stack: LocalStack, adm
 # ---------------------------------------------------------------------- a tenant's whole day (its key)
 
 
-def test_a_tenant_sends_lists_and_manages_its_messages_with_genros_client(
-    stack: LocalStack, admin: MailProxyClient
-) -> None:
+def test_a_tenant_sends_lists_and_manages_its_messages_with_genros_client(stack: Any, admin: MailProxyClient) -> None:
     assert stack.smtp_sink is not None
     port = stack.smtp_sink_port
     shop = new_tenant(admin, stack, "shop")
@@ -292,7 +287,7 @@ def queued_callback() -> Iterator[QueuedCallback]:
 
 
 def test_a_callback_that_always_answers_queued_is_called_for_results_and_heartbeats_only(
-    stack: LocalStack, admin: MailProxyClient, queued_callback: QueuedCallback
+    stack: Any, admin: MailProxyClient, queued_callback: QueuedCallback
 ) -> None:
     busy = new_tenant(admin, stack, "busy", client_base_url=queued_callback.url)
     try:

@@ -1,4 +1,4 @@
-"""The README's curl walk-through, run as written against the local stack `make run` starts."""
+"""The README's curl walk-through, run as written against what `make run` starts (the one-machine runtime)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from local.stack import LocalStack
+from tests.runtimes import running
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 TOKEN = "admin-secret"
@@ -21,11 +22,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "ADMIN_TOKEN_SECRET_ARN"):
-        monkeypatch.delenv(name, raising=False)
-    with LocalStack(http_port=0, smtp_sink_port=0, moto_port=0, api_token=TOKEN) as running:
-        yield running
+def stack() -> Iterator[Any]:
+    with running("embedded", api_token=TOKEN) as service:
+        yield service
 
 
 def walkthrough_script() -> str:
@@ -36,7 +35,7 @@ def walkthrough_script() -> str:
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_readme_walkthrough_puts_a_message_into_the_smtp_sink(stack: LocalStack) -> None:
+def test_readme_walkthrough_puts_a_message_into_the_smtp_sink(stack: Any) -> None:
     assert stack.smtp_sink is not None
     script = walkthrough_script()
     # The README names the default ports; the test's stack listens on free ones.

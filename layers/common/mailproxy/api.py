@@ -37,6 +37,8 @@ MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 SECRET_KEYS = {"password", "token", "api_key", "secret", "client_secret", "authorization"}
 SECRET_KEYS |= {"imap_password", "bounce_imap_password"}  # genro-mail-proxy's: refused, but logged as sent
 MAX_LOGGED_PAYLOAD = 64_000
+# The ASGI scope key a server without API Gateway (the one-machine runtime) puts each request's id under.
+REQUEST_ID_SCOPE_KEY = "gmp.request_id"
 
 ReplyDocs = Callable[[str], dict[str, Any]]
 
@@ -518,7 +520,8 @@ class CommandLog:
             "response_status": status["code"],
             # API Gateway's requestContext.identity.sourceIp (Mangum's scope client), locally the peer address.
             "source_ip": str(client[0]) if client and client[0] else None,
-            "request_id": (event.get("requestContext") or {}).get("requestId"),
+            # API Gateway's requestId (Mangum's aws.event), or the one the one-machine runtime gives each request.
+            "request_id": (event.get("requestContext") or {}).get("requestId") or scope_.get(REQUEST_ID_SCOPE_KEY),
         }
         body = b"".join(chunks)
         try:
