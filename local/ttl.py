@@ -41,6 +41,13 @@ def expire_due(now: int | None = None) -> int:
     if keys:
         stores().messages.delete_states(keys)
         stores().payloads.delete_payloads(pinned_keys(gone))
-    state = _expired(settings.state_table, now, projection="pk, sk")
-    batch_write(settings.state_table, deletes=[{"pk": i["pk"], "sk": i["sk"]} for i in state])
+    expire_state(now)
     return len(keys)
+
+
+def expire_state(now: int) -> int:
+    """Delete the StateTable items whose `expires_at` has passed (command log, ledger); how many."""
+    table = get_settings().state_table
+    items = _expired(table, now, projection="pk, sk")
+    batch_write(table, deletes=[{"pk": i["pk"], "sk": i["sk"]} for i in items])
+    return len(items)

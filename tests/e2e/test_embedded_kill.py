@@ -168,9 +168,8 @@ def _statuses(data_dir: Path, tenant_id: str) -> dict[str, str]:
     return {str(r["id"]): str(r["status"]) for r in open_stores(str(data_dir)).messages.list_states(tenant_id)}
 
 
-# About a minute: deliveries resume within seconds of the restart, reports once the dead reporter's lease on the
-# tenant lapses (LEASE_SECONDS, 60 s, as a crashed ReporterFunction's on AWS).
-@pytest.mark.slow
+# A few seconds: the restarted runtime, holding the data directory, gives back the leases its killed predecessor
+# left (queue and reporter), so deliveries and reports resume at once.
 def test_kill_9_in_the_middle_of_sending_loses_nothing_and_resends_only_what_was_in_flight(
     tmp_path: Path, sink: KillingSink, callback: Callback
 ) -> None:

@@ -235,9 +235,7 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
     report = build_report(owed)
     settled = {} if capped else {"done_rev": seen_rev}
     if not report and not heartbeat:
-        stores().outbox.drop_chunks(
-            tenant_id, [str(c["sk"]) for c in used]
-        )  # everything listed was acknowledged already
+        stores().outbox.drop_chunks(tenant_id, used)  # everything listed was acknowledged already
         stores().outbox.release(tenant_id, lease_id, settled)
         return Round(more=capped)
 
@@ -262,7 +260,7 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
     stores().ledger.record(
         tenant_id, {sk: {**previous.get(sk, {}), **dict.fromkeys(keys, acknowledged)} for sk, keys in fresh.items()}
     )
-    stores().outbox.drop_chunks(tenant_id, [str(c["sk"]) for c in used])
+    stores().outbox.drop_chunks(tenant_id, used)
     reply = parse_reply(answer)
     interval = get_settings().sync_interval
     sets: dict[str, Any] = {**settled, "last_sync_ts": acknowledged, "failures": 0}

@@ -63,12 +63,15 @@ class SqliteOutbox:
         rows = self._db.read("SELECT MIN(sk) AS sk FROM report_outbox WHERE tenant_id = ?", (tenant_id,))
         return chunk_ts(str(rows[0]["sk"])) if rows and rows[0]["sk"] is not None else None
 
-    def drop_chunks(self, tenant_id: str, sks: list[str]) -> None:
-        """Delete these chunks (those already gone are ignored)."""
-        if not sks:
+    def drop_chunks(self, tenant_id: str, chunks: list[Record]) -> None:
+        """Delete these chunks as read, each unless rewritten since (those already gone are ignored)."""
+        if not chunks:
             return
         with self._db.transaction() as tx:
-            tx.executemany("DELETE FROM report_outbox WHERE tenant_id = ? AND sk = ?", [(tenant_id, s) for s in sks])
+            tx.executemany(
+                "DELETE FROM report_outbox WHERE tenant_id = ? AND sk = ? AND events = ?",
+                [(tenant_id, str(c["sk"]), bytes(c["events"])) for c in chunks],
+            )
 
     def acquire(self, tenant_id: str, lease_id: str, now: int, *, ignore_backoff: bool) -> Record | None:
         """Take the tenant's lease (none held, and no backoff unless ignored); its sync state, or None."""
