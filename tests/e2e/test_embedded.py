@@ -3,66 +3,27 @@ arrive at the SMTP sink, delivery reports at the client's callback, /health and 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from local.embedded import EmbeddedService
 from local.embedded.service import DataDirInUse
+from tests.callbacks import SyncEndpoint, sync_endpoint
 from tests.polling import wait_until
 
 TOKEN = "embedded-admin-token"
 pytestmark = pytest.mark.e2e
 
 
-class Callback:
-    """A tenant's sync endpoint on loopback: records every delivery report and acknowledges it."""
-
-    def __init__(self) -> None:
-        self.reports: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        callback = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
-                with callback.lock:
-                    callback.reports.append(body)
-                answer = json.dumps({"ok": True, "queued": 0}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def entries(self) -> list[dict[str, Any]]:
-        """Every delivery-report entry received so far."""
-        with self.lock:
-            return [e for r in self.reports for e in r.get("delivery_report", [])]
-
-
 @pytest.fixture
-def callback() -> Iterator[Callback]:
-    server = Callback()
-    server.thread.start()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
+def callback() -> Iterator[SyncEndpoint]:
+    with sync_endpoint() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
@@ -80,7 +41,7 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Embedde
 
 
 def test_messages_submitted_over_http_arrive_by_smtp_and_are_reported_to_the_callback(
-    service: EmbeddedService, callback: Callback
+    service: EmbeddedService, callback: SyncEndpoint
 ) -> None:
     admin = {"X-API-Token": TOKEN}
     with httpx.Client(base_url=service.url, timeout=30) as http:

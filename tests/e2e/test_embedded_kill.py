@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -14,14 +13,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import httpx
 import pytest
 
 from local.smtp_sink import ReceivedMail, SmtpSink
+from tests.callbacks import SyncEndpoint, sync_endpoint
 from tests.integration.smtp_servers import free_port
 from tests.polling import wait_until
 
@@ -53,39 +52,6 @@ class KillingSink(SmtpSink):
             self.killed.set()
 
 
-class Callback:
-    """The tenant's sync endpoint: every delivery-report entry, acknowledged."""
-
-    def __init__(self) -> None:
-        self.entries: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        callback = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
-                with callback.lock:
-                    callback.entries.extend(body.get("delivery_report", []))
-                answer = b'{"ok": true, "queued": 0}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def sent_ids(self) -> set[str]:
-        """Ids reported as sent."""
-        with self.lock:
-            return {str(e["id"]) for e in self.entries if e.get("sent_ts")}
-
-
 @pytest.fixture
 def sink() -> Iterator[KillingSink]:
     with KillingSink() as server:
@@ -93,11 +59,9 @@ def sink() -> Iterator[KillingSink]:
 
 
 @pytest.fixture
-def callback() -> Iterator[Callback]:
-    server = Callback()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
+def callback() -> Iterator[SyncEndpoint]:
+    with sync_endpoint() as endpoint:
+        yield endpoint
 
 
 class Runtime:
@@ -171,7 +135,7 @@ def _statuses(data_dir: Path, tenant_id: str) -> dict[str, str]:
 # A few seconds: the restarted runtime, holding the data directory, gives back the leases its killed predecessor
 # left (queue and reporter), so deliveries and reports resume at once.
 def test_kill_9_in_the_middle_of_sending_loses_nothing_and_resends_only_what_was_in_flight(
-    tmp_path: Path, sink: KillingSink, callback: Callback
+    tmp_path: Path, sink: KillingSink, callback: SyncEndpoint
 ) -> None:
     data_dir = tmp_path / "data"
     with (tmp_path / "runtime.log").open("wb") as log:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.callbacks import SyncEndpoint, sync_endpoint
 from tests.polling import wait_until
 from tests.runtimes import RUNTIMES, running
 
@@ -18,49 +16,10 @@ TOKEN = "e2e-admin-token"
 pytestmark = pytest.mark.e2e
 
 
-class SyncClient:
-    """A genro-mail-proxy style client: a sync endpoint that records each report and answers ok."""
-
-    def __init__(self) -> None:
-        self.reports: list[dict[str, Any]] = []
-        self.auth: list[str | None] = []
-        self.lock = threading.Lock()
-        client = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                with client.lock:
-                    client.reports.append(body)
-                    client.auth.append(self.headers.get("Authorization"))
-                answer = json.dumps({"ok": True, "queued": 0}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def entries(self) -> list[dict[str, Any]]:
-        """Every delivery-report entry received so far, in order."""
-        with self.lock:
-            return [e for r in self.reports for e in r.get("delivery_report", [])]
-
-
 @pytest.fixture
-def client() -> Iterator[SyncClient]:
-    sync = SyncClient()
-    sync.thread.start()
-    yield sync
-    sync.server.shutdown()
-    sync.server.server_close()
+def client() -> Iterator[SyncEndpoint]:
+    with sync_endpoint() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(params=RUNTIMES)
@@ -70,7 +29,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Any]:
         yield service
 
 
-def test_client_sees_every_result_of_its_messages_through_the_local_stack(stack: Any, client: SyncClient) -> None:
+def test_client_sees_every_result_of_its_messages_through_the_local_stack(stack: Any, client: SyncEndpoint) -> None:
     admin = {"X-API-Token": TOKEN}
     with httpx.Client(base_url=stack.url, timeout=30) as http:
         tenant = {"id": "acme", "client_base_url": client.url, "client_auth": {"method": "bearer", "token": "cb-token"}}
