@@ -44,6 +44,21 @@ class Change(NamedTuple):
     seq: str = ""
 
 
+class Submission(NamedTuple):
+    """One message of a tenant's submission, as `Messages.submit_many` writes it (the arguments of `submit`)."""
+
+    id: str
+    uid: str
+    rev: str
+    account_id: str
+    priority: int
+    batch_code: str | None
+    status: MessageStatus
+    deferred_ts: int | None
+    park_ts: int | None
+    pack: str | None
+
+
 class AlreadyFinal(Exception):
     """The message was already sent, failed, or is being sent: it cannot be overwritten."""
 
@@ -78,6 +93,13 @@ if TYPE_CHECKING:
             """Create or overwrite an unsent message; True if it is new. Raises AlreadyFinal otherwise."""
             ...
 
+        def submit_many(
+            self, tenant_id: str, submissions: list[Submission], *, journal: str, now: int
+        ) -> list[bool | None]:
+            """`submit` each, in order: per submission True (new), False (an unsent one overwritten) or None
+            (already final: left as it was). SQLite writes them in one transaction."""
+            ...
+
         def record_rejected(
             self, tenant_id: str, message_id: str, *, uid: str, reason: str, account_id: str | None, now: int
         ) -> bool:
@@ -98,6 +120,13 @@ if TYPE_CHECKING:
             self, tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int, stale_before: int
         ) -> Record | None:
             """Take a message for sending; the claimed record, or None (gone, stale, final, or held by a live claim)."""
+            ...
+
+        def claim_many(
+            self, keys: list[tuple[str, str, str]], *, claim_id: str, now: int, stale_before: int
+        ) -> list[Record | None]:
+            """`claim` each (tenant_id, id, rev), in order: the claimed records, None where a claim was refused.
+            SQLite takes them in one transaction."""
             ...
 
         def finish(

@@ -17,7 +17,7 @@ from mailproxy import clock
 from mailproxy.adapters.sqlite.db import Database, dumps, loads
 from mailproxy.domain import EventType, MessageStatus, Outcome
 from mailproxy.messages import EARLY_SLACK_SECONDS, PARK_SHARD, abandoned_reason, event, retained_until
-from mailproxy.ports import AlreadyFinal, Record
+from mailproxy.ports import AlreadyFinal, Record, Submission
 
 if TYPE_CHECKING:
     from mailproxy import ports
@@ -167,6 +167,36 @@ class SqliteMessages:
             self._write(tx, stored, new)
         return old is None
 
+    def submit_many(
+        self, tenant_id: str, submissions: list[Submission], *, journal: str, now: int
+    ) -> list[bool | None]:
+        """`submit` each, in order, in one transaction: True (new), False (an unsent one overwritten) or None
+        (already final, left as it was) per submission."""
+        outcomes: list[bool | None] = []
+        with self.db.transaction():
+            for s in submissions:
+                try:
+                    outcomes.append(
+                        self.submit(
+                            tenant_id,
+                            s.id,
+                            uid=s.uid,
+                            rev=s.rev,
+                            account_id=s.account_id,
+                            priority=s.priority,
+                            batch_code=s.batch_code,
+                            status=s.status,
+                            deferred_ts=s.deferred_ts,
+                            park_ts=s.park_ts,
+                            pack=s.pack,
+                            journal=journal,
+                            now=now,
+                        )
+                    )
+                except AlreadyFinal:  # raised before anything of this message was written
+                    outcomes.append(None)
+        return outcomes
+
     def record_rejected(
         self, tenant_id: str, message_id: str, *, uid: str, reason: str, account_id: str | None, now: int
     ) -> bool:
@@ -244,6 +274,17 @@ class SqliteMessages:
             }
             self._write(tx, stored, new)
         return _as_stored(new)
+
+    def claim_many(
+        self, keys: list[tuple[str, str, str]], *, claim_id: str, now: int, stale_before: int
+    ) -> list[Record | None]:
+        """`claim` each (tenant_id, id, rev), in order, in one transaction: the claimed documents, None where
+        a claim was refused."""
+        with self.db.transaction():
+            return [
+                self.claim(tenant_id, message_id, rev=rev, claim_id=claim_id, now=now, stale_before=stale_before)
+                for tenant_id, message_id, rev in keys
+            ]
 
     def finish(
         self,
