@@ -149,4 +149,14 @@ def parse_addresses(value: str | list[str] | None) -> list[str]:
 
 def address_domain(entry: str) -> str:
     """What follows the last `@` of the address of `Name <addr>` or of a bare address (all of it without one)."""
+    if len(entry) > _CACHED_ADDRESS_CHARS:
+        return _address_domain(entry)
+    return _address_domain_cached(entry)
+
+
+def _address_domain(entry: str) -> str:
     return parseaddr(entry)[1].rpartition("@")[2]
+
+
+# The sender asks for the domain of each message's From (its Message-ID's right side): a tenant's few.
+_address_domain_cached = functools.lru_cache(maxsize=_ADDRESS_CACHE_SIZE)(_address_domain)
