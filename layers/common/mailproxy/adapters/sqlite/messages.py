@@ -60,11 +60,6 @@ def _at_most(value: Any, bound: int) -> bool:
     return _number(value) and bool(value <= bound)
 
 
-def _as_stored(doc: Record) -> Record:
-    """A document as it reads back (enums as their plain values), as DynamoDB's ALL_NEW returns it."""
-    return dict(loads(dumps(doc)))
-
-
 def _chunks(values: list[str]) -> Iterator[list[str]]:
     for start in range(0, len(values), _CHUNK):
         yield values[start : start + _CHUNK]
@@ -243,8 +238,8 @@ class SqliteMessages:
             if stored.doc is None or stored.doc.get("status") != MessageStatus.SUSPENDED:
                 return None
             new = {**stored.doc, "status": MessageStatus.PENDING, "updated_at": now}
-            self._write(tx, stored, new)
-        return _as_stored(new)
+            text = self._write(tx, stored, new)
+        return dict(loads(text))  # as it reads back (enums as their values), as DynamoDB's ALL_NEW returns it
 
     def claim(
         self, tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int, stale_before: int
@@ -272,8 +267,8 @@ class SqliteMessages:
                 "updated_at": now,
                 "claims": int(doc.get("claims", 0)) + 1,
             }
-            self._write(tx, stored, new)
-        return _as_stored(new)
+            text = self._write(tx, stored, new)
+        return dict(loads(text))  # as it reads back (enums as their values), as DynamoDB's ALL_NEW returns it
 
     def claim_many(
         self, keys: list[tuple[str, str, str]], *, claim_id: str, now: int, stale_before: int
@@ -409,8 +404,11 @@ class SqliteMessages:
             self._write(tx, stored, item)
         return True
 
-    def _write(self, tx: sqlite3.Connection, stored: _Stored, new: Record | None, *, expired: bool = False) -> None:
-        """Replace (or delete, when `new` is None) the document read as `stored`, and log the change."""
+    def _write(
+        self, tx: sqlite3.Connection, stored: _Stored, new: Record | None, *, expired: bool = False
+    ) -> str | None:
+        """Replace (or delete, when `new` is None) the document read as `stored`, and log the change; the text
+        stored."""
         tenant_id, message_id = stored.tenant_id, stored.id
         text = None if new is None else dumps(new)
         if new is None:
@@ -434,6 +432,7 @@ class SqliteMessages:
             "INSERT INTO message_changes (ts, tenant_id, id, old_doc, new_doc, expired) VALUES (?, ?, ?, ?, ?, ?)",
             (clock.now_ts(), tenant_id, message_id, stored.text, text, int(expired)),
         )
+        return text
 
 
 if TYPE_CHECKING:
