@@ -20,7 +20,11 @@ logger = logging.getLogger(__name__)
 
 CHANGES_BATCH = 100  # the ReporterFunction's stream BatchSize in template.yaml
 RETENTION_INTERVAL_SECONDS = 60.0  # DynamoDB's TTL sweeps in the background; a minute is close enough
-IDLE_SLEEP_SECONDS = 0.05  # the change log's first wait when empty, doubled up to the interval
+IDLE_SLEEP_SECONDS = 0.05  # the change log's first wait when empty, doubled up to CHANGES_MAX_WAIT_SECONDS
+# The change log is read again at once only after a full batch (a backlog); after a partial one it waits, so
+# that a busy sender's changes come in batches near CHANGES_BATCH, not a few rows each time (each batch costs a
+# write transaction and its tenants' reads). Reports wait at most this much longer.
+CHANGES_MAX_WAIT_SECONDS = 0.2
 RETRY_SLEEP_SECONDS = 1.0  # after a failed step, doubled up to MAX_RETRY_SLEEP_SECONDS
 MAX_RETRY_SLEEP_SECONDS = 30.0
 
@@ -89,7 +93,8 @@ def scheduler_round() -> bool:
 
 def report_changes() -> bool:
     """The stream's event source mapping and ReporterFunction: the oldest changes of message records, in order,
-    to the reporter; forgotten only once it stored what they owe (else the same batch comes again)."""
+    to the reporter; forgotten only once it stored what they owe (else the same batch comes again). True when
+    the batch was full: more are waiting."""
     from mailproxy.report_format import Change
     from mailproxy.reports import handle_changes
 
@@ -114,7 +119,7 @@ def report_changes() -> bool:
     if not handle_changes(changes):
         raise TryAgain("the reporter could not store what the changes owe")  # the same batch comes again
     log.drop_changes(max(int(row["seq"]) for row in rows))
-    return True
+    return len(rows) == CHANGES_BATCH
 
 
 def report_schedule() -> bool:
@@ -143,7 +148,12 @@ def service_loops(scheduler_interval: float) -> list[Loop]:
     """The loops of the runtime's main process."""
     return [
         Loop("scheduler", scheduler_round, scheduler_interval),
-        Loop("reporter-changes", report_changes, scheduler_interval, idle=IDLE_SLEEP_SECONDS),
+        Loop(
+            "reporter-changes",
+            report_changes,
+            min(scheduler_interval, CHANGES_MAX_WAIT_SECONDS),
+            idle=IDLE_SLEEP_SECONDS,
+        ),
         Loop("reporter-schedule", report_schedule, scheduler_interval),
         Loop("retention", retention, RETENTION_INTERVAL_SECONDS),
     ]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from mailproxy.adapters.sqlite.db import Database
 from mailproxy.adapters.sqlite.messages import SCHEMA, SqliteMessages
-from mailproxy.domain import AlreadyFinal, EventType, MessageStatus, Outcome
+from mailproxy.domain import AlreadyFinal, EventType, MessageStatus, Outcome, Submission
 from mailproxy.messages import EARLY_SLACK_SECONDS, PARK_SHARD, abandoned_reason, event
 from mailproxy.stores import Stores
 
@@ -117,6 +117,72 @@ def test_a_message_being_sent_or_sent_cannot_be_overwritten(stores: Stores) -> N
     with pytest.raises(AlreadyFinal):
         submit(stores.messages, rev="r2")
     assert (stores.messages.get_state(TENANT, "m1") or {})["rev"] == "r1"
+
+
+def submission(message_id: str, *, rev: str = "r1", **options: Any) -> Submission:
+    values: dict[str, Any] = {
+        "uid": f"uid-{message_id}",
+        "account_id": "acc",
+        "priority": 1,
+        "batch_code": None,
+        "status": MessageStatus.PENDING,
+        "deferred_ts": None,
+        "park_ts": None,
+        "pack": None,
+        **options,
+    }
+    return Submission(id=message_id, rev=rev, **values)
+
+
+def test_a_submission_of_many_writes_each_as_submit_would_and_says_what_each_became(stores: Stores) -> None:
+    submit(stores.messages, "old")  # unsent: overwritten
+    submit(stores.messages, "done")
+    claim_of_done = stores.messages.claim(TENANT, "done", rev="r1", claim_id="c", now=NOW, stale_before=NOW - 60)
+    assert claim_of_done is not None  # being sent: left as it is
+    batch = [
+        submission("new", batch_code="b", pack="pack-1"),
+        submission("old", rev="r2"),
+        submission("done", rev="r2"),
+        submission("later", status=MessageStatus.DEFERRED, deferred_ts=NOW + 5000, park_ts=NOW + 5000),
+    ]
+    outcomes = stores.messages.submit_many(TENANT, batch, journal="journal-2", now=NOW + 1)
+    assert outcomes == [True, False, None, True]
+    states = stores.messages.get_states(TENANT, ["new", "old", "done", "later"])
+    assert {i: (s["rev"], s["status"]) for i, s in states.items()} == {
+        "new": ("r1", "pending"),
+        "old": ("r2", "pending"),
+        "done": ("r1", "sending"),
+        "later": ("r1", "deferred"),
+    }
+    assert (states["new"]["pk"], states["new"]["created_by"], states["new"]["batch_code"], states["new"]["pack"]) == (
+        "uid-new",
+        "journal-2",
+        "b",
+        "pack-1",
+    )
+    assert (states["old"]["pk"], states["old"]["created_by"]) == ("uid-1", "journal-1")
+    assert [d["id"] for d in stores.messages.due_parked(NOW + 5000)] == ["later"]
+    assert stores.messages.submit_many(TENANT, [], journal="journal-3", now=NOW) == []
+
+
+def test_a_claim_of_many_takes_each_claimable_message_and_refuses_the_others(stores: Stores) -> None:
+    for message_id in ("a", "b", "c"):
+        submit(stores.messages, message_id)
+    submit(stores.messages, "held", status=MessageStatus.SUSPENDED)
+    keys = [
+        (TENANT, "a", "r1"),
+        (TENANT, "b", "r0"),
+        (TENANT, "missing", "r1"),
+        (TENANT, "held", "r1"),
+        (TENANT, "c", "r1"),
+    ]
+    claimed = stores.messages.claim_many(keys, claim_id="c1", now=NOW, stale_before=NOW - 60)
+    assert [None if c is None else c["id"] for c in claimed] == ["a", None, None, None, "c"]
+    assert all(c is None or (c["status"], c["claim_id"], c["claims"]) == ("sending", "c1", 1) for c in claimed)
+    assert claimed[0] == stores.messages.get_state(TENANT, "a")
+    again = stores.messages.claim_many(keys[:1], claim_id="c2", now=NOW + 1, stale_before=NOW - 60)
+    assert again == [None]  # a live claim holds
+    assert stores.messages.claim_many([], claim_id="c3", now=NOW, stale_before=NOW) == []
 
 
 def test_a_rejected_message_is_recorded_failed_only_when_its_id_is_new(stores: Stores) -> None:

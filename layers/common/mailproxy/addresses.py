@@ -14,13 +14,17 @@ from email.utils import getaddresses, parseaddr
 
 # RFC 5322 dot-atom local part (or a quoted string) @ a domain of labels; IDN domains allowed.
 # {U} is the non-ASCII range \u0080-\uffff, or nothing in the ASCII-only form of the pattern.
-_LOCAL = r'(?:[A-Za-z0-9!#$%&\'*+/=?^_`{{|}}~{U}-]+(?:\.[A-Za-z0-9!#$%&\'*+/=?^_`{{|}}~{U}-]+)*|"[^"\\\r\n]*")'
+_DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~{U}-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~{U}-]+)*"
+_LOCAL = rf'(?:{_DOT_ATOM}|"[^"\\\r\n]*")'
 _LABEL = r"[A-Za-z0-9{U}](?:[A-Za-z0-9{U}-]{{0,61}}[A-Za-z0-9{U}])?"
 _ADDR = rf"^{_LOCAL}@{_LABEL}(?:\.{_LABEL})+$|^{_LOCAL}@\[[0-9A-Fa-f:.]+\]$"
+# An entry that is only an ASCII dot-atom @ labels: parseaddr reads it back whole as the address.
+_BARE_ADDR = rf"{_DOT_ATOM}@{_LABEL}(?:\.{_LABEL})+"
 NON_ASCII = r"\u0080-\uffff"
 # Parsed address texts keep only pairs of strings, so longer texts can be kept (not a whole list's).
 _ADDRESS_CACHE_SIZE = 512
 _CACHED_ADDRESS_CHARS = 1_000
+_MAX_ADDRESS = 320  # characters of an address (RFC 3696's 64 + 1 + 255)
 
 
 @functools.cache
@@ -36,12 +40,21 @@ def split_addresses(value: str | list[str] | None) -> list[str]:
     items = value if isinstance(value, list) else [value]
     entries: list[str] = []
     for item in items:
-        entries.extend(_split_commas(item))
+        entries.extend(_split_commas(item) if len(item) > _CACHED_ADDRESS_CHARS else _split_commas_cached(item))
     return entries
+
+
+@functools.lru_cache(maxsize=_ADDRESS_CACHE_SIZE)
+def _split_commas_cached(text: str) -> tuple[str, ...]:
+    # A tenant's From (`Name <addr>`) comes with every message: walked once.
+    return tuple(_split_commas(text))
 
 
 def _split_commas(text: str) -> list[str]:
     # Commas inside quotes or angle brackets belong to a display name or an address.
+    if '"' not in text and "<" not in text:
+        # Neither (most entries): every comma separates, found without walking the text in Python.
+        return [part.strip() for part in text.split(",") if part.strip()]
     parts: list[str] = []
     current: list[str] = []
     quoted = angled = False
@@ -66,15 +79,34 @@ def bare_address(entry: str) -> str:
     return parseaddr(entry)[1] or entry.strip()
 
 
+@functools.cache
+def _bare_address() -> re.Pattern[str]:
+    return re.compile(_BARE_ADDR.format(U=""))
+
+
 def is_valid_address(entry: str) -> bool:
     """True when `entry` is `addr` or `Name <addr>` with a syntactically valid address."""
+    if len(entry) <= _MAX_ADDRESS and _bare_address().fullmatch(entry):
+        return True  # the common case, without parsing: what the checks below accept
+    if len(entry) > _CACHED_ADDRESS_CHARS:
+        return _is_valid_address(entry)
+    return _valid_address_cached(entry)
+
+
+@functools.lru_cache(maxsize=_ADDRESS_CACHE_SIZE)
+def _valid_address_cached(entry: str) -> bool:
+    # A tenant sends from the same few `Name <addr>` entries, and parsing one costs tens of µs.
+    return _is_valid_address(entry)
+
+
+def _is_valid_address(entry: str) -> bool:
     if len(entry) > 998 or any(c in entry for c in "\r\n\x00"):
         return False
     try:
         name, addr = parseaddr(entry)
     except RecursionError:  # the parser recurses once per nested "(" comment: a few hundred overflow the stack
         return False
-    if not addr or len(addr) > 320:
+    if not addr or len(addr) > _MAX_ADDRESS:
         return False
     if not name and entry.strip() not in (addr, f"<{addr}>"):  # `<addr>` is a mailbox without a name
         return False
@@ -117,4 +149,14 @@ def parse_addresses(value: str | list[str] | None) -> list[str]:
 
 def address_domain(entry: str) -> str:
     """What follows the last `@` of the address of `Name <addr>` or of a bare address (all of it without one)."""
+    if len(entry) > _CACHED_ADDRESS_CHARS:
+        return _address_domain(entry)
+    return _address_domain_cached(entry)
+
+
+def _address_domain(entry: str) -> str:
     return parseaddr(entry)[1].rpartition("@")[2]
+
+
+# The sender asks for the domain of each message's From (its Message-ID's right side): a tenant's few.
+_address_domain_cached = functools.lru_cache(maxsize=_ADDRESS_CACHE_SIZE)(_address_domain)

@@ -7,7 +7,7 @@ byte for byte what they were, and a value read back from storage (a plain `str`)
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class MessageStatus(StrEnum):
@@ -83,3 +83,18 @@ Record = dict[str, Any]  # a stored record (a message, tenant, account...) as th
 
 class AlreadyFinal(Exception):
     """The message was already sent, failed, or is being sent: it cannot be overwritten."""
+
+
+class Submission(NamedTuple):
+    """One message of a tenant's submission, as `Messages.submit_many` writes it (the arguments of `submit`)."""
+
+    id: str
+    uid: str
+    rev: str
+    account_id: str
+    priority: int
+    batch_code: str | None
+    status: MessageStatus
+    deferred_ts: int | None
+    park_ts: int | None
+    pack: str | None

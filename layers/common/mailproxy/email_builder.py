@@ -28,6 +28,21 @@ _CACHED_VALUE_CHARS = 100
 _NEVER_REPEATED = frozenset({"message-id", "x-genro-mail-id"})
 
 
+class _FoldedOnce:
+    """A header that keeps its folded text per folding policy: one shared by many messages (a tenant's From,
+    the MIME headers, see _HeaderClasses) is folded once, not each time a message carrying it is sent.
+    Folding reads only the parse tree, which never changes, and these three settings of the policy."""
+
+    def fold(self, *, policy: Policy) -> str:
+        """The header as it goes on the wire (the email package calls this when generating)."""
+        key = (policy.max_line_length, policy.utf8, policy.linesep)  # type: ignore[attr-defined]
+        folds: dict[tuple[Any, ...], str] = self.__dict__.setdefault("_folds", {})
+        folded = folds.get(key)
+        if folded is None:
+            folded = folds[key] = super().fold(policy=policy)  # type: ignore[misc]
+        return folded
+
+
 class _HeaderClasses(HeaderRegistry):
     """The stdlib's header registry, making each header's class once and each short header once per value.
 
@@ -46,7 +61,8 @@ class _HeaderClasses(HeaderRegistry):
         key = name.lower()
         made = self._made.get(key)
         if made is None:
-            made = self._made[key] = super().__getitem__(name)
+            made = super().__getitem__(name)
+            made = self._made[key] = type(made.__name__, (_FoldedOnce, made), {})
         return made
 
     def __call__(self, name: str, value: Any) -> Any:

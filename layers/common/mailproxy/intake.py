@@ -13,7 +13,7 @@ from typing import Any
 from mailproxy import attachment_auth, clock, ledger, ratelimit, tenants
 from mailproxy.addresses import is_valid_address, split_addresses
 from mailproxy.auth import Principal, scope
-from mailproxy.domain import FINAL, PENDING_STATUSES, UNSENT, AlreadyFinal, JournalKind, MessageStatus
+from mailproxy.domain import FINAL, PENDING_STATUSES, UNSENT, JournalKind, MessageStatus, Submission
 from mailproxy.errors import BadRequest, NotFound
 from mailproxy.limits import header_reason, recipients_reason
 from mailproxy.logs import logger
@@ -25,7 +25,7 @@ from mailproxy.stores import stores
 
 @functools.cache
 def _pool() -> ThreadPoolExecutor:
-    # Conditional writes cannot be batched; a few threads keep a 1000-message request fast.
+    # Deletions are conditional writes, which cannot be batched: a few threads keep a long list fast.
     return ThreadPoolExecutor(max_workers=16, thread_name_prefix="intake")
 
 
@@ -120,27 +120,22 @@ def _submit_tenant_batch(
             return 0, rejected
         journal, pack = _store_payloads(tenant_id, plans, now)
 
-    def submit(plan: dict[str, Any]) -> bool | None:
-        try:
-            return stores().messages.submit(
-                tenant_id,
-                plan["id"],
-                uid=uuid.uuid4().hex,
-                rev=plan["rev"],
-                account_id=plan["account_id"],
-                priority=plan["priority"],
-                batch_code=plan["batch_code"],
-                status=plan["status"],
-                deferred_ts=plan["deferred_ts"],
-                park_ts=plan["park_ts"],
-                pack=pack if plan["enqueue"] else None,
-                journal=journal,
-                now=now,
-            )
-        except AlreadyFinal:
-            return None
-
-    outcomes = list(_pool().map(submit, plans))
+    submissions = [
+        Submission(
+            id=plan["id"],
+            uid=uuid.uuid4().hex,
+            rev=plan["rev"],
+            account_id=plan["account_id"],
+            priority=plan["priority"],
+            batch_code=plan["batch_code"],
+            status=plan["status"],
+            deferred_ts=plan["deferred_ts"],
+            park_ts=plan["park_ts"],
+            pack=pack if plan["enqueue"] else None,
+        )
+        for plan in plans
+    ]
+    outcomes = stores().messages.submit_many(tenant_id, submissions, journal=journal, now=now)
     new = sum(1 for o in outcomes if o is True)
     if quota is not None:
         # Only new messages count: an overwrite of an unsent id, or an id already sent, gives its slot back.

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mailproxy.domain import Counter, JournalKind, MessageStatus, Outcome, Record
+from mailproxy.domain import Counter, JournalKind, MessageStatus, Outcome, Record, Submission
 
 if TYPE_CHECKING:
     from mailproxy.ledger import EventKey
@@ -57,6 +57,13 @@ class Messages(Protocol):
         """Create or overwrite an unsent message; True if it is new. Raises AlreadyFinal otherwise."""
         ...
 
+    def submit_many(
+        self, tenant_id: str, submissions: list[Submission], *, journal: str, now: int
+    ) -> list[bool | None]:
+        """`submit` each, in order: per submission True (new), False (an unsent one overwritten) or None
+        (already final: left as it was). SQLite writes them in one transaction."""
+        ...
+
     def record_rejected(
         self, tenant_id: str, message_id: str, *, uid: str, reason: str, account_id: str | None, now: int
     ) -> bool:
@@ -77,6 +84,13 @@ class Messages(Protocol):
         self, tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int, stale_before: int
     ) -> Record | None:
         """Take a message for sending; the claimed record, or None (gone, stale, final, or held by a live claim)."""
+        ...
+
+    def claim_many(
+        self, keys: list[tuple[str, str, str]], *, claim_id: str, now: int, stale_before: int
+    ) -> list[Record | None]:
+        """`claim` each (tenant_id, id, rev), in order: the claimed records, None where a claim was refused.
+        SQLite takes them in one transaction."""
         ...
 
     def finish(

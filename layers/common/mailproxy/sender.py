@@ -94,20 +94,7 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
         [{"tenant_id": j.tenant_id, "id": j.id} for j in jobs],
         due_ts=now + settings.claim_timeout_seconds,
     )
-    claimed_keys: set[tuple[str, str]] = set()
-    for job in jobs:
-        if (job.tenant_id, job.id) in claimed_keys:
-            continue  # two copies of one message in a batch: the first one's claim covers it
-        job.item = stores().messages.claim(
-            job.tenant_id,
-            job.id,
-            rev=job.rev,
-            claim_id=journal,
-            now=now,
-            stale_before=now - settings.claim_timeout_seconds,
-        )
-        if job.item is not None:
-            claimed_keys.add((job.tenant_id, job.id))
+    _claim(jobs, journal, now, stale_before=now - settings.claim_timeout_seconds)
     claimed = [j for j in jobs if j.item is not None]
     tally = BatchTally()
     if claimed:
@@ -128,6 +115,33 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
         stores().journals.close_batch(journal, counters=dict(tally.counters), pending=dict(tally.pending))
     failures += [j.record_id for j in jobs if j.retry_record]
     return {"batchItemFailures": [{"itemIdentifier": f} for f in failures]}
+
+
+def _claim(jobs: list[Job], journal: str, now: int, *, stale_before: int) -> None:
+    """Claim the jobs' messages in as few calls as the copies allow: two copies of one message in a batch
+    (SQS delivers at least once), the first one's claim covers both, and a later copy is tried only when the
+    earlier one's claim was refused (another revision)."""
+    claimed: set[tuple[str, str]] = set()
+    left = jobs
+    while left:
+        turn: dict[tuple[str, str], Job] = {}
+        later: list[Job] = []
+        for job in left:
+            key = (job.tenant_id, job.id)
+            if key in claimed:
+                continue
+            if key in turn:
+                later.append(job)
+            else:
+                turn[key] = job
+        items = stores().messages.claim_many(
+            [(j.tenant_id, j.id, j.rev) for j in turn.values()], claim_id=journal, now=now, stale_before=stale_before
+        )
+        for key, job, item in zip(turn, turn.values(), items, strict=True):
+            job.item = item
+            if item is not None:
+                claimed.add(key)
+        left = later
 
 
 async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_ms: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mailproxy.adapters.aws.dynamo import (
@@ -25,7 +27,7 @@ from mailproxy.adapters.aws.expressions import (
     expression,
     is_in,
 )
-from mailproxy.domain import AlreadyFinal, EventType, MessageStatus, Outcome
+from mailproxy.domain import AlreadyFinal, EventType, MessageStatus, Outcome, Submission
 from mailproxy.messages import (
     EARLY_SLACK_SECONDS,
     PARK_SHARD,
@@ -38,6 +40,12 @@ from mailproxy.settings import get_settings
 
 def _table() -> str:
     return get_settings().messages_table
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    # Conditional writes cannot be batched; a few threads keep a 1000-message request fast.
+    return ThreadPoolExecutor(max_workers=16, thread_name_prefix="messages")
 
 
 def _key(tenant_id: str, message_id: str) -> dict[str, Any]:
@@ -110,6 +118,33 @@ def submit(
             raise AlreadyFinal(message_id) from exc
         raise
     return "id" not in reply.get("Attributes", {})
+
+
+def submit_many(tenant_id: str, submissions: list[Submission], *, journal: str, now: int) -> list[bool | None]:
+    """`submit` each (one conditional update each, side by side): True (new), False (an unsent one overwritten)
+    or None (already final, left as it was) per submission, in order."""
+
+    def one(s: Submission) -> bool | None:
+        try:
+            return submit(
+                tenant_id,
+                s.id,
+                uid=s.uid,
+                rev=s.rev,
+                account_id=s.account_id,
+                priority=s.priority,
+                batch_code=s.batch_code,
+                status=s.status,
+                deferred_ts=s.deferred_ts,
+                park_ts=s.park_ts,
+                pack=s.pack,
+                journal=journal,
+                now=now,
+            )
+        except AlreadyFinal:
+            return None
+
+    return list(_pool().map(one, submissions))
 
 
 def record_rejected(
@@ -225,6 +260,14 @@ def claim(tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int,
     if reply is None:
         return None
     return from_item(reply["Attributes"])
+
+
+def claim_many(keys: list[tuple[str, str, str]], *, claim_id: str, now: int, stale_before: int) -> list[Item | None]:
+    """`claim` each (tenant_id, id, rev), one after the other: the claimed items, None where a claim was refused."""
+    return [
+        claim(tenant_id, message_id, rev=rev, claim_id=claim_id, now=now, stale_before=stale_before)
+        for tenant_id, message_id, rev in keys
+    ]
 
 
 def finish(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailproxy import clock
 from mailproxy.adapters.sqlite.db import Database, dumps, loads
-from mailproxy.domain import AlreadyFinal, EventType, MessageStatus, Outcome, Record
+from mailproxy.domain import AlreadyFinal, EventType, MessageStatus, Outcome, Record, Submission
 from mailproxy.messages import EARLY_SLACK_SECONDS, PARK_SHARD, abandoned_reason, event, retained_until
 
 if TYPE_CHECKING:
@@ -57,11 +57,6 @@ def _number(value: Any) -> bool:
 def _at_most(value: Any, bound: int) -> bool:
     """DynamoDB's `a <= b`: false unless `a` is a number (a missing or null attribute never compares)."""
     return _number(value) and bool(value <= bound)
-
-
-def _as_stored(doc: Record) -> Record:
-    """A document as it reads back (enums as their plain values), as DynamoDB's ALL_NEW returns it."""
-    return dict(loads(dumps(doc)))
 
 
 def _chunks(values: list[str]) -> Iterator[list[str]]:
@@ -161,6 +156,36 @@ class SqliteMessages:
             self._write(tx, stored, new)
         return old is None
 
+    def submit_many(
+        self, tenant_id: str, submissions: list[Submission], *, journal: str, now: int
+    ) -> list[bool | None]:
+        """`submit` each, in order, in one transaction: True (new), False (an unsent one overwritten) or None
+        (already final, left as it was) per submission."""
+        outcomes: list[bool | None] = []
+        with self.db.transaction():
+            for s in submissions:
+                try:
+                    outcomes.append(
+                        self.submit(
+                            tenant_id,
+                            s.id,
+                            uid=s.uid,
+                            rev=s.rev,
+                            account_id=s.account_id,
+                            priority=s.priority,
+                            batch_code=s.batch_code,
+                            status=s.status,
+                            deferred_ts=s.deferred_ts,
+                            park_ts=s.park_ts,
+                            pack=s.pack,
+                            journal=journal,
+                            now=now,
+                        )
+                    )
+                except AlreadyFinal:  # raised before anything of this message was written
+                    outcomes.append(None)
+        return outcomes
+
     def record_rejected(
         self, tenant_id: str, message_id: str, *, uid: str, reason: str, account_id: str | None, now: int
     ) -> bool:
@@ -207,8 +232,8 @@ class SqliteMessages:
             if stored.doc is None or stored.doc.get("status") != MessageStatus.SUSPENDED:
                 return None
             new = {**stored.doc, "status": MessageStatus.PENDING, "updated_at": now}
-            self._write(tx, stored, new)
-        return _as_stored(new)
+            text = self._write(tx, stored, new)
+        return dict(loads(text))  # as it reads back (enums as their values), as DynamoDB's ALL_NEW returns it
 
     def claim(
         self, tenant_id: str, message_id: str, *, rev: str, claim_id: str, now: int, stale_before: int
@@ -236,8 +261,19 @@ class SqliteMessages:
                 "updated_at": now,
                 "claims": int(doc.get("claims", 0)) + 1,
             }
-            self._write(tx, stored, new)
-        return _as_stored(new)
+            text = self._write(tx, stored, new)
+        return dict(loads(text))  # as it reads back (enums as their values), as DynamoDB's ALL_NEW returns it
+
+    def claim_many(
+        self, keys: list[tuple[str, str, str]], *, claim_id: str, now: int, stale_before: int
+    ) -> list[Record | None]:
+        """`claim` each (tenant_id, id, rev), in order, in one transaction: the claimed documents, None where
+        a claim was refused."""
+        with self.db.transaction():
+            return [
+                self.claim(tenant_id, message_id, rev=rev, claim_id=claim_id, now=now, stale_before=stale_before)
+                for tenant_id, message_id, rev in keys
+            ]
 
     def finish(
         self,
@@ -362,8 +398,11 @@ class SqliteMessages:
             self._write(tx, stored, item)
         return True
 
-    def _write(self, tx: sqlite3.Connection, stored: _Stored, new: Record | None, *, expired: bool = False) -> None:
-        """Replace (or delete, when `new` is None) the document read as `stored`, and log the change."""
+    def _write(
+        self, tx: sqlite3.Connection, stored: _Stored, new: Record | None, *, expired: bool = False
+    ) -> str | None:
+        """Replace (or delete, when `new` is None) the document read as `stored`, and log the change; the text
+        stored."""
         tenant_id, message_id = stored.tenant_id, stored.id
         text = None if new is None else dumps(new)
         if new is None:
@@ -387,6 +426,7 @@ class SqliteMessages:
             "INSERT INTO message_changes (ts, tenant_id, id, old_doc, new_doc, expired) VALUES (?, ?, ?, ?, ?, ?)",
             (clock.now_ts(), tenant_id, message_id, stored.text, text, int(expired)),
         )
+        return text
 
 
 if TYPE_CHECKING:
