@@ -125,7 +125,9 @@ def test_a_large_limit_reads_no_further_than_the_page_size_cap(
         state.log_command(
             ts=now, endpoint="POST /x", tenant_id="acme", payload={"n": n, "pad": "x" * 2000}, response_status=200
         )
-    monkeypatch.setattr(state, "MAX_COMMAND_PAGE_BYTES", 10_000)
+    import mailproxy.command_log
+
+    monkeypatch.setattr(mailproxy.command_log, "MAX_COMMAND_PAGE_BYTES", 10_000)  # read at each listing
     monkeypatch.setattr(state, "COMMAND_QUERY_PAGE", 10, raising=False)
     client = ddb()
     read: list[int] = []

@@ -7,7 +7,7 @@ byte for byte what they were, and a value read back from storage (a plain `str`)
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any
 
 
 class MessageStatus(StrEnum):
@@ -85,16 +85,46 @@ class AlreadyFinal(Exception):
     """The message was already sent, failed, or is being sent: it cannot be overwritten."""
 
 
-class Submission(NamedTuple):
-    """One message of a tenant's submission, as `Messages.submit_many` writes it (the arguments of `submit`)."""
+class Submission:
+    """One message of a tenant's submission, as `Messages.submit_many` writes it (the arguments of `submit`).
 
-    id: str
-    uid: str
-    rev: str
-    account_id: str
-    priority: int
-    batch_code: str | None
-    status: MessageStatus
-    deferred_ts: int | None
-    park_ts: int | None
-    pack: str | None
+    A plain class with slots: a NamedTuple here cost every function's cold start (this module is on all their
+    paths) for a value only intake makes."""
+
+    __slots__ = (
+        "account_id",
+        "batch_code",
+        "deferred_ts",
+        "id",
+        "pack",
+        "park_ts",
+        "priority",
+        "rev",
+        "status",
+        "uid",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        uid: str,
+        rev: str,
+        account_id: str,
+        priority: int,
+        batch_code: str | None,
+        status: MessageStatus,
+        deferred_ts: int | None,
+        park_ts: int | None,
+        pack: str | None,
+    ) -> None:
+        self.id = id
+        self.uid = uid
+        self.rev = rev
+        self.account_id = account_id
+        self.priority = priority
+        self.batch_code = batch_code
+        self.status = status
+        self.deferred_ts = deferred_ts
+        self.park_ts = park_ts
+        self.pack = pack

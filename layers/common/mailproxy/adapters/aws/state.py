@@ -21,7 +21,6 @@ from mailproxy.adapters.aws.dynamo import (
     to_item,
 )
 from mailproxy.adapters.aws.expressions import Update, equals, exists, expression
-from mailproxy.command_log import CLOCK_SKEW, DAY, MAX_COMMAND_PAGE_BYTES, decode_cursor, encode_cursor
 from mailproxy.domain import Counter, JournalKind
 from mailproxy.settings import get_settings
 
@@ -147,7 +146,7 @@ def log_command(
     source_ip: str | None = None,
     request_id: str | None = None,
 ) -> None:
-    """Append a mutating call to the command log (kept `GMP_COMMAND_LOG_RETENTIONDAYS`, then removed by TTL)."""
+    """Append a mutating call to the command log (kept `GMP_COMMAND_LOG_RETENTION_DAYS`, then removed by TTL)."""
     day = _log_day(ts)
     item = {
         # One partition per UTC day, and per tenant and day through CommandLogByTenant: a read queries the
@@ -163,7 +162,7 @@ def log_command(
         "response_status": response_status,
         "source_ip": source_ip,
         "request_id": request_id,
-        "expires_at": ts + get_settings().command_log_retention_days * DAY,
+        "expires_at": ts + get_settings().command_log_retention_days * 86400,
     }
     if tenant_id is not None:
         item["log_tenant"] = f"{tenant_id}#{day}"
@@ -197,6 +196,9 @@ def list_commands(
     now: int,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Logged commands, newest first, at most `limit`, and the cursor of the next page (None at the end)."""
+    # Imported here: the command log is read on this route only, not on any function's cold-start path.
+    from mailproxy.command_log import CLOCK_SKEW, DAY, MAX_COMMAND_PAGE_BYTES, decode_cursor, encode_cursor
+
     # Nothing older than the retention exists (TTL may lag: what it has not removed yet is not shown).
     oldest = max(since_ts or 0, now - get_settings().command_log_retention_days * DAY)
     # Another container's clock may run a little ahead; nothing is logged later than that.

@@ -1,7 +1,7 @@
 """The command log on SQLite: the audit trail of API commands (`ports.CommandLog`).
 
 One row per logged call, keyed as on AWS (`<ts>#<microseconds>#<uuid>`: newest first is descending key
-order), with the same opaque cursor, the same retention (GMP_COMMAND_LOG_RETENTIONDAYS: older entries are
+order), with the same opaque cursor, the same retention (GMP_COMMAND_LOG_RETENTION_DAYS: older entries are
 never shown, and each write deletes what has expired) and the same cap on a page's payload bytes.
 """
 
@@ -55,7 +55,7 @@ class SqliteCommandLog:
         source_ip: str | None = None,
         request_id: str | None = None,
     ) -> None:
-        """Append a mutating call to the log (kept GMP_COMMAND_LOG_RETENTIONDAYS, then deleted)."""
+        """Append a mutating call to the log (kept GMP_COMMAND_LOG_RETENTION_DAYS, then deleted)."""
         # The microsecond clock orders the calls of one second; the uuid keeps concurrent ones apart.
         sk = f"{ts:012d}#{time.time_ns() // 1000:017d}#{uuid.uuid4().hex}"
         row = (
