@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import sys
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from local.apigw import ApiGateway, api_settings_from_template, routes_from_template
 from local.emulator import Emulator
-from local.environment import EnvironmentPatch
+from local.environment import EnvironmentPatch, reset_package_caches
 from local.environments import EnvironmentPool
 from local.lambda_runtime import LambdaFunction
 from local.pollers import Poller, PollerContext, SchedulePoller, pollers_from_template
@@ -33,19 +32,6 @@ def _env_int(name: str, default: int) -> int:
         return int(raw) if raw else default
     except ValueError as exc:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
-
-
-def _reset_package_caches() -> None:
-    # A cold start for the package: every cached factory (settings, clients, the admin token...) reads
-    # this stack's environment again, also when one test process starts several stacks.
-    for name, module in list(sys.modules.items()):
-        if name != "mailproxy" and not name.startswith("mailproxy."):
-            continue
-        for value in list(vars(module).values()):
-            if isinstance(value, type):
-                continue  # a cache class's own method; its instances are cleared
-            if getattr(value, "__module__", None) == name and callable(getattr(value, "cache_clear", None)):
-                value.cache_clear()
 
 
 def _expire_messages(event: Any, context: Any) -> int:
@@ -171,7 +157,7 @@ class LocalStack:
             environment=patch,
         )
         self.environment = self.emulator.start()
-        _reset_package_caches()
+        reset_package_caches()
         resolver = self.emulator.resolver
 
         for spec in self.template.functions(resolver):
@@ -258,7 +244,7 @@ class LocalStack:
             self.emulator.stop()
             self.emulator = None
         self.environment_patch.restore()
-        _reset_package_caches()
+        reset_package_caches()
 
     def __enter__(self) -> LocalStack:
         return self.start()
