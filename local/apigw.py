@@ -346,6 +346,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "gmp-local-apigw"
     sys_version = ""
+    # TCP_NODELAY: the headers and the body are written apart, and with Nagle's algorithm the body of every
+    # reply on a kept-alive connection waited for the client's delayed ACK of the headers (40 ms).
+    disable_nagle_algorithm = True
 
     @property
     def gateway(self) -> ApiGateway:
