@@ -25,22 +25,6 @@ if TYPE_CHECKING:
     )
 
 
-PORT_NAMES = (
-    "messages",
-    "tenants",
-    "rates",
-    "counters",
-    "journals",
-    "service",
-    "commands",
-    "payloads",
-    "queue",
-    "outbox",
-    "ledger",
-    "sealer",
-)
-
-
 class Stores:
     """Every port, as one adapter implements them, each made on its first use by `make(name)`: an AWS
     function's cold start then imports only the adapter modules its use case reaches."""
