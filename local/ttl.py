@@ -6,26 +6,17 @@ a message whose report is still owed. Here a schedule scans the tables instead a
 
 from __future__ import annotations
 
-from typing import Any
-
 from mailproxy import clock
-from mailproxy.adapters.aws.dynamo import Item, batch_write, scan_all, to_attr
+from mailproxy.adapters.aws.dynamo import Item, batch_write, scan_all
+from mailproxy.adapters.aws.expressions import at_most, expression
 from mailproxy.reports import pinned_keys, split_expired
 from mailproxy.settings import get_settings
 from mailproxy.stores import stores
 
 
-def _expired(table: str, now: int, projection: str | None = None) -> list[Item]:
+def _expired(table: str, now: int, projection: tuple[str, ...] = ()) -> list[Item]:
     """Items of `table` whose `expires_at` (the TTL attribute of every table that has one) has passed."""
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "FilterExpression": "#expires_at <= :now",
-        "ExpressionAttributeNames": {"#expires_at": "expires_at"},
-        "ExpressionAttributeValues": {":now": to_attr(now)},
-    }
-    if projection:
-        kwargs["ProjectionExpression"] = projection
-    return list(scan_all(**kwargs))
+    return list(scan_all(TableName=table, **expression(filter=at_most("expires_at", now), projection=projection)))
 
 
 def expire_due(now: int | None = None) -> int:
@@ -48,6 +39,6 @@ def expire_due(now: int | None = None) -> int:
 def expire_state(now: int) -> int:
     """Delete the StateTable items whose `expires_at` has passed (command log, ledger); how many."""
     table = get_settings().state_table
-    items = _expired(table, now, projection="pk, sk")
+    items = _expired(table, now, projection=("pk", "sk"))
     batch_write(table, deletes=[{"pk": i["pk"], "sk": i["sk"]} for i in items])
     return len(items)

@@ -9,11 +9,14 @@ from mailproxy.adapters.aws.expressions import (
     Update,
     absent,
     at_most,
+    begins_with,
+    between,
     equals,
     exists,
     expression,
     is_in,
     less_than,
+    partition,
 )
 from mailproxy.domain import Counter, MessageStatus
 
@@ -145,6 +148,64 @@ def test_a_transaction_update_action_takes_the_same_kwargs() -> None:
         "ExpressionAttributeNames": {"#n0": "n", "#n1": "pk"},
         "ExpressionAttributeValues": {":v0": {"N": "-2"}},
     }
+
+
+def test_a_query_of_one_partition_names_its_key_and_projection() -> None:
+    request = expression(key=partition("pk", "LEDGER#acme"), projection=["pk", "sk"])
+    assert request == {
+        "KeyConditionExpression": "#n0 = :v0",
+        "ProjectionExpression": "#n0, #n1",
+        "ExpressionAttributeNames": {"#n0": "pk", "#n1": "sk"},
+        "ExpressionAttributeValues": {":v0": {"S": "LEDGER#acme"}},
+    }
+
+
+def test_a_key_condition_narrows_the_sort_key_by_prefix_range_or_bound() -> None:
+    def key(sort: Any) -> tuple[str, dict[str, Any]]:
+        request = expression(key=partition("pk", "P") & sort)
+        return request["KeyConditionExpression"], request["ExpressionAttributeValues"]
+
+    assert key(begins_with("sk", "ACCOUNT#")) == (
+        "#n0 = :v0 AND begins_with(#n1, :v1)",
+        {":v0": {"S": "P"}, ":v1": {"S": "ACCOUNT#"}},
+    )
+    assert key(between("sk", "a", "b")) == (
+        "#n0 = :v0 AND #n1 BETWEEN :v1 AND :v2",
+        {":v0": {"S": "P"}, ":v1": {"S": "a"}, ":v2": {"S": "b"}},
+    )
+    assert key(at_most("sk", "z"))[0] == "#n0 = :v0 AND #n1 <= :v1"
+    assert key(less_than("sk", "z"))[0] == "#n0 = :v0 AND #n1 < :v1"
+    assert key(equals("sk", "z"))[0] == "#n0 = :v0 AND #n1 = :v1"
+
+
+def test_a_key_condition_dynamodb_would_refuse_is_refused_before_any_call() -> None:
+    with pytest.raises(ValueError, match="one sort-key condition"):
+        partition("pk", "P") & at_most("sk", "b") & equals("sk", "a")
+    with pytest.raises(ValueError, match="a comparison, between or begins_with"):
+        partition("pk", "P") & is_in("sk", ["a"])
+    with pytest.raises(ValueError, match="a comparison, between or begins_with"):
+        partition("pk", "P") & (equals("sk", "a") | equals("sk", "b"))
+
+
+def test_a_scan_filters_with_the_conditions_of_a_write() -> None:
+    request = expression(filter=at_most("expires_at", 9) & begins_with("sk", "T"), projection=["pk", "sk"])
+    assert request == {
+        "FilterExpression": "#n0 <= :v0 AND begins_with(#n1, :v1)",
+        "ProjectionExpression": "#n2, #n1",
+        "ExpressionAttributeNames": {"#n0": "expires_at", "#n1": "sk", "#n2": "pk"},
+        "ExpressionAttributeValues": {":v0": {"N": "9"}, ":v1": {"S": "T"}},
+    }
+
+
+def test_a_query_filters_what_its_key_condition_read() -> None:
+    request = expression(key=partition("pk", "P"), filter=equals("status", "sent"))
+    assert request["KeyConditionExpression"] == "#n0 = :v0"
+    assert request["FilterExpression"] == "#n1 = :v1"
+
+
+def test_a_projection_is_a_list_of_names_not_one_string() -> None:
+    with pytest.raises(TypeError, match="attribute names"):
+        expression(projection="pk, sk")
 
 
 def _cancelled(*codes: str) -> Exception:

@@ -78,13 +78,12 @@ def chunks[T](values: list[T], size: int) -> Iterator[list[T]]:
         yield values[start : start + size]
 
 
-def batch_get(table: str, keys: list[dict[str, Any]], projection: str | None = None) -> list[Item]:
-    """Every existing item among `keys` (BatchGetItem by 100, unprocessed keys retried)."""
+def batch_get(table: str, keys: list[dict[str, Any]], **read: Any) -> list[Item]:
+    """Every existing item among `keys` (BatchGetItem by 100, unprocessed keys retried); `read` joins the
+    table's request (an `expression(projection=[...])`)."""
     found: list[Item] = []
     for part in chunks(keys, 100):
-        request: dict[str, Any] = {"Keys": [to_item(k) for k in part], "ConsistentRead": True}
-        if projection:
-            request["ProjectionExpression"] = projection
+        request: dict[str, Any] = {**read, "Keys": [to_item(k) for k in part], "ConsistentRead": True}
         pending: dict[str, Any] = {table: request}
         for attempt in range(8):
             reply = ddb().batch_get_item(RequestItems=pending)

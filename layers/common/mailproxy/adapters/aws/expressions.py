@@ -1,12 +1,15 @@
-"""The one builder of DynamoDB expressions: updates and conditions as values, rendered to request kwargs.
+"""The one builder of DynamoDB expressions: updates, conditions, key conditions, filters and projections as
+values, rendered to request kwargs.
 
 Every attribute name is escaped (`#n0`...) and every value is a placeholder (`:v0`...), so no reserved word,
 no typo in a hand-kept `ExpressionAttributeNames` and no unused placeholder (which DynamoDB refuses) can
 slip in. `expression(update=..., condition=...)` gives the kwargs of `update_item`, `put_item`, `delete_item`
-and of a TransactWriteItems `Update`, `Put` or `Delete` action alike.
+and of a TransactWriteItems `Update`, `Put` or `Delete` action alike; `expression(key=..., filter=...,
+projection=...)` those of a `query`, `scan` or one table's part of a `batch_get_item`.
 
     update = Update().set("status", "sent").append("history", [event]).remove("claim_id")
     ddb().update_item(TableName=t, Key=k, **expression(update, equals("claim_id", claim)))
+    query_all(TableName=t, **expression(key=partition("pk", p) & begins_with("sk", "ACCOUNT#"), projection=["sk"]))
 """
 
 from __future__ import annotations
@@ -107,6 +110,29 @@ class _Compare(Condition):
         return f"{p.name(self.name)} {self.operator} {p.value(self.value)}"
 
 
+class _Between(Condition):
+    __slots__ = ("high", "low", "name")
+
+    def __init__(self, name: str, low: Any, high: Any) -> None:
+        self.name = name
+        self.low = low
+        self.high = high
+
+    def render(self, p: _Placeholders) -> str:
+        return f"{p.name(self.name)} BETWEEN {p.value(self.low)} AND {p.value(self.high)}"
+
+
+class _BeginsWith(Condition):
+    __slots__ = ("name", "prefix")
+
+    def __init__(self, name: str, prefix: str) -> None:
+        self.name = name
+        self.prefix = prefix
+
+    def render(self, p: _Placeholders) -> str:
+        return f"begins_with({p.name(self.name)}, {p.value(self.prefix)})"
+
+
 class _In(Condition):
     __slots__ = ("name", "values")
 
@@ -143,12 +169,53 @@ def at_most(name: str, value: Any) -> Condition:
     return _Compare(name, "<=", value)
 
 
+def between(name: str, low: Any, high: Any) -> Condition:
+    """Attribute `name` is from `low` to `high`, both included."""
+    return _Between(name, low, high)
+
+
+def begins_with(name: str, prefix: str) -> Condition:
+    """The string `name` starts with `prefix`."""
+    return _BeginsWith(name, prefix)
+
+
 def is_in(name: str, values: Iterable[Any]) -> Condition:
     """Attribute `name` equals one of `values` (1 to 100 of them)."""
     chosen = tuple(values)
     if not 1 <= len(chosen) <= 100:
         raise ValueError(f"IN takes 1 to 100 values, got {len(chosen)}")
     return _In(name, chosen)
+
+
+# Key conditions --------------------------------------------------------------------------------------------
+
+
+class KeyCondition:
+    """The items of one partition a Query reads: `partition(...)`, narrowed by `& <sort-key condition>`."""
+
+    __slots__ = ("partition", "sort")
+
+    def __init__(self, partition: Condition, sort: Condition | None = None) -> None:
+        self.partition = partition
+        self.sort = sort
+
+    def __and__(self, sort: Condition) -> KeyCondition:
+        # DynamoDB takes one condition on the sort key, and only these: refuse the rest here, readably.
+        if self.sort is not None:
+            raise ValueError("a key condition takes one sort-key condition")
+        if not isinstance(sort, _Compare | _Between | _BeginsWith):
+            raise ValueError("a sort-key condition is a comparison, between or begins_with")
+        return KeyCondition(self.partition, sort)
+
+    def render(self, p: _Placeholders) -> str:
+        """The KeyConditionExpression text, its names and values registered in `p`."""
+        text = self.partition.render(p)
+        return text if self.sort is None else f"{text} AND {self.sort.render(p)}"
+
+
+def partition(name: str, value: Any) -> KeyCondition:
+    """Every item whose partition key `name` is `value` (of a table, or of the index a Query names)."""
+    return KeyCondition(equals(name, value))
 
 
 # Updates ---------------------------------------------------------------------------------------------------
@@ -225,15 +292,32 @@ class Update:
         return " ".join(clauses)
 
 
-def expression(update: Update | None = None, condition: Condition | None = None) -> dict[str, Any]:
-    """The request kwargs of an update and/or condition: `UpdateExpression`, `ConditionExpression`,
-    `ExpressionAttributeNames` and `ExpressionAttributeValues`, each only when there is something in it."""
+def expression(
+    update: Update | None = None,
+    condition: Condition | None = None,
+    *,
+    key: KeyCondition | None = None,
+    filter: Condition | None = None,  # DynamoDB's word (FilterExpression), though it shadows the builtin
+    projection: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The request kwargs of an update, condition, key condition, filter and/or projection (the attributes
+    read): `UpdateExpression`, `ConditionExpression`, `KeyConditionExpression`, `FilterExpression`,
+    `ProjectionExpression`, `ExpressionAttributeNames` and `ExpressionAttributeValues`, each only when there
+    is something in it."""
+    if isinstance(projection, str):
+        raise TypeError("projection takes attribute names, not one string")
     p = _Placeholders()
     kwargs: dict[str, Any] = {}
     if update is not None:
         kwargs["UpdateExpression"] = update.render(p)
     if condition is not None:
         kwargs["ConditionExpression"] = condition.render(p)
+    if key is not None:
+        kwargs["KeyConditionExpression"] = key.render(p)
+    if filter is not None:
+        kwargs["FilterExpression"] = filter.render(p)
+    if names := [p.name(name) for name in projection]:
+        kwargs["ProjectionExpression"] = ", ".join(names)
     if p.names:
         kwargs["ExpressionAttributeNames"] = p.names
     if p.values:

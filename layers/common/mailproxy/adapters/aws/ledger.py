@@ -9,8 +9,8 @@ from mailproxy.adapters.aws.dynamo import (
     batch_get,
     batch_write,
     query_all,
-    to_attr,
 )
+from mailproxy.adapters.aws.expressions import expression, partition
 from mailproxy.ledger import SLACK_SECONDS, EventKey, decode_acks, encode_acks
 from mailproxy.settings import get_settings
 
@@ -47,13 +47,8 @@ def record(tenant_id: str, acked: Mapping[str, Mapping[EventKey, int]]) -> None:
     batch_write(_table(), puts=puts)
 
 
-def _items(tenant_id: str, **projection: str) -> Iterator[Item]:
-    return query_all(
-        TableName=_table(),
-        KeyConditionExpression="pk = :p",
-        ExpressionAttributeValues={":p": to_attr(_pk(tenant_id))},
-        **projection,
-    )
+def _items(tenant_id: str, projection: tuple[str, ...] = ()) -> Iterator[Item]:
+    return query_all(TableName=_table(), **expression(key=partition("pk", _pk(tenant_id)), projection=projection))
 
 
 def acknowledged_events(tenant_id: str) -> dict[EventKey, int]:
@@ -66,5 +61,5 @@ def acknowledged_events(tenant_id: str) -> dict[EventKey, int]:
 
 def forget(tenant_id: str) -> None:
     """Drop a deleted tenant's ledger."""
-    keys = [{"pk": i["pk"], "sk": i["sk"]} for i in _items(tenant_id, ProjectionExpression="pk, sk")]
+    keys = [{"pk": i["pk"], "sk": i["sk"]} for i in _items(tenant_id, ("pk", "sk"))]
     batch_write(_table(), deletes=keys)

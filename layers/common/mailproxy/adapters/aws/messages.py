@@ -26,6 +26,7 @@ from mailproxy.adapters.aws.expressions import (
     exists,
     expression,
     is_in,
+    partition,
 )
 from mailproxy.domain import AlreadyFinal, EventType, MessageStatus, Outcome, Submission
 from mailproxy.messages import (
@@ -186,14 +187,7 @@ def _put_if_absent(item: Item) -> bool:
 
 def list_states(tenant_id: str) -> list[Item]:
     """Every message state item of a tenant."""
-    return list(
-        query_all(
-            TableName=_table(),
-            KeyConditionExpression="tenant_id = :t",
-            ExpressionAttributeValues={":t": {"S": tenant_id}},
-            ConsistentRead=True,
-        )
-    )
+    return list(query_all(TableName=_table(), **expression(key=partition("tenant_id", tenant_id)), ConsistentRead=True))
 
 
 def delete_state(tenant_id: str, message_id: str) -> Item | None:
@@ -318,9 +312,7 @@ def due_parked(now: int, limit: int = 500) -> list[Item]:
     reply = ddb().query(
         TableName=_table(),
         IndexName="ParkedIndex",
-        KeyConditionExpression="#shard = :shard AND #park_ts <= :now",
-        ExpressionAttributeNames={"#shard": "park_shard", "#park_ts": "park_ts"},
-        ExpressionAttributeValues={":shard": to_attr(PARK_SHARD), ":now": to_attr(now)},
+        **expression(key=partition("park_shard", PARK_SHARD) & at_most("park_ts", now)),
         Limit=limit,
     )
     return [from_item(i) for i in reply.get("Items", [])]

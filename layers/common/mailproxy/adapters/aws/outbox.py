@@ -17,7 +17,7 @@ from mailproxy.adapters.aws.dynamo import (
     to_item,
 )
 from mailproxy.adapters.aws.dynamo import chunks as split_into
-from mailproxy.adapters.aws.expressions import Update, absent, at_most, equals, expression, less_than
+from mailproxy.adapters.aws.expressions import Update, absent, at_most, equals, expression, less_than, partition
 from mailproxy.logs import logger
 from mailproxy.report_format import LEASE_SECONDS, MAX_EVENTS_PER_CHUNK, Owed, chunk_ts, encode_events
 from mailproxy.settings import get_settings
@@ -51,10 +51,7 @@ def owe(tenant_id: str, owed: list[Owed], key: str) -> None:
 def chunks(tenant_id: str) -> list[Item]:
     return list(
         query_all(
-            TableName=_state_table(),
-            KeyConditionExpression="pk = :p",
-            ExpressionAttributeValues={":p": to_attr(_outbox_pk(tenant_id))},
-            ConsistentRead=True,
+            TableName=_state_table(), **expression(key=partition("pk", _outbox_pk(tenant_id))), ConsistentRead=True
         )
     )
 
@@ -63,9 +60,7 @@ def oldest_owed_ts(tenant_id: str) -> int | None:
     """The time of the tenant's oldest outbox chunk, or None when nothing is owed."""
     reply = ddb().query(
         TableName=_state_table(),
-        KeyConditionExpression="pk = :p",
-        ExpressionAttributeValues={":p": to_attr(_outbox_pk(tenant_id))},
-        ProjectionExpression="sk",
+        **expression(key=partition("pk", _outbox_pk(tenant_id)), projection=["sk"]),
         ConsistentRead=True,
         Limit=1,
     )
@@ -128,12 +123,7 @@ def release(tenant_id: str, lease_id: str, sets: dict[str, Any], removes: Iterab
 
 def sync_states() -> dict[str, Item]:
     """Reporter state per tenant: last_sync_ts, next_sync_due, dnd_until, failures, owed and done revisions."""
-    items = query_all(
-        TableName=_state_table(),
-        KeyConditionExpression="pk = :p",
-        ExpressionAttributeValues={":p": {"S": "SYNC"}},
-        ConsistentRead=True,
-    )
+    items = query_all(TableName=_state_table(), **expression(key=partition("pk", "SYNC")), ConsistentRead=True)
     return {str(i["sk"]): i for i in items}
 
 

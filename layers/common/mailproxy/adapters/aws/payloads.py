@@ -15,7 +15,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mailproxy.adapters.aws.dynamo import batch_get, batch_write, query_all, to_attr
+from mailproxy.adapters.aws.dynamo import batch_get, batch_write, query_all
+from mailproxy.adapters.aws.expressions import expression, partition
 from mailproxy.aws import client
 from mailproxy.compression import compress_json, decompress_json
 from mailproxy.settings import get_settings
@@ -157,9 +158,7 @@ def delete_tenant_payloads(tenant_id: str) -> None:
     delete_packs(tenant_id)
     items = query_all(
         TableName=get_settings().payloads_table,
-        KeyConditionExpression="tenant_id = :t",
-        ExpressionAttributeValues={":t": to_attr(tenant_id)},
-        ProjectionExpression="tenant_id, id",
+        **expression(key=partition("tenant_id", tenant_id), projection=["tenant_id", "id"]),
     )
     delete_payloads([(tenant_id, str(i["id"])) for i in items])
 
@@ -169,7 +168,11 @@ def delete_payloads(keys: list[tuple[str, str]]) -> None:
     if not keys:
         return
     table = get_settings().payloads_table
-    items = batch_get(table, [{"tenant_id": t, "id": i} for t, i in keys], projection="tenant_id, id, payload_s3_key")
+    items = batch_get(
+        table,
+        [{"tenant_id": t, "id": i} for t, i in keys],
+        **expression(projection=["tenant_id", "id", "payload_s3_key"]),
+    )
     s3_keys = [str(i["payload_s3_key"]) for i in items if i.get("payload_s3_key")]
     for start in range(0, len(s3_keys), 1000):
         client("s3").delete_objects(

@@ -17,10 +17,18 @@ from mailproxy.adapters.aws.dynamo import (
     is_conditional_failure,
     is_transaction_conflict,
     query_all,
-    to_attr,
     to_item,
 )
-from mailproxy.adapters.aws.expressions import Update, equals, exists, expression
+from mailproxy.adapters.aws.expressions import (
+    Update,
+    at_most,
+    begins_with,
+    between,
+    equals,
+    exists,
+    expression,
+    partition,
+)
 from mailproxy.domain import Counter, JournalKind
 from mailproxy.settings import get_settings
 
@@ -56,12 +64,7 @@ def add_pending(deltas: dict[str, int], *, journal_sk: str | None = None) -> Non
 
 def pending_counts() -> dict[str, int]:
     """The exact pending count of every tenant that has had messages."""
-    items = query_all(
-        TableName=_table(),
-        KeyConditionExpression="pk = :p",
-        ExpressionAttributeValues={":p": {"S": "PENDING"}},
-        ConsistentRead=True,
-    )
+    items = query_all(TableName=_table(), **expression(key=partition("pk", "PENDING")), ConsistentRead=True)
     return {str(i["sk"]): int(i.get("n", 0)) for i in items}
 
 
@@ -85,9 +88,7 @@ def counted_accounts(tenant_id: str) -> set[str]:
     """Every account the tenant ever had: each gets /metrics counters when it is created, and they stay."""
     items = query_all(
         TableName=_table(),
-        KeyConditionExpression="pk = :p AND begins_with(sk, :t)",
-        ExpressionAttributeValues={":p": {"S": "COUNTERS"}, ":t": {"S": f"{tenant_id}#"}},
-        ProjectionExpression="sk",
+        **expression(key=partition("pk", "COUNTERS") & begins_with("sk", f"{tenant_id}#"), projection=["sk"]),
         ConsistentRead=True,
     )
     return {str(i["sk"]).partition("#")[2] for i in items}
@@ -120,8 +121,7 @@ def due_journals(now: int) -> list[Item]:
     return list(
         query_all(
             TableName=_table(),
-            KeyConditionExpression="pk = :p AND sk <= :s",
-            ExpressionAttributeValues={":p": {"S": "JOURNAL"}, ":s": {"S": f"{now:012d}#~"}},
+            **expression(key=partition("pk", "JOURNAL") & at_most("sk", f"{now:012d}#~")),
             ConsistentRead=True,
         )
     )
@@ -245,22 +245,19 @@ def _query_day(tenant_id: str | None, day: str, low: str, high: str, wanted: int
     """Up to `wanted` entries of one day's partition with `low <= sk < high`, newest first, read as consumed
     (`COMMAND_QUERY_PAGE` per query at most)."""
     if tenant_id is None:
-        kwargs: dict[str, Any] = {
-            "TableName": _table(),
-            "KeyConditionExpression": "pk = :p AND sk BETWEEN :lo AND :hi",
-            "ExpressionAttributeValues": {":p": {"S": f"CMDLOG#{day}"}},
-        }
+        index: dict[str, Any] = {}
+        key = partition("pk", f"CMDLOG#{day}")
     else:
-        kwargs = {
-            "TableName": _table(),
-            "IndexName": COMMAND_LOG_INDEX,
-            "KeyConditionExpression": "log_tenant = :p AND sk BETWEEN :lo AND :hi",
-            "ExpressionAttributeValues": {":p": to_attr(f"{tenant_id}#{day}")},
-        }
-    kwargs["ExpressionAttributeValues"].update({":lo": {"S": low}, ":hi": {"S": high}})
-    # + 1: `high` itself may come back (a cursor).
-    kwargs.update(ScanIndexForward=False, Limit=min(wanted + 1, COMMAND_QUERY_PAGE))
-    entries = (item for item in query_all(**kwargs) if str(item["sk"]) < high)
+        index = {"IndexName": COMMAND_LOG_INDEX}
+        key = partition("log_tenant", f"{tenant_id}#{day}")
+    items = query_all(
+        TableName=_table(),
+        **index,
+        **expression(key=key & between("sk", low, high)),
+        ScanIndexForward=False,
+        Limit=min(wanted + 1, COMMAND_QUERY_PAGE),  # + 1: `high` itself may come back (a cursor)
+    )
+    entries = (item for item in items if str(item["sk"]) < high)
     return itertools.islice(entries, wanted)
 
 
@@ -298,12 +295,7 @@ def request_run_now(scope: str, now: int) -> None:
 
 def run_now_requests() -> dict[str, int]:
     """Open run-now requests: scope → requested_at."""
-    items = query_all(
-        TableName=_table(),
-        KeyConditionExpression="pk = :p",
-        ExpressionAttributeValues={":p": {"S": "RUNNOW"}},
-        ConsistentRead=True,
-    )
+    items = query_all(TableName=_table(), **expression(key=partition("pk", "RUNNOW")), ConsistentRead=True)
     return {str(i["sk"]): int(i["requested_at"]) for i in items}
 
 
@@ -318,24 +310,14 @@ def mark_journal_counted(sk: str) -> None:
 
 def sync_states() -> dict[str, Item]:
     """Reporter state per tenant: last_sync_ts, next_sync_due, dnd_until."""
-    items = query_all(
-        TableName=_table(),
-        KeyConditionExpression="pk = :p",
-        ExpressionAttributeValues={":p": {"S": "SYNC"}},
-        ConsistentRead=True,
-    )
+    items = query_all(TableName=_table(), **expression(key=partition("pk", "SYNC")), ConsistentRead=True)
     return {str(i["sk"]): i for i in items}
 
 
 def counter_rows() -> list[dict[str, Any]]:
     """The persisted /metrics counters: one row per tenant and account."""
     rows = []
-    items = query_all(
-        TableName=_table(),
-        KeyConditionExpression="pk = :p",
-        ExpressionAttributeValues={":p": {"S": "COUNTERS"}},
-        ConsistentRead=True,
-    )
+    items = query_all(TableName=_table(), **expression(key=partition("pk", "COUNTERS")), ConsistentRead=True)
     for item in items:
         tenant_id, _, account_id = str(item["sk"]).partition("#")
         rows.append({**item, "tenant_id": tenant_id, "account_id": account_id})
@@ -356,12 +338,7 @@ def add_tenant_counters(tenant_id: str, deltas: dict[str, int]) -> None:
 
 def tenant_counter_rows() -> dict[str, Item]:
     """The persisted per-tenant /metrics counters, by tenant id."""
-    items = query_all(
-        TableName=_table(),
-        KeyConditionExpression="pk = :p",
-        ExpressionAttributeValues={":p": {"S": "TENANT_COUNTERS"}},
-        ConsistentRead=True,
-    )
+    items = query_all(TableName=_table(), **expression(key=partition("pk", "TENANT_COUNTERS")), ConsistentRead=True)
     return {str(i["sk"]): i for i in items}
 
 

@@ -15,7 +15,7 @@ from mailproxy.adapters.aws.dynamo import (
     scan_all,
     to_item,
 )
-from mailproxy.adapters.aws.expressions import Update, absent, exists, expression
+from mailproxy.adapters.aws.expressions import Update, absent, begins_with, equals, exists, expression, partition
 from mailproxy.adapters.aws.sealer import encrypt_secret
 from mailproxy.settings import get_settings
 from mailproxy.tenants import (
@@ -100,13 +100,7 @@ def update_tenant(tenant_id: str, fields: dict[str, Any], *, now: int, replace: 
 
 def list_tenants(*, active_only: bool = False) -> list[Item]:
     """Every tenant, sorted by id."""
-    tenants = list(
-        scan_all(
-            TableName=_table(),
-            FilterExpression="sk = :t",
-            ExpressionAttributeValues={":t": {"S": "TENANT"}},
-        )
-    )
+    tenants = list(scan_all(TableName=_table(), **expression(filter=equals("sk", "TENANT"))))
     if active_only:
         tenants = [t for t in tenants if t.get("active", True)]
     return sorted(tenants, key=lambda t: str(t["id"]))
@@ -118,12 +112,7 @@ def delete_tenant(tenant_id: str) -> bool:
     if tenant is None:
         return False
     items = list(
-        query_all(
-            TableName=_table(),
-            KeyConditionExpression="pk = :p",
-            ExpressionAttributeValues={":p": {"S": f"TENANT#{tenant_id}"}},
-            ProjectionExpression="pk, sk",
-        )
+        query_all(TableName=_table(), **expression(key=partition("pk", f"TENANT#{tenant_id}"), projection=["pk", "sk"]))
     )
 
     keys = [{"pk": i["pk"], "sk": i["sk"]} for i in items]
@@ -225,8 +214,7 @@ def list_accounts(tenant_id: str) -> list[Item]:
     return list(
         query_all(
             TableName=_table(),
-            KeyConditionExpression="pk = :p AND begins_with(sk, :a)",
-            ExpressionAttributeValues={":p": {"S": f"TENANT#{tenant_id}"}, ":a": {"S": "ACCOUNT#"}},
+            **expression(key=partition("pk", f"TENANT#{tenant_id}") & begins_with("sk", "ACCOUNT#")),
             ConsistentRead=True,
         )
     )
