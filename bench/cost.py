@@ -9,7 +9,7 @@ a real aiosmtpd sink on loopback takes the mail. Prices: bench/prices.json.
 issue 17); the time the sender's invocations spent waiting on it is billed as Lambda bills it, at the
 function's memory. With 0 (the default) nothing waits and the figures are those of loopback.
 
-    python -m bench.cost [--quick] [--messages N] [--variant standard|faults|both] [--smtp-rtt-ms N]
+    python -m bench.cost [--quick] [--messages N] [--variant standard|faults|both] [--smtp-rtt-ms N] [--accounts 1-3]
 """
 
 from __future__ import annotations
@@ -39,16 +39,17 @@ def reporter_included() -> bool:
     return (Path(__file__).resolve().parents[1] / "functions" / "reporter" / "app.py").exists()
 
 
-def run_workload(total: int, *, faults: bool, seed: int = 7, smtp_rtt_ms: float = 0.0) -> dict[str, Any]:
-    """Submit and deliver `total` messages; what it cost, per service."""
+def run_workload(
+    total: int, *, faults: bool, seed: int = 7, smtp_rtt_ms: float = 0.0, accounts: int = len(ACCOUNTS)
+) -> dict[str, Any]:
+    """Submit and deliver `total` messages over the first `accounts` accounts; what it cost, per service."""
     rng = random.Random(seed)
+    names = ACCOUNTS[:accounts]
     settings = {"GMP_RETRY_DELAYS": "0", "GMP_MAX_RETRIES": "3"}
     sink_context = counting_sink(reply_delay_ms=smtp_rtt_ms)
     with sink_context as (port, sink), callback_server() as (callback, _reports), running_world(settings) as world:
         world.smtp_waited = lambda: sink.waiting_seconds
-        key = setup_tenant(
-            world, TENANT, list(ACCOUNTS), port, limits={"limit_per_minute": 1_000_000}, callback=callback
-        )
+        key = setup_tenant(world, TENANT, list(names), port, limits={"limit_per_minute": 1_000_000}, callback=callback)
         world.play_streams()
         world.reset_counts()
         requests = 0
@@ -62,7 +63,7 @@ def run_workload(total: int, *, faults: bool, seed: int = 7, smtp_rtt_ms: float 
                         to = f"flaky451-{n}@example.net"  # deferred once, then accepted
                     elif roll < 0.12:
                         to = f"reject550-{n}@example.net"  # fails permanently
-                batch.append(make_message(rng, f"m-{n}", rng.choice(ACCOUNTS), MESSAGE_BYTES, to))
+                batch.append(make_message(rng, f"m-{n}", rng.choice(names), MESSAGE_BYTES, to))
             status, reply = world.request("POST", "/commands/add-messages", {"messages": batch}, token=key)
             if status != 200 or reply.get("queued") != len(batch):
                 raise RuntimeError(f"add-messages answered {status}: {str(reply)[:300]}")
@@ -73,6 +74,7 @@ def run_workload(total: int, *, faults: bool, seed: int = 7, smtp_rtt_ms: float 
         world.play_streams()
         result = _costs(world, total, requests, sink.accepted, sink.sessions)
         result["smtp_rtt_ms"] = smtp_rtt_ms
+        result["accounts"] = len(names)
         return result
 
 
@@ -208,14 +210,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smtp-rtt-ms", type=float, default=0.0, help="the sink answers MAIL, RCPT and end of DATA this late"
     )
+    parser.add_argument(
+        "--accounts",
+        type=int,
+        choices=range(1, len(ACCOUNTS) + 1),
+        default=len(ACCOUNTS),
+        help="accounts the messages spread over (a sender batch sends to each side by side)",
+    )
     args = parser.parse_args(argv)
     total = args.messages or (30 if args.quick else 10_000)
     results: dict[str, Any] = {}
     if args.variant in ("standard", "both"):
-        results["standard"] = run_workload(total, faults=False, smtp_rtt_ms=args.smtp_rtt_ms)
-        print_result("standard workload (about 2 KB, 100 per request, 3 accounts)", results["standard"])
+        results["standard"] = run_workload(total, faults=False, smtp_rtt_ms=args.smtp_rtt_ms, accounts=args.accounts)
+        print_result(f"standard workload (about 2 KB, 100 per request, {args.accounts} accounts)", results["standard"])
     if args.variant in ("faults", "both"):
-        results["faults"] = run_workload(total, faults=True, smtp_rtt_ms=args.smtp_rtt_ms)
+        results["faults"] = run_workload(total, faults=True, smtp_rtt_ms=args.smtp_rtt_ms, accounts=args.accounts)
         print_result("variant: 10 % deferred once (451), 2 % failed (550)", results["faults"])
     reporter = "included" if reporter_included() else "excluded: functions/reporter/app.py does not exist yet"
     print(f"\nReporter: {reporter}.")
