@@ -4,9 +4,15 @@ One client posts N messages of about 1.2 KB in requests of 100 to the service's 
 deliver them through an account pointing at a counting SMTP sink on loopback (in this process). Measured:
 intake messages/s and request latency, delivered messages/s, submit-to-sink latency per message (the sink
 notes when each X-Genro-Mail-ID arrives). Then, in the same run, the physical limit: the same messages sent
-straight to the same sink with aiosmtplib over one connection.
+straight to the same sink with aiosmtplib over one connection, one after another, and over 4 and 10
+connections at once (what concurrent sessions could give).
 
-    python -m bench.throughput [--quick] [--messages N] [--runtime embedded|aws]
+`--smtp-rtt-ms N` makes the sink answer MAIL, each RCPT and the end of DATA N ms late, as a provider N ms
+away would (issue 17); the sink also counts the most SMTP sessions the runtime held open at once. With a
+delay, the physical limits send at most DIRECT_SAMPLE of the messages (one connection at 50 ms takes
+150 ms a message).
+
+    python -m bench.throughput [--quick] [--messages N] [--runtime embedded|aws] [--smtp-rtt-ms N]
 
 `--runtime aws` drives the AWS-fidelity mode (`python -m local`, the Lambda handlers around moto) instead:
 for comparison only, moto answers in milliseconds a call.
@@ -38,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET_SHARE_OF_LIMIT = 0.60  # delivered messages/s, as a share of the physical limit measured in the same run
 TARGET_REQUEST_P50_MS = 50.0  # per request of 100 messages
 TOKEN = "bench-admin-token-0123456789abcdefghijklmnopqrstuvwxyz"
+DIRECT_CONNECTIONS = (1, 4, 10)
+DIRECT_SAMPLE = 300  # messages for each physical limit when the sink delays its replies
 
 
 def _free_port() -> int:
@@ -99,16 +107,21 @@ def start_stack(port: int, runtime: str, data_dir: str) -> subprocess.Popen[byte
     raise RuntimeError(f"python -m {module} did not answer /health within 120 s")
 
 
-async def _direct(port: int, messages: list[EmailMessage]) -> float:
+async def _direct(port: int, messages: list[EmailMessage], connections: int = 1) -> float:
+    """Seconds to send `messages` over `connections` aiosmtplib connections at once, each one after another."""
     import aiosmtplib
 
-    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
-    await smtp.connect()
+    clients = [aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) for _ in range(connections)]
+    await asyncio.gather(*(smtp.connect() for smtp in clients))
+
+    async def send(smtp: aiosmtplib.SMTP, share: list[EmailMessage]) -> None:
+        for message in share:
+            await smtp.send_message(message)
+
     started = time.perf_counter()
-    for message in messages:
-        await smtp.send_message(message)
+    await asyncio.gather(*(send(smtp, messages[n::connections]) for n, smtp in enumerate(clients)))
     elapsed = time.perf_counter() - started
-    await smtp.quit()
+    await asyncio.gather(*(smtp.quit() for smtp in clients))
     return elapsed
 
 
@@ -122,12 +135,13 @@ def _as_email(message: dict[str, Any]) -> EmailMessage:
     return email
 
 
-def run(total: int, timeout: float, runtime: str = "embedded") -> dict[str, Any]:
+def run(total: int, timeout: float, runtime: str = "embedded", smtp_rtt_ms: float = 0.0) -> dict[str, Any]:
     """Drive the runtime and the direct path; the figures."""
     rng = random.Random(11)
     messages = [make_message(rng, f"m-{n}", "primary", 1200) for n in range(total)]
     port = _free_port()
-    with counting_sink() as (sink_port, sink), tempfile.TemporaryDirectory(prefix="gmp-bench-") as data_dir:
+    sink_context = counting_sink(reply_delay_ms=smtp_rtt_ms)
+    with sink_context as (sink_port, sink), tempfile.TemporaryDirectory(prefix="gmp-bench-") as data_dir:
         stack = start_stack(port, runtime, data_dir)
         try:
             client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
@@ -157,13 +171,18 @@ def run(total: int, timeout: float, runtime: str = "embedded") -> dict[str, Any]
             delivered_seconds = (max(sink.arrivals.values()) - wall_started) if sink.arrivals else float("inf")
             arrived = dict(sink.arrivals)
             stack_cpu = _cpu_seconds(stack.pid) - cpu_before
+            stack_max_sessions = sink.max_open_sessions
         finally:
             stack.terminate()
             try:
                 stack.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 stack.kill()
-        direct_seconds = asyncio.run(_direct(sink_port, [_as_email(m) for m in messages]))
+        direct = [_as_email(m) for m in (messages if smtp_rtt_ms <= 0 else messages[:DIRECT_SAMPLE])]
+        direct_per_second: dict[str, float] = {}
+        for connections in DIRECT_CONNECTIONS:
+            seconds = asyncio.run(_direct(sink_port, direct, connections))
+            direct_per_second[str(connections)] = len(direct) / seconds
     to_sink = [arrived[i] - submitted[i] for i in submitted if i in arrived]
     return {
         "runtime": runtime,
@@ -176,7 +195,11 @@ def run(total: int, timeout: float, runtime: str = "embedded") -> dict[str, Any]
         "delivered_per_second": len(arrived) / delivered_seconds if delivered_seconds > 0 else 0.0,
         "to_sink_p50_ms": 1000 * _percentile(to_sink, 0.5),
         "to_sink_p99_ms": 1000 * _percentile(to_sink, 0.99),
-        "direct_per_second": total / direct_seconds,
+        "direct_per_second": direct_per_second["1"],
+        "direct_per_second_by_connections": direct_per_second,
+        "direct_messages": len(direct),
+        "smtp_rtt_ms": smtp_rtt_ms,
+        "max_open_sessions": stack_max_sessions,
         # CPU the stack's processes spent per delivered message (/proc; 0 on systems without it).
         "stack_cpu_ms_per_message": 1000 * stack_cpu / max(1, len(arrived)),
         "request_mean_ms": 1000 * statistics.fmean(latencies) if latencies else 0.0,
@@ -190,9 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for delivery")
     parser.add_argument("--runtime", choices=("embedded", "aws"), default="embedded")
+    parser.add_argument(
+        "--smtp-rtt-ms", type=float, default=0.0, help="the sink answers MAIL, RCPT and end of DATA this late"
+    )
     args = parser.parse_args(argv)
     total = args.messages or (20 if args.quick else 2000)
-    r = run(total, 120.0 if args.quick else args.timeout, args.runtime)
+    r = run(total, 120.0 if args.quick else args.timeout, args.runtime, args.smtp_rtt_ms)
     delivered = r["delivered_per_second"]
     share = delivered / r["direct_per_second"]
     p50 = r["request_p50_ms"]
@@ -206,7 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         ["delivered (msg/s)", f"{delivered:.1f}", ""],
         ["submit to sink: p50 / p99 (ms)", f"{r['to_sink_p50_ms']:.0f} / {r['to_sink_p99_ms']:.0f}", ""],
         ["CPU per delivered message, all the runtime's processes (ms)", f"{r['stack_cpu_ms_per_message']:.1f}", ""],
-        ["physical limit: aiosmtplib, one connection (msg/s)", f"{r['direct_per_second']:.0f}", ""],
+        ["most SMTP sessions open at once (sink)", f"{r['max_open_sessions']}", ""],
+        *(
+            [f"physical limit: aiosmtplib, {n} connection{'s at once' if n != '1' else ''} (msg/s)", f"{rate:.1f}", ""]
+            for n, rate in r["direct_per_second_by_connections"].items()
+        ),
         [
             "delivered / physical limit",
             f"{share:.1%}",
@@ -215,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     title = (
         f"Throughput through {'make run (SQLite)' if args.runtime == 'embedded' else 'make run-aws (moto)'}: "
-        f"{r['delivered']}/{r['messages']} messages of ~1.2 KB, requests of 100"
+        f"{r['delivered']}/{r['messages']} messages of ~1.2 KB, requests of 100, "
+        f"SMTP replies {args.smtp_rtt_ms:g} ms late"
+        + (f" (physical limits over {r['direct_messages']} messages)" if args.smtp_rtt_ms > 0 else "")
     )
     print(table(title, ["figure", "value", "target"], rows))
     emit(

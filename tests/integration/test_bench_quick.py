@@ -13,18 +13,30 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 WATCHDOG = (
     "import faulthandler, runpy, sys; faulthandler.dump_traceback_later(240, exit=True); "
-    "sys.argv = ['{module}', '--quick']; runpy.run_module('{module}', run_name='__main__')"
+    "sys.argv = ['{module}', '--quick', *{args!r}]; runpy.run_module('{module}', run_name='__main__')"
 )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["cost", "coldstart", "throughput", "sender"])
-def test_benchmark_runs_in_quick_mode_and_prints_its_json_line(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("cost", []),
+        ("cost", ["--variant", "standard", "--smtp-rtt-ms", "5"]),
+        ("coldstart", []),
+        ("throughput", []),
+        ("throughput", ["--smtp-rtt-ms", "5"]),
+        ("sender", []),
+        ("batch_latency", []),
+        ("pipelining", []),
+    ],
+)
+def test_benchmark_runs_in_quick_mode_and_prints_its_json_line(name: str, args: list[str]) -> None:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers' / 'common'}:{ROOT}"}
     env.pop("AWS_ENDPOINT_URL", None)
     done = subprocess.run(
         # A hung run dumps every thread's stack and exits, so a failure says where it stopped.
-        [sys.executable, "-c", WATCHDOG.format(module=f"bench.{name}")],
+        [sys.executable, "-c", WATCHDOG.format(module=f"bench.{name}", args=args)],
         cwd=ROOT,
         env=env,
         capture_output=True,
