@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailproxy.domain import EventType
+from mailproxy.domain import EventType, MessageStatus
 from mailproxy.domain import Record as Item
 from mailproxy.settings import get_settings
 
@@ -37,3 +37,27 @@ def unfinished_claims(item: Item) -> int:
 def abandoned_reason(attempts: int) -> str:
     """The error of a message whose claims kept ending unfinished (never sent again, reported as failed)."""
     return f"Abandoned after {attempts} attempts that did not finish (sender crashed or timed out)"
+
+
+def rejected_record(
+    tenant_id: str, message_id: str, *, uid: str, reason: str, account_id: str | None, now: int
+) -> Item:
+    """The record of a message refused at submission: failed at once with `reason`, kept for retention."""
+    item: Item = {
+        "tenant_id": tenant_id,
+        "id": message_id,
+        "pk": uid,
+        "rev": "",
+        "status": MessageStatus.ERROR,
+        "error": reason,
+        "error_ts": now,
+        "priority": 2,
+        "created_at": now,
+        "updated_at": now,
+        "attempts": 0,
+        "history": [event(EventType.ERROR, now, reason)],
+        "expires_at": retained_until(now),
+    }
+    if account_id:
+        item["account_id"] = account_id
+    return item

@@ -34,6 +34,7 @@ from mailproxy.messages import (
     PARK_SHARD,
     abandoned_reason,
     event,
+    rejected_record,
     retained_until,
 )
 from mailproxy.settings import get_settings
@@ -152,24 +153,9 @@ def record_rejected(
     tenant_id: str, message_id: str, *, uid: str, reason: str, account_id: str | None, now: int
 ) -> bool:
     """Record a message rejected at submission as failed (only if the id is new); True if recorded."""
-    item = {
-        "tenant_id": tenant_id,
-        "id": message_id,
-        "pk": uid,
-        "rev": "",
-        "status": MessageStatus.ERROR,
-        "error": reason,
-        "error_ts": now,
-        "priority": 2,
-        "created_at": now,
-        "updated_at": now,
-        "attempts": 0,
-        "history": [event(EventType.ERROR, now, reason)],
-        "expires_at": retained_until(now),
-    }
-    if account_id:
-        item["account_id"] = account_id
-    return _put_if_absent(item)
+    return _put_if_absent(
+        rejected_record(tenant_id, message_id, uid=uid, reason=reason, account_id=account_id, now=now)
+    )
 
 
 def _put_if_absent(item: Item) -> bool:

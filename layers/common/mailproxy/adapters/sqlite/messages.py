@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from mailproxy import clock
 from mailproxy.adapters.sqlite.db import Database, dumps, loads
 from mailproxy.domain import AlreadyFinal, EventType, MessageStatus, Outcome, Record, Submission
-from mailproxy.messages import EARLY_SLACK_SECONDS, PARK_SHARD, abandoned_reason, event, retained_until
+from mailproxy.messages import EARLY_SLACK_SECONDS, PARK_SHARD, abandoned_reason, event, rejected_record, retained_until
 
 if TYPE_CHECKING:
     from mailproxy import ports
@@ -190,24 +190,9 @@ class SqliteMessages:
         self, tenant_id: str, message_id: str, *, uid: str, reason: str, account_id: str | None, now: int
     ) -> bool:
         """Record a message rejected at submission as failed (only if the id is new); True if recorded."""
-        item: Record = {
-            "tenant_id": tenant_id,
-            "id": message_id,
-            "pk": uid,
-            "rev": "",
-            "status": MessageStatus.ERROR,
-            "error": reason,
-            "error_ts": now,
-            "priority": 2,
-            "created_at": now,
-            "updated_at": now,
-            "attempts": 0,
-            "history": [event(EventType.ERROR, now, reason)],
-            "expires_at": retained_until(now),
-        }
-        if account_id:
-            item["account_id"] = account_id
-        return self._put_if_absent(item)
+        return self._put_if_absent(
+            rejected_record(tenant_id, message_id, uid=uid, reason=reason, account_id=account_id, now=now)
+        )
 
     def delete_state(self, tenant_id: str, message_id: str) -> Record | None:
         """Delete a message; its document, or None if there was none."""
