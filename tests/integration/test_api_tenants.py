@@ -352,15 +352,15 @@ def test_the_openapi_schema_says_which_tenant_fields_a_tenant_key_may_write(api:
 
 
 # The audit trail (expired by its retention) and the /metrics counters (never go down, docs/monitoring.md).
-KEPT_AFTER_DELETION = ("CMDLOG#", "COUNTERS", "TENANT_COUNTERS")
-
-
-def test_deleting_a_tenant_leaves_nothing_of_it_in_any_table_or_bucket(
-    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, make_account: AccountFactory, aws_env: AwsEnv
+def _leave_every_kind_of_state(
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, make_account: AccountFactory
 ) -> None:
-    from mailproxy.adapters.aws import ledger, outbox, rates
+    """Two tenants, `acme` and `other`, each with everything a tenant leaves in storage: accounts (one deleted),
+    messages (one parked, its payload pinned; one refused by the quota), a run-now request, rate windows (the
+    deleted account's too), owed reports and a ledger."""
     from mailproxy.ratelimit import Limits
     from mailproxy.report_format import Owed
+    from mailproxy.stores import stores
 
     now = int(time.time())
     for tenant_id in ("acme", "other"):
@@ -372,12 +372,20 @@ def test_deleting_a_tenant_leaves_nothing_of_it_in_any_table_or_bucket(
         reply = add(api, admin, message("m-1", tenant_id=tenant_id), later, message("over", tenant_id=tenant_id))
         assert [r["reason"] for r in reply.json()["rejected"]] == ["tenant quota exceeded: 2 messages per hour"]
         assert api.post("/commands/run-now", headers=key).status_code == 200
-        # What the sender and the reporter leave: rate windows (the deleted account's too), owed reports, a ledger.
         for account_id in ("smtp", "old"):
-            rates.reserve(tenant_id, account_id, Limits(per_minute=10), 1, now)
+            stores().rates.reserve(tenant_id, account_id, Limits(per_minute=10), 1, now)
         sent = {"event_type": "sent", "event_ts": now}
-        outbox.owe(tenant_id, [Owed("m-1", 1, sent)], f"{now:012d}#1")
-        ledger.record(tenant_id, {f"{now:012d}#0": {("m-0", 1, "sent", now): now}})
+        stores().outbox.owe(tenant_id, [Owed("m-1", 1, sent)], f"{now:012d}#1")
+        stores().ledger.record(tenant_id, {f"{now:012d}#0": {("m-0", 1, "sent", now): now}})
+
+
+KEPT_AFTER_DELETION = ("CMDLOG#", "COUNTERS", "TENANT_COUNTERS")
+
+
+def test_deleting_a_tenant_leaves_nothing_of_it_in_any_table_or_bucket(
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, make_account: AccountFactory, aws_env: AwsEnv
+) -> None:
+    _leave_every_kind_of_state(api, admin, make_tenant, make_account)
 
     def mentions(tenant_id: str) -> list[str]:
         found = [
@@ -415,30 +423,14 @@ SQLITE_KEPT_AFTER_DELETION = ("command_log", "account_counters", "tenant_counter
 def test_deleting_a_tenant_leaves_nothing_of_it_in_any_sqlite_table(
     api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, make_account: AccountFactory, queues: Runner
 ) -> None:
-    from mailproxy.ratelimit import Limits
-    from mailproxy.report_format import Owed
     from mailproxy.stores import stores
 
     from tests.integration.delivery import SqliteRunner
 
     assert isinstance(queues, SqliteRunner)
-    now = int(time.time())
+    _leave_every_kind_of_state(api, admin, make_tenant, make_account)
     for tenant_id in ("acme", "other"):
-        _, key = make_tenant(tenant_id, client_base_url="http://127.0.0.1:9/", rate_limits={"per_hour": 2})
-        make_account(tenant_id)
-        make_account(tenant_id, "old")
-        assert api.delete("/account/old", params={"tenant_id": tenant_id}, headers=admin).status_code == 200
-        later = message("later", tenant_id=tenant_id, deferred_ts=now + 86_400)  # parked: its payload is pinned
-        reply = add(api, admin, message("m-1", tenant_id=tenant_id), later, message("over", tenant_id=tenant_id))
-        assert [r["reason"] for r in reply.json()["rejected"]] == ["tenant quota exceeded: 2 messages per hour"]
-        assert api.post("/commands/run-now", headers=key).status_code == 200
-        # What the sender and the reporter leave: rate windows (the deleted account's too), owed reports, a ledger.
-        for account_id in ("smtp", "old"):
-            stores().rates.reserve(tenant_id, account_id, Limits(per_minute=10), 1, now)
-        sent = {"event_type": "sent", "event_ts": now}
-        stores().outbox.owe(tenant_id, [Owed("m-1", 1, sent)], f"{now:012d}#1")
-        stores().ledger.record(tenant_id, {f"{now:012d}#0": {("m-0", 1, "sent", now): now}})
-        stores().outbox.acquire(tenant_id, "lease-1", now, ignore_backoff=True)  # the reporter's sync state
+        stores().outbox.acquire(tenant_id, "lease-1", int(time.time()), ignore_backoff=True)  # the reporter's lease
 
     def mentions(tenant_id: str) -> dict[str, list[str]]:
         tables = queues.tables(tenant_id)

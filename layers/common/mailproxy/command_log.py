@@ -6,13 +6,27 @@ import base64
 import binascii
 import json
 import re
+import time
+import uuid
 
 from mailproxy.errors import BadRequest
+from mailproxy.settings import get_settings
 
 COMMAND_SK = r"[0-9]{12}#[0-9]{17}#[0-9a-f]{32}"  # compiled on first use (re caches it): not at a cold start
 DAY = 86400
 MAX_COMMAND_PAGE_BYTES = 4_000_000
 CLOCK_SKEW = 300
+
+
+def new_entry_key(ts: int) -> str:
+    """The sort key of a new entry at `ts` (it matches COMMAND_SK): the microsecond clock orders the calls of
+    one second, the uuid keeps concurrent ones apart."""
+    return f"{ts:012d}#{time.time_ns() // 1000:017d}#{uuid.uuid4().hex}"
+
+
+def expires_at(ts: int) -> int:
+    """When an entry logged at `ts` leaves the log (GMP_COMMAND_LOG_RETENTION_DAYS later)."""
+    return ts + get_settings().command_log_retention_days * DAY
 
 
 def encode_cursor(sk: str) -> str:

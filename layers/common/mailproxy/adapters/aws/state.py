@@ -147,13 +147,15 @@ def log_command(
     request_id: str | None = None,
 ) -> None:
     """Append a mutating call to the command log (kept `GMP_COMMAND_LOG_RETENTION_DAYS`, then removed by TTL)."""
+    # Imported here, as where the log is read: no function's cold start loads the command log's rules.
+    from mailproxy.command_log import expires_at, new_entry_key
+
     day = _log_day(ts)
     item = {
         # One partition per UTC day, and per tenant and day through CommandLogByTenant: a read queries the
         # days it needs, newest first, and stops at its limit; no partition grows without bound.
         "pk": f"CMDLOG#{day}",
-        # The microsecond clock orders the calls of one second; the uuid keeps concurrent ones apart.
-        "sk": f"{ts:012d}#{time.time_ns() // 1000:017d}#{uuid.uuid4().hex}",
+        "sk": new_entry_key(ts),
         "command_ts": ts,
         "endpoint": endpoint,
         "tenant_id": tenant_id,
@@ -162,7 +164,7 @@ def log_command(
         "response_status": response_status,
         "source_ip": source_ip,
         "request_id": request_id,
-        "expires_at": ts + get_settings().command_log_retention_days * 86400,
+        "expires_at": expires_at(ts),
     }
     if tenant_id is not None:
         item["log_tenant"] = f"{tenant_id}#{day}"

@@ -8,12 +8,18 @@ never shown, and each write deletes what has expired) and the same cap on a page
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from mailproxy.adapters.sqlite.db import Database
-from mailproxy.command_log import CLOCK_SKEW, DAY, MAX_COMMAND_PAGE_BYTES, decode_cursor, encode_cursor
+from mailproxy.command_log import (
+    CLOCK_SKEW,
+    DAY,
+    MAX_COMMAND_PAGE_BYTES,
+    decode_cursor,
+    encode_cursor,
+    expires_at,
+    new_entry_key,
+)
 from mailproxy.settings import get_settings
 
 if TYPE_CHECKING:
@@ -56,10 +62,8 @@ class SqliteCommandLog:
         request_id: str | None = None,
     ) -> None:
         """Append a mutating call to the log (kept GMP_COMMAND_LOG_RETENTION_DAYS, then deleted)."""
-        # The microsecond clock orders the calls of one second; the uuid keeps concurrent ones apart.
-        sk = f"{ts:012d}#{time.time_ns() // 1000:017d}#{uuid.uuid4().hex}"
         row = (
-            sk,
+            new_entry_key(ts),
             tenant_id,
             ts,
             endpoint,
@@ -67,7 +71,7 @@ class SqliteCommandLog:
             response_status,
             source_ip,
             request_id,
-            ts + get_settings().command_log_retention_days * DAY,
+            expires_at(ts),
         )
         with self._db.transaction() as tx:
             tx.execute(
