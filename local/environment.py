@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 
 
@@ -55,3 +56,28 @@ def reset_package_caches() -> None:
                 continue  # a cache class's own method; its instances are cleared
             if getattr(value, "__module__", None) == name and callable(getattr(value, "cache_clear", None)):
                 value.cache_clear()
+
+
+# The SMTP sink and a developer's callback listen on loopback: the outbound guard lets them through locally.
+LOCAL_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128"
+
+
+def admin_token(patch: EnvironmentPatch, given: str | None) -> tuple[str, bool]:
+    """The local admin token: `given`, else GMP_API_TOKEN, else one generated (and set for the package);
+    whether it was generated (the banner then shows it)."""
+    if given:
+        patch.set("GMP_API_TOKEN", given)
+    token = os.environ.get("GMP_API_TOKEN", "").strip()
+    if token:
+        return token, False
+    token = secrets.token_urlsafe(32)
+    patch.set("GMP_API_TOKEN", token)
+    return token, True
+
+
+def admin_token_line(token: str, generated: bool) -> str:
+    """The banner's line about the admin token: shown only when it was generated."""
+    shown, note = (
+        (token, "generated; set GMP_API_TOKEN to choose it") if generated else ("(hidden)", "from GMP_API_TOKEN")
+    )
+    return f"  Admin token   {shown}   ({note}; header X-API-Token)"

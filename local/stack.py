@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from local.apigw import ApiGateway, api_settings_from_template, routes_from_template
 from local.emulator import Emulator
-from local.environment import EnvironmentPatch, reset_package_caches
+from local.environment import (
+    LOCAL_ALLOWED_NETWORKS,
+    EnvironmentPatch,
+    admin_token,
+    admin_token_line,
+    reset_package_caches,
+)
 from local.environments import EnvironmentPool
 from local.lambda_runtime import LambdaFunction
 from local.pollers import Poller, PollerContext, SchedulePoller, pollers_from_template
@@ -22,8 +27,6 @@ from local.template import Template
 logger = logging.getLogger(__name__)
 
 DEFAULT_HTTP_PORT = 8000
-# The SMTP sink and a developer's callback listen on loopback: the outbound guard lets them through here.
-LOCAL_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -141,13 +144,7 @@ class LocalStack:
         if self._scheduler_interval is not None:
             patch.set("GMP_SCHEDULER_INTERVAL", str(self._scheduler_interval))
         self.scheduler_interval = float(patch.setdefault("GMP_SCHEDULER_INTERVAL", "1"))
-        if self._api_token:
-            patch.set("GMP_API_TOKEN", self._api_token)
-        self.api_token = os.environ.get("GMP_API_TOKEN", "").strip()
-        if not self.api_token:
-            self.api_token = secrets.token_urlsafe(32)
-            self.api_token_generated = True
-            patch.set("GMP_API_TOKEN", self.api_token)
+        self.api_token, self.api_token_generated = admin_token(patch, self._api_token)
 
         self.template = Template.load(self.template_path)
         self.emulator = Emulator(
@@ -258,8 +255,6 @@ class LocalStack:
         """What `make run` prints once everything listens."""
         emulator = self.emulator
         assert emulator is not None
-        token_note = "generated; set GMP_API_TOKEN to choose it" if self.api_token_generated else "from GMP_API_TOKEN"
-        token = self.api_token if self.api_token_generated else "(hidden)"
         sink = f"{self.host}:{self.smtp_sink_port}" if self.smtp_sink_port else "off (GMP_SMTP_SINK_PORT=0)"
         kind = emulator.description
         pollers = ", ".join(poller.name for poller in self.pollers) or "none yet"
@@ -267,7 +262,7 @@ class LocalStack:
             [
                 "Serverless Mail Proxy: local stack ready",
                 f"  API           {self.url}   (try: curl {self.url}/health)",
-                f"  Admin token   {token}   ({token_note}; header X-API-Token)",
+                admin_token_line(self.api_token, self.api_token_generated),
                 f"  SMTP sink     {sink}",
                 f"  Outbound      SMTP, attachments and callbacks may reach {self.allowed_networks} (GMP_ALLOWED_NETWORKS)",
                 f"  AWS emulator  {emulator.endpoint_url}   ({kind})",

@@ -16,7 +16,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import secrets
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -24,7 +23,13 @@ from typing import IO
 from local.embedded.http import HttpServer, ServiceApp
 from local.embedded.loops import Loop, service_loops
 from local.embedded.workers import BATCH_TIMEOUT_SECONDS, SenderWorkers
-from local.environment import EnvironmentPatch, reset_package_caches
+from local.environment import (
+    LOCAL_ALLOWED_NETWORKS,
+    EnvironmentPatch,
+    admin_token,
+    admin_token_line,
+    reset_package_caches,
+)
 from local.smtp_sink import DEFAULT_PORT as DEFAULT_SMTP_SINK_PORT
 from local.smtp_sink import SmtpSink
 
@@ -36,8 +41,6 @@ DEFAULT_HTTP_PORT = 8000
 DEFAULT_SCHEDULER_INTERVAL = 1.0
 DEFAULT_SENDER_WORKERS = 2
 LOCK_FILE = "runtime.lock"
-# The SMTP sink and a developer's callback listen on loopback: the outbound guard lets them through here.
-LOCAL_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -233,13 +236,7 @@ class EmbeddedService:
         if self._scheduler_interval is not None:
             patch.set("GMP_SCHEDULER_INTERVAL", str(self._scheduler_interval))
         self.scheduler_interval = float(patch.setdefault("GMP_SCHEDULER_INTERVAL", str(DEFAULT_SCHEDULER_INTERVAL)))
-        if self._api_token:
-            patch.set("GMP_API_TOKEN", self._api_token)
-        self.api_token = os.environ.get("GMP_API_TOKEN", "").strip()
-        if not self.api_token:
-            self.api_token = secrets.token_urlsafe(32)
-            self.api_token_generated = True
-            patch.set("GMP_API_TOKEN", self.api_token)
+        self.api_token, self.api_token_generated = admin_token(patch, self._api_token)
         reset_package_caches()
         from mailproxy.logs import configure_logging
 
@@ -277,8 +274,6 @@ class EmbeddedService:
         """What `make run` prints once everything listens."""
         from mailproxy.adapters.sqlite.sealer import KEY_FILE
 
-        token_note = "generated; set GMP_API_TOKEN to choose it" if self.api_token_generated else "from GMP_API_TOKEN"
-        token = self.api_token if self.api_token_generated else "(hidden)"
         sink = f"{self.host}:{self.smtp_sink_port}" if self.smtp_sink_port else "off (GMP_SMTP_SINK_PORT=0)"
         key = "GMP_SEALING_KEY" if self.sealing_key_given else f"{self.data_dir / KEY_FILE} (back it up with the data)"
         workers = self.workers.count if self.workers is not None else 0
@@ -286,7 +281,7 @@ class EmbeddedService:
             [
                 "Serverless Mail Proxy: one-machine runtime ready (SQLite)",
                 f"  API           {self.url}   (try: curl {self.url}/health)",
-                f"  Admin token   {token}   ({token_note}; header X-API-Token)",
+                admin_token_line(self.api_token, self.api_token_generated),
                 f"  Data          {self.database_path}   (GMP_DATA_DIR; kept across restarts)",
                 f"  Sealing key   {key}",
                 f"  SMTP sink     {sink}",
