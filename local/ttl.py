@@ -9,7 +9,8 @@ from __future__ import annotations
 from mailproxy import clock
 from mailproxy.adapters.aws.dynamo import Item, batch_write, scan_all
 from mailproxy.adapters.aws.expressions import at_most, expression
-from mailproxy.reports import pinned_keys, split_expired
+from mailproxy.messages import pinned_keys
+from mailproxy.reports import split_expired
 from mailproxy.settings import get_settings
 from mailproxy.stores import stores
 

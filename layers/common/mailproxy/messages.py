@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mailproxy.domain import EventType, MessageStatus
@@ -61,3 +62,8 @@ def rejected_record(
     if account_id:
         item["account_id"] = account_id
     return item
+
+
+def pinned_keys(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(tenant_id, id) of the records whose payload is stored on its own (pinned), not in a pack."""
+    return [(str(r["tenant_id"]), str(r["id"])) for r in records if not r.get("pack")]

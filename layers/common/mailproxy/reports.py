@@ -23,6 +23,7 @@ from mailproxy import clock, outbound_http, tenants
 from mailproxy.domain import REPORTABLE_EVENTS, Record
 from mailproxy.ledger import EventKey
 from mailproxy.logs import logger
+from mailproxy.messages import pinned_keys
 from mailproxy.report_format import (
     Change,
     Owed,
@@ -73,11 +74,6 @@ def _forget_payloads(keys: list[tuple[str, str]]) -> None:
         if i not in present
     ]
     stores().payloads.delete_payloads(gone)
-
-
-def pinned_keys(records: list[Item]) -> list[tuple[str, str]]:
-    """(tenant_id, id) of the records whose payload is stored on its own (not in a pack)."""
-    return [(str(r["tenant_id"]), str(r["id"])) for r in records if not r.get("pack")]
 
 
 def _may_be_owed(item: Mapping[str, Any], oldest_owed: int | None) -> bool:

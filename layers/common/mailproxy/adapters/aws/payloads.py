@@ -19,6 +19,7 @@ from mailproxy.adapters.aws.dynamo import batch_get, batch_write, query_all
 from mailproxy.adapters.aws.expressions import expression, partition
 from mailproxy.aws import client
 from mailproxy.compression import compress_json, decompress_json
+from mailproxy.messages import pinned_keys
 from mailproxy.settings import get_settings
 
 MAX_ITEM_PAYLOAD = 350_000  # DynamoDB items stop at 400 KB; leave room for the keys
@@ -89,11 +90,6 @@ def _read_pack(key: str) -> dict[str, list[Any]] | None:
 def pin(tenant_id: str, message_id: str, rev: str, payload: dict[str, Any]) -> None:
     """Store one payload on its own (a message that will wait longer than a pack lives)."""
     store_payloads([payload_item(tenant_id, message_id, rev, payload)])
-
-
-def pinned_keys(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """(tenant_id, id) of the records whose payload is stored on its own (not in a pack)."""
-    return [(str(r["tenant_id"]), str(r["id"])) for r in records if not r.get("pack")]
 
 
 def load_payloads(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
