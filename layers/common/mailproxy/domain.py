@@ -35,9 +35,17 @@ class EventType(StrEnum):
     SENT = "sent"
     ERROR = "error"
     DEFERRED = "deferred"
+    BOUNCE = "bounce"  # a delivery failure returned after the message was sent (docs/bounces.md)
+    COMPLAINT = "complaint"  # a recipient reported the message as spam (an ARF feedback report)
 
 
-REPORTABLE_EVENTS = (EventType.SENT, EventType.ERROR, EventType.DEFERRED)  # what delivery reports carry
+REPORTABLE_EVENTS = (
+    EventType.SENT,
+    EventType.ERROR,
+    EventType.DEFERRED,
+    EventType.BOUNCE,
+    EventType.COMPLAINT,
+)  # what delivery reports carry
 
 
 class Outcome(StrEnum):
@@ -65,6 +73,9 @@ class Counter(StrEnum):
     ERRORS = "errors"
     DEFERRED = "deferred"
     RATE_LIMITED = "rate_limited"
+    BOUNCES_HARD = "bounces_hard"  # gmp_bounces_total{type="hard"}
+    BOUNCES_SOFT = "bounces_soft"  # gmp_bounces_total{type="soft"}
+    COMPLAINTS = "complaints"  # gmp_complaints_total
 
 
 class JournalKind(StrEnum):

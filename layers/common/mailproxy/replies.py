@@ -53,6 +53,14 @@ class HistoryEvent(BaseModel):
     event_ts: int | None
     description: str | None
     reported_ts: int | None
+    bounce_type: Literal["hard", "soft", "complaint"] | None = Field(
+        default=None, description="Bounce and complaint events only (docs/bounces.md)"
+    )
+    bounce_code: str | None = Field(
+        default=None, description="Bounce events: the SMTP reply code (550), else the enhanced status"
+    )
+    bounce_status: str | None = Field(default=None, description="Bounce events: the enhanced status (5.1.1)")
+    recipient: str | None = Field(default=None, description="Bounce and complaint events: the address concerned")
 
 
 class MessageRecord(BaseModel):
