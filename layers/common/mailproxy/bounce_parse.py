@@ -52,6 +52,7 @@ class Failure(NamedTuple):
         """The `bounce_code` a tenant receives: the SMTP reply code as genro-mail-proxy reports it, else the
         enhanced status."""
         return self.smtp_code or self.status
+
     reason: str  # the diagnostic text (or the complaint's feedback type)
 
 
@@ -107,11 +108,11 @@ def parse(raw: bytes) -> Parsed:
     """What the message `raw` reports; ReportKind.OTHER for anything unreadable (it never raises on input)."""
     try:
         msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    except Exception:  # noqa: BLE001 - the parser of a hostile mailbox: whatever it raises, the message is "other"
+    except Exception:
         return Parsed(ReportKind.OTHER)
     try:
         return _classify(msg)
-    except Exception:  # noqa: BLE001 - a malformed MIME tree in any of its parts: not a report we can read
+    except Exception:
         return Parsed(ReportKind.OTHER, addresses=_addresses(msg), arrival_ts=_date(msg))
 
 
@@ -124,7 +125,9 @@ def _classify(msg: Message) -> Parsed:
         failures = _dsn_failures(msg)
         genro_id, message_id = _returned_ids(msg)
         # A DSN whose every recipient was delivered, relayed or expanded is not a failure.
-        return Parsed(ReportKind.BOUNCE if failures else ReportKind.OTHER, failures, genro_id, message_id, addresses, arrival)
+        return Parsed(
+            ReportKind.BOUNCE if failures else ReportKind.OTHER, failures, genro_id, message_id, addresses, arrival
+        )
     # A non-standard bounce may say Auto-Submitted too (Exim's do): what it says of a recipient decides.
     if _looks_like_bounce(msg):
         failures = _heuristic_failures(msg)
@@ -344,7 +347,7 @@ def _subject(msg: Message) -> str:
     raw = msg.get("Subject", "")
     try:
         return str(email.header.make_header(email.header.decode_header(str(raw))))
-    except Exception:  # noqa: BLE001 - an undecodable subject is read as it is
+    except Exception:
         return str(raw)
 
 
@@ -366,8 +369,13 @@ def _heuristic_failures(msg: Message) -> tuple[Failure, ...]:
     returned message, with the status and reply code near it."""
     text = _first_text(msg)
     # What follows the returned message's marker is the original message, not the report.
-    for marker in ("--- Below this line is a copy of the message", "------ This is a copy of the message",
-                   "Original message follows", "----- Original message -----", "Received: "):
+    for marker in (
+        "--- Below this line is a copy of the message",
+        "------ This is a copy of the message",
+        "Original message follows",
+        "----- Original message -----",
+        "Received: ",
+    ):
         cut = text.find(marker)
         if cut > 0:
             text = text[:cut]
@@ -381,7 +389,7 @@ def _heuristic_failures(msg: Message) -> tuple[Failure, ...]:
             if recipient in seen or recipient in own or recipient.startswith(_BOUNCE_SENDERS):
                 continue
             # The reason is the address's paragraph, or the next one when the address stands alone (qmail).
-            context = paragraph[match.end():].strip() or (paragraphs[index + 1] if index + 1 < len(paragraphs) else "")
+            context = paragraph[match.end() :].strip() or (paragraphs[index + 1] if index + 1 < len(paragraphs) else "")
             nearby = paragraph + "\n" + context
             enhanced, smtp = _enhanced(nearby), _smtp_code_anywhere(nearby)
             bounce_type = _type_of(enhanced, smtp, "failed", nearby)

@@ -295,7 +295,12 @@ def shown_payload(payload: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-BOUNCE_EVENT_FIELDS = ("bounce_type", "bounce_code", "bounce_status", "recipient")  # what a bounce or complaint event adds
+BOUNCE_EVENT_FIELDS = (
+    "bounce_type",
+    "bounce_code",
+    "bounce_status",
+    "recipient",
+)  # what a bounce or complaint event adds
 
 RECORD_FIELDS = (
     "pk",

@@ -14,6 +14,7 @@ from typing import Any
 
 from mailproxy import clock, messages, ratelimit, tenants
 from mailproxy.addresses import address_domain
+from mailproxy.bounce_path import bounce_return_path
 from mailproxy.domain import (
     RATE_LIMIT_DEFERRAL,
     RATE_LIMIT_EXCEEDED,
@@ -262,7 +263,7 @@ async def _send_group(
             unused += 1
             continue
         try:
-            await asyncio.wait_for(_transaction(job, tenant, config, fetch_tenant), timeout=limit)
+            await asyncio.wait_for(_transaction(job, tenant, config, fetch_tenant, account), timeout=limit)
         except DeliveryError as exc:
             unused += 1
             _failed_attempt(job, journal, tally, exc)
@@ -287,7 +288,11 @@ async def _send_group(
 
 
 async def _transaction(
-    job: Job, tenant: dict[str, Any], config: AccountConfig, fetch_tenant: list[dict[str, Any]]
+    job: Job,
+    tenant: dict[str, Any],
+    config: AccountConfig,
+    fetch_tenant: list[dict[str, Any]],
+    account: dict[str, Any] | None = None,
 ) -> None:
     """Fetch, build and send one message (the whole of what GMP_MESSAGE_TIME_LIMIT_SECONDS bounds)."""
     payload = job.payload or {}
@@ -299,7 +304,8 @@ async def _transaction(
         if not fetch_tenant:
             fetch_tenant.append({**tenant, "client_auth": tenants.client_auth(tenant)})
         attachments = await fetch_attachments(payload["attachments"], tenant=fetch_tenant[0])
-    email = build_email(payload, message_id=_message_id(job, payload), attachments=attachments)
+    bounce_path = bounce_return_path(tenant, account, job.id) if account is not None else None
+    email = build_email(payload, message_id=_message_id(job, payload), attachments=attachments, bounce_path=bounce_path)
     size, cap = _encoded_size(email), get_settings().max_message_bytes
     if size > cap:
         raise PermanentDeliveryError(f"message too large: {size} bytes (limit {cap})")

@@ -244,7 +244,7 @@ class Update:
 
     def __init__(self) -> None:
         self._sets: list[tuple[str, str, Any]] = []  # (name, form, value); form: value, if_absent, append
-        self._adds: list[tuple[str, int | set[str]]] = []
+        self._adds: list[tuple[str, int | frozenset[str]]] = []
         self._removes: list[str] = []
         self._touched: set[str] = set()
 
@@ -272,7 +272,7 @@ class Update:
         self._sets.append((name, "append", items))
         return self
 
-    def add(self, name: str, number: int | set[str]) -> Update:
+    def add(self, name: str, number: int | frozenset[str]) -> Update:
         """Add `number` to the number `name` (an absent one counts as 0), or a set's members to the string set
         `name` (an absent one starts empty)."""
         self._touch(name)

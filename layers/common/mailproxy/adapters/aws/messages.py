@@ -21,12 +21,12 @@ from mailproxy.adapters.aws.expressions import (
     Condition,
     Update,
     absent,
-    lacks,
     at_most,
     equals,
     exists,
     expression,
     is_in,
+    lacks,
     partition,
 )
 from mailproxy.domain import AlreadyFinal, EventType, MessageStatus, Outcome, Submission
@@ -291,7 +291,7 @@ def abandon(tenant_id: str, message_id: str, *, claim_id: str, attempts: int, no
 def add_event(tenant_id: str, message_id: str, event: dict[str, Any], *, key: str, now: int) -> bool:
     """Append a later history event (a bounce, a complaint) unless one under `key` is there; False if it is, or
     if the message is gone. The key joins the string set `event_keys` in the same conditional update."""
-    update = Update().append("history", [event]).add("event_keys", {key}).set("updated_at", now)
+    update = Update().append("history", [event]).add("event_keys", frozenset([key])).set("updated_at", now)
     return _update_if(tenant_id, message_id, update, exists("id") & lacks("event_keys", key))
 
 

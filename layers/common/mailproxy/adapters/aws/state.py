@@ -338,6 +338,17 @@ def add_tenant_counters(tenant_id: str, deltas: dict[str, int]) -> None:
     )
 
 
+def add_account_counters(tenant_id: str, account_id: str, deltas: Mapping[Counter, int]) -> None:
+    """Add to an account's /metrics counters outside a send batch (bounces and complaints)."""
+    used = {str(name): value for name, value in deltas.items() if value}
+    if used:
+        ddb().update_item(
+            TableName=_table(),
+            Key={"pk": {"S": "COUNTERS"}, "sk": {"S": f"{tenant_id}#{account_id}"}},
+            **expression(_additions(used)),
+        )
+
+
 def tenant_counter_rows() -> dict[str, Item]:
     """The persisted per-tenant /metrics counters, by tenant id."""
     items = query_all(TableName=_table(), **expression(key=partition("pk", "TENANT_COUNTERS")), ConsistentRead=True)

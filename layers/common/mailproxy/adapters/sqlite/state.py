@@ -152,6 +152,15 @@ class SqliteState:
                 [(tenant_id, name, value) for name, value in deltas.items() if value],
             )
 
+    def add_account_counters(self, tenant_id: str, account_id: str, deltas: Mapping[Counter, int]) -> None:
+        """Add to an account's /metrics counters outside a send batch (bounces and complaints)."""
+        with self.db.transaction() as tx:
+            tx.executemany(
+                "INSERT INTO account_counters (tenant_id, account_id, name, value) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (tenant_id, account_id, name) DO UPDATE SET value = value + excluded.value",
+                [(tenant_id, account_id, str(name), value) for name, value in deltas.items() if value],
+            )
+
     def tenant_counter_rows(self) -> dict[str, Record]:
         """The persisted per-tenant /metrics counters, by tenant id."""
         rows: dict[str, Record] = {}
