@@ -384,3 +384,22 @@ def make_account(api: TestClient, admin: dict[str, str]) -> AccountFactory:
         return body
 
     return make
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Any]:
+    """A Dovecot IMAP server on 127.0.0.1 for the whole session (tests/imap_server.py); each test adds its user."""
+    import pathlib
+    import shutil
+    import tempfile
+
+    from tests.imap_server import DovecotServer
+
+    # Not under pytest's own temporary folder: it is private to us (0700), and Dovecot's users must read theirs.
+    root = pathlib.Path(tempfile.mkdtemp(prefix="gmp-dovecot-"))
+    try:
+        server = DovecotServer(root).start()
+        yield server
+        server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

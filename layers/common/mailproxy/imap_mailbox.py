@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from mailproxy import outbound
-from mailproxy.errors import MailProxyError
+from mailproxy.errors import DestinationNotAllowed, MailProxyError
 
 IMPLICIT_TLS_PORT = 993
 PROCESSED_KEYWORD = "$GmpProcessed"  # what a processed message left in place is flagged with (and \Seen)
@@ -76,7 +76,7 @@ class MailboxSession:
     def __enter__(self) -> MailboxSession:
         try:
             self._open()
-        except (OSError, imaplib.IMAP4.error, ssl.SSLError) as exc:
+        except (OSError, imaplib.IMAP4.error, ssl.SSLError, DestinationNotAllowed) as exc:
             self.close()
             raise MailboxError(f"{self.config.identity}: {type(exc).__name__}: {exc}") from exc
         except BaseException:
@@ -123,7 +123,10 @@ class MailboxSession:
         if status != "OK":
             raise MailboxError(f"{c.identity}: cannot select the folder")
         self.uidvalidity = self._read_uidvalidity()
-        self._can_move = "MOVE" in imap.capabilities
+        # Servers announce more once logged in (Dovecot: MOVE); imaplib keeps the greeting's list.
+        status, data = imap.capability()
+        announced = bytes(data[-1] or b"").upper().split() if status == "OK" and data else []
+        self._can_move = b"MOVE" in announced or "MOVE" in imap.capabilities
 
     def _read_uidvalidity(self) -> int:
         imap = self._session()
