@@ -297,3 +297,24 @@ def test_mailbox_passwords_are_never_shown_and_a_bad_mailbox_is_skipped(
     totals = bounces.run()
 
     assert (totals["mailboxes"], totals["failed"]) == (1, 2)
+
+
+def test_bounces_complaints_and_unmatched_reports_are_exposed_to_prometheus(
+    service: Service, callback: Callback, box: Box
+) -> None:
+    from mailproxy import metrics
+
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("m-1", to="gone@example.test"), message("m-2", to="annoyed@example.test"))
+    service.deliver(acme)
+    box.append(dsn(to=RETURN_PATH, recipient="gone@example.test", genro_id="m-1"))
+    box.append(arf(to=RETURN_PATH, recipient="annoyed@example.test", genro_id="m-2"))
+    box.append(dsn(to=RETURN_PATH, recipient="x@example.test", genro_id="nobody-knows"))
+    bounces.run()
+
+    text = metrics.render().decode()
+
+    assert 'gmp_bounces_total{account_id="smtp",tenant_id="acme",type="hard"} 1.0' in text
+    assert 'gmp_bounces_total{account_id="smtp",tenant_id="acme",type="soft"} 0.0' in text
+    assert 'gmp_complaints_total{account_id="smtp",tenant_id="acme"} 1.0' in text
+    assert 'gmp_bounce_reports_unmatched_total{tenant_id="acme"} 1.0' in text

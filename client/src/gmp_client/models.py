@@ -168,6 +168,21 @@ class Message(_Request):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BounceMailbox(_Request):
+    """The IMAP mailbox an account's (or a tenant's) bounces arrive in; its password is sealed and never shown."""
+
+    host: str
+    user: str
+    port: int | None = None
+    use_tls: bool | None = None
+    password: str | None = field(default=None, repr=False)
+    folder: str | None = None
+    processed_folder: str | None = None
+    return_path: str | None = None
+    verp: bool | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Account(_Request):
     """An SMTP account of a tenant (`POST /account`, an upsert on tenant and id)."""
 
@@ -184,6 +199,9 @@ class Account(_Request):
     limit_behavior: Literal["defer", "reject"] | None = None
     batch_size: int | None = None
     ttl: int | None = None
+    bounce_mailbox: BounceMailbox | Mapping[str, Any] | None = None
+
+    _nested = {"bounce_mailbox": BounceMailbox}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,9 +228,10 @@ class Tenant(_Request):
     active: bool | None = None
     rate_limits: TenantRateLimits | Mapping[str, Any] | None = None
     large_file_config: Mapping[str, Any] | None = None
+    bounce_mailbox: BounceMailbox | Mapping[str, Any] | None = None
     api_key_expires_at: int | None = None
 
-    _nested = {"client_auth": ClientAuth, "rate_limits": TenantRateLimits}
+    _nested = {"client_auth": ClientAuth, "rate_limits": TenantRateLimits, "bounce_mailbox": BounceMailbox}
 
 
 # The fields `update_tenant` may change (`PUT /tenant/{id}`: the schema's TenantFields).
@@ -225,6 +244,7 @@ TENANT_UPDATE_FIELDS = (
     "active",
     "rate_limits",
     "large_file_config",
+    "bounce_mailbox",
 )
 
 
@@ -280,6 +300,10 @@ class HistoryEvent(_Model):
     event_ts: int | None = None
     description: str | None = None
     reported_ts: int | None = None
+    bounce_type: str | None = None  # bounce and complaint events
+    bounce_code: str | None = None
+    bounce_status: str | None = None
+    recipient: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -351,6 +375,7 @@ class AccountInfo(_Model):
     batch_size: int | None = None
     ttl: int = 300
     has_password: bool = False
+    bounce_mailbox: dict[str, Any] | None = None
     created_at: int | None = None
     updated_at: int | None = None
 
@@ -379,6 +404,7 @@ class TenantInfo(_Model):
     suspended_batches: list[str] = field(default_factory=list)
     rate_limits: dict[str, Any] | None = None
     large_file_config: dict[str, Any] | None = None
+    bounce_mailbox: dict[str, Any] | None = None
     created_at: int | None = None
     updated_at: int | None = None
 
@@ -447,6 +473,7 @@ SCHEMAS: dict[type[_Model], str] = {
     ClientAuth: "ClientAuth",
     Attachment: "Attachment",
     Message: "Message",
+    BounceMailbox: "BounceMailbox",
     Account: "Account",
     TenantRateLimits: "TenantRateLimits",
     Tenant: "Tenant",

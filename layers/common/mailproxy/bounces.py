@@ -30,7 +30,9 @@ from mailproxy.messages import event
 from mailproxy.settings import get_settings
 from mailproxy.stores import stores
 
-UNMATCHED = "bounce_reports_unmatched"  # the tenant counter of reports that name none of its messages
+UNMATCHED = (
+    "bounce_reports_unmatched"  # the tenant counter of reports that name none of its messages (metrics.UNMATCHED_FIELD)
+)
 TIME_MARGIN_MS = 20_000  # a mailbox is not started with less left than this (its operations' timeouts)
 RemainingMs = Callable[[], int] | None
 

@@ -20,6 +20,7 @@ from mailproxy.settings import get_settings, local_metrics_token
 from mailproxy.stores import stores
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+UNMATCHED_FIELD = "bounce_reports_unmatched"  # the tenant counter mailproxy.bounces adds to
 LABELS = ["tenant_id", "account_id"]
 # (family name without _total, StateTable field, HELP text): the four series of API.md "Counters".
 COUNTERS = (
@@ -28,6 +29,9 @@ COUNTERS = (
     ("gmp_deferred", Counter.DEFERRED, "Deferrals (temporary failure or rate limit), per tenant and account."),
     ("gmp_rate_limited", Counter.RATE_LIMITED, "Rate-limit hits (deferred or rejected), per tenant and account."),
 )
+BOUNCES = "gmp_bounces"  # {tenant_id, account_id, type}: hard or soft (docs/bounces.md)
+COMPLAINTS = "gmp_complaints"
+UNMATCHED_REPORTS = "gmp_bounce_reports_unmatched"
 PENDING = "gmp_pending_messages"
 TENANT_PENDING = "gmp_tenant_pending_messages"
 DEAD_LETTER = "gmp_dead_letter_messages"
@@ -57,6 +61,8 @@ class PersistedCollector(Collector):
                 family.add_metric([row["tenant_id"], row["account_id"]], float(row.get(field, 0)))
             yield family
 
+        yield from bounce_families(rows)
+
         pending = stores().counters.pending_counts()
         yield GaugeMetricFamily(
             PENDING,
@@ -83,9 +89,19 @@ class PersistedCollector(Collector):
             "Messages rejected at intake because the tenant's quota (rate_limits) was used up, per tenant.",
             labels=["tenant_id"],
         )
-        for tenant_id, row in sorted(stores().counters.tenant_counter_rows().items()):
+        tenant_rows = stores().counters.tenant_counter_rows()
+        for tenant_id, row in sorted(tenant_rows.items()):
             quota_rejected.add_metric([tenant_id], float(row.get("quota_rejected", 0)))
         yield quota_rejected
+
+        unmatched = CounterMetricFamily(
+            UNMATCHED_REPORTS,
+            "Bounces and complaints read from a tenant's bounce mailbox that named none of its messages, per tenant.",
+            labels=["tenant_id"],
+        )
+        for tenant_id, row in sorted(tenant_rows.items()):
+            unmatched.add_metric([tenant_id], float(row.get(UNMATCHED_FIELD, 0)))
+        yield unmatched
 
         yield CounterMetricFamily(
             COMMAND_LOG_WRITE_FAILURES,
@@ -102,6 +118,25 @@ class PersistedCollector(Collector):
                 "Queue messages in the dead-letter queue (poison messages; each needs an operator).",
                 value=float(depth),
             )
+
+
+def bounce_families(rows: list[dict[str, Any]]) -> Iterator[Metric]:
+    """Bounces (hard, soft) and complaints recorded on each account's messages (docs/bounces.md)."""
+    bounced = CounterMetricFamily(
+        BOUNCES,
+        "Bounces recorded on sent messages, per tenant, account and type (hard: the address is gone; soft: passing).",
+        labels=[*LABELS, "type"],
+    )
+    complaints = CounterMetricFamily(
+        COMPLAINTS, "Complaints (ARF abuse reports) recorded on sent messages, per tenant and account.", labels=LABELS
+    )
+    for row in rows:
+        labels = [row["tenant_id"], row["account_id"]]
+        bounced.add_metric([*labels, "hard"], float(row.get(Counter.BOUNCES_HARD, 0)))
+        bounced.add_metric([*labels, "soft"], float(row.get(Counter.BOUNCES_SOFT, 0)))
+        complaints.add_metric(labels, float(row.get(Counter.COMPLAINTS, 0)))
+    yield bounced
+    yield complaints
 
 
 def report_families() -> Iterator[Metric]:

@@ -131,6 +131,9 @@ class AccountView(BaseModel):
     batch_size: int | None
     ttl: int = Field(description="Seconds a pooled SMTP connection may live (default 300)")
     has_password: bool
+    bounce_mailbox: dict[str, Any] | None = Field(
+        default=None, description="Where the account's bounces arrive (its password never shown: has_password)"
+    )
     created_at: int | None
     updated_at: int | None
 
@@ -163,6 +166,9 @@ class TenantView(BaseModel):
     suspended_batches: list[str]
     rate_limits: dict[str, Any] | None
     large_file_config: dict[str, Any] | None
+    bounce_mailbox: dict[str, Any] | None = Field(
+        default=None, description="Where bounces arrive for accounts that name none (password never shown)"
+    )
     created_at: int | None
     updated_at: int | None
 
