@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from mailproxy import bounce_parse, clock, tenants, verp
 from mailproxy.bounce_parse import BounceType, Parsed, ReportKind
-from mailproxy.domain import Counter, EventType, Record
+from mailproxy.domain import BounceCounter, EventType, Record
 from mailproxy.imap_mailbox import MailboxConfig, MailboxError, MailboxSession
 from mailproxy.logs import logger
 from mailproxy.messages import event
@@ -170,14 +170,14 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
     now = clock.now_ts()
     account_id = str(record.get("account_id") or "")
     recorded = 0
-    deltas: dict[Counter, int] = {}
+    deltas: dict[BounceCounter, int] = {}
     for failure in parsed.failures:
         if parsed.kind == ReportKind.COMPLAINT:
-            kind, bounce_type, counter = EventType.COMPLAINT, "complaint", Counter.COMPLAINTS
+            kind, bounce_type, counter = EventType.COMPLAINT, "complaint", BounceCounter.COMPLAINTS
         else:
             kind = EventType.BOUNCE
             bounce_type = str(failure.bounce_type or BounceType.HARD)
-            counter = Counter.BOUNCES_HARD if bounce_type == BounceType.HARD else Counter.BOUNCES_SOFT
+            counter = BounceCounter.BOUNCES_HARD if bounce_type == BounceType.HARD else BounceCounter.BOUNCES_SOFT
         entry = event(
             kind,
             now,

@@ -73,6 +73,12 @@ class Counter(StrEnum):
     ERRORS = "errors"
     DEFERRED = "deferred"
     RATE_LIMITED = "rate_limited"
+
+
+class BounceCounter(StrEnum):
+    """An account's persisted /metrics counter of what its bounce mailbox reported (same `COUNTERS` item; apart
+    from `Counter`, which a send batch applies whole)."""
+
     BOUNCES_HARD = "bounces_hard"  # gmp_bounces_total{type="hard"}
     BOUNCES_SOFT = "bounces_soft"  # gmp_bounces_total{type="soft"}
     COMPLAINTS = "complaints"  # gmp_complaints_total

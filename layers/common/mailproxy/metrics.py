@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from mailproxy.crypto import tokens_equal
-from mailproxy.domain import Counter
+from mailproxy.domain import BounceCounter, Counter
 from mailproxy.settings import get_settings, local_metrics_token
 from mailproxy.stores import stores
 
@@ -99,8 +99,9 @@ class PersistedCollector(Collector):
             "Bounces and complaints read from a tenant's bounce mailbox that named none of its messages, per tenant.",
             labels=["tenant_id"],
         )
-        for tenant_id, row in sorted(tenant_rows.items()):
-            unmatched.add_metric([tenant_id], float(row.get(UNMATCHED_FIELD, 0)))
+        # Every tenant with an account shows the series (at zero until a report goes unmatched), as accounts do.
+        for tenant_id in sorted({str(r["tenant_id"]) for r in rows} | set(tenant_rows)):
+            unmatched.add_metric([tenant_id], float(tenant_rows.get(tenant_id, {}).get(UNMATCHED_FIELD, 0)))
         yield unmatched
 
         yield CounterMetricFamily(
@@ -132,9 +133,9 @@ def bounce_families(rows: list[dict[str, Any]]) -> Iterator[Metric]:
     )
     for row in rows:
         labels = [row["tenant_id"], row["account_id"]]
-        bounced.add_metric([*labels, "hard"], float(row.get(Counter.BOUNCES_HARD, 0)))
-        bounced.add_metric([*labels, "soft"], float(row.get(Counter.BOUNCES_SOFT, 0)))
-        complaints.add_metric(labels, float(row.get(Counter.COMPLAINTS, 0)))
+        bounced.add_metric([*labels, "hard"], float(row.get(BounceCounter.BOUNCES_HARD, 0)))
+        bounced.add_metric([*labels, "soft"], float(row.get(BounceCounter.BOUNCES_SOFT, 0)))
+        complaints.add_metric(labels, float(row.get(BounceCounter.COMPLAINTS, 0)))
     yield bounced
     yield complaints
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mailproxy.domain import Counter, JournalKind, MessageStatus, Outcome, Record, Submission
+from mailproxy.domain import BounceCounter, Counter, JournalKind, MessageStatus, Outcome, Record, Submission
 
 if TYPE_CHECKING:
     from mailproxy.ledger import EventKey
@@ -194,7 +194,7 @@ class Counters(Protocol):
 
     def add_tenant_counters(self, tenant_id: str, deltas: dict[str, int]) -> None: ...
 
-    def add_account_counters(self, tenant_id: str, account_id: str, deltas: Mapping[Counter, int]) -> None:
+    def add_account_counters(self, tenant_id: str, account_id: str, deltas: Mapping[BounceCounter, int]) -> None:
         """Add to an account's /metrics counters outside a send batch (bounces and complaints)."""
         ...
 

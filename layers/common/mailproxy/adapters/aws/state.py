@@ -29,7 +29,7 @@ from mailproxy.adapters.aws.expressions import (
     expression,
     partition,
 )
-from mailproxy.domain import Counter, JournalKind
+from mailproxy.domain import BounceCounter, Counter, JournalKind
 from mailproxy.settings import get_settings
 
 
@@ -338,7 +338,7 @@ def add_tenant_counters(tenant_id: str, deltas: dict[str, int]) -> None:
     )
 
 
-def add_account_counters(tenant_id: str, account_id: str, deltas: Mapping[Counter, int]) -> None:
+def add_account_counters(tenant_id: str, account_id: str, deltas: Mapping[BounceCounter, int]) -> None:
     """Add to an account's /metrics counters outside a send batch (bounces and complaints)."""
     used = {str(name): value for name, value in deltas.items() if value}
     if used:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mailproxy.adapters.sqlite.db import Database, dumps, loads
-from mailproxy.domain import Counter, JournalKind, Record
+from mailproxy.domain import BounceCounter, Counter, JournalKind, Record
 
 if TYPE_CHECKING:
     from mailproxy.ports import CounterDeltas
@@ -152,7 +152,7 @@ class SqliteState:
                 [(tenant_id, name, value) for name, value in deltas.items() if value],
             )
 
-    def add_account_counters(self, tenant_id: str, account_id: str, deltas: Mapping[Counter, int]) -> None:
+    def add_account_counters(self, tenant_id: str, account_id: str, deltas: Mapping[BounceCounter, int]) -> None:
         """Add to an account's /metrics counters outside a send batch (bounces and complaints)."""
         with self.db.transaction() as tx:
             tx.executemany(
