@@ -318,3 +318,38 @@ def test_bounces_complaints_and_unmatched_reports_are_exposed_to_prometheus(
     assert 'gmp_bounces_total{account_id="smtp",tenant_id="acme",type="soft"} 0.0' in text
     assert 'gmp_complaints_total{account_id="smtp",tenant_id="acme"} 1.0' in text
     assert 'gmp_bounce_reports_unmatched_total{tenant_id="acme"} 1.0' in text
+
+
+def test_a_message_with_its_own_return_path_keeps_it(
+    service: Service, callback: Callback, box: Box, server: RunningServer
+) -> None:
+    acme = tenant_with_mailbox(service, callback, box, verp=True)
+    acme.submit(message("m-1", to="a@example.test", return_path="own@acme.test"))
+    service.deliver(acme)
+    assert server.handler.received[0].mail_from == "own@acme.test"
+
+
+def test_a_bounce_mailbox_is_validated_replaced_and_removed(service: Service, callback: Callback, box: Box) -> None:
+    acme = service.tenant("acme")
+    put = service.api.put
+    bad = [
+        {**box.config(), "verp": True, "return_path": None},  # VERP needs the address it adds tokens to
+        {**box.config(), "return_path": "Bounces <b@x.test>"},
+        {**box.config(), "port": 0},
+        {**box.config(), "colour": "blue"},
+    ]
+    for mailbox in bad:
+        assert put("/tenant/acme", json={"bounce_mailbox": mailbox}, headers=acme.key).status_code == 422, mailbox
+    assert put("/tenant/acme", json={"bounce_mailbox": box.config(port=None)}, headers=acme.key).status_code == 422
+
+    assert (
+        put("/tenant/acme", json={"bounce_mailbox": box.config(folder="Bounces")}, headers=acme.key).status_code == 200
+    )
+    shown = service.api.get("/tenant/acme", headers=acme.key).json()["bounce_mailbox"]
+    assert (shown["folder"], shown["has_password"], shown["use_tls"]) == ("Bounces", True, False)
+    assert "password" not in shown
+
+    assert put("/tenant/acme", json={"bounce_mailbox": None}, headers=acme.key).status_code == 200
+    assert service.api.get("/tenant/acme", headers=acme.key).json()["bounce_mailbox"] is None
+    tenant = stores().tenants.get_tenant("acme") or {}
+    assert "bounce_password_enc" not in tenant and "bounce_mailbox" not in tenant
