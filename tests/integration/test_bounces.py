@@ -353,3 +353,35 @@ def test_a_bounce_mailbox_is_validated_replaced_and_removed(service: Service, ca
     assert service.api.get("/tenant/acme", headers=acme.key).json()["bounce_mailbox"] is None
     tenant = stores().tenants.get_tenant("acme") or {}
     assert "bounce_password_enc" not in tenant and "bounce_mailbox" not in tenant
+
+
+def test_a_report_naming_someone_the_message_was_not_sent_to_or_an_absurd_id_is_unmatched(
+    service: Service, callback: Callback, box: Box
+) -> None:
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("m-1", to="a@example.test"))
+    service.deliver(acme)
+    box.append(dsn(to=RETURN_PATH, recipient="ceo@example.test", genro_id="m-1"))  # a forged report
+    box.append(dsn(to=RETURN_PATH, recipient="a@example.test", genro_id="m" * 5000))
+
+    totals = bounces.run()
+
+    assert (totals["messages"], totals["recorded"]) == (2, 0)
+    assert unmatched() == 2
+    assert [e["event_type"] for e in history(acme, "m-1")] == ["queued", "sent"]
+
+
+def test_one_message_collects_a_bounded_number_of_bounces(
+    service: Service, callback: Callback, box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bounces, "MAX_LATER_EVENTS", 3)
+    acme = tenant_with_mailbox(service, callback, box)
+    recipients = [f"r{n}@example.test" for n in range(5)]
+    acme.submit(message("m-1", to=", ".join(recipients)))
+    service.deliver(acme)
+    [mailbox] = bounces.mailboxes(stores().tenants.get_tenant("acme") or {}, stores().tenants.list_accounts("acme"))
+
+    recorded = [bounces.process(mailbox, dsn(to=RETURN_PATH, recipient=r, genro_id="m-1")).recorded for r in recipients]
+
+    assert recorded == [1, 1, 1, 0, 0]
+    assert [e["event_type"] for e in history(acme, "m-1")].count("bounce") == 3

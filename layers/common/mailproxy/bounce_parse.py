@@ -210,7 +210,10 @@ def _address(value: str) -> str:
 def _dsn_failures(msg: Message) -> tuple[Failure, ...]:
     failures: list[Failure] = []
     for group in _groups(_status_fields(msg, "message/delivery-status", "text/delivery-status")):
-        recipient = _address(_typed_value(group.get("final-recipient") or group.get("original-recipient") or ""))
+        # The address as the message was sent to it (Original-Recipient) before the one it ended at (forwarding).
+        recipient = _address(_typed_value(group.get("original-recipient") or "")) or _address(
+            _typed_value(group.get("final-recipient") or "")
+        )
         if not recipient:
             continue  # the per-message group, or a recipient we cannot name
         action = group.get("action", "").strip().lower()

@@ -30,9 +30,10 @@ from mailproxy.messages import event
 from mailproxy.settings import get_settings
 from mailproxy.stores import stores
 
-UNMATCHED = (
-    "bounce_reports_unmatched"  # the tenant counter of reports that name none of its messages (metrics.UNMATCHED_FIELD)
-)
+# The tenant counter of reports that name none of its messages (metrics.UNMATCHED_FIELD).
+UNMATCHED = "bounce_reports_unmatched"
+MAX_MESSAGE_ID_CHARS = 255  # API.md: a longer X-Genro-Mail-ID names no message (and no storage key is made of it)
+MAX_LATER_EVENTS = 100  # bounces and complaints one message may collect: its record stays far below 400 KB
 TIME_MARGIN_MS = 20_000  # a mailbox is not started with less left than this (its operations' timeouts)
 RemainingMs = Callable[[], int] | None
 
@@ -169,9 +170,20 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
         return Outcome(parsed.kind)
     now = clock.now_ts()
     account_id = str(record.get("account_id") or "")
+    recipients = _recipients(record)
     recorded = 0
     deltas: dict[BounceCounter, int] = {}
     for failure in parsed.failures:
+        if recipients is not None and failure.recipient not in recipients:
+            # Not an address the message went to (a forged report, or forwarding the report does not undo).
+            _unmatched(box, parsed, "it names a recipient the message was not sent to", message_id, extra)
+            continue
+        if len(record.get("event_keys") or ()) + recorded >= MAX_LATER_EVENTS:
+            logger().warning(
+                f"Message {message_id} has {MAX_LATER_EVENTS} bounces and complaints already: no more recorded",
+                extra=extra,
+            )
+            break
         if parsed.kind == ReportKind.COMPLAINT:
             kind, bounce_type, counter = EventType.COMPLAINT, "complaint", BounceCounter.COMPLAINTS
         else:
@@ -212,6 +224,18 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
     return Outcome(parsed.kind, recorded, matched=True)
 
 
+def _recipients(record: Record) -> set[str] | None:
+    """The bare addresses (lowercased) the message was sent to, from its stored payload; None when the payload
+    is no longer stored (a pack expired): the report is then taken as it names its recipient."""
+    from mailproxy.addresses import parse_addresses
+
+    stored = stores().payloads.load_payloads([record]).get((str(record["tenant_id"]), str(record["id"])))
+    if stored is None:
+        return None
+    payload = stored[1]
+    return {address.lower() for name in ("to", "cc", "bcc") for address in parse_addresses(payload.get(name))}
+
+
 def _correlate(box: Mailbox, parsed: Parsed) -> tuple[str | None, str]:
     """The id of the tenant's message a report is about, and how it was found: a VERP address signed for this
     tenant first (it cannot be forged), else the X-Genro-Mail-ID the report returns."""
@@ -222,7 +246,7 @@ def _correlate(box: Mailbox, parsed: Parsed) -> tuple[str | None, str]:
                 found = verp.message_of(address, box.return_path, box.tenant_id, key)
                 if found is not None:
                     return found, "VERP"
-    if parsed.genro_id:
+    if parsed.genro_id and len(parsed.genro_id) <= MAX_MESSAGE_ID_CHARS:
         return parsed.genro_id, "X-Genro-Mail-ID"
     return None, ""
 
