@@ -94,6 +94,7 @@ def _template() -> Template:
 def _clear_caches() -> None:
     import mailproxy.adapters.aws.rates
     import mailproxy.adapters.aws.sealer
+    import mailproxy.adapters.aws.sessions
     import mailproxy.aws
     import mailproxy.secret_cache
     import mailproxy.settings
@@ -104,6 +105,7 @@ def _clear_caches() -> None:
     mailproxy.settings.get_outbound_settings.cache_clear()
     mailproxy.adapters.aws.sealer.decrypt_secret.cache_clear()
     mailproxy.adapters.aws.rates.forget_cache()
+    mailproxy.adapters.aws.sessions.forget_cache()
     mailproxy.stores.reset()
     mailproxy.secret_cache.secrets.cache_clear()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from mailproxy.adapters.sqlite.messages import SqliteMessages
 from mailproxy.adapters.sqlite.outbox import SqliteOutbox
 from mailproxy.adapters.sqlite.queue import SqliteQueue
+from mailproxy.adapters.sqlite.sessions import SqliteSessions
 from mailproxy.adapters.sqlite.state import SqliteState
 from mailproxy.errors import ConfigurationError
 from mailproxy.stores import stores
@@ -35,10 +36,11 @@ def sqlite_state() -> SqliteState:
     return state
 
 
-def recover_leases() -> tuple[int, int]:
-    """At start, with the data directory locked: give back the queue and reporter leases a killed runtime left
-    (else its records wait out their visibility and its tenants' reports the 60 s lease). Returns the counts."""
-    outbox = stores().outbox
-    if not isinstance(outbox, SqliteOutbox):
+def recover_leases() -> tuple[int, int, int]:
+    """At start, with the data directory locked: give back the queue, reporter and SMTP session leases a killed
+    runtime left (else its records wait out their visibility, its tenants' reports the 60 s lease and its
+    accounts' sessions their lease). Returns the counts."""
+    outbox, sessions = stores().outbox, stores().sessions
+    if not isinstance(outbox, SqliteOutbox) or not isinstance(sessions, SqliteSessions):
         raise ConfigurationError("the one-machine runtime needs GMP_STORAGE=sqlite")
-    return sqlite_queue().return_leased(), outbox.drop_leases()
+    return sqlite_queue().return_leased(), outbox.drop_leases(), sessions.drop_all()

@@ -182,12 +182,14 @@ class EmbeddedService:
         stores()  # the database and its tables, made here once before any worker opens them
         from local.embedded.ports import recover_leases
 
-        queue_leases, report_leases = recover_leases()
-        if queue_leases or report_leases:
+        queue_leases, report_leases, session_leases = recover_leases()
+        if queue_leases or report_leases or session_leases:
             logger.info(
-                "taken back from a runtime that stopped without finishing: %d queue lease(s), %d report lease(s)",
+                "taken back from a runtime that stopped without finishing: %d queue lease(s), %d report lease(s), "
+                "%d SMTP session lease(s)",
                 queue_leases,
                 report_leases,
+                session_leases,
             )
         # A record leased by a worker that died comes back when a claim made under it is stale: the copy then
         # takes the claim over (or the scheduler, finishing the batch's journal, re-queues the message).

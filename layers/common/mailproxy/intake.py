@@ -378,7 +378,7 @@ def cleanup_messages(tenant_id: str, older_than_seconds: int | None) -> dict[str
 
 def delete_tenant(tenant_id: str) -> None:
     """Delete a tenant and everything of it (`DELETE /tenant/{id}`): its messages and payloads, the rate windows
-    of every account it had, its quota windows, pending count, run-now request and reporter state, then its
+    of every account it had and their SMTP session leases, its quota windows, pending count, run-now request and reporter state, then its
     accounts, key and configuration. The tenant goes last, so a deletion cut short leaves it listed, and
     deleting it again finishes the job. Two things stay by design: its /metrics counters (they never go
     down, docs/monitoring.md) and its command-log entries (the audit trail, expired by its retention)."""
@@ -388,6 +388,7 @@ def delete_tenant(tenant_id: str) -> None:
     stores().messages.delete_states([(tenant_id, str(i["id"])) for i in items])
     stores().payloads.delete_tenant_payloads(tenant_id)
     stores().rates.forget_tenant(tenant_id, account_ids)
+    stores().sessions.forget_tenant(tenant_id, account_ids)
     stores().service.forget_tenant(tenant_id)
     from mailproxy import reports  # the reporter's outbox and ledger, loaded on this rare path only
 

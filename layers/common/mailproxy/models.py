@@ -266,6 +266,14 @@ class Account(Strict):
         "0: a new connection for every message",
     )
 
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="SMTP sessions the account may have open at once, across every sender of the service "
+        "(default 5, genro-mail-proxy's pool size; never above the deployment's GMP_SMTP_MAX_CONNECTIONS)",
+    )
+
     @field_validator("ttl", mode="before")
     @classmethod
     def _default_ttl(cls, value: Any) -> Any:

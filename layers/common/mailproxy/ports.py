@@ -172,6 +172,21 @@ class RateWindows(Protocol):
     def forget_cache(self) -> None: ...
 
 
+class SmtpSessions(Protocol):
+    """Leases on an account's SMTP sessions (`mailproxy.sessions`): how many each sender holds open."""
+
+    def hold(
+        self, tenant_id: str, account_id: str, holder: str, *, wanted: int, limit: int, now: int, until: int
+    ) -> int:
+        """Set `holder`'s lease to as many of `wanted` sessions as `limit` leaves beside the other holders'
+        unexpired leases, within its fair share when another holder is short (`mailproxy.sessions.grant`),
+        lasting until `until`; the number held. Never, together with every concurrent call, more than `limit`
+        held at `now`."""
+        ...
+
+    def forget_tenant(self, tenant_id: str, account_ids: set[str]) -> None: ...
+
+
 class Counters(Protocol):
     """The persisted /metrics counters and the pending gauge."""
 

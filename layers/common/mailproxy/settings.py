@@ -92,6 +92,8 @@ class Settings(NamedTuple):
     message_time_limit_seconds: float = 30.0
     account_time_limit_seconds: float = 50.0
     max_claim_attempts: int = 3
+    # The deployment's ceiling on any account's concurrent SMTP sessions (its `max_connections`, default 5).
+    smtp_max_connections: int = 10
     smtp_verify_tls: bool = True  # GMP_SMTP_VERIFY_TLS=false: accept any certificate (a local sink, tests)
     # Which adapter holds the data (docs/architecture.md): "aws" (DynamoDB, SQS, S3, KMS) or "sqlite".
     storage: str = "aws"
@@ -161,6 +163,7 @@ def _load() -> Settings:
         message_time_limit_seconds=_float("GMP_MESSAGE_TIME_LIMIT_SECONDS", 30.0),
         account_time_limit_seconds=_float("GMP_ACCOUNT_TIME_LIMIT_SECONDS", 50.0),
         max_claim_attempts=max(1, _int("GMP_MAX_CLAIM_ATTEMPTS", 3)),
+        smtp_max_connections=max(1, _int("GMP_SMTP_MAX_CONNECTIONS", 10)),
         smtp_verify_tls=os.environ.get("GMP_SMTP_VERIFY_TLS", "true").lower() != "false",
         storage=storage,
         data_dir=os.environ.get("GMP_DATA_DIR", "").strip(),

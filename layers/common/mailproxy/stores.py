@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         RateWindows,
         Sealer,
         ServiceState,
+        SmtpSessions,
         Tenants,
         WorkQueue,
     )
@@ -52,6 +53,10 @@ class Stores:
     @property
     def rates(self) -> RateWindows:
         return cast("RateWindows", self._port("rates"))
+
+    @property
+    def sessions(self) -> SmtpSessions:
+        return cast("SmtpSessions", self._port("sessions"))
 
     @property
     def counters(self) -> Counters:

@@ -9,6 +9,7 @@ from typing import Any
 from mailproxy.adapters.aws.dynamo import (
     Item,
 )
+from mailproxy.sessions import DEFAULT_MAX_CONNECTIONS
 from mailproxy.stores import stores
 
 TENANT_CONFIG_FIELDS = (
@@ -44,6 +45,7 @@ ACCOUNT_FIELDS = (
     "limit_behavior",
     "batch_size",
     "ttl",
+    "max_connections",
 )
 
 
@@ -112,6 +114,7 @@ def public_account(item: Item) -> dict[str, Any]:
     shown.update({name: item.get(name) for name in ACCOUNT_FIELDS})
     shown["limit_behavior"] = shown.get("limit_behavior") or "defer"
     shown["ttl"] = connection_ttl(item)
+    shown["max_connections"] = item.get("max_connections") or DEFAULT_MAX_CONNECTIONS
     shown["has_password"] = bool(item.get("password_enc"))
     shown["created_at"] = item.get("created_at")
     shown["updated_at"] = item.get("updated_at")

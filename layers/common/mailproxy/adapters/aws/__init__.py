@@ -15,6 +15,7 @@ MODULES = {
     "messages": "messages",
     "tenants": "tenants",
     "rates": "rates",
+    "sessions": "sessions",
     "counters": "state",
     "journals": "state",
     "service": "state",
@@ -38,12 +39,24 @@ def aws_stores() -> Stores:
 
 if TYPE_CHECKING:  # mypy checks that each module is its port
     from mailproxy import ports
-    from mailproxy.adapters.aws import ledger, messages, outbox, payloads, queue, rates, sealer, state, tenants
+    from mailproxy.adapters.aws import (
+        ledger,
+        messages,
+        outbox,
+        payloads,
+        queue,
+        rates,
+        sealer,
+        sessions,
+        state,
+        tenants,
+    )
 
     def _implements() -> tuple[
         ports.Messages,
         ports.Tenants,
         ports.RateWindows,
+        ports.SmtpSessions,
         ports.Counters,
         ports.Journals,
         ports.ServiceState,
@@ -54,4 +67,4 @@ if TYPE_CHECKING:  # mypy checks that each module is its port
         ports.Ledger,
         ports.Sealer,
     ]:
-        return (messages, tenants, rates, state, state, state, state, payloads, queue, outbox, ledger, sealer)
+        return (messages, tenants, rates, sessions, state, state, state, state, payloads, queue, outbox, ledger, sealer)

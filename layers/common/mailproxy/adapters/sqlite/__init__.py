@@ -31,12 +31,13 @@ def open_stores(data_dir: str, *, sealing_key: str = "") -> Stores:
         queue,
         rates,
         sealer,
+        sessions,
         state,
         tenants,
     )
     from mailproxy.adapters.sqlite.db import Database
 
-    modules = (commands, ledger, messages, outbox, payloads, queue, rates, state, tenants)
+    modules = (commands, ledger, messages, outbox, payloads, queue, rates, sessions, state, tenants)
     db = Database(database_path(data_dir), tuple(m.SCHEMA for m in modules))
     service_state = state.SqliteState(db)
     secrets = sealer.SqliteSealer(data_dir, sealing_key)
@@ -44,6 +45,7 @@ def open_stores(data_dir: str, *, sealing_key: str = "") -> Stores:
         "messages": messages.SqliteMessages(db),
         "tenants": tenants.SqliteTenants(db, secrets),
         "rates": rates.SqliteRates(db),
+        "sessions": sessions.SqliteSessions(db),
         "counters": service_state,
         "journals": service_state,
         "service": service_state,
