@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         RateWindows,
         Sealer,
         ServiceState,
+        Suppressions,
         Tenants,
         WorkQueue,
     )
@@ -88,6 +89,10 @@ class Stores:
     @property
     def sealer(self) -> Sealer:
         return cast("Sealer", self._port("sealer"))
+
+    @property
+    def suppressions(self) -> Suppressions:
+        return cast("Suppressions", self._port("suppressions"))
 
 
 @functools.cache

@@ -24,6 +24,7 @@ MODULES = {
     "outbox": "outbox",
     "ledger": "ledger",
     "sealer": "sealer",
+    "suppressions": "suppressions",
 }
 
 
@@ -38,7 +39,18 @@ def aws_stores() -> Stores:
 
 if TYPE_CHECKING:  # mypy checks that each module is its port
     from mailproxy import ports
-    from mailproxy.adapters.aws import ledger, messages, outbox, payloads, queue, rates, sealer, state, tenants
+    from mailproxy.adapters.aws import (
+        ledger,
+        messages,
+        outbox,
+        payloads,
+        queue,
+        rates,
+        sealer,
+        state,
+        suppressions,
+        tenants,
+    )
 
     def _implements() -> tuple[
         ports.Messages,
@@ -53,5 +65,20 @@ if TYPE_CHECKING:  # mypy checks that each module is its port
         ports.Outbox,
         ports.Ledger,
         ports.Sealer,
+        ports.Suppressions,
     ]:
-        return (messages, tenants, rates, state, state, state, state, payloads, queue, outbox, ledger, sealer)
+        return (
+            messages,
+            tenants,
+            rates,
+            state,
+            state,
+            state,
+            state,
+            payloads,
+            queue,
+            outbox,
+            ledger,
+            sealer,
+            suppressions,
+        )

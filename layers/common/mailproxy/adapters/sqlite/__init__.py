@@ -32,11 +32,12 @@ def open_stores(data_dir: str, *, sealing_key: str = "") -> Stores:
         rates,
         sealer,
         state,
+        suppressions,
         tenants,
     )
     from mailproxy.adapters.sqlite.db import Database
 
-    modules = (commands, ledger, messages, outbox, payloads, queue, rates, state, tenants)
+    modules = (commands, ledger, messages, outbox, payloads, queue, rates, state, suppressions, tenants)
     db = Database(database_path(data_dir), tuple(m.SCHEMA for m in modules))
     service_state = state.SqliteState(db)
     secrets = sealer.SqliteSealer(data_dir, sealing_key)
@@ -53,6 +54,7 @@ def open_stores(data_dir: str, *, sealing_key: str = "") -> Stores:
         "outbox": outbox.SqliteOutbox(db),
         "ledger": ledger.SqliteLedger(db),
         "sealer": secrets,
+        "suppressions": suppressions.SqliteSuppressions(db),
     }
     return Stores(made.__getitem__)  # each class is checked against its port by mypy in its own module
 
