@@ -64,14 +64,14 @@ def note_bounce(
             stores().suppressions.put(tenant_id, entry)
     else:
         stores().suppressions.put(tenant_id, entry)
-    # The bounce rate counts hard bounces, as SES's does: a soft one is a server's passing trouble.
+    # The bounce rate counts hard bounces, as SES's does: a soft one is a server's passing trouble. It is counted
+    # when it is learnt (now), not at `ts`: a report read late still weighs on the window of the recent sends.
     if account_id is not None and kind != "soft":
         reputation.note(
             tenant_id,
             account_id,
             bounces=1 if kind == "hard" else 0,
             complaints=1 if kind == "complaint" else 0,
-            ts=ts,
         )
 
 
