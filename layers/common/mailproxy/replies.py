@@ -140,13 +140,6 @@ class ClientAuthView(BaseModel):
     user: str | None = None
 
 
-class PauseView(BaseModel):
-    """Why and since when the reputation guard paused an account."""
-
-    paused_ts: int | None
-    reason: str | None
-
-
 class TenantView(BaseModel):
     """A tenant as shown: flat, no key hash, no secret."""
 
@@ -160,8 +153,9 @@ class TenantView(BaseModel):
     api_key_expires_at: int | None
     has_api_key: bool
     suspended_batches: list[str]
-    paused_accounts: dict[str, PauseView] = Field(
-        default_factory=dict, description="Accounts the reputation guard paused (docs/suppressions.md)"
+    paused_accounts: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Accounts the reputation guard paused, each with `paused_ts` and `reason` (docs/suppressions.md)",
     )
     rate_limits: dict[str, Any] | None
     large_file_config: dict[str, Any] | None
