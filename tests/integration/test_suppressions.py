@@ -359,3 +359,20 @@ def _metrics_text() -> str:
     from mailproxy import metrics
 
     return metrics.render().decode()
+
+
+def test_deleting_a_paused_account_fails_its_held_messages(
+    delivery: Delivery, server: RunningServer, low_thresholds: None
+) -> None:
+    _send(delivery, 5)
+    _bounce(0)
+    _bounce(1)
+    delivery.submit(message("m-1"))
+    delivery.pump()
+    assert delivery.records()["m-1"]["status"] == "suspended"
+    assert delivery.api.delete("/account/smtp", headers=delivery.key).status_code == 200
+    assert delivery.api.get("/tenant/acme", headers=delivery.key).json()["paused_accounts"] == {}
+    delivery.pump()
+    record = delivery.records()["m-1"]
+    assert record["status"] == "error" and record["error"] == "Account 'smtp' not found for tenant 'acme'"
+    assert 'gmp_account_paused{account_id="smtp",tenant_id="acme"} 0.0' in _metrics_text()

@@ -96,9 +96,15 @@ def resume(tenant_id: str, account_id: str) -> int | None:
 
 
 def forget_account(tenant_id: str, account_id: str) -> None:
-    """Drop the pause of an account that is deleted (its messages fail, none is released)."""
-    if stores().tenants.set_account_pause(tenant_id, account_id, None, now=clock.now_ts()):
-        stores().counters.set_paused_gauge(tenant_id, account_id, False)
+    """Drop the pause of an account that is deleted; its held messages are released, for the sender to fail
+    them as any deleted account's."""
+    if resume(tenant_id, account_id) is not None:
+        from mailproxy.logs import logger
+
+        logger().info(
+            f"Paused account {account_id} deleted: its held messages released",
+            extra={"tenant_id": tenant_id, "account_id": account_id},
+        )
 
 
 def is_paused(tenant: dict[str, Any], account_id: str | None) -> bool:
