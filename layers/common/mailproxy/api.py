@@ -127,7 +127,7 @@ class LazyRoute(APIRoute):
 
     Matching a request needs only the path pattern and the methods, set here; the first access to any
     other attribute (its handler, when a request reaches it) builds the whole route as APIRoute would.
-    A cold start then builds the route it serves, not all 22.
+    A cold start then builds the route it serves, not all of them.
     """
 
     _building = threading.RLock()
