@@ -69,6 +69,7 @@ def test_every_reply_schema_of_the_api_has_a_client_model(schema: dict[str, Any]
         "MessagesReply",
         "TenantsReply",
         "AddMessages",
+        "AddSuppressions",
         "DeleteMessages",
         "Cleanup",
         "NewApiKey",
@@ -111,6 +112,10 @@ def every_call() -> list[_core.Call[Any]]:
         _core.rotate_api_key("ID", 1),
         _core.revoke_api_key("ID"),
         _core.command_log("ID", 1, 2, 3, "c"),
+        _core.resume_account("ID", "ID"),
+        _core.list_suppressions("ID", 1, "c"),
+        _core.add_suppressions(["a@x.test"], "r", "ID"),
+        _core.remove_suppression("ID", "ID"),
     ]
 
 

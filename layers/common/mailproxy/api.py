@@ -25,6 +25,7 @@ from mailproxy.logs import logger
 from mailproxy.models import (
     Account,
     AddMessages,
+    AddSuppressions,
     Cleanup,
     DeleteMessages,
     NewApiKey,
@@ -126,7 +127,7 @@ class LazyRoute(APIRoute):
 
     Matching a request needs only the path pattern and the methods, set here; the first access to any
     other attribute (its handler, when a request reaches it) builds the whole route as APIRoute would.
-    A cold start then builds the route it serves, not all 22.
+    A cold start then builds the route it serves, not all of them.
     """
 
     _building = threading.RLock()
@@ -307,6 +308,78 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         resolved = _scoped(request, who, tenant_id)
         if len(account_id) > 64 or not stores().tenants.delete_account(resolved, account_id):
             raise BadRequest(f"Account '{account_id}' not found for tenant '{resolved}'")
+        from mailproxy import reputation
+
+        reputation.forget_account(resolved, account_id)
+        return {"ok": True}
+
+    @app.post("/account/{account_id}/resume", tags=["accounts"], **reply("ResumeReply"))
+    async def resume_account(
+        request: Request,
+        who: Caller,
+        account_id: Annotated[str, Path(min_length=1, max_length=255)],
+        tenant_id: TenantQuery = None,
+    ) -> dict[str, Any]:
+        """Resume an account the reputation guard paused and release its held messages (admin token, or the
+        tenant's key when GMP_TENANT_MAY_RESUME is set); 400 if it is not paused."""
+        from mailproxy import reputation
+        from mailproxy.settings import get_settings
+
+        if not who.is_admin and not get_settings().tenant_may_resume:
+            raise Forbidden("Only the admin token may resume a paused account (GMP_TENANT_MAY_RESUME is off)")
+        resolved = _scoped(request, who, tenant_id)
+        released = reputation.resume(resolved, account_id) if len(account_id) <= 64 else None
+        if released is None:
+            raise BadRequest(f"Account '{account_id}' of tenant '{resolved}' is not paused")
+        return {"ok": True, "account_id": account_id, "released": released}
+
+    @app.get("/suppressions", tags=["suppressions"], **reply("SuppressionsReply"))
+    async def list_suppressions(
+        request: Request,
+        who: Caller,
+        tenant_id: TenantQuery = None,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Entries per page at most (address order)")] = 100,
+        cursor: Annotated[
+            str | None, Query(max_length=1000, description="`next_cursor` of the previous page, to continue it")
+        ] = None,
+    ) -> dict[str, Any]:
+        """The tenant's suppression list, one page at a time: addresses never sent to (bounced, complained, or
+        added by the tenant)."""
+        from mailproxy import suppression
+
+        resolved = _scoped(request, who, tenant_id)
+        return suppression.list_page(resolved, limit=limit, cursor=cursor)
+
+    @app.post("/suppressions", tags=["suppressions"], **reply("AddSuppressionsReply"))
+    async def add_suppressions(
+        request: Request, who: Caller, body: AddSuppressions, tenant_id: TenantQuery = None
+    ) -> dict[str, Any]:
+        """Suppress addresses: the sender drops them from every message from now on."""
+        from mailproxy import suppression
+        from mailproxy.addresses import bare_address, is_valid_address
+
+        if tenant_id and body.tenant_id and body.tenant_id != tenant_id:
+            raise BadRequest("tenant_id of the query and of the body differ")
+        resolved = _scoped(request, who, tenant_id or body.tenant_id)
+        invalid = [a for a in body.addresses if not is_valid_address(a)]
+        if invalid:
+            raise BadRequest(f"invalid address: {invalid[0]}")
+        bare = [bare_address(a) for a in body.addresses]
+        return suppression.add(resolved, bare, reason=body.reason, now=clock.now_ts())
+
+    @app.delete("/suppressions/{address}", tags=["suppressions"], **reply("Ok"))
+    async def remove_suppression(
+        request: Request,
+        who: Caller,
+        address: Annotated[str, Path(min_length=1, max_length=320)],
+        tenant_id: TenantQuery = None,
+    ) -> dict[str, Any]:
+        """Take an address off the tenant's suppression list (404 if it is not on it)."""
+        from mailproxy import suppression
+
+        resolved = _scoped(request, who, tenant_id)
+        if not suppression.remove(resolved, address):
+            raise NotFound(f"Address '{address}' is not suppressed for tenant '{resolved}'")
         return {"ok": True}
 
     @app.post("/tenant", tags=["tenants"], **reply("KeyReply"))

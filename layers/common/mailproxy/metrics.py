@@ -27,7 +27,13 @@ COUNTERS = (
     ("gmp_errors", Counter.ERRORS, "Messages that failed after acceptance, per tenant and account."),
     ("gmp_deferred", Counter.DEFERRED, "Deferrals (temporary failure or rate limit), per tenant and account."),
     ("gmp_rate_limited", Counter.RATE_LIMITED, "Rate-limit hits (deferred or rejected), per tenant and account."),
+    (
+        "gmp_suppressed",
+        Counter.SUPPRESSED,
+        "Recipients dropped at send because the tenant's suppression list holds them, per tenant and account.",
+    ),
 )
+ACCOUNT_PAUSED = "gmp_account_paused"
 PENDING = "gmp_pending_messages"
 TENANT_PENDING = "gmp_tenant_pending_messages"
 DEAD_LETTER = "gmp_dead_letter_messages"
@@ -56,6 +62,14 @@ class PersistedCollector(Collector):
             for row in rows:
                 family.add_metric([row["tenant_id"], row["account_id"]], float(row.get(field, 0)))
             yield family
+        paused = GaugeMetricFamily(
+            ACCOUNT_PAUSED,
+            "1 while the reputation guard holds the account's messages (bounce or complaint rate over its limit).",
+            labels=LABELS,
+        )
+        for row in rows:
+            paused.add_metric([row["tenant_id"], row["account_id"]], float(row.get("paused", 0) or 0))
+        yield paused
 
         pending = stores().counters.pending_counts()
         yield GaugeMetricFamily(

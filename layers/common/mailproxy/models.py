@@ -369,3 +369,16 @@ class NewApiKey(Strict):
     """Body of `POST /tenant/{id}/api-key`."""
 
     expires_at: Timestamp | None = None
+
+
+MAX_SUPPRESSIONS_PER_REQUEST = 1000
+
+
+class AddSuppressions(Strict):
+    """Body of `POST /suppressions`: addresses the tenant never wants mailed (docs/suppressions.md)."""
+
+    addresses: list[Annotated[Line, Field(min_length=1, max_length=320)]] = Field(
+        min_length=1, max_length=MAX_SUPPRESSIONS_PER_REQUEST
+    )
+    reason: Line | None = Field(default=None, max_length=500)
+    tenant_id: Text | None = Field(default=None, max_length=64)

@@ -155,6 +155,11 @@ class Tenants(Protocol):
 
     def delete_account(self, tenant_id: str, account_id: str) -> bool: ...
 
+    def set_account_pause(self, tenant_id: str, account_id: str, pause: Record | None, *, now: int) -> bool:
+        """Pause an account of the tenant (`pause`: why and when, kept in the tenant's `paused_accounts`) or
+        resume it (None); True when this call changed it, False when it already was so or the tenant is gone."""
+        ...
+
 
 class RateWindows(Protocol):
     """Send slots per window (minute, hour, day) of an account, and of a tenant's quota."""
@@ -211,6 +216,21 @@ class Counters(Protocol):
     def service_counters(self) -> Record: ...
 
     def count_command_log_failure(self) -> None: ...
+
+    def add_reputation(
+        self, tenant_id: str, account_id: str, *, bounces: int, complaints: int, now: int
+    ) -> dict[str, int]:
+        """Add bounces and complaints to the account's reputation window; its totals (`sent`, `bounces`,
+        `complaints`) over the window ending now. The sends are counted by `Journals.close_batch`."""
+        ...
+
+    def reset_reputation(self, tenant_id: str, account_id: str) -> None:
+        """Forget the bounces and complaints of the account's window (it was resumed); the sends stay."""
+        ...
+
+    def set_paused_gauge(self, tenant_id: str, account_id: str, paused: bool) -> None:
+        """Mirror an account's pause into its counters row (`paused`), for /metrics."""
+        ...
 
 
 class Journals(Protocol):
@@ -355,6 +375,36 @@ class Ledger(Protocol):
     def acknowledged_events(self, tenant_id: str) -> dict[EventKey, int]: ...
 
     def forget(self, tenant_id: str) -> None: ...
+
+
+class Suppressions(Protocol):
+    """Each tenant's suppression list (addresses never sent to again) and the soft bounces counted per address.
+
+    Addresses are keys as `mailproxy.addresses.suppression_key` makes them."""
+
+    def put(self, tenant_id: str, entry: Record) -> bool:
+        """Add (or replace) the entry of `entry["address"]`; True when the address was not suppressed."""
+        ...
+
+    def remove(self, tenant_id: str, address: str) -> bool:
+        """Take an address off the list; False when it was not on it."""
+        ...
+
+    def find(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Record]:
+        """The entries among (tenant_id, address) keys, read together (one batched read per 100)."""
+        ...
+
+    def list_entries(self, tenant_id: str, *, after: str | None, limit: int) -> list[Record]:
+        """Up to `limit` entries of the tenant in address order, those after the address `after`."""
+        ...
+
+    def note_soft_bounce(self, tenant_id: str, address: str, *, ts: int, window_seconds: int) -> int:
+        """Count a soft bounce of the address; how many it had in the window ending at `ts`, this one included."""
+        ...
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Drop a deleted tenant's list and soft-bounce counts."""
+        ...
 
 
 class Sealer(Protocol):

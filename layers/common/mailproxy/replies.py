@@ -153,6 +153,10 @@ class TenantView(BaseModel):
     api_key_expires_at: int | None
     has_api_key: bool
     suspended_batches: list[str]
+    paused_accounts: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Accounts the reputation guard paused, each with `paused_ts` and `reason` (docs/suppressions.md)",
+    )
     rate_limits: dict[str, Any] | None
     large_file_config: dict[str, Any] | None
     created_at: int | None
@@ -212,6 +216,40 @@ class CommandLogReply(Ok):
     next_cursor: str | None = Field(
         description="Pass as `cursor` to get the next (older) page; null when this page is the last. Opaque."
     )
+
+
+class SuppressionView(BaseModel):
+    """An address on the tenant's suppression list."""
+
+    address: str = Field(description="The address as compared: its domain in lower case")
+    source: str = Field(description="`hard`, `soft` or `complaint` (a bounce or a complaint), or `manual`")
+    reason: str | None
+    code: str | None = Field(description="The bounce's status code (`5.1.1`, `550`), when it had one")
+    message_id: str | None = Field(description="The message whose bounce or complaint suppressed it")
+    account_id: str | None
+    created_at: int | None
+
+
+class SuppressionsReply(Ok):
+    """`GET /suppressions`: one page, in address order."""
+
+    suppressions: list[SuppressionView]
+    total: int = Field(description="Entries in this page")
+    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null on the last. Opaque.")
+
+
+class AddSuppressionsReply(Ok):
+    """`POST /suppressions`."""
+
+    added: list[str]
+    already_suppressed: list[str]
+
+
+class ResumeReply(Ok):
+    """`POST /account/{account_id}/resume`."""
+
+    account_id: str
+    released: int = Field(description="Held messages of the account put back on their queues")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from mailproxy import clock, messages, ratelimit, sessions, tenants
+from mailproxy import clock, messages, ratelimit, sessions, suppression, tenants
 from mailproxy.addresses import address_domain
 from mailproxy.domain import (
     RATE_LIMIT_DEFERRAL,
@@ -193,7 +193,7 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
             # Its earlier claims crashed or timed out each time: fail it rather than let it take a sender down again.
             _fail(job, journal, tally, messages.abandoned_reason(unfinished))
             continue
-        if tenants.is_held(tenant, item.get("batch_code")):
+        if tenants.is_held(tenant, item.get("batch_code"), item.get("account_id")):
             held.append(job)
             continue
         by_account[(job.tenant_id, str(item["account_id"]))].append(job)
@@ -201,6 +201,10 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
     _load_missing_payloads(held + [j for group in by_account.values() for j in group])
     for job in held:
         _finish(job, journal, MessageStatus.SUSPENDED, history=None, outcome=Outcome.HELD, **_pinned(job))
+    for job, dropped, emptied in suppression.drop_suppressed([j for group in by_account.values() for j in group]):
+        tally.count(job, *[Counter.SUPPRESSED] * len(dropped))
+        if emptied:  # no SMTP transaction for a message left with no recipient
+            _fail(job, journal, tally, suppression.failure_reason(dropped))
     runs = []
     for (tenant_id, account_id), group in by_account.items():
         tenant = tenant_cache.get(tenant_id) or {}
@@ -214,7 +218,7 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
             if job.payload is None:
                 job.retry_record = True  # a newer submission is being written: retry this record later
                 _finish(job, journal, _unsent_status(job), history=None, outcome=Outcome.REQUEUED)
-            else:
+            elif job.outcome == UNFINISHED:  # not failed as suppressed
                 ready.append(job)
         runs.append(_run_group(tenant, account, ready, journal, tally, remaining_ms))
     # Account groups run side by side, each within its own time limit: a slow or dead SMTP server holds

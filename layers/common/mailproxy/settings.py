@@ -99,6 +99,14 @@ class Settings(NamedTuple):
     storage: str = "aws"
     data_dir: str = ""  # GMP_DATA_DIR: the SQLite runtime's folder (its database and sealing key)
     sealing_key: str = ""  # GMP_SEALING_KEY: the SQLite runtime's AES-256 key (base64), else one in data_dir
+    # Bounces, the suppression list and the reputation guard (docs/suppressions.md).
+    soft_bounce_limit: int = 3  # soft bounces of one address within the window that suppress it
+    soft_bounce_window_seconds: int = 3 * 24 * 3600
+    reputation_window_seconds: int = 24 * 3600  # the sliding window of an account's bounce and complaint rates
+    reputation_min_sends: int = 200  # sends in the window below which no rate pauses an account
+    bounce_rate_limit: float = 0.05  # an account at or over it is paused (SES reviews at 5 %)
+    complaint_rate_limit: float = 0.001  # likewise for complaints (SES reviews at 0.1 %)
+    tenant_may_resume: bool = False  # GMP_TENANT_MAY_RESUME=true: a tenant key may resume its paused account
 
     def __repr__(self) -> str:
         shown = (
@@ -168,6 +176,13 @@ def _load() -> Settings:
         storage=storage,
         data_dir=os.environ.get("GMP_DATA_DIR", "").strip(),
         sealing_key=os.environ.get("GMP_SEALING_KEY", "").strip(),
+        soft_bounce_limit=_positive("GMP_SOFT_BOUNCE_LIMIT", 3),
+        soft_bounce_window_seconds=_positive("GMP_SOFT_BOUNCE_WINDOW_SECONDS", 3 * 24 * 3600),
+        reputation_window_seconds=_positive("GMP_REPUTATION_WINDOW_SECONDS", 24 * 3600),
+        reputation_min_sends=_positive("GMP_REPUTATION_MIN_SENDS", 200),
+        bounce_rate_limit=_float("GMP_BOUNCE_RATE_LIMIT", 0.05),
+        complaint_rate_limit=_float("GMP_COMPLAINT_RATE_LIMIT", 0.001),
+        tenant_may_resume=os.environ.get("GMP_TENANT_MAY_RESUME", "false").strip().lower() == "true",
     )
 
 

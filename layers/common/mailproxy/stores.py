@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         Sealer,
         ServiceState,
         SmtpSessions,
+        Suppressions,
         Tenants,
         WorkQueue,
     )
@@ -93,6 +94,10 @@ class Stores:
     @property
     def sealer(self) -> Sealer:
         return cast("Sealer", self._port("sealer"))
+
+    @property
+    def suppressions(self) -> Suppressions:
+        return cast("Suppressions", self._port("suppressions"))
 
 
 @functools.cache

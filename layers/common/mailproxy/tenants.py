@@ -88,6 +88,7 @@ def public_tenant(item: Item) -> dict[str, Any]:
         "api_key_expires_at": item.get("api_key_expires_at"),
         "has_api_key": bool(item.get("api_key_hash")),
         "suspended_batches": list(item.get("suspended_batches") or []),
+        "paused_accounts": _paused_view(item),
         "rate_limits": item.get("rate_limits"),
         "large_file_config": item.get("large_file_config"),
         "created_at": item.get("created_at"),
@@ -136,7 +137,19 @@ def account_password(item: Item) -> str | None:
     )
 
 
-def is_held(tenant: dict[str, Any], batch_code: str | None) -> bool:
-    """True when the tenant's messages of this batch must wait: inactive, fully suspended, or batch suspended."""
+def is_held(tenant: dict[str, Any], batch_code: str | None, account_id: str | None = None) -> bool:
+    """True when the tenant's messages of this batch (and account) must wait: inactive, fully suspended, batch
+    suspended, or the account paused by the reputation guard (`paused_accounts`)."""
     batches = tenant.get("suspended_batches") or []
+    if account_id is not None and account_id in (tenant.get("paused_accounts") or {}):
+        return True
     return not tenant.get("active", True) or "*" in batches or (batch_code is not None and batch_code in batches)
+
+
+def _paused_view(item: Item) -> dict[str, Any]:
+    """The tenant's accounts paused by the reputation guard: why and since when."""
+    paused = item.get("paused_accounts") or {}
+    return {
+        account_id: {"paused_ts": info.get("paused_ts"), "reason": info.get("reason")}
+        for account_id, info in sorted(paused.items())
+    }

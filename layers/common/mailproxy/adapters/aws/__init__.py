@@ -25,6 +25,7 @@ MODULES = {
     "outbox": "outbox",
     "ledger": "ledger",
     "sealer": "sealer",
+    "suppressions": "suppressions",
 }
 
 
@@ -49,6 +50,7 @@ if TYPE_CHECKING:  # mypy checks that each module is its port
         sealer,
         sessions,
         state,
+        suppressions,
         tenants,
     )
 
@@ -66,5 +68,21 @@ if TYPE_CHECKING:  # mypy checks that each module is its port
         ports.Outbox,
         ports.Ledger,
         ports.Sealer,
+        ports.Suppressions,
     ]:
-        return (messages, tenants, rates, sessions, state, state, state, state, payloads, queue, outbox, ledger, sealer)
+        return (
+            messages,
+            tenants,
+            rates,
+            sessions,
+            state,
+            state,
+            state,
+            state,
+            payloads,
+            queue,
+            outbox,
+            ledger,
+            sealer,
+            suppressions,
+        )

@@ -33,11 +33,12 @@ def open_stores(data_dir: str, *, sealing_key: str = "") -> Stores:
         sealer,
         sessions,
         state,
+        suppressions,
         tenants,
     )
     from mailproxy.adapters.sqlite.db import Database
 
-    modules = (commands, ledger, messages, outbox, payloads, queue, rates, sessions, state, tenants)
+    modules = (commands, ledger, messages, outbox, payloads, queue, rates, sessions, state, suppressions, tenants)
     db = Database(database_path(data_dir), tuple(m.SCHEMA for m in modules))
     service_state = state.SqliteState(db)
     secrets = sealer.SqliteSealer(data_dir, sealing_key)
@@ -55,6 +56,7 @@ def open_stores(data_dir: str, *, sealing_key: str = "") -> Stores:
         "outbox": outbox.SqliteOutbox(db),
         "ledger": ledger.SqliteLedger(db),
         "sealer": secrets,
+        "suppressions": suppressions.SqliteSuppressions(db),
     }
     return Stores(made.__getitem__)  # each class is checked against its port by mypy in its own module
 
