@@ -35,6 +35,7 @@ from .models import (
     Tenant,
     TenantInfo,
     UnexpectedReply,
+    UploadReply,
     _plain,
 )
 
@@ -272,6 +273,14 @@ def command_log(
     """`GET /command-log`: one page."""
     params = query(tenant_id=tenant_id, since_ts=since_ts, until_ts=until_ts, limit=limit, cursor=cursor)
     return Call("GET", "/command-log", CommandLogPage.from_dict, params=params)
+
+
+def create_upload(tenant_id: str | None, filename: str | None, size: int | None) -> Call[UploadReply]:
+    """`POST /large-files`: a form to upload one big file with (docs/large-files.md); each call is a new upload."""
+    body = {k: v for k, v in (("filename", filename), ("size", size)) if v is not None}
+    return Call(
+        "POST", "/large-files", UploadReply.from_dict, params=query(tenant_id=tenant_id), body=body, idempotent=False
+    )
 
 
 # ---------------------------------------------------------------- replies and retries

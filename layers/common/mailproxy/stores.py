@@ -13,6 +13,7 @@ if TYPE_CHECKING:
         CommandLog,
         Counters,
         Journals,
+        LargeFiles,
         Ledger,
         Messages,
         Outbox,
@@ -88,6 +89,10 @@ class Stores:
     @property
     def sealer(self) -> Sealer:
         return cast("Sealer", self._port("sealer"))
+
+    @property
+    def large_files(self) -> LargeFiles:
+        return cast("LargeFiles", self._port("large_files"))
 
 
 @functools.cache

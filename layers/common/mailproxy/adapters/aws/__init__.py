@@ -24,6 +24,7 @@ MODULES = {
     "outbox": "outbox",
     "ledger": "ledger",
     "sealer": "sealer",
+    "large_files": "files",
 }
 
 
