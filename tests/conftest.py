@@ -103,6 +103,7 @@ def _clear_caches() -> None:
     mailproxy.aws.reset_clients()
     mailproxy.settings.get_settings.cache_clear()
     mailproxy.settings.get_outbound_settings.cache_clear()
+    mailproxy.settings.get_large_file_settings.cache_clear()
     mailproxy.adapters.aws.sealer.decrypt_secret.cache_clear()
     mailproxy.adapters.aws.rates.forget_cache()
     mailproxy.adapters.aws.sessions.forget_cache()

@@ -3,6 +3,7 @@ the change log (DynamoDB's stream on AWS) and expiring messages (DynamoDB's TTL)
 
 from __future__ import annotations
 
+from mailproxy.adapters.sqlite.files import SqliteLargeFiles
 from mailproxy.adapters.sqlite.messages import SqliteMessages
 from mailproxy.adapters.sqlite.outbox import SqliteOutbox
 from mailproxy.adapters.sqlite.queue import SqliteQueue
@@ -34,6 +35,14 @@ def sqlite_state() -> SqliteState:
     if not isinstance(state, SqliteState):
         raise ConfigurationError("the one-machine runtime needs GMP_STORAGE=sqlite")
     return state
+
+
+def sqlite_large_files() -> SqliteLargeFiles:
+    """This process's large files, with the sweep the bucket's lifecycle rules do on AWS."""
+    files = stores().large_files
+    if not isinstance(files, SqliteLargeFiles):
+        raise ConfigurationError("the one-machine runtime needs GMP_STORAGE=sqlite")
+    return files
 
 
 def recover_leases() -> tuple[int, int, int]:

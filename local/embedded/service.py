@@ -206,6 +206,9 @@ class EmbeddedService:
 
         http_port = self._http_port if self._http_port is not None else _env_int("GMP_PORT", DEFAULT_HTTP_PORT)
         self.http = HttpServer(ServiceApp(create_app()), self.host, http_port)
+        # Download links and upload forms name this server unless the operator gives its public address.
+        self.environment_patch.setdefault("GMP_PUBLIC_BASE_URL", self.http.url)
+        reset_package_caches()
         self.http.start()
 
         sink_port = self._smtp_sink_port

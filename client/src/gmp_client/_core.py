@@ -38,6 +38,7 @@ from .models import (
     Tenant,
     TenantInfo,
     UnexpectedReply,
+    UploadReply,
     _plain,
 )
 
@@ -300,6 +301,14 @@ def add_suppressions(addresses: Sequence[str], reason: str | None, tenant_id: st
 def remove_suppression(address: str, tenant_id: str | None) -> Call[None]:
     """`DELETE /suppressions/{address}`."""
     return Call("DELETE", f"/suppressions/{segment(address)}", _none, params=query(tenant_id=tenant_id))
+
+
+def create_upload(tenant_id: str | None, filename: str | None, size: int | None) -> Call[UploadReply]:
+    """`POST /large-files`: a form to upload one big file with (docs/large-files.md); each call is a new upload."""
+    body = {k: v for k, v in (("filename", filename), ("size", size)) if v is not None}
+    return Call(
+        "POST", "/large-files", UploadReply.from_dict, params=query(tenant_id=tenant_id), body=body, idempotent=False
+    )
 
 
 # ---------------------------------------------------------------- replies and retries

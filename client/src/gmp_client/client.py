@@ -32,6 +32,7 @@ from .models import (
     SyncStatusReply,
     Tenant,
     TenantInfo,
+    UploadReply,
 )
 
 
@@ -239,6 +240,14 @@ class Client:
     def sync_status(self) -> SyncStatusReply:
         """`GET /tenants/sync-status` (admin)."""
         return self._send(_core.sync_status())
+
+    # ------------------------------------------------------------ large files
+
+    def create_upload(
+        self, *, tenant_id: str | None = None, filename: str | None = None, size: int | None = None
+    ) -> UploadReply:
+        """`POST /large-files`: the form that uploads one big file and the attachment reference naming it."""
+        return self._send(_core.create_upload(tenant_id, filename, size))
 
     # ------------------------------------------------------------ command log
 

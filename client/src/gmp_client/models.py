@@ -486,6 +486,39 @@ class ResumeResult(_Model):
     released: int = 0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadForm(_Model):
+    """The form that uploads a big file: POST `url` as multipart/form-data, `fields` first, the file last."""
+
+    method: str = "POST"
+    url: str
+    fields: dict[str, str] = field(default_factory=dict)
+    file_field: str = "file"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadReference(_Model):
+    """What a message's attachment names to send the uploaded file (`upload:<id>`)."""
+
+    storage_path: str
+    fetch_mode: str = "upload"
+    filename: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadReply(_Model):
+    """`POST /large-files`: an upload of the tenant's (docs/large-files.md)."""
+
+    ok: bool = True
+    upload_id: str
+    max_bytes: int
+    expires_at: int
+    upload: UploadForm
+    attachment: UploadReference
+
+    _nested = {"upload": UploadForm, "attachment": UploadReference}
+
+
 # Each model and the OpenAPI component it mirrors (the schema test walks this table).
 SCHEMAS: dict[type[_Model], str] = {
     ClientAuth: "ClientAuth",
@@ -514,4 +547,7 @@ SCHEMAS: dict[type[_Model], str] = {
     SuppressionsPage: "SuppressionsReply",
     SuppressionsAdded: "AddSuppressionsReply",
     ResumeResult: "ResumeReply",
+    UploadForm: "UploadForm",
+    UploadReference: "UploadReference",
+    UploadReply: "UploadReply",
 }

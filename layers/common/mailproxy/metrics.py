@@ -39,6 +39,7 @@ TENANT_PENDING = "gmp_tenant_pending_messages"
 DEAD_LETTER = "gmp_dead_letter_messages"
 SCHEDULER_LAST_RUN = "gmp_scheduler_last_run_timestamp_seconds"
 QUOTA_REJECTED = "gmp_quota_rejected"
+LARGE_FILE_DOWNLOADS = "gmp_large_file_downloads"
 COMMAND_LOG_WRITE_FAILURES = "gmp_command_log_write_failures"
 REPORT_FAILURES = "gmp_report_failures"
 REPORT_LAST_SUCCESS = "gmp_report_last_success_timestamp_seconds"
@@ -97,9 +98,16 @@ class PersistedCollector(Collector):
             "Messages rejected at intake because the tenant's quota (rate_limits) was used up, per tenant.",
             labels=["tenant_id"],
         )
+        downloads = CounterMetricFamily(
+            LARGE_FILE_DOWNLOADS,
+            "Downloads through the links of rewritten large attachments (docs/large-files.md), per tenant.",
+            labels=["tenant_id"],
+        )
         for tenant_id, row in sorted(stores().counters.tenant_counter_rows().items()):
             quota_rejected.add_metric([tenant_id], float(row.get("quota_rejected", 0)))
+            downloads.add_metric([tenant_id], float(row.get("large_file_downloads", 0)))
         yield quota_rejected
+        yield downloads
 
         yield CounterMetricFamily(
             COMMAND_LOG_WRITE_FAILURES,

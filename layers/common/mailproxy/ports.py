@@ -413,3 +413,37 @@ class Sealer(Protocol):
     def encrypt_secret(self, plaintext: str, *, context: str) -> bytes: ...
 
     def decrypt_secret(self, ciphertext: bytes, *, context: str) -> str: ...
+
+
+class LargeFiles(Protocol):
+    """Large attachments kept for download links (docs/large-files.md), under keys `mailproxy.large_files` makes
+    (`uploads/<tenant>/<id>`, `files/<days>d/<tenant>/<id>`), and the first download of each link."""
+
+    def presigned_upload(self, key: str, *, max_bytes: int, expires_in: int) -> dict[str, Any] | None:
+        """A form (`url`, `fields`) that uploads one file of at most `max_bytes` to `key`; None when the
+        storage has no upload of its own (the service's upload route then takes it)."""
+        ...
+
+    def write(self, key: str, chunks: Iterable[bytes]) -> int:
+        """Store the file at `key` from its chunks; how many bytes."""
+        ...
+
+    def size(self, key: str) -> int | None:
+        """The stored file's size in bytes, None when there is none."""
+        ...
+
+    def read(self, key: str, *, max_bytes: int) -> bytes:
+        """The whole file (ValueError past `max_bytes`, FileNotFoundError when missing)."""
+        ...
+
+    def copy(self, source: str, target: str) -> None:
+        """Store a copy of `source` at `target` (without passing its bytes through the caller on AWS)."""
+        ...
+
+    def download(self, key: str, *, filename: str, mime_type: str, expires_in: int) -> tuple[str, str]:
+        """How to serve the file: ("redirect", a presigned URL valid `expires_in` s) or ("path", a local path)."""
+        ...
+
+    def first_download(self, link_id: str, *, now: int, keep_until: int) -> int:
+        """When the link was first downloaded: `now` if this is the first time (recorded until `keep_until`)."""
+        ...

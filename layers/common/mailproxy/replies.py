@@ -252,6 +252,34 @@ class ResumeReply(Ok):
     released: int = Field(description="Held messages of the account put back on their queues")
 
 
+class UploadForm(BaseModel):
+    """The form that uploads the file: POST `url` as multipart/form-data with every field of `fields`, then
+    the file last, in the field named `file_field` (an S3 POST policy on AWS, the service's own route locally)."""
+
+    method: Literal["POST"] = "POST"
+    url: str
+    fields: dict[str, str]
+    file_field: Literal["file"] = "file"
+
+
+class UploadReference(BaseModel):
+    """What to put in a message's attachment (with its `filename`) to send the uploaded file."""
+
+    storage_path: str = Field(description="`upload:<upload_id>`")
+    fetch_mode: Literal["upload"] = "upload"
+    filename: str | None = None
+
+
+class UploadReply(Ok):
+    """`POST /large-files`: an upload of the tenant's, valid until `expires_at`, at most `max_bytes`."""
+
+    upload_id: str
+    max_bytes: int
+    expires_at: int
+    upload: UploadForm
+    attachment: UploadReference
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorReply, "description": text}
     for code, text in (

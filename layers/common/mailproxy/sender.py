@@ -440,14 +440,16 @@ async def _transaction(
 ) -> None:
     """Fetch, build and send one message (the whole of what GMP_MESSAGE_TIME_LIMIT_SECONDS bounds)."""
     payload = job.payload or {}
-    attachments = []
+    attachments: list[Any] = []
     if payload.get("attachments"):
         # Imported on first use: most batches carry no attachment, and cold starts are billed.
-        from mailproxy.attachments import fetch_attachments
+        from mailproxy.large_files import attachments_for_send
 
         if not fetch_tenant:
             fetch_tenant.append({**tenant, "client_auth": tenants.client_auth(tenant)})
-        attachments = await fetch_attachments(payload["attachments"], tenant=fetch_tenant[0])
+        # The tenant's large_file_config applies here; a rewritten file's link goes into the body (issue 14).
+        seed = str((job.item or {}).get("pk", job.id))
+        attachments, payload = await attachments_for_send(payload, tenant=fetch_tenant[0], seed=seed)
     email = build_email(payload, message_id=_message_id(job, payload), attachments=attachments)
     size, cap = _encoded_size(email), get_settings().max_message_bytes
     if size > cap:

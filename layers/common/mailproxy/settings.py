@@ -249,3 +249,34 @@ def logging_settings() -> LoggingSettings:
         format=os.environ.get("LOG_FORMAT", "json").strip().lower(),
         service=os.environ.get("POWERTOOLS_SERVICE_NAME", "").strip() or "mail-proxy",
     )
+
+
+class LargeFileSettings(NamedTuple):
+    """Large attachments turned into download links (docs/large-files.md): where the files go, how links and
+    uploads are signed, where links point. Apart from `Settings`: only the sender and the file routes read them."""
+
+    bucket: str  # LARGE_FILE_BUCKET: the stack's bucket of large files ("": files in GMP_DATA_DIR)
+    signing_secret_arn: str  # LINK_SIGNING_SECRET_ARN: the Secrets Manager secret links are signed with
+    signing_key: str  # GMP_LINK_SIGNING_KEY: the signing material itself (a local stack, tests)
+    public_base_url: str  # GMP_PUBLIC_BASE_URL: where the service's download route is reached
+    upload_max_bytes: int  # GMP_LARGE_FILE_UPLOAD_MAX_BYTES: the size limit of one upload
+    upload_seconds: int  # GMP_LARGE_FILE_UPLOAD_SECONDS: how long an upload form is valid
+    redirect_seconds: int  # GMP_LARGE_FILE_REDIRECT_SECONDS: life of the presigned URL a download redirects to
+
+    def __repr__(self) -> str:
+        shown = (f"{n}={v!r}" for n, v in zip(self._fields, self, strict=True) if n != "signing_key")
+        return f"LargeFileSettings({', '.join(shown)})"
+
+
+@functools.cache
+def get_large_file_settings() -> LargeFileSettings:
+    """The large-file settings of this process, read once; `cache_clear()` re-reads them."""
+    return LargeFileSettings(
+        bucket=os.environ.get("LARGE_FILE_BUCKET", "").strip(),
+        signing_secret_arn=os.environ.get("LINK_SIGNING_SECRET_ARN", "").strip(),
+        signing_key=os.environ.get("GMP_LINK_SIGNING_KEY", "").strip(),
+        public_base_url=os.environ.get("GMP_PUBLIC_BASE_URL", "").strip().rstrip("/"),
+        upload_max_bytes=_positive("GMP_LARGE_FILE_UPLOAD_MAX_BYTES", 100 * 1024 * 1024),
+        upload_seconds=_positive("GMP_LARGE_FILE_UPLOAD_SECONDS", 3600),
+        redirect_seconds=_positive("GMP_LARGE_FILE_REDIRECT_SECONDS", 300),
+    )

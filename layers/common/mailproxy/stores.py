@@ -13,6 +13,7 @@ if TYPE_CHECKING:
         CommandLog,
         Counters,
         Journals,
+        LargeFiles,
         Ledger,
         Messages,
         Outbox,
@@ -98,6 +99,10 @@ class Stores:
     @property
     def suppressions(self) -> Suppressions:
         return cast("Suppressions", self._port("suppressions"))
+
+    @property
+    def large_files(self) -> LargeFiles:
+        return cast("LargeFiles", self._port("large_files"))
 
 
 @functools.cache

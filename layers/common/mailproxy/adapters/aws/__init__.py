@@ -26,6 +26,7 @@ MODULES = {
     "ledger": "ledger",
     "sealer": "sealer",
     "suppressions": "suppressions",
+    "large_files": "files",
 }
 
 

@@ -24,6 +24,7 @@ def open_stores(data_dir: str, *, sealing_key: str = "") -> Stores:
     """The ports over the database of `data_dir` (created on first use)."""
     from mailproxy.adapters.sqlite import (
         commands,
+        files,
         ledger,
         messages,
         outbox,
@@ -38,7 +39,20 @@ def open_stores(data_dir: str, *, sealing_key: str = "") -> Stores:
     )
     from mailproxy.adapters.sqlite.db import Database
 
-    modules = (commands, ledger, messages, outbox, payloads, queue, rates, sessions, state, suppressions, tenants)
+    modules = (
+        commands,
+        files,
+        ledger,
+        messages,
+        outbox,
+        payloads,
+        queue,
+        rates,
+        sessions,
+        state,
+        suppressions,
+        tenants,
+    )
     db = Database(database_path(data_dir), tuple(m.SCHEMA for m in modules))
     service_state = state.SqliteState(db)
     secrets = sealer.SqliteSealer(data_dir, sealing_key)
@@ -57,6 +71,7 @@ def open_stores(data_dir: str, *, sealing_key: str = "") -> Stores:
         "ledger": ledger.SqliteLedger(db),
         "sealer": secrets,
         "suppressions": suppressions.SqliteSuppressions(db),
+        "large_files": files.SqliteLargeFiles(db, data_dir),
     }
     return Stores(made.__getitem__)  # each class is checked against its port by mypy in its own module
 
