@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -175,6 +176,11 @@ class LocalStack:
             port=http_port,
         )
         self.api.start()
+        # LinkSigningSecret is not created locally (as the admin token's): a key for this run signs the links,
+        # which name this API unless the operator gives its public address (docs/large-files.md).
+        patch.setdefault("GMP_LINK_SIGNING_KEY", secrets.token_urlsafe(32))
+        patch.setdefault("GMP_PUBLIC_BASE_URL", self.api.url)
+        reset_package_caches()
 
         sink_port = self._smtp_sink_port
         if sink_port is None:

@@ -94,6 +94,7 @@ def _template() -> Template:
 def _clear_caches() -> None:
     import mailproxy.adapters.aws.rates
     import mailproxy.adapters.aws.sealer
+    import mailproxy.adapters.aws.sessions
     import mailproxy.aws
     import mailproxy.secret_cache
     import mailproxy.settings
@@ -102,8 +103,10 @@ def _clear_caches() -> None:
     mailproxy.aws.reset_clients()
     mailproxy.settings.get_settings.cache_clear()
     mailproxy.settings.get_outbound_settings.cache_clear()
+    mailproxy.settings.get_large_file_settings.cache_clear()
     mailproxy.adapters.aws.sealer.decrypt_secret.cache_clear()
     mailproxy.adapters.aws.rates.forget_cache()
+    mailproxy.adapters.aws.sessions.forget_cache()
     mailproxy.stores.reset()
     mailproxy.secret_cache.secrets.cache_clear()
 

@@ -26,6 +26,8 @@ AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # API Gateway's payload quota: a request refused there is refused here, with the same 413.
 MAX_BODY_BYTES = 10 * 1024 * 1024
 METRICS_FUNCTION_PATHS = ("/health", "/metrics")
+# The one-machine runtime's upload route (S3 takes uploads on AWS): bounded by the upload's own size limit.
+STREAMED_PATHS = ("/large-files/receive",)
 _START_TIMEOUT = 30.0
 
 
@@ -43,6 +45,10 @@ class ServiceApp:
             return
         if scope["path"] in METRICS_FUNCTION_PATHS and scope["method"] in ("GET", "HEAD"):
             await self._metrics_function(scope, send)
+            return
+        if scope["path"] in STREAMED_PATHS and scope["method"] == "POST":
+            # An upload carries a whole file (the route enforces its own limit): streamed, never buffered here.
+            await self.api(scope, receive, send)
             return
         body = await _bounded_body(receive)
         if body is None:

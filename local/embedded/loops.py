@@ -134,11 +134,12 @@ def retention() -> bool:
     """DynamoDB's TTL: expired messages are deleted and logged as expired changes, which the reporter handles as
     on AWS (it puts back those whose reports are still owed); expired rows of the other tables are dropped."""
 
-    from local.embedded.ports import sqlite_messages, sqlite_state
+    from local.embedded.ports import sqlite_large_files, sqlite_messages, sqlite_state
 
     now = clock.now_ts()
     expired = sqlite_messages().expire(now)
     swept = sqlite_state().delete_expired(now)
+    swept += sqlite_large_files().sweep(now)  # the large-file bucket's lifecycle rules (docs/large-files.md)
     if expired or swept:
         logger.info("retention: %d messages and %d other rows expired", len(expired), swept)
     return False

@@ -3,9 +3,11 @@ the change log (DynamoDB's stream on AWS) and expiring messages (DynamoDB's TTL)
 
 from __future__ import annotations
 
+from mailproxy.adapters.sqlite.files import SqliteLargeFiles
 from mailproxy.adapters.sqlite.messages import SqliteMessages
 from mailproxy.adapters.sqlite.outbox import SqliteOutbox
 from mailproxy.adapters.sqlite.queue import SqliteQueue
+from mailproxy.adapters.sqlite.sessions import SqliteSessions
 from mailproxy.adapters.sqlite.state import SqliteState
 from mailproxy.errors import ConfigurationError
 from mailproxy.stores import stores
@@ -35,10 +37,19 @@ def sqlite_state() -> SqliteState:
     return state
 
 
-def recover_leases() -> tuple[int, int]:
-    """At start, with the data directory locked: give back the queue and reporter leases a killed runtime left
-    (else its records wait out their visibility and its tenants' reports the 60 s lease). Returns the counts."""
-    outbox = stores().outbox
-    if not isinstance(outbox, SqliteOutbox):
+def sqlite_large_files() -> SqliteLargeFiles:
+    """This process's large files, with the sweep the bucket's lifecycle rules do on AWS."""
+    files = stores().large_files
+    if not isinstance(files, SqliteLargeFiles):
         raise ConfigurationError("the one-machine runtime needs GMP_STORAGE=sqlite")
-    return sqlite_queue().return_leased(), outbox.drop_leases()
+    return files
+
+
+def recover_leases() -> tuple[int, int, int]:
+    """At start, with the data directory locked: give back the queue, reporter and SMTP session leases a killed
+    runtime left (else its records wait out their visibility, its tenants' reports the 60 s lease and its
+    accounts' sessions their lease). Returns the counts."""
+    outbox, sessions = stores().outbox, stores().sessions
+    if not isinstance(outbox, SqliteOutbox) or not isinstance(sessions, SqliteSessions):
+        raise ConfigurationError("the one-machine runtime needs GMP_STORAGE=sqlite")
+    return sqlite_queue().return_leased(), outbox.drop_leases(), sessions.drop_all()

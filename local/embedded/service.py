@@ -182,12 +182,14 @@ class EmbeddedService:
         stores()  # the database and its tables, made here once before any worker opens them
         from local.embedded.ports import recover_leases
 
-        queue_leases, report_leases = recover_leases()
-        if queue_leases or report_leases:
+        queue_leases, report_leases, session_leases = recover_leases()
+        if queue_leases or report_leases or session_leases:
             logger.info(
-                "taken back from a runtime that stopped without finishing: %d queue lease(s), %d report lease(s)",
+                "taken back from a runtime that stopped without finishing: %d queue lease(s), %d report lease(s), "
+                "%d SMTP session lease(s)",
                 queue_leases,
                 report_leases,
+                session_leases,
             )
         # A record leased by a worker that died comes back when a claim made under it is stale: the copy then
         # takes the claim over (or the scheduler, finishing the batch's journal, re-queues the message).
@@ -204,6 +206,9 @@ class EmbeddedService:
 
         http_port = self._http_port if self._http_port is not None else _env_int("GMP_PORT", DEFAULT_HTTP_PORT)
         self.http = HttpServer(ServiceApp(create_app()), self.host, http_port)
+        # Download links and upload forms name this server unless the operator gives its public address.
+        self.environment_patch.setdefault("GMP_PUBLIC_BASE_URL", self.http.url)
+        reset_package_caches()
         self.http.start()
 
         sink_port = self._smtp_sink_port

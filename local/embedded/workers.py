@@ -46,6 +46,7 @@ RESTART_DELAY_SECONDS = 1.0  # between two starts of one worker slot, so a worke
 # the CPU first, the workers take what is left (the same total work; on 2 cores a request of 100 goes from
 # ~85 to ~65 ms while the delivered rate stays). A worker only lowers its own priority: no privilege needed.
 WORKER_NICENESS = 10
+LEASE_CLOSE_MARGIN_SECONDS = 2  # an idle worker closes its connections this long before their lease lapses
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ def worker_main(spec: WorkerSpec, stop: Event, busy_since: Synchronized[float]) 
     from mailproxy.logs import configure_logging
 
     configure_logging(f"sender-{spec.index}")
-    from mailproxy.sender import handle_batch
+    from mailproxy import clock, smtp
+    from mailproxy.sender import handle_batch, release_sessions
 
     from local.embedded.ports import sqlite_queue
 
@@ -94,6 +96,8 @@ def worker_main(spec: WorkerSpec, stop: Event, busy_since: Synchronized[float]) 
     while not stop.is_set() and not terminated.is_set() and os.getppid() == spec.parent_pid:
         records = queue.receive(BATCH_SIZE, spec.visibility_seconds)
         if not records:
+            # Idle: connections whose session lease is about to lapse are closed, for another worker to open.
+            smtp.run(smtp.default_pool().close_lapsed(clock.now_ts(), margin=LEASE_CLOSE_MARGIN_SECONDS))
             terminated.wait(idle)
             idle = min(MAX_IDLE_SLEEP_SECONDS, idle * 2)
             continue
@@ -105,6 +109,7 @@ def worker_main(spec: WorkerSpec, stop: Event, busy_since: Synchronized[float]) 
         response = handle_batch(records, functools.partial(_remaining_ms, deadline))
         settle(queue, records, response)
         busy_since.value = 0.0
+    release_sessions()  # the other workers need not wait for this one's session leases to lapse
 
 
 def _remaining_ms(deadline: float) -> float:

@@ -57,7 +57,13 @@ def test_a_batch_is_closed_once_with_its_counts(stores: Stores) -> None:
     counts = {("t1", "acc"): {Counter.SENT: 2, Counter.ERRORS: 1, Counter.DEFERRED: 0}}
     stores.journals.close_batch(sk, counters=counts, pending={"t1": -3})
     stores.journals.close_batch(sk, counters=counts, pending={"t1": -3})
-    assert counters_of(stores, "t1", "acc") == {"sent": 2, "errors": 1, "deferred": 0, "rate_limited": 0}
+    assert counters_of(stores, "t1", "acc") == {
+        "sent": 2,
+        "errors": 1,
+        "deferred": 0,
+        "rate_limited": 0,
+        "suppressed": 0,
+    }
     assert stores.counters.pending_counts() == {"t1": 2}
     assert stores.journals.due_journals(NOW + 1) == []
 
@@ -87,14 +93,26 @@ def test_a_settled_batch_keeps_only_its_open_keys_and_counts_nothing_twice(store
     assert entry["keys"] == KEYS
     stores.journals.close_batch(sk, counters={("t1", "acc"): {Counter.ERRORS: 1}}, pending={"t1": -1})
     stores.journals.settle_batch(sk, counters={("t1", "acc"): {Counter.SENT: 1}}, pending={"t1": -1}, open_keys=[])
-    assert counters_of(stores, "t1", "acc") == {"sent": 1, "errors": 1, "deferred": 0, "rate_limited": 0}
+    assert counters_of(stores, "t1", "acc") == {
+        "sent": 1,
+        "errors": 1,
+        "deferred": 0,
+        "rate_limited": 0,
+        "suppressed": 0,
+    }
     assert stores.counters.pending_counts() == {"t1": -2}
     assert stores.journals.due_journals(NOW) == []
 
 
 def test_an_account_gets_its_counters_at_zero_and_they_outlive_it(stores: Stores) -> None:
     stores.counters.ensure_counters("t1", "acc")
-    assert counters_of(stores, "t1", "acc") == {"sent": 0, "errors": 0, "deferred": 0, "rate_limited": 0}
+    assert counters_of(stores, "t1", "acc") == {
+        "sent": 0,
+        "errors": 0,
+        "deferred": 0,
+        "rate_limited": 0,
+        "suppressed": 0,
+    }
     sk = stores.journals.open_journal(JournalKind.SEND, KEYS, due_ts=NOW)
     stores.journals.close_batch(sk, counters={("t1", "acc"): {Counter.SENT: 4}}, pending={})
     stores.counters.ensure_counters("t1", "acc")  # never resets what was counted

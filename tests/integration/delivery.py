@@ -427,6 +427,15 @@ class Delivery:
         self.runner.age_message(self.tenant_id, message_id, seconds)
 
 
+def container_died() -> None:
+    """Forget this thread's SMTP pool as a dead sender container leaves it, once its session leases lapsed
+    (tests do not wait the lapse out: tests/integration/test_smtp_sessions.py does, with a moved clock)."""
+    from mailproxy import sender, smtp
+
+    sender.release_sessions()
+    smtp.reset_pool()
+
+
 def message(message_id: str, to: str = "alice@example.test", **fields: Any) -> dict[str, Any]:
     """A valid message for the harness's account."""
     return {

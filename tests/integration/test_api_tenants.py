@@ -357,7 +357,7 @@ def _leave_every_kind_of_state(
 ) -> None:
     """Two tenants, `acme` and `other`, each with everything a tenant leaves in storage: accounts (one deleted),
     messages (one parked, its payload pinned; one refused by the quota), a run-now request, rate windows (the
-    deleted account's too), owed reports and a ledger."""
+    deleted account's too), owed reports, a ledger, a suppression list, soft bounces and a paused account."""
     from mailproxy.ratelimit import Limits
     from mailproxy.report_format import Owed
     from mailproxy.stores import stores
@@ -377,6 +377,13 @@ def _leave_every_kind_of_state(
         sent = {"event_type": "sent", "event_ts": now}
         stores().outbox.owe(tenant_id, [Owed("m-1", 1, sent)], f"{now:012d}#1")
         stores().ledger.record(tenant_id, {f"{now:012d}#0": {("m-0", 1, "sent", now): now}})
+        # A suppression list, soft bounces counted, and a paused account.
+        body = {"addresses": ["bob@x.test"]}
+        assert api.post("/suppressions", params={"tenant_id": tenant_id}, json=body, headers=admin).status_code == 200
+        stores().suppressions.note_soft_bounce(tenant_id, "eve@x.test", ts=now, window_seconds=3600)
+        from mailproxy import reputation
+
+        assert reputation.pause(tenant_id, "smtp", reason="test")
 
 
 KEPT_AFTER_DELETION = ("CMDLOG#", "COUNTERS", "TENANT_COUNTERS")

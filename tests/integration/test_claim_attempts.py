@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from mailproxy import smtp
 
 from tests.conftest import Storage
-from tests.integration.delivery import Delivery, mail_ids, message
+from tests.integration.delivery import Delivery, container_died, mail_ids, message
 from tests.integration.smtp_servers import RunningServer
 
 pytestmark = pytest.mark.both_storages
@@ -74,7 +74,7 @@ def test_a_message_that_kills_its_sender_each_time_fails_after_three_attempts(
         assert [b["id"] for b in bodies] == ["poison"], f"attempt {attempt + 1} was not re-queued"
         with pytest.raises(ContainerDied):
             handler({"Records": records_of(bodies)}, None)
-        smtp.reset_pool()
+        container_died()
         delivery.scheduler()  # finishes the dead batch: re-queues twice, then gives up
 
     assert delivery.queued_total() == 0  # never re-queued again
@@ -120,7 +120,7 @@ def test_sqs_redelivering_a_message_whose_claims_kept_dying_fails_it_without_sen
     for _ in range(3):  # SQS redelivers the same record after each death; no scheduler round in between
         with pytest.raises(ContainerDied):
             handler({"Records": records_of(bodies)}, None)
-        smtp.reset_pool()
+        container_died()
     monkeypatch.setattr(smtp.SmtpPool, "send", REAL_SEND)
 
     assert handler({"Records": records_of(bodies)}, None) == {"batchItemFailures": []}
@@ -146,7 +146,7 @@ def test_recovering_a_stale_claim_never_fails_a_message_a_live_sender_holds(
     crash_on(monkeypatch, "m-1", ContainerDied())
     with pytest.raises(ContainerDied):
         handler({"Records": records_of(bodies)}, None)  # first claim dies: its journal is left open
-    smtp.reset_pool()
+    container_died()
     [dead_journal] = stores().journals.due_journals(10**11)
     real_send = REAL_SEND
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from mailproxy import smtp
 
 from tests.conftest import Storage
-from tests.integration.delivery import Delivery, mail_ids, message, parsed
+from tests.integration.delivery import Delivery, container_died, mail_ids, message, parsed
 from tests.integration.smtp_servers import RunningServer
 
 pytestmark = pytest.mark.both_storages
@@ -60,7 +60,7 @@ def test_handler_dying_mid_batch_loses_nothing_and_sends_nothing_twice(
     with pytest.raises(ContainerDied):
         handler({"Records": records_of(bodies)}, None)
     monkeypatch.setattr(smtp.SmtpPool, "send", real_send)
-    smtp.reset_pool()
+    container_died()
 
     # SQS redelivers the whole batch (nothing was deleted); the scheduler finishes the dead batch's journal.
     assert handler({"Records": records_of(bodies)}, None) == {"batchItemFailures": []}
@@ -94,7 +94,7 @@ def test_dying_between_the_smtp_reply_and_the_record_resends_with_the_same_messa
     with pytest.raises(ContainerDied):
         handler({"Records": records_of(bodies)}, None)
     monkeypatch.setattr(messages, "finish", real_finish)
-    smtp.reset_pool()
+    container_died()
     handler({"Records": records_of(bodies)}, None)
     delivery.scheduler()
 

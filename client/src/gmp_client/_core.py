@@ -29,12 +29,16 @@ from .models import (
     Message,
     MessageRecord,
     Rejection,
+    ResumeResult,
     StatusReply,
+    SuppressionsAdded,
+    SuppressionsPage,
     SuspensionReply,
     SyncStatusReply,
     Tenant,
     TenantInfo,
     UnexpectedReply,
+    UploadReply,
     _plain,
 )
 
@@ -272,6 +276,39 @@ def command_log(
     """`GET /command-log`: one page."""
     params = query(tenant_id=tenant_id, since_ts=since_ts, until_ts=until_ts, limit=limit, cursor=cursor)
     return Call("GET", "/command-log", CommandLogPage.from_dict, params=params)
+
+
+def resume_account(account_id: str, tenant_id: str | None) -> Call[ResumeResult]:
+    """`POST /account/{id}/resume`: release an account the reputation guard paused."""
+    path = f"/account/{segment(account_id)}/resume"
+    return Call("POST", path, ResumeResult.from_dict, params=query(tenant_id=tenant_id))
+
+
+def list_suppressions(tenant_id: str | None, limit: int, cursor: str | None) -> Call[SuppressionsPage]:
+    """`GET /suppressions`: one page."""
+    params = query(tenant_id=tenant_id, limit=limit, cursor=cursor)
+    return Call("GET", "/suppressions", SuppressionsPage.from_dict, params=params)
+
+
+def add_suppressions(addresses: Sequence[str], reason: str | None, tenant_id: str | None) -> Call[SuppressionsAdded]:
+    """`POST /suppressions` (idempotent: an address already listed is left as it is)."""
+    body: dict[str, Any] = {"addresses": list(addresses)}
+    if reason is not None:
+        body["reason"] = reason
+    return Call("POST", "/suppressions", SuppressionsAdded.from_dict, body=body, params=query(tenant_id=tenant_id))
+
+
+def remove_suppression(address: str, tenant_id: str | None) -> Call[None]:
+    """`DELETE /suppressions/{address}`."""
+    return Call("DELETE", f"/suppressions/{segment(address)}", _none, params=query(tenant_id=tenant_id))
+
+
+def create_upload(tenant_id: str | None, filename: str | None, size: int | None) -> Call[UploadReply]:
+    """`POST /large-files`: a form to upload one big file with (docs/large-files.md); each call is a new upload."""
+    body = {k: v for k, v in (("filename", filename), ("size", size)) if v is not None}
+    return Call(
+        "POST", "/large-files", UploadReply.from_dict, params=query(tenant_id=tenant_id), body=body, idempotent=False
+    )
 
 
 # ---------------------------------------------------------------- replies and retries

@@ -23,11 +23,16 @@ from .models import (
     HealthReply,
     Message,
     MessageRecord,
+    ResumeResult,
     StatusReply,
+    SuppressionEntry,
+    SuppressionsAdded,
+    SuppressionsPage,
     SuspensionReply,
     SyncStatusReply,
     Tenant,
     TenantInfo,
+    UploadReply,
 )
 
 
@@ -171,6 +176,42 @@ class AsyncClient:
         """`DELETE /account/{id}`."""
         await self._send(_core.delete_account(account_id, tenant_id))
 
+    async def resume_account(self, account_id: str, tenant_id: str | None = None) -> ResumeResult:
+        """`POST /account/{id}/resume`: release an account the reputation guard paused (admin, or the tenant if
+        the service allows it); its held messages go out."""
+        return await self._send(_core.resume_account(account_id, tenant_id))
+
+    # ------------------------------------------------------------ suppression list
+
+    async def list_suppressions(
+        self, tenant_id: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> SuppressionsPage:
+        """`GET /suppressions`: one page in address order; pass its `next_cursor` as `cursor` for the next one."""
+        return await self._send(_core.list_suppressions(tenant_id, limit, cursor))
+
+    async def iter_suppressions(
+        self, tenant_id: str | None = None, limit: int = 100
+    ) -> AsyncIterator[SuppressionEntry]:
+        """Every suppressed address, page after page (`limit` per request)."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_suppressions(tenant_id, limit, cursor)
+            for entry in page.suppressions:
+                yield entry
+            if not page.next_cursor or not page.suppressions:
+                return
+            cursor = page.next_cursor
+
+    async def add_suppressions(
+        self, addresses: Sequence[str], reason: str | None = None, tenant_id: str | None = None
+    ) -> SuppressionsAdded:
+        """`POST /suppressions`: never send to these addresses again."""
+        return await self._send(_core.add_suppressions(addresses, reason, tenant_id))
+
+    async def remove_suppression(self, address: str, tenant_id: str | None = None) -> None:
+        """`DELETE /suppressions/{address}`; NotFoundError when it is not on the list."""
+        await self._send(_core.remove_suppression(address, tenant_id))
+
     # ------------------------------------------------------------ tenants
 
     async def create_tenant(self, tenant: Tenant | Mapping[str, Any]) -> str | None:
@@ -204,6 +245,14 @@ class AsyncClient:
     async def sync_status(self) -> SyncStatusReply:
         """`GET /tenants/sync-status` (admin)."""
         return await self._send(_core.sync_status())
+
+    # ------------------------------------------------------------ large files
+
+    async def create_upload(
+        self, *, tenant_id: str | None = None, filename: str | None = None, size: int | None = None
+    ) -> UploadReply:
+        """`POST /large-files`: the form that uploads one big file and the attachment reference naming it."""
+        return await self._send(_core.create_upload(tenant_id, filename, size))
 
     # ------------------------------------------------------------ command log
 

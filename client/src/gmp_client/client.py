@@ -23,11 +23,16 @@ from .models import (
     HealthReply,
     Message,
     MessageRecord,
+    ResumeResult,
     StatusReply,
+    SuppressionEntry,
+    SuppressionsAdded,
+    SuppressionsPage,
     SuspensionReply,
     SyncStatusReply,
     Tenant,
     TenantInfo,
+    UploadReply,
 )
 
 
@@ -169,6 +174,39 @@ class Client:
         """`DELETE /account/{id}`."""
         self._send(_core.delete_account(account_id, tenant_id))
 
+    def resume_account(self, account_id: str, tenant_id: str | None = None) -> ResumeResult:
+        """`POST /account/{id}/resume`: release an account the reputation guard paused (admin, or the tenant if
+        the service allows it); its held messages go out."""
+        return self._send(_core.resume_account(account_id, tenant_id))
+
+    # ------------------------------------------------------------ suppression list
+
+    def list_suppressions(
+        self, tenant_id: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> SuppressionsPage:
+        """`GET /suppressions`: one page in address order; pass its `next_cursor` as `cursor` for the next one."""
+        return self._send(_core.list_suppressions(tenant_id, limit, cursor))
+
+    def iter_suppressions(self, tenant_id: str | None = None, limit: int = 100) -> Iterator[SuppressionEntry]:
+        """Every suppressed address, page after page (`limit` per request)."""
+        cursor: str | None = None
+        while True:
+            page = self.list_suppressions(tenant_id, limit, cursor)
+            yield from page.suppressions
+            if not page.next_cursor or not page.suppressions:
+                return
+            cursor = page.next_cursor
+
+    def add_suppressions(
+        self, addresses: Sequence[str], reason: str | None = None, tenant_id: str | None = None
+    ) -> SuppressionsAdded:
+        """`POST /suppressions`: never send to these addresses again."""
+        return self._send(_core.add_suppressions(addresses, reason, tenant_id))
+
+    def remove_suppression(self, address: str, tenant_id: str | None = None) -> None:
+        """`DELETE /suppressions/{address}`; NotFoundError when it is not on the list."""
+        self._send(_core.remove_suppression(address, tenant_id))
+
     # ------------------------------------------------------------ tenants
 
     def create_tenant(self, tenant: Tenant | Mapping[str, Any]) -> str | None:
@@ -202,6 +240,14 @@ class Client:
     def sync_status(self) -> SyncStatusReply:
         """`GET /tenants/sync-status` (admin)."""
         return self._send(_core.sync_status())
+
+    # ------------------------------------------------------------ large files
+
+    def create_upload(
+        self, *, tenant_id: str | None = None, filename: str | None = None, size: int | None = None
+    ) -> UploadReply:
+        """`POST /large-files`: the form that uploads one big file and the attachment reference naming it."""
+        return self._send(_core.create_upload(tenant_id, filename, size))
 
     # ------------------------------------------------------------ command log
 

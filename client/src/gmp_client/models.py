@@ -199,6 +199,7 @@ class Account(_Request):
     limit_behavior: Literal["defer", "reject"] | None = None
     batch_size: int | None = None
     ttl: int | None = None
+    max_connections: int | None = None
     bounce_mailbox: BounceMailbox | Mapping[str, Any] | None = None
 
     _nested = {"bounce_mailbox": BounceMailbox}
@@ -402,6 +403,7 @@ class TenantInfo(_Model):
     api_key_expires_at: int | None = None
     has_api_key: bool = False
     suspended_batches: list[str] = field(default_factory=list)
+    paused_accounts: dict[str, Any] = field(default_factory=dict)  # account id → {paused_ts, reason}
     rate_limits: dict[str, Any] | None = None
     large_file_config: dict[str, Any] | None = None
     bounce_mailbox: dict[str, Any] | None = None
@@ -468,6 +470,82 @@ class CommandLogPage(_Model):
     _nested = {"commands": CommandEntry}
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SuppressionEntry(_Model):
+    """An address on the tenant's suppression list: never sent to while it is there."""
+
+    address: str
+    source: str
+    reason: str | None = None
+    code: str | None = None
+    message_id: str | None = None
+    account_id: str | None = None
+    created_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SuppressionsPage(_Model):
+    """`GET /suppressions`: one page in address order; `next_cursor` continues it (None on the last page)."""
+
+    ok: bool = True
+    suppressions: list[SuppressionEntry] = field(default_factory=list)
+    total: int = 0
+    next_cursor: str | None = None
+
+    _nested = {"suppressions": SuppressionEntry}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SuppressionsAdded(_Model):
+    """`POST /suppressions`: the addresses added, and those already on the list."""
+
+    ok: bool = True
+    added: list[str] = field(default_factory=list)
+    already_suppressed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumeResult(_Model):
+    """`POST /account/{id}/resume`: the held messages released."""
+
+    ok: bool = True
+    account_id: str
+    released: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadForm(_Model):
+    """The form that uploads a big file: POST `url` as multipart/form-data, `fields` first, the file last."""
+
+    method: str = "POST"
+    url: str
+    fields: dict[str, str] = field(default_factory=dict)
+    file_field: str = "file"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadReference(_Model):
+    """What a message's attachment names to send the uploaded file (`upload:<id>`)."""
+
+    storage_path: str
+    fetch_mode: str = "upload"
+    filename: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadReply(_Model):
+    """`POST /large-files`: an upload of the tenant's (docs/large-files.md)."""
+
+    ok: bool = True
+    upload_id: str
+    max_bytes: int
+    expires_at: int
+    upload: UploadForm
+    attachment: UploadReference
+
+    _nested = {"upload": UploadForm, "attachment": UploadReference}
+
+
 # Each model and the OpenAPI component it mirrors (the schema test walks this table).
 SCHEMAS: dict[type[_Model], str] = {
     ClientAuth: "ClientAuth",
@@ -493,4 +571,11 @@ SCHEMAS: dict[type[_Model], str] = {
     SyncStatusReply: "SyncStatusReply",
     CommandEntry: "Command",
     CommandLogPage: "CommandLogReply",
+    SuppressionEntry: "SuppressionView",
+    SuppressionsPage: "SuppressionsReply",
+    SuppressionsAdded: "AddSuppressionsReply",
+    ResumeResult: "ResumeReply",
+    UploadForm: "UploadForm",
+    UploadReference: "UploadReference",
+    UploadReply: "UploadReply",
 }

@@ -160,3 +160,10 @@ def _address_domain(entry: str) -> str:
 
 # The sender asks for the domain of each message's From (its Message-ID's right side): a tenant's few.
 _address_domain_cached = functools.lru_cache(maxsize=_ADDRESS_CACHE_SIZE)(_address_domain)
+
+
+def suppression_key(entry: str) -> str:
+    """The address of `entry` as the suppression list compares it: the local part as written (RFC 5321 lets a
+    server tell `Bob` from `bob`), the domain in lower case (domains never differ by case)."""
+    local, at, domain = bare_address(entry).rpartition("@")
+    return f"{local}@{domain.lower()}" if at else domain.strip()

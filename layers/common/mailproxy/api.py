@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.routing import compile_path, get_name
 
@@ -25,9 +25,11 @@ from mailproxy.logs import logger
 from mailproxy.models import (
     Account,
     AddMessages,
+    AddSuppressions,
     Cleanup,
     DeleteMessages,
     NewApiKey,
+    NewUpload,
     Tenant,
     TenantFields,
 )
@@ -37,6 +39,8 @@ MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 SECRET_KEYS = {"password", "token", "api_key", "secret", "client_secret", "authorization"}
 SECRET_KEYS |= {"imap_password", "bounce_imap_password"}  # genro-mail-proxy's: refused, but logged as sent
 MAX_LOGGED_PAYLOAD = 64_000
+# A local upload carries a whole file and no API token: nothing to log, and its body is never held here.
+UNLOGGED_PATHS = frozenset({"/large-files/receive"})
 # The ASGI scope key a server without API Gateway (the one-machine runtime) puts each request's id under.
 REQUEST_ID_SCOPE_KEY = "gmp.request_id"
 
@@ -126,7 +130,7 @@ class LazyRoute(APIRoute):
 
     Matching a request needs only the path pattern and the methods, set here; the first access to any
     other attribute (its handler, when a request reaches it) builds the whole route as APIRoute would.
-    A cold start then builds the route it serves, not all 22.
+    A cold start then builds the route it serves, not all of them.
     """
 
     _building = threading.RLock()
@@ -311,6 +315,78 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         resolved = _scoped(request, who, tenant_id)
         if len(account_id) > 64 or not stores().tenants.delete_account(resolved, account_id):
             raise BadRequest(f"Account '{account_id}' not found for tenant '{resolved}'")
+        from mailproxy import reputation
+
+        reputation.forget_account(resolved, account_id)
+        return {"ok": True}
+
+    @app.post("/account/{account_id}/resume", tags=["accounts"], **reply("ResumeReply"))
+    async def resume_account(
+        request: Request,
+        who: Caller,
+        account_id: Annotated[str, Path(min_length=1, max_length=255)],
+        tenant_id: TenantQuery = None,
+    ) -> dict[str, Any]:
+        """Resume an account the reputation guard paused and release its held messages (admin token, or the
+        tenant's key when GMP_TENANT_MAY_RESUME is set); 400 if it is not paused."""
+        from mailproxy import reputation
+        from mailproxy.settings import get_settings
+
+        if not who.is_admin and not get_settings().tenant_may_resume:
+            raise Forbidden("Only the admin token may resume a paused account (GMP_TENANT_MAY_RESUME is off)")
+        resolved = _scoped(request, who, tenant_id)
+        released = reputation.resume(resolved, account_id) if len(account_id) <= 64 else None
+        if released is None:
+            raise BadRequest(f"Account '{account_id}' of tenant '{resolved}' is not paused")
+        return {"ok": True, "account_id": account_id, "released": released}
+
+    @app.get("/suppressions", tags=["suppressions"], **reply("SuppressionsReply"))
+    async def list_suppressions(
+        request: Request,
+        who: Caller,
+        tenant_id: TenantQuery = None,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Entries per page at most (address order)")] = 100,
+        cursor: Annotated[
+            str | None, Query(max_length=1000, description="`next_cursor` of the previous page, to continue it")
+        ] = None,
+    ) -> dict[str, Any]:
+        """The tenant's suppression list, one page at a time: addresses never sent to (bounced, complained, or
+        added by the tenant)."""
+        from mailproxy import suppression
+
+        resolved = _scoped(request, who, tenant_id)
+        return suppression.list_page(resolved, limit=limit, cursor=cursor)
+
+    @app.post("/suppressions", tags=["suppressions"], **reply("AddSuppressionsReply"))
+    async def add_suppressions(
+        request: Request, who: Caller, body: AddSuppressions, tenant_id: TenantQuery = None
+    ) -> dict[str, Any]:
+        """Suppress addresses: the sender drops them from every message from now on."""
+        from mailproxy import suppression
+        from mailproxy.addresses import bare_address, is_valid_address
+
+        if tenant_id and body.tenant_id and body.tenant_id != tenant_id:
+            raise BadRequest("tenant_id of the query and of the body differ")
+        resolved = _scoped(request, who, tenant_id or body.tenant_id)
+        invalid = [a for a in body.addresses if not is_valid_address(a)]
+        if invalid:
+            raise BadRequest(f"invalid address: {invalid[0]}")
+        bare = [bare_address(a) for a in body.addresses]
+        return suppression.add(resolved, bare, reason=body.reason, now=clock.now_ts())
+
+    @app.delete("/suppressions/{address}", tags=["suppressions"], **reply("Ok"))
+    async def remove_suppression(
+        request: Request,
+        who: Caller,
+        address: Annotated[str, Path(min_length=1, max_length=320)],
+        tenant_id: TenantQuery = None,
+    ) -> dict[str, Any]:
+        """Take an address off the tenant's suppression list (404 if it is not on it)."""
+        from mailproxy import suppression
+
+        resolved = _scoped(request, who, tenant_id)
+        if not suppression.remove(resolved, address):
+            raise NotFound(f"Address '{address}' is not suppressed for tenant '{resolved}'")
         return {"ok": True}
 
     @app.post("/tenant", tags=["tenants"], **reply("KeyReply"))
@@ -441,6 +517,69 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         )
         return {"ok": True, "commands": commands, "total": len(commands), "next_cursor": next_cursor}
 
+    _install_large_file_routes(app, reply)
+
+
+def _install_large_file_routes(app: FastAPI, reply: ReplyDocs) -> None:
+    """Uploads of big files and the download links of rewritten attachments (docs/large-files.md)."""
+
+    @app.post("/large-files", tags=["large files"], **reply("UploadReply"))
+    async def new_upload(
+        request: Request, who: Caller, body: Annotated[NewUpload | None, Body()] = None, tenant_id: TenantQuery = None
+    ) -> dict[str, Any]:
+        """An upload for one big file: POST the returned form (the file never passes through this API), then
+        name `attachment.storage_path` (`upload:<id>`) in a message's attachment."""
+        from mailproxy import large_files
+
+        body = body or NewUpload()
+        resolved = _scoped(request, who, tenant_id or body.tenant_id)
+        intake.require_tenant(resolved)
+        return large_files.new_upload(resolved, filename=body.filename, size=body.size)
+
+    @app.post(
+        "/large-files/receive",
+        tags=["large files"],
+        status_code=204,
+        responses={204: {"description": "Stored"}, 403: {"description": "Token not valid or expired"}},
+    )
+    async def receive_upload(request: Request) -> Response:
+        """The one-machine runtime's upload route (AWS uploads go to S3): the multipart form of `POST
+        /large-files` (its `token` field, then the `file`), no X-API-Token. 413 past the upload's size limit."""
+        from mailproxy import large_files
+
+        try:
+            await large_files.receive_upload(request.headers.get("content-type", ""), request.stream())
+        except large_files.UploadRefused as exc:
+            return JSONResponse({"detail": exc.reason}, status_code=exc.status)
+        return Response(status_code=204)
+
+    @app.get(
+        "/large-files/{token}",
+        tags=["large files"],
+        response_class=HTMLResponse,
+        responses={
+            200: {"description": "The file (one-machine runtime)", "content": {"application/octet-stream": {}}},
+            302: {"description": "To a short-lived URL of the file (AWS)"},
+            403: {"description": "A link this service did not sign (HTML page)"},
+            410: {"description": "An expired link, or a file no longer kept (HTML page)"},
+        },
+    )
+    async def download(token: Annotated[str, Path(max_length=4096)]) -> Response:
+        """A download link of a rewritten attachment, as the email carries it: no X-API-Token, the signed
+        token is the authority. Each download is counted (`gmp_large_file_downloads_total`)."""
+        from fastapi.responses import FileResponse, RedirectResponse
+
+        from mailproxy import large_files
+
+        try:
+            found = large_files.open_link(token)
+        except large_files.LinkRefused as exc:
+            return HTMLResponse(large_files.refusal_page(exc), status_code=exc.status)
+        headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+        if found.kind == "redirect":
+            return RedirectResponse(found.target, status_code=302, headers=headers)
+        return FileResponse(found.target, media_type=found.mime_type, filename=found.filename, headers=headers)
+
 
 def _release_if_active(tenant_id: str) -> None:
     tenant = stores().tenants.get_tenant(tenant_id)
@@ -503,7 +642,7 @@ class CommandLog:
 
     async def __call__(self, scope_: Scope, receive: Receive, send: Send) -> None:
         """Pass the call through, keeping its body and status, then log it."""
-        if scope_["type"] != "http" or scope_["method"] not in MUTATING:
+        if scope_["type"] != "http" or scope_["method"] not in MUTATING or scope_["path"] in UNLOGGED_PATHS:
             await self.app(scope_, receive, send)
             return
         chunks: list[bytes] = []

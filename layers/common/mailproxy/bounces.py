@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from mailproxy import bounce_parse, clock, tenants, verp
+from mailproxy import bounce_parse, clock, suppression, tenants, verp
 from mailproxy.bounce_parse import BounceType, Parsed, ReportKind
 from mailproxy.domain import BounceCounter, EventType, Record
 from mailproxy.imap_mailbox import MailboxConfig, MailboxError, MailboxSession
@@ -204,7 +204,8 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
             continue  # read before (a crash before the mailbox message was marked), or gone meanwhile
         recorded += 1
         deltas[counter] = deltas.get(counter, 0) + 1
-        _notify_suppression(
+        # The suppression list and the reputation guard (docs/suppressions.md): once per recorded event.
+        suppression.note_bounce(
             box.tenant_id,
             account_id or None,
             failure.recipient,
@@ -256,28 +257,6 @@ def _unmatched(box: Mailbox, parsed: Parsed, why: str, message_id: str | None, e
     logger().warning(
         f"Unmatched {parsed.kind} in the bounce mailbox: {why}",
         extra={**extra, "message_id": message_id, "recipients": len(parsed.failures)},
-    )
-
-
-def _notify_suppression(
-    tenant_id: str,
-    account_id: str | None,
-    recipient: str,
-    kind: str,
-    *,
-    message_id: str | None,
-    code: str | None,
-    reason: str,
-    ts: int,
-) -> None:
-    """Tell the suppression list and the reputation guard (mailproxy.suppression, issue 13 parts 4-5) about one
-    failed recipient or complaint. Until that module is merged this does nothing."""
-    try:
-        from mailproxy import suppression  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return
-    suppression.note_bounce(
-        tenant_id, account_id, recipient, kind, message_id=message_id, code=code, reason=reason, ts=ts
     )
 
 

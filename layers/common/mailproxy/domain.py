@@ -73,6 +73,7 @@ class Counter(StrEnum):
     ERRORS = "errors"
     DEFERRED = "deferred"
     RATE_LIMITED = "rate_limited"
+    SUPPRESSED = "suppressed"  # recipients dropped at send because the tenant's suppression list holds them
 
 
 class BounceCounter(StrEnum):

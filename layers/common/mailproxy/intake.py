@@ -386,21 +386,25 @@ def cleanup_messages(tenant_id: str, older_than_seconds: int | None) -> dict[str
 
 def delete_tenant(tenant_id: str) -> None:
     """Delete a tenant and everything of it (`DELETE /tenant/{id}`): its messages and payloads, the rate windows
-    of every account it had, its quota windows, pending count, run-now request and reporter state, then its
-    accounts, key and configuration. The tenant goes last, so a deletion cut short leaves it listed, and
+    and SMTP session leases of every account it had, its quota windows, pending count, run-now request,
+    reporter state and suppression list, then its accounts, key and configuration. The tenant goes last, so a deletion cut short leaves it listed, and
     deleting it again finishes the job. Two things stay by design: its /metrics counters (they never go
     down, docs/monitoring.md) and its command-log entries (the audit trail, expired by its retention)."""
-    require_tenant(tenant_id)
+    tenant = require_tenant(tenant_id)
     account_ids = stores().tenants.account_ids(tenant_id) | stores().counters.counted_accounts(tenant_id)
     items = stores().messages.list_states(tenant_id)
     stores().messages.delete_states([(tenant_id, str(i["id"])) for i in items])
     stores().payloads.delete_tenant_payloads(tenant_id)
     stores().rates.forget_tenant(tenant_id, account_ids)
+    stores().sessions.forget_tenant(tenant_id, account_ids)
     stores().service.forget_tenant(tenant_id)
     stores().bounces.forget_tenant(tenant_id)
     from mailproxy import reports  # the reporter's outbox and ledger, loaded on this rare path only
 
     reports.forget_tenant(tenant_id)
+    stores().suppressions.forget_tenant(tenant_id)
+    for account_id in tenant.get("paused_accounts") or {}:
+        stores().counters.set_paused_gauge(tenant_id, account_id, False)  # its counters stay; no alert for it
     stores().tenants.delete_tenant(tenant_id)
 
 
@@ -463,7 +467,8 @@ def release_held(tenant: dict[str, Any]) -> int:
     held = [
         i
         for i in stores().messages.list_states(tenant_id)
-        if i.get("status") == MessageStatus.SUSPENDED and not tenants.is_held(tenant, i.get("batch_code"))
+        if i.get("status") == MessageStatus.SUSPENDED
+        and not tenants.is_held(tenant, i.get("batch_code"), i.get("account_id"))
     ]
     released = [r for r in (stores().messages.release_suspended(tenant_id, str(i["id"]), now=now) for i in held) if r]
     entries = stored_entries(released, now)

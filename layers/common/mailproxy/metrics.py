@@ -28,15 +28,22 @@ COUNTERS = (
     ("gmp_errors", Counter.ERRORS, "Messages that failed after acceptance, per tenant and account."),
     ("gmp_deferred", Counter.DEFERRED, "Deferrals (temporary failure or rate limit), per tenant and account."),
     ("gmp_rate_limited", Counter.RATE_LIMITED, "Rate-limit hits (deferred or rejected), per tenant and account."),
+    (
+        "gmp_suppressed",
+        Counter.SUPPRESSED,
+        "Recipients dropped at send because the tenant's suppression list holds them, per tenant and account.",
+    ),
 )
 BOUNCES = "gmp_bounces"  # {tenant_id, account_id, type}: hard or soft (docs/bounces.md)
 COMPLAINTS = "gmp_complaints"
 UNMATCHED_REPORTS = "gmp_bounce_reports_unmatched"
+ACCOUNT_PAUSED = "gmp_account_paused"
 PENDING = "gmp_pending_messages"
 TENANT_PENDING = "gmp_tenant_pending_messages"
 DEAD_LETTER = "gmp_dead_letter_messages"
 SCHEDULER_LAST_RUN = "gmp_scheduler_last_run_timestamp_seconds"
 QUOTA_REJECTED = "gmp_quota_rejected"
+LARGE_FILE_DOWNLOADS = "gmp_large_file_downloads"
 COMMAND_LOG_WRITE_FAILURES = "gmp_command_log_write_failures"
 REPORT_FAILURES = "gmp_report_failures"
 REPORT_LAST_SUCCESS = "gmp_report_last_success_timestamp_seconds"
@@ -60,6 +67,14 @@ class PersistedCollector(Collector):
             for row in rows:
                 family.add_metric([row["tenant_id"], row["account_id"]], float(row.get(field, 0)))
             yield family
+        paused = GaugeMetricFamily(
+            ACCOUNT_PAUSED,
+            "1 while the reputation guard holds the account's messages (bounce or complaint rate over its limit).",
+            labels=LABELS,
+        )
+        for row in rows:
+            paused.add_metric([row["tenant_id"], row["account_id"]], float(row.get("paused", 0) or 0))
+        yield paused
 
         yield from bounce_families(rows)
 
@@ -89,10 +104,17 @@ class PersistedCollector(Collector):
             "Messages rejected at intake because the tenant's quota (rate_limits) was used up, per tenant.",
             labels=["tenant_id"],
         )
+        downloads = CounterMetricFamily(
+            LARGE_FILE_DOWNLOADS,
+            "Downloads through the links of rewritten large attachments (docs/large-files.md), per tenant.",
+            labels=["tenant_id"],
+        )
         tenant_rows = stores().counters.tenant_counter_rows()
         for tenant_id, row in sorted(tenant_rows.items()):
             quota_rejected.add_metric([tenant_id], float(row.get("quota_rejected", 0)))
+            downloads.add_metric([tenant_id], float(row.get("large_file_downloads", 0)))
         yield quota_rejected
+        yield downloads
 
         unmatched = CounterMetricFamily(
             UNMATCHED_REPORTS,

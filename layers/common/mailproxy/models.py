@@ -141,7 +141,11 @@ class Attachment(Strict):
     )
     storage_path: Text = Field(min_length=1)
     mime_type: Line | None = Field(default=None, max_length=255)
-    fetch_mode: Literal["base64", "http_url", "endpoint", "s3"] | None = None
+    fetch_mode: Literal["base64", "http_url", "endpoint", "s3", "upload"] | None = Field(
+        default=None,
+        description="How storage_path is read; by default from its form (`base64:`, `http(s)://`, `s3://`, "
+        "`upload:<id>` of POST /large-files, else the tenant's endpoint)",
+    )
     content_md5: str | None = Field(
         default=None,
         pattern=r"^[0-9a-fA-F]{32}$",
@@ -317,6 +321,14 @@ class Account(Strict):
         "0: a new connection for every message",
     )
 
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="SMTP sessions the account may have open at once, across every sender of the service "
+        "(default 5, genro-mail-proxy's pool size; never above the deployment's GMP_SMTP_MAX_CONNECTIONS)",
+    )
+
     @field_validator("ttl", mode="before")
     @classmethod
     def _default_ttl(cls, value: Any) -> Any:
@@ -383,13 +395,27 @@ class TenantFields(Strict):
         default=None, description=f"{_ADMIN_ONLY} The tenant's sending quotas."
     )
     large_file_config: Document | None = Field(
-        default=None, description=f"{_TENANT_WRITABLE} How the tenant's own large files are handled."
+        default=None,
+        description=f"{_TENANT_WRITABLE} How the tenant's large attachments are handled (docs/large-files.md): "
+        "`enabled`, `max_size_mb` (10), `action` (`warn`, `reject`, `rewrite`), `file_ttl_days` (30, at most 365), "
+        "`lifespan_after_download_days`, `public_base_url`; other keys are kept as given.",
     )
     bounce_mailbox: BounceMailbox | None = Field(
         default=None,
         description=f"{_TENANT_WRITABLE} Where bounces arrive for the accounts that name no bounce_mailbox "
         "(docs/bounces.md); null removes it",
     )
+
+    @field_validator("large_file_config")
+    @classmethod
+    def _large_file_fields(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value:
+            from mailproxy.large_files import config_problems
+
+            problems = config_problems(value)
+            if problems:
+                raise ValueError("; ".join(problems))
+        return value
 
     @field_validator("client_base_url")
     @classmethod
@@ -417,3 +443,24 @@ class NewApiKey(Strict):
     """Body of `POST /tenant/{id}/api-key`."""
 
     expires_at: Timestamp | None = None
+
+
+MAX_SUPPRESSIONS_PER_REQUEST = 1000
+
+
+class AddSuppressions(Strict):
+    """Body of `POST /suppressions`: addresses the tenant never wants mailed (docs/suppressions.md)."""
+
+    addresses: list[Annotated[Line, Field(min_length=1, max_length=320)]] = Field(
+        min_length=1, max_length=MAX_SUPPRESSIONS_PER_REQUEST
+    )
+    reason: Line | None = Field(default=None, max_length=500)
+    tenant_id: Text | None = Field(default=None, max_length=64)
+
+
+class NewUpload(Strict):
+    """Body of `POST /large-files` (every field optional)."""
+
+    tenant_id: Text | None = Field(default=None, max_length=64, description="Implied by a tenant key")
+    filename: Line | None = Field(default=None, min_length=1, max_length=255, description="Copied to the reference")
+    size: int | None = Field(default=None, ge=1, description="The file's size, refused at once when over the limit")

@@ -160,6 +160,11 @@ class Tenants(Protocol):
 
     def delete_account(self, tenant_id: str, account_id: str) -> bool: ...
 
+    def set_account_pause(self, tenant_id: str, account_id: str, pause: Record | None, *, now: int) -> bool:
+        """Pause an account of the tenant (`pause`: why and when, kept in the tenant's `paused_accounts`) or
+        resume it (None); True when this call changed it, False when it already was so or the tenant is gone."""
+        ...
+
 
 class RateWindows(Protocol):
     """Send slots per window (minute, hour, day) of an account, and of a tenant's quota."""
@@ -175,6 +180,21 @@ class RateWindows(Protocol):
     def forget_tenant(self, tenant_id: str, account_ids: set[str]) -> None: ...
 
     def forget_cache(self) -> None: ...
+
+
+class SmtpSessions(Protocol):
+    """Leases on an account's SMTP sessions (`mailproxy.sessions`): how many each sender holds open."""
+
+    def hold(
+        self, tenant_id: str, account_id: str, holder: str, *, wanted: int, limit: int, now: int, until: int
+    ) -> int:
+        """Set `holder`'s lease to as many of `wanted` sessions as `limit` leaves beside the other holders'
+        unexpired leases, within its fair share when another holder is short (`mailproxy.sessions.grant`),
+        lasting until `until`; the number held. Never, together with every concurrent call, more than `limit`
+        held at `now`."""
+        ...
+
+    def forget_tenant(self, tenant_id: str, account_ids: set[str]) -> None: ...
 
 
 class Counters(Protocol):
@@ -205,6 +225,21 @@ class Counters(Protocol):
     def service_counters(self) -> Record: ...
 
     def count_command_log_failure(self) -> None: ...
+
+    def add_reputation(
+        self, tenant_id: str, account_id: str, *, bounces: int, complaints: int, now: int
+    ) -> dict[str, int]:
+        """Add bounces and complaints to the account's reputation window; its totals (`sent`, `bounces`,
+        `complaints`) over the window ending now. The sends are counted by `Journals.close_batch`."""
+        ...
+
+    def reset_reputation(self, tenant_id: str, account_id: str) -> None:
+        """Forget the bounces and complaints of the account's window (it was resumed); the sends stay."""
+        ...
+
+    def set_paused_gauge(self, tenant_id: str, account_id: str, paused: bool) -> None:
+        """Mirror an account's pause into its counters row (`paused`), for /metrics."""
+        ...
 
 
 class Journals(Protocol):
@@ -371,9 +406,73 @@ class BounceState(Protocol):
         ...
 
 
+class Suppressions(Protocol):
+    """Each tenant's suppression list (addresses never sent to again) and the soft bounces counted per address.
+
+    Addresses are keys as `mailproxy.addresses.suppression_key` makes them."""
+
+    def put(self, tenant_id: str, entry: Record) -> bool:
+        """Add (or replace) the entry of `entry["address"]`; True when the address was not suppressed."""
+        ...
+
+    def remove(self, tenant_id: str, address: str) -> bool:
+        """Take an address off the list; False when it was not on it."""
+        ...
+
+    def find(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Record]:
+        """The entries among (tenant_id, address) keys, read together (one batched read per 100)."""
+        ...
+
+    def list_entries(self, tenant_id: str, *, after: str | None, limit: int) -> list[Record]:
+        """Up to `limit` entries of the tenant in address order, those after the address `after`."""
+        ...
+
+    def note_soft_bounce(self, tenant_id: str, address: str, *, ts: int, window_seconds: int) -> int:
+        """Count a soft bounce of the address; how many it had in the window ending at `ts`, this one included."""
+        ...
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Drop a deleted tenant's list and soft-bounce counts."""
+        ...
+
+
 class Sealer(Protocol):
     """Secrets (SMTP passwords, tenants' tokens) sealed at rest, bound to a context."""
 
     def encrypt_secret(self, plaintext: str, *, context: str) -> bytes: ...
 
     def decrypt_secret(self, ciphertext: bytes, *, context: str) -> str: ...
+
+
+class LargeFiles(Protocol):
+    """Large attachments kept for download links (docs/large-files.md), under keys `mailproxy.large_files` makes
+    (`uploads/<tenant>/<id>`, `files/<days>d/<tenant>/<id>`), and the first download of each link."""
+
+    def presigned_upload(self, key: str, *, max_bytes: int, expires_in: int) -> dict[str, Any] | None:
+        """A form (`url`, `fields`) that uploads one file of at most `max_bytes` to `key`; None when the
+        storage has no upload of its own (the service's upload route then takes it)."""
+        ...
+
+    def write(self, key: str, chunks: Iterable[bytes]) -> int:
+        """Store the file at `key` from its chunks; how many bytes."""
+        ...
+
+    def size(self, key: str) -> int | None:
+        """The stored file's size in bytes, None when there is none."""
+        ...
+
+    def read(self, key: str, *, max_bytes: int) -> bytes:
+        """The whole file (ValueError past `max_bytes`, FileNotFoundError when missing)."""
+        ...
+
+    def copy(self, source: str, target: str) -> None:
+        """Store a copy of `source` at `target` (without passing its bytes through the caller on AWS)."""
+        ...
+
+    def download(self, key: str, *, filename: str, mime_type: str, expires_in: int) -> tuple[str, str]:
+        """How to serve the file: ("redirect", a presigned URL valid `expires_in` s) or ("path", a local path)."""
+        ...
+
+    def first_download(self, link_id: str, *, now: int, keep_until: int) -> int:
+        """When the link was first downloaded: `now` if this is the first time (recorded until `keep_until`)."""
+        ...

@@ -164,6 +164,10 @@ class TenantView(BaseModel):
     api_key_expires_at: int | None
     has_api_key: bool
     suspended_batches: list[str]
+    paused_accounts: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Accounts the reputation guard paused, each with `paused_ts` and `reason` (docs/suppressions.md)",
+    )
     rate_limits: dict[str, Any] | None
     large_file_config: dict[str, Any] | None
     bounce_mailbox: dict[str, Any] | None = Field(
@@ -226,6 +230,68 @@ class CommandLogReply(Ok):
     next_cursor: str | None = Field(
         description="Pass as `cursor` to get the next (older) page; null when this page is the last. Opaque."
     )
+
+
+class SuppressionView(BaseModel):
+    """An address on the tenant's suppression list."""
+
+    address: str = Field(description="The address as compared: its domain in lower case")
+    source: str = Field(description="`hard`, `soft` or `complaint` (a bounce or a complaint), or `manual`")
+    reason: str | None
+    code: str | None = Field(description="The bounce's status code (`5.1.1`, `550`), when it had one")
+    message_id: str | None = Field(description="The message whose bounce or complaint suppressed it")
+    account_id: str | None
+    created_at: int | None
+
+
+class SuppressionsReply(Ok):
+    """`GET /suppressions`: one page, in address order."""
+
+    suppressions: list[SuppressionView]
+    total: int = Field(description="Entries in this page")
+    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null on the last. Opaque.")
+
+
+class AddSuppressionsReply(Ok):
+    """`POST /suppressions`."""
+
+    added: list[str]
+    already_suppressed: list[str]
+
+
+class ResumeReply(Ok):
+    """`POST /account/{account_id}/resume`."""
+
+    account_id: str
+    released: int = Field(description="Held messages of the account put back on their queues")
+
+
+class UploadForm(BaseModel):
+    """The form that uploads the file: POST `url` as multipart/form-data with every field of `fields`, then
+    the file last, in the field named `file_field` (an S3 POST policy on AWS, the service's own route locally)."""
+
+    method: Literal["POST"] = "POST"
+    url: str
+    fields: dict[str, str]
+    file_field: Literal["file"] = "file"
+
+
+class UploadReference(BaseModel):
+    """What to put in a message's attachment (with its `filename`) to send the uploaded file."""
+
+    storage_path: str = Field(description="`upload:<upload_id>`")
+    fetch_mode: Literal["upload"] = "upload"
+    filename: str | None = None
+
+
+class UploadReply(Ok):
+    """`POST /large-files`: an upload of the tenant's, valid until `expires_at`, at most `max_bytes`."""
+
+    upload_id: str
+    max_bytes: int
+    expires_at: int
+    upload: UploadForm
+    attachment: UploadReference
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
-from mailproxy import clock, outbound_http, tenants
+from mailproxy import clock, outbound_http, reputation, tenants
 from mailproxy.domain import REPORTABLE_EVENTS, Record
 from mailproxy.ledger import EventKey
 from mailproxy.logs import logger
@@ -236,7 +236,10 @@ def _round(tenant: Item, sync: Item, lease_id: str, *, heartbeat: bool, http: Re
         return Round(more=capped)
 
     now = clock.now_ts()
-    body = json.dumps({"delivery_report": report}, separators=(",", ":")).encode()
+    paused = reputation.report_entries(tenant)  # told at every report while paused (docs/suppressions.md)
+    body = json.dumps(
+        {"delivery_report": report, **({"paused_accounts": paused} if paused else {})}, separators=(",", ":")
+    ).encode()
     extra = {"tenant_id": tenant_id, "entries": len(report)}
     try:
         headers = {"Content-Type": "application/json", **outbound_http.auth_headers(tenants.client_auth(tenant))}

@@ -7,12 +7,16 @@ it. Never lost: the batch's journal entry lets the scheduler finish anything a c
 from __future__ import annotations
 
 import asyncio
+import collections
+import math
+import random
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from mailproxy import clock, messages, ratelimit, tenants
+from mailproxy import clock, messages, ratelimit, sessions, suppression, tenants
 from mailproxy.addresses import address_domain
 from mailproxy.bounce_path import bounce_return_path
 from mailproxy.domain import (
@@ -34,6 +38,13 @@ from mailproxy.smtp import AccountConfig, default_pool, run
 from mailproxy.stores import stores
 
 SEND_MARGIN_SECONDS = 5.0  # what recording a result needs after the SMTP reply
+# A batch that finds every session of its account held by other senders asks again every SESSION_POLL_SECONDS
+# (on average) for up to SESSION_WAIT_SECONDS: the others give back their share beyond a fair one as they
+# start their next batch. If still none, its messages come back after SESSION_WAIT_SECONDS.
+SESSION_WAIT_SECONDS = 2
+SESSION_POLL_SECONDS = 0.2
+# A session lease outlasts one message's time limit by this much, so most batches never renew it.
+LEASE_SPARE_SECONDS = 10
 UNFINISHED = Outcome.DROPPED  # a job's outcome until something happens to it
 
 
@@ -58,16 +69,19 @@ class BatchTally:
     def __init__(self) -> None:
         self.counters: dict[tuple[str, str], dict[Counter, int]] = defaultdict(lambda: dict.fromkeys(Counter, 0))
         self.pending: dict[str, int] = defaultdict(int)
+        self._lock = threading.Lock()  # results are recorded from worker threads (`asyncio.to_thread`)
 
     def count(self, job: Job, *names: Counter) -> None:
         """Add one to each named counter of the job's account."""
         account = str((job.item or {}).get("account_id", ""))
-        for name in names:
-            self.counters[(job.tenant_id, account)][name] += 1
+        with self._lock:
+            for name in names:
+                self.counters[(job.tenant_id, account)][name] += 1
 
     def finalized(self, job: Job) -> None:
         """The job's message left the pending set."""
-        self.pending[job.tenant_id] -= 1
+        with self._lock:
+            self.pending[job.tenant_id] -= 1
 
 
 def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dict[str, Any]:
@@ -118,6 +132,16 @@ def handle_batch(records: list[dict[str, Any]], remaining_ms: Any = None) -> dic
     return {"batchItemFailures": [{"itemIdentifier": f} for f in failures]}
 
 
+def release_sessions() -> None:
+    """Give back every session lease this thread's pool holds and close its connections (a worker that
+    stops; tests): other senders need not wait for the leases to lapse."""
+    pool = default_pool()
+    now = clock.now_ts()
+    for lease in list(pool.leases.values()):
+        stores().sessions.hold(lease.tenant_id, lease.account_id, pool.holder, wanted=0, limit=1, now=now, until=now)
+    run(pool.close_all())
+
+
 def _claim(jobs: list[Job], journal: str, now: int, *, stale_before: int) -> None:
     """Claim the jobs' messages in as few calls as the copies allow: two copies of one message in a batch
     (SQS delivers at least once), the first one's claim covers both, and a later copy is tried only when the
@@ -148,6 +172,9 @@ def _claim(jobs: list[Job], journal: str, now: int, *, stale_before: int) -> Non
 async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_ms: Any) -> None:
     """Send the claimed jobs, one connection per account, recording each result as soon as it is known."""
     settings = get_settings()
+    # Connections whose session lease lapsed while this container was frozen or idle: another sender may
+    # hold those sessions now.
+    await default_pool().close_lapsed(clock.now_ts())
     # Every tenant and account the batch needs, in one read.
     tenant_cache, accounts = stores().tenants.get_tenants_and_accounts(
         {j.tenant_id for j in jobs}, {(j.tenant_id, str((j.item or {}).get("account_id"))) for j in jobs}
@@ -167,7 +194,7 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
             # Its earlier claims crashed or timed out each time: fail it rather than let it take a sender down again.
             _fail(job, journal, tally, messages.abandoned_reason(unfinished))
             continue
-        if tenants.is_held(tenant, item.get("batch_code")):
+        if tenants.is_held(tenant, item.get("batch_code"), item.get("account_id")):
             held.append(job)
             continue
         by_account[(job.tenant_id, str(item["account_id"]))].append(job)
@@ -175,6 +202,10 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
     _load_missing_payloads(held + [j for group in by_account.values() for j in group])
     for job in held:
         _finish(job, journal, MessageStatus.SUSPENDED, history=None, outcome=Outcome.HELD, **_pinned(job))
+    for job, dropped, emptied in suppression.drop_suppressed([j for group in by_account.values() for j in group]):
+        tally.count(job, *[Counter.SUPPRESSED] * len(dropped))
+        if emptied:  # no SMTP transaction for a message left with no recipient
+            _fail(job, journal, tally, suppression.failure_reason(dropped))
     runs = []
     for (tenant_id, account_id), group in by_account.items():
         tenant = tenant_cache.get(tenant_id) or {}
@@ -188,7 +219,7 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
             if job.payload is None:
                 job.retry_record = True  # a newer submission is being written: retry this record later
                 _finish(job, journal, _unsent_status(job), history=None, outcome=Outcome.REQUEUED)
-            else:
+            elif job.outcome == UNFINISHED:  # not failed as suppressed
                 ready.append(job)
         runs.append(_run_group(tenant, account, ready, journal, tally, remaining_ms))
     # Account groups run side by side, each within its own time limit: a slow or dead SMTP server holds
@@ -233,6 +264,8 @@ async def _send_group(
     allowed, over = group[: reservation.granted], group[reservation.granted :]
     for job in over:
         _rate_limited(job, journal, tally, account, reservation.next_window_ts)
+    if not allowed:
+        return
 
     config = AccountConfig(
         key=f"{tenant_id}/{account_id}",
@@ -245,46 +278,164 @@ async def _send_group(
         verify_tls=settings.smtp_verify_tls,
         ttl=tenants.connection_ttl(account),
     )
-    limit = settings.message_time_limit_seconds
-    deadline = time.monotonic() + settings.account_time_limit_seconds
-    unused = 0
-    fetch_tenant: list[dict[str, Any]] = []  # the tenant with its decrypted client_auth, made on first use
-    for n, job in enumerate(allowed):
-        if remaining_ms is not None and remaining_ms() < (limit + SEND_MARGIN_SECONDS) * 1000:
+    held = await _hold_sessions(tenant_id, account_id, config.key, account, len(allowed))
+    waiting_until = time.monotonic() + SESSION_WAIT_SECONDS
+    while not held and time.monotonic() < waiting_until:
+        # Every session is another sender's: they make room for this one as they start their next batch.
+        await asyncio.sleep(SESSION_POLL_SECONDS * (0.5 + random.random()))
+        held = await _hold_sessions(tenant_id, account_id, config.key, account, len(allowed))
+    if not held:
+        # Still none: back on the queue for a little while, unsent and without an attempt counted
+        # (docs/delivery.md "Concurrent sessions").
+        for job in allowed:
+            _hand_back(job, journal, delay=SESSION_WAIT_SECONDS)
+        stores().rates.release(tenant_id, account_id, reservation, len(allowed))
+        logger().info(
+            f"No SMTP session free for account {account_id}: {len(allowed)} message(s) back on the queue",
+            extra={"tenant_id": tenant_id, "account_id": account_id},
+        )
+        return
+    run = _GroupRun(tenant, account, config, allowed, journal, tally, remaining_ms, held)
+    # Up to `held` transactions at once, each on its own connection; each message is still claimed before
+    # and recorded right after its own transaction.
+    sessions_run = (run.session(n) for n in range(min(held, len(allowed))))
+    outcomes = await asyncio.gather(*sessions_run, return_exceptions=True)
+    if not run.broken:
+        for job in run.waiting:  # left when the lease could not be renewed
+            _hand_back(job, journal, delay=SESSION_WAIT_SECONDS)
+            run.unused += 1
+    stores().rates.release(tenant_id, account_id, reservation, run.unused)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+async def _hold_sessions(tenant_id: str, account_id: str, key: str, account: dict[str, Any], wanted: int) -> int:
+    """Lease the sessions this batch may open to the account (together with those of every other sender, at
+    most its `max_connections`): as many as it has messages, and at least the connections this container
+    keeps open. The lease lasts one message's time limit and margin, is renewed while the batch sends
+    (`_GroupRun`), and the connections close before it lapses (`SmtpPool.close_lapsed`): a container that
+    dies or is frozen keeps nobody waiting longer than that."""
+    settings = get_settings()
+    pool = default_pool()
+    limit = sessions.account_limit(account, settings.smtp_max_connections)
+    now = clock.now_ts()
+    until = now + math.ceil(settings.message_time_limit_seconds + SEND_MARGIN_SECONDS) + LEASE_SPARE_SECONDS
+    held = stores().sessions.hold(
+        tenant_id,
+        account_id,
+        pool.holder,
+        wanted=min(limit, max(wanted, pool.open_count(key))),
+        limit=limit,
+        now=now,
+        until=until,
+    )
+    await pool.trim(key, held)  # a limit lowered, or a lease lost while this container was frozen
+    if held:
+        pool.leases[key] = sessions.Lease(tenant_id, account_id, until)
+    else:
+        pool.leases.pop(key, None)
+    return held
+
+
+class _GroupRun:
+    """One account's messages of a batch, taken in turn by its concurrent sessions."""
+
+    def __init__(
+        self,
+        tenant: dict[str, Any],
+        account: dict[str, Any],
+        config: AccountConfig,
+        jobs: list[Job],
+        journal: str,
+        tally: BatchTally,
+        remaining_ms: Any,
+        held: int,
+    ) -> None:
+        settings = get_settings()
+        self.tenant, self.account, self.config, self.journal, self.tally = tenant, account, config, journal, tally
+        self.held = held  # sessions leased: session n runs while n < held
+        self.renewing = asyncio.Lock()
+        self.remaining_ms = remaining_ms
+        self.waiting = collections.deque(jobs)
+        self.started = 0
+        self.unused = 0  # rate slots to give back: messages not sent
+        self.limit = settings.message_time_limit_seconds
+        self.deadline = time.monotonic() + settings.account_time_limit_seconds
+        self.fetch_tenant: list[dict[str, Any]] = []  # the tenant with its decrypted client_auth, made on first use
+        self.broken = False  # an unexpected error in one session: the others take no new message
+
+    async def session(self, n: int) -> None:
+        """Send messages one after another over one connection, until none is left."""
+        try:
+            while self.waiting and not self.broken and n < self.held:
+                job = self.waiting.popleft()
+                if await self._leased():
+                    await self._one(job)
+                else:
+                    # The lease could not be renewed (this container lost it): the rest waits for a session.
+                    self.unused += 1
+                    await asyncio.to_thread(_hand_back, job, self.journal, delay=SESSION_WAIT_SECONDS)
+        except BaseException:
+            self.broken = True
+            raise
+
+    async def _leased(self) -> bool:
+        """True when the account's session lease lasts through one more message, renewed if need be."""
+        margin = self.limit + SEND_MARGIN_SECONDS
+        key = self.config.key
+        async with self.renewing:
+            lease = default_pool().leases.get(key)
+            if lease is not None and lease.until - clock.now_ts() >= margin:
+                return True
+            tenant_id, account_id = str(self.tenant["id"]), str(self.account["id"])
+            self.held = await _hold_sessions(tenant_id, account_id, key, self.account, self.held)
+            return self.held > 0
+
+    async def _one(self, job: Job) -> None:
+        journal, tally, limit = self.journal, self.tally, self.limit
+        first, self.started = self.started == 0, self.started + 1
+        if self.remaining_ms is not None and self.remaining_ms() < (limit + SEND_MARGIN_SECONDS) * 1000:
             # Too little time left to finish a transaction: hand the message back untouched.
-            _finish(job, journal, _unsent_status(job), history=None, outcome=Outcome.REQUEUED)
-            job.retry_record = True
-            unused += 1
-            continue
-        if n and time.monotonic() + limit > deadline:
+            self.unused += 1
+            await asyncio.to_thread(_requeue_record, job, journal)
+            return
+        if not first and time.monotonic() + limit > self.deadline:
             # The account's share of the batch is used up (GMP_ACCOUNT_TIME_LIMIT_SECONDS): back on the queue,
             # not an attempt. The first message of a group always gets its chance.
-            _hand_back(job, journal)
-            unused += 1
-            continue
+            self.unused += 1
+            await asyncio.to_thread(_hand_back, job, journal)
+            return
         try:
-            await asyncio.wait_for(_transaction(job, tenant, config, fetch_tenant, account), timeout=limit)
+            await asyncio.wait_for(
+                _transaction(job, self.tenant, self.config, self.fetch_tenant, self.account), timeout=limit
+            )
         except DeliveryError as exc:
-            unused += 1
-            _failed_attempt(job, journal, tally, exc)
-            continue
+            self.unused += 1
+            await asyncio.to_thread(_failed_attempt, job, journal, tally, exc)
+            return
         except TimeoutError:
             # Cancelled mid-way (the pool discards a connection cancelled mid-transaction): a timed-out attempt.
-            unused += 1
-            _failed_attempt(job, journal, tally, TemporaryDeliveryError(f"message time limit exceeded ({limit:g} s)"))
-            continue
+            self.unused += 1
+            timed_out = TemporaryDeliveryError(f"message time limit exceeded ({limit:g} s)")
+            await asyncio.to_thread(_failed_attempt, job, journal, tally, timed_out)
+            return
         except Exception:
             # A failure without a type (a bug, a payload that breaks a library): treated as a crash of this
             # message alone. Its claim is left to go stale and the batch's journal open, so the scheduler
             # re-queues it and the claim counter fails it after GMP_MAX_CLAIM_ATTEMPTS; the batch goes on.
             logger().exception(
                 f"Unexpected error sending message {job.id}; left to crash recovery",
-                extra={"tenant_id": tenant_id, "account_id": account_id, "message_id": job.id},
+                extra={
+                    "tenant_id": job.tenant_id,
+                    "account_id": (job.item or {}).get("account_id"),
+                    "message_id": job.id,
+                },
             )
             job.outcome = Outcome.CRASHED
-            continue
-        _sent(job, journal, tally)
-    stores().rates.release(tenant_id, account_id, reservation, unused)
+            return
+        # Recorded off the event loop: the other sessions' replies are read meanwhile.
+        await asyncio.to_thread(_sent, job, journal, tally)
 
 
 async def _transaction(
@@ -296,14 +447,16 @@ async def _transaction(
 ) -> None:
     """Fetch, build and send one message (the whole of what GMP_MESSAGE_TIME_LIMIT_SECONDS bounds)."""
     payload = job.payload or {}
-    attachments = []
+    attachments: list[Any] = []
     if payload.get("attachments"):
         # Imported on first use: most batches carry no attachment, and cold starts are billed.
-        from mailproxy.attachments import fetch_attachments
+        from mailproxy.large_files import attachments_for_send
 
         if not fetch_tenant:
             fetch_tenant.append({**tenant, "client_auth": tenants.client_auth(tenant)})
-        attachments = await fetch_attachments(payload["attachments"], tenant=fetch_tenant[0])
+        # The tenant's large_file_config applies here; a rewritten file's link goes into the body (issue 14).
+        seed = str((job.item or {}).get("pk", job.id))
+        attachments, payload = await attachments_for_send(payload, tenant=fetch_tenant[0], seed=seed)
     bounce_path = bounce_return_path(tenant, account, job.id) if account is not None else None
     email = build_email(payload, message_id=_message_id(job, payload), attachments=attachments, bounce_path=bounce_path)
     size, cap = _encoded_size(email), get_settings().max_message_bytes
@@ -323,11 +476,17 @@ def _encoded_size(email: OutgoingEmail) -> int:
     return total
 
 
-def _hand_back(job: Job, journal: str) -> None:
-    """Put a claimed message back on its queue unsent, without counting an attempt."""
+def _hand_back(job: Job, journal: str, *, delay: int = 0) -> None:
+    """Put a claimed message back on its queue unsent (after `delay` seconds), without counting an attempt."""
     if _finish(job, journal, _unsent_status(job), history=None, outcome=Outcome.REQUEUED):
         item = job.item or {}
-        job.requeue = QueueEntry(job.tenant_id, job.id, job.rev, int(item.get("priority", 2)), 0, job.payload)
+        job.requeue = QueueEntry(job.tenant_id, job.id, job.rev, int(item.get("priority", 2)), delay, job.payload)
+
+
+def _requeue_record(job: Job, journal: str) -> None:
+    """Hand a claimed message back untouched: its SQS record is retried (too little time left in the batch)."""
+    _finish(job, journal, _unsent_status(job), history=None, outcome=Outcome.REQUEUED)
+    job.retry_record = True
 
 
 def _message_id(job: Job, payload: dict[str, Any]) -> str:

@@ -92,6 +92,8 @@ class Settings(NamedTuple):
     message_time_limit_seconds: float = 30.0
     account_time_limit_seconds: float = 50.0
     max_claim_attempts: int = 3
+    # The deployment's ceiling on any account's concurrent SMTP sessions (its `max_connections`, default 5).
+    smtp_max_connections: int = 10
     smtp_verify_tls: bool = True  # GMP_SMTP_VERIFY_TLS=false: accept any certificate (a local sink, tests)
     # Which adapter holds the data (docs/architecture.md): "aws" (DynamoDB, SQS, S3, KMS) or "sqlite".
     storage: str = "aws"
@@ -102,6 +104,14 @@ class Settings(NamedTuple):
     bounce_max_messages: int = 200  # GMP_BOUNCE_MAX_MESSAGES: messages read per mailbox per poll
     imap_timeout_seconds: float = 30.0  # GMP_IMAP_TIMEOUT_SECONDS: one IMAP operation
     imap_verify_tls: bool = True  # GMP_IMAP_VERIFY_TLS=false: accept any certificate (tests)
+    # Bounces, the suppression list and the reputation guard (docs/suppressions.md).
+    soft_bounce_limit: int = 3  # soft bounces of one address within the window that suppress it
+    soft_bounce_window_seconds: int = 3 * 24 * 3600
+    reputation_window_seconds: int = 24 * 3600  # the sliding window of an account's bounce and complaint rates
+    reputation_min_sends: int = 200  # sends in the window below which no rate pauses an account
+    bounce_rate_limit: float = 0.05  # an account at or over it is paused (SES reviews at 5 %)
+    complaint_rate_limit: float = 0.001  # likewise for complaints (SES reviews at 0.1 %)
+    tenant_may_resume: bool = False  # GMP_TENANT_MAY_RESUME=true: a tenant key may resume its paused account
 
     def __repr__(self) -> str:
         shown = (
@@ -166,6 +176,7 @@ def _load() -> Settings:
         message_time_limit_seconds=_float("GMP_MESSAGE_TIME_LIMIT_SECONDS", 30.0),
         account_time_limit_seconds=_float("GMP_ACCOUNT_TIME_LIMIT_SECONDS", 50.0),
         max_claim_attempts=max(1, _int("GMP_MAX_CLAIM_ATTEMPTS", 3)),
+        smtp_max_connections=max(1, _int("GMP_SMTP_MAX_CONNECTIONS", 10)),
         smtp_verify_tls=os.environ.get("GMP_SMTP_VERIFY_TLS", "true").lower() != "false",
         storage=storage,
         data_dir=os.environ.get("GMP_DATA_DIR", "").strip(),
@@ -174,6 +185,13 @@ def _load() -> Settings:
         bounce_max_messages=_positive("GMP_BOUNCE_MAX_MESSAGES", 200),
         imap_timeout_seconds=_float("GMP_IMAP_TIMEOUT_SECONDS", 30.0),
         imap_verify_tls=os.environ.get("GMP_IMAP_VERIFY_TLS", "true").lower() != "false",
+        soft_bounce_limit=_positive("GMP_SOFT_BOUNCE_LIMIT", 3),
+        soft_bounce_window_seconds=_positive("GMP_SOFT_BOUNCE_WINDOW_SECONDS", 3 * 24 * 3600),
+        reputation_window_seconds=_positive("GMP_REPUTATION_WINDOW_SECONDS", 24 * 3600),
+        reputation_min_sends=_positive("GMP_REPUTATION_MIN_SENDS", 200),
+        bounce_rate_limit=_float("GMP_BOUNCE_RATE_LIMIT", 0.05),
+        complaint_rate_limit=_float("GMP_COMPLAINT_RATE_LIMIT", 0.001),
+        tenant_may_resume=os.environ.get("GMP_TENANT_MAY_RESUME", "false").strip().lower() == "true",
     )
 
 
@@ -239,4 +257,35 @@ def logging_settings() -> LoggingSettings:
         level=os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO",
         format=os.environ.get("LOG_FORMAT", "json").strip().lower(),
         service=os.environ.get("POWERTOOLS_SERVICE_NAME", "").strip() or "mail-proxy",
+    )
+
+
+class LargeFileSettings(NamedTuple):
+    """Large attachments turned into download links (docs/large-files.md): where the files go, how links and
+    uploads are signed, where links point. Apart from `Settings`: only the sender and the file routes read them."""
+
+    bucket: str  # LARGE_FILE_BUCKET: the stack's bucket of large files ("": files in GMP_DATA_DIR)
+    signing_secret_arn: str  # LINK_SIGNING_SECRET_ARN: the Secrets Manager secret links are signed with
+    signing_key: str  # GMP_LINK_SIGNING_KEY: the signing material itself (a local stack, tests)
+    public_base_url: str  # GMP_PUBLIC_BASE_URL: where the service's download route is reached
+    upload_max_bytes: int  # GMP_LARGE_FILE_UPLOAD_MAX_BYTES: the size limit of one upload
+    upload_seconds: int  # GMP_LARGE_FILE_UPLOAD_SECONDS: how long an upload form is valid
+    redirect_seconds: int  # GMP_LARGE_FILE_REDIRECT_SECONDS: life of the presigned URL a download redirects to
+
+    def __repr__(self) -> str:
+        shown = (f"{n}={v!r}" for n, v in zip(self._fields, self, strict=True) if n != "signing_key")
+        return f"LargeFileSettings({', '.join(shown)})"
+
+
+@functools.cache
+def get_large_file_settings() -> LargeFileSettings:
+    """The large-file settings of this process, read once; `cache_clear()` re-reads them."""
+    return LargeFileSettings(
+        bucket=os.environ.get("LARGE_FILE_BUCKET", "").strip(),
+        signing_secret_arn=os.environ.get("LINK_SIGNING_SECRET_ARN", "").strip(),
+        signing_key=os.environ.get("GMP_LINK_SIGNING_KEY", "").strip(),
+        public_base_url=os.environ.get("GMP_PUBLIC_BASE_URL", "").strip().rstrip("/"),
+        upload_max_bytes=_positive("GMP_LARGE_FILE_UPLOAD_MAX_BYTES", 100 * 1024 * 1024),
+        upload_seconds=_positive("GMP_LARGE_FILE_UPLOAD_SECONDS", 3600),
+        redirect_seconds=_positive("GMP_LARGE_FILE_REDIRECT_SECONDS", 300),
     )

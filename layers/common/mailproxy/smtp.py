@@ -1,4 +1,4 @@
-"""SMTP transport: one reused aiosmtplib connection per account (for at most its ttl), errors classified."""
+"""SMTP transport: reused aiosmtplib connections per account (each for at most its ttl), errors classified."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import select
 import ssl
 import threading
 import time
+import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from mailproxy.errors import (
     TemporaryDeliveryError,
 )
 from mailproxy.logs import logger
+from mailproxy.sessions import Lease
 
 IMPLICIT_TLS_PORT = 465
 # A liveness probe should fail fast: a dead pooled connection costs a reconnect, not a full timeout.
@@ -163,64 +165,94 @@ def _close_quietly(smtp: aiosmtplib.SMTP) -> None:
 
 
 class SmtpPool:
-    """One open SMTP connection per account key, checked before reuse and replaced when dead."""
+    """Open SMTP connections per account key, each used by one transaction at a time, checked before reuse
+    and replaced when dead.
+
+    The pool opens a connection whenever a transaction finds none idle: how many run at once for an account
+    is the caller's to bound (the sender runs at most as many as the account's session lease grants, and
+    `trim`s the idle ones beyond it). `holder` names this pool in those leases (`mailproxy.sessions`), and
+    `leases` remembers each account's lease, so `close_lapsed` closes the connections before their lease
+    lapses and another sender may open them.
+    """
 
     def __init__(self, *, probe_timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
         self.probe_timeout = probe_timeout
+        self.holder = uuid.uuid4().hex
+        self.leases: dict[str, Lease] = {}  # account key -> this pool's lease on the account's sessions
         self.connections_opened = 0
         self.connections_expired = 0  # closed (with QUIT) because they outlived their account's ttl
         self.probes_sent = 0  # NOOPs before a reuse (a connection idle for a while, or one the server wrote to)
-        self._connections: dict[str, _Pooled] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._idle: dict[str, list[_Pooled]] = {}  # the most recently used last
+        self._busy: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _bind_loop(self) -> None:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
-            # Connections and locks belong to the loop that made them; another loop cannot use them.
-            for pooled in self._connections.values():
-                _close_quietly(pooled.smtp)
-            self._connections.clear()
-            self._locks.clear()
+            # Connections belong to the loop that made them; another loop cannot use them.
+            for idle in self._idle.values():
+                for pooled in idle:
+                    _close_quietly(pooled.smtp)
+            self._idle.clear()
+            self._busy.clear()
             self._loop = loop
+
+    def open_count(self, key: str) -> int:
+        """Connections of the account open now: idle in the pool or in a transaction."""
+        return len(self._idle.get(key, ())) + self._busy.get(key, 0)
 
     async def send(self, account: AccountConfig, email: OutgoingEmail) -> dict[str, str]:
         """Send one email through the account; the refused recipients (if some were accepted) by address."""
         self._bind_loop()
-        lock = self._locks.setdefault(account.key, asyncio.Lock())
         # One transaction at a time per connection: SMTP does not interleave envelopes.
-        async with lock:
-            smtp = await self._connection(account)
-            self._connections[account.key].last_used = time.monotonic()
-            try:
-                refused, _ = await smtp.send_message(email.message, sender=email.sender, recipients=email.recipients)
-            except BaseException as exc:
-                # After a refused envelope aiosmtplib has sent RSET: the connection is clean if still open.
-                clean = isinstance(exc, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused)
-                if not (clean and smtp.is_connected):
-                    self._discard(account.key)
-                error = classify(exc) if isinstance(exc, Exception) else None
-                if error is None:
-                    raise
-                raise error from exc
+        pooled = await self._checkout(account)
+        pooled.last_used = time.monotonic()
+        try:
+            refused, _ = await pooled.smtp.send_message(email.message, sender=email.sender, recipients=email.recipients)
+        except BaseException as exc:
+            # After a refused envelope aiosmtplib has sent RSET: the connection is clean if still open.
+            clean = isinstance(exc, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused)
+            self._checkin(pooled, keep=clean and pooled.smtp.is_connected)
+            error = classify(exc) if isinstance(exc, Exception) else None
+            if error is None:
+                raise
+            raise error from exc
+        self._checkin(pooled, keep=True)
         return {address: smtp_reason(answer.code, answer.message) for address, answer in refused.items()}
 
-    async def _connection(self, account: AccountConfig) -> aiosmtplib.SMTP:
-        pooled = self._connections.get(account.key)
-        if pooled is not None and pooled.expired():
-            await self._retire(account.key)
-            pooled = None
-        if pooled is not None:
-            # A changed account (new host, rotated password) must not keep the old session.
-            recent = time.monotonic() - pooled.last_used < PROBE_AFTER_IDLE_SECONDS
-            unprobed = recent and pooled.smtp.is_connected and _quiet(pooled.smtp)
-            if pooled.account == account and (unprobed or await self._alive(pooled.smtp)):
-                return pooled.smtp
-            self._discard(account.key)
-        smtp = await self._open(account)
-        self._connections[account.key] = _Pooled(account, smtp)
+    async def _checkout(self, account: AccountConfig) -> _Pooled:
+        """An idle connection of the account that is still good (the most recently used first), else a new one."""
+        key = account.key
+        idle = self._idle.setdefault(key, [])
+        self._busy[key] = self._busy.get(key, 0) + 1
+        try:
+            while idle:
+                pooled = idle.pop()
+                if pooled.expired():
+                    self.connections_expired += 1
+                    await _quit(pooled)
+                    continue
+                # A changed account (new host, rotated password) must not keep the old session.
+                recent = time.monotonic() - pooled.last_used < PROBE_AFTER_IDLE_SECONDS
+                unprobed = recent and pooled.smtp.is_connected and _quiet(pooled.smtp)
+                if pooled.account == account and (unprobed or await self._alive(pooled.smtp)):
+                    return pooled
+                _close_quietly(pooled.smtp)
+            smtp = await self._open(account)
+        except BaseException:
+            self._busy[key] -= 1
+            raise
         self.connections_opened += 1
-        return smtp
+        return _Pooled(account, smtp)
+
+    def _checkin(self, pooled: _Pooled, *, keep: bool) -> None:
+        """A transaction is over: its connection back to the idle ones, or closed."""
+        key = pooled.account.key
+        self._busy[key] -= 1
+        if keep:
+            self._idle.setdefault(key, []).append(pooled)
+        else:
+            _close_quietly(pooled.smtp)
 
     async def _alive(self, smtp: aiosmtplib.SMTP) -> bool:
         if not smtp.is_connected:
@@ -292,21 +324,25 @@ class SmtpPool:
             raise error from exc
         return smtp
 
-    async def _retire(self, key: str) -> None:
-        """Close a connection that outlived its ttl with QUIT (it is healthy: the server gets a goodbye)."""
-        pooled = self._connections.pop(key)
-        self.connections_expired += 1
-        await _quit(pooled)
+    async def trim(self, key: str, keep: int) -> None:
+        """Close (QUIT) idle connections of the account until at most `keep` are open, the oldest first."""
+        idle = self._idle.get(key, [])
+        while idle and self.open_count(key) > keep:
+            await _quit(idle.pop(0))
 
-    def _discard(self, key: str) -> None:
-        pooled = self._connections.pop(key, None)
-        if pooled is not None:
-            _close_quietly(pooled.smtp)
+    async def close_lapsed(self, now: float, margin: float = 0.0) -> None:
+        """Close the idle connections of every account whose session lease ends before `now + margin`."""
+        self._bind_loop()
+        for key, lease in list(self.leases.items()):
+            if lease.until <= now + margin and not self._busy.get(key):
+                del self.leases[key]
+                await self.trim(key, 0)
 
     async def close_all(self) -> None:
-        """Say QUIT to every pooled connection and forget them all."""
-        pooled_list = list(self._connections.values())
-        self._connections.clear()
+        """Say QUIT to every idle connection and forget them all."""
+        pooled_list = [pooled for idle in self._idle.values() for pooled in idle]
+        self._idle.clear()
+        self.leases.clear()
         for pooled in pooled_list:
             await _quit(pooled)
 

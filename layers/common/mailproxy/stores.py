@@ -14,6 +14,7 @@ if TYPE_CHECKING:
         CommandLog,
         Counters,
         Journals,
+        LargeFiles,
         Ledger,
         Messages,
         Outbox,
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
         RateWindows,
         Sealer,
         ServiceState,
+        SmtpSessions,
+        Suppressions,
         Tenants,
         WorkQueue,
     )
@@ -53,6 +56,10 @@ class Stores:
     @property
     def rates(self) -> RateWindows:
         return cast("RateWindows", self._port("rates"))
+
+    @property
+    def sessions(self) -> SmtpSessions:
+        return cast("SmtpSessions", self._port("sessions"))
 
     @property
     def counters(self) -> Counters:
@@ -93,6 +100,14 @@ class Stores:
     @property
     def bounces(self) -> BounceState:
         return cast("BounceState", self._port("bounces"))
+
+    @property
+    def suppressions(self) -> Suppressions:
+        return cast("Suppressions", self._port("suppressions"))
+
+    @property
+    def large_files(self) -> LargeFiles:
+        return cast("LargeFiles", self._port("large_files"))
 
 
 @functools.cache

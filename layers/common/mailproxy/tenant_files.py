@@ -107,6 +107,9 @@ class TenantS3Clients:
     def __init__(self) -> None:
         self._sessions: dict[tuple[str, str], tuple[Any, float]] = {}
         self._lock = threading.Lock()
+        # One AssumeRole per (tenant, bucket) at a time: concurrent sessions fetching the same tenant's files
+        # wait for the first one's credentials instead of each asking STS.
+        self._making: dict[tuple[str, str], threading.Lock] = {}
 
     def cache_clear(self) -> None:
         """Forget every session (tests, a new stack)."""
@@ -115,11 +118,19 @@ class TenantS3Clients:
 
     def __call__(self, tenant_id: str, bucket: str) -> Any:
         """The S3 client that reads the tenant's files in `bucket`."""
-        from mailproxy.aws import client, scoped_client
+        from mailproxy.aws import client
 
         role_arn = get_outbound_settings().attachment_reader_role_arn
         if not role_arn:
             return client("s3")
+        with self._lock:
+            making = self._making.setdefault((tenant_id, bucket), threading.Lock())
+        with making:
+            return self._client(role_arn, tenant_id, bucket)
+
+    def _client(self, role_arn: str, tenant_id: str, bucket: str) -> Any:
+        from mailproxy.aws import client, scoped_client
+
         now = time.time()
         with self._lock:
             cached = self._sessions.get((tenant_id, bucket))

@@ -9,6 +9,7 @@ from typing import Any
 from mailproxy.adapters.aws.dynamo import (
     Item,
 )
+from mailproxy.sessions import DEFAULT_MAX_CONNECTIONS
 from mailproxy.stores import stores
 
 TENANT_CONFIG_FIELDS = (
@@ -44,6 +45,7 @@ ACCOUNT_FIELDS = (
     "limit_behavior",
     "batch_size",
     "ttl",
+    "max_connections",
 )
 
 
@@ -134,6 +136,7 @@ def public_tenant(item: Item) -> dict[str, Any]:
         "api_key_expires_at": item.get("api_key_expires_at"),
         "has_api_key": bool(item.get("api_key_hash")),
         "suspended_batches": list(item.get("suspended_batches") or []),
+        "paused_accounts": _paused_view(item),
         "rate_limits": item.get("rate_limits"),
         "large_file_config": item.get("large_file_config"),
         "bounce_mailbox": public_bounce_mailbox(item),
@@ -161,6 +164,7 @@ def public_account(item: Item) -> dict[str, Any]:
     shown.update({name: item.get(name) for name in ACCOUNT_FIELDS})
     shown["limit_behavior"] = shown.get("limit_behavior") or "defer"
     shown["ttl"] = connection_ttl(item)
+    shown["max_connections"] = item.get("max_connections") or DEFAULT_MAX_CONNECTIONS
     shown["has_password"] = bool(item.get("password_enc"))
     shown["bounce_mailbox"] = public_bounce_mailbox(item)
     shown["created_at"] = item.get("created_at")
@@ -183,7 +187,19 @@ def account_password(item: Item) -> str | None:
     )
 
 
-def is_held(tenant: dict[str, Any], batch_code: str | None) -> bool:
-    """True when the tenant's messages of this batch must wait: inactive, fully suspended, or batch suspended."""
+def is_held(tenant: dict[str, Any], batch_code: str | None, account_id: str | None = None) -> bool:
+    """True when the tenant's messages of this batch (and account) must wait: inactive, fully suspended, batch
+    suspended, or the account paused by the reputation guard (`paused_accounts`)."""
     batches = tenant.get("suspended_batches") or []
+    if account_id is not None and account_id in (tenant.get("paused_accounts") or {}):
+        return True
     return not tenant.get("active", True) or "*" in batches or (batch_code is not None and batch_code in batches)
+
+
+def _paused_view(item: Item) -> dict[str, Any]:
+    """The tenant's accounts paused by the reputation guard: why and since when."""
+    paused = item.get("paused_accounts") or {}
+    return {
+        account_id: {"paused_ts": info.get("paused_ts"), "reason": info.get("reason")}
+        for account_id, info in sorted(paused.items())
+    }

@@ -15,6 +15,7 @@ MODULES = {
     "messages": "messages",
     "tenants": "tenants",
     "rates": "rates",
+    "sessions": "sessions",
     "counters": "state",
     "journals": "state",
     "service": "state",
@@ -25,6 +26,8 @@ MODULES = {
     "ledger": "ledger",
     "sealer": "sealer",
     "bounces": "bounces",
+    "suppressions": "suppressions",
+    "large_files": "files",
 }
 
 
@@ -48,7 +51,9 @@ if TYPE_CHECKING:  # mypy checks that each module is its port
         queue,
         rates,
         sealer,
+        sessions,
         state,
+        suppressions,
         tenants,
     )
 
@@ -56,6 +61,7 @@ if TYPE_CHECKING:  # mypy checks that each module is its port
         ports.Messages,
         ports.Tenants,
         ports.RateWindows,
+        ports.SmtpSessions,
         ports.Counters,
         ports.Journals,
         ports.ServiceState,
@@ -65,6 +71,23 @@ if TYPE_CHECKING:  # mypy checks that each module is its port
         ports.Outbox,
         ports.Ledger,
         ports.Sealer,
+        ports.Suppressions,
         ports.BounceState,
     ]:
-        return (messages, tenants, rates, state, state, state, state, payloads, queue, outbox, ledger, sealer, bounces)
+        return (
+            messages,
+            tenants,
+            rates,
+            sessions,
+            state,
+            state,
+            state,
+            state,
+            payloads,
+            queue,
+            outbox,
+            ledger,
+            sealer,
+            suppressions,
+            bounces,
+        )

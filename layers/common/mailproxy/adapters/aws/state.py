@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from mailproxy import clock, reputation
 from mailproxy.adapters.aws.dynamo import (
     Item,
     batch_write,
@@ -31,6 +32,11 @@ from mailproxy.adapters.aws.expressions import (
 )
 from mailproxy.domain import BounceCounter, Counter, JournalKind
 from mailproxy.settings import get_settings
+
+# The reputation window's buckets in an account's COUNTERS item: `rep_s_<bucket>` sends, `rep_b_<bucket>`
+# bounces, `rep_c_<bucket>` complaints (mailproxy.reputation).
+REP_SENT, REP_BOUNCES, REP_COMPLAINTS = "rep_s_", "rep_b_", "rep_c_"
+REP_FIELDS = {REP_SENT: "sent", REP_BOUNCES: "bounces", REP_COMPLAINTS: "complaints"}
 
 
 def _table() -> str:
@@ -356,15 +362,83 @@ def tenant_counter_rows() -> dict[str, Item]:
 
 
 def counter_update(tenant_id: str, account_id: str, deltas: Mapping[Counter, int]) -> dict[str, Any]:
-    """The TransactWriteItems action that adds to an account's /metrics counters."""
+    """The TransactWriteItems action that adds to an account's /metrics counters; its sends also go to the
+    current bucket of its reputation window, and the buckets that left the window are dropped (the same write:
+    counting sends for the reputation guard costs no write of its own)."""
     used = {str(name): value for name, value in deltas.items() if value}
+    update = _additions(used)
+    if deltas.get(Counter.SENT):
+        now = clock.now_ts()
+        update.add(f"{REP_SENT}{reputation.bucket_of(now)}", deltas[Counter.SENT])
+        update.remove(*(f"{REP_SENT}{b}" for b in reputation.stale_buckets(now)))
     return {
         "Update": {
             "TableName": _table(),
             "Key": {"pk": {"S": "COUNTERS"}, "sk": {"S": f"{tenant_id}#{account_id}"}},
-            **expression(_additions(used)),
+            **expression(update),
         }
     }
+
+
+def _counters_key(tenant_id: str, account_id: str) -> dict[str, Any]:
+    return {"pk": {"S": "COUNTERS"}, "sk": {"S": f"{tenant_id}#{account_id}"}}
+
+
+def _reputation_buckets(item: Mapping[str, Any]) -> dict[str, dict[int, int]]:
+    """The reputation buckets of a COUNTERS item, by field (sent, bounces, complaints) and bucket."""
+    found: dict[str, dict[int, int]] = {field: {} for field in REP_FIELDS.values()}
+    for name, value in item.items():
+        prefix, bucket = name[: len(REP_SENT)], name[len(REP_SENT) :]
+        if prefix in REP_FIELDS and bucket.lstrip("-").isdigit():
+            found[REP_FIELDS[prefix]][int(bucket)] = int(value)
+    return found
+
+
+def add_reputation(tenant_id: str, account_id: str, *, bounces: int, complaints: int, now: int) -> dict[str, int]:
+    """Add bounces and complaints to the current bucket of the account's window; the window's totals. Buckets
+    that left the window are dropped by a second write, when there are any."""
+    bucket = reputation.bucket_of(now)
+    update = Update()
+    if bounces:
+        update.add(f"{REP_BOUNCES}{bucket}", bounces)
+    if complaints:
+        update.add(f"{REP_COMPLAINTS}{bucket}", complaints)
+    if bounces or complaints:
+        reply = ddb().update_item(
+            TableName=_table(), Key=_counters_key(tenant_id, account_id), ReturnValues="ALL_NEW", **expression(update)
+        )
+        item = from_item(reply.get("Attributes") or {})
+    else:
+        reply = ddb().get_item(TableName=_table(), Key=_counters_key(tenant_id, account_id), ConsistentRead=True)
+        item = from_item(reply.get("Item") or {})
+    window = reputation.window_buckets(now)
+    buckets = _reputation_buckets(item)
+    stale = [f"{prefix}{b}" for prefix, field in REP_FIELDS.items() for b in buckets[field] if b < window.start]
+    if stale:
+        ddb().update_item(
+            TableName=_table(), Key=_counters_key(tenant_id, account_id), **expression(Update().remove(*stale))
+        )
+    return {field: sum(n for b, n in counts.items() if b in window) for field, counts in buckets.items()}
+
+
+def reset_reputation(tenant_id: str, account_id: str) -> None:
+    """Forget the bounces and complaints of the account's window (the sends stay)."""
+    reply = ddb().get_item(TableName=_table(), Key=_counters_key(tenant_id, account_id), ConsistentRead=True)
+    item = from_item(reply.get("Item") or {})
+    names = [name for name in item if name.startswith((REP_BOUNCES, REP_COMPLAINTS))]
+    if names:
+        ddb().update_item(
+            TableName=_table(), Key=_counters_key(tenant_id, account_id), **expression(Update().remove(*names))
+        )
+
+
+def set_paused_gauge(tenant_id: str, account_id: str, paused: bool) -> None:
+    """Mirror an account's pause into its COUNTERS item (`paused`: 1 or 0), which /metrics reads anyway."""
+    ddb().update_item(
+        TableName=_table(),
+        Key=_counters_key(tenant_id, account_id),
+        **expression(Update().set("paused", 1 if paused else 0)),
+    )
 
 
 def _additions(deltas: Mapping[str, int]) -> Update:

@@ -236,3 +236,31 @@ def delete_account(tenant_id: str, account_id: str) -> bool:
         )
         is not None
     )
+
+
+PAUSE_ATTEMPTS = 5
+
+
+def set_account_pause(tenant_id: str, account_id: str, pause: dict[str, Any] | None, *, now: int) -> bool:
+    """Pause (`pause`: why and when) or resume (None) an account in the tenant's `paused_accounts` map; True when
+    this call changed it. The map is rewritten whole under its version `paused_v` (a lost race reads again)."""
+    for _ in range(PAUSE_ATTEMPTS):
+        tenant = get_tenant(tenant_id)
+        if tenant is None:
+            return False
+        paused = dict(tenant.get("paused_accounts") or {})
+        if (account_id in paused) == (pause is not None):
+            return False
+        if pause is None:
+            paused.pop(account_id)
+        else:
+            paused[account_id] = pause
+        version = tenant.get("paused_v")
+        update = Update().set("paused_accounts", paused).set("paused_v", int(version or 0) + 1)
+        condition = absent("paused_v") if version is None else equals("paused_v", version)
+        done = conditional_write(
+            ddb().update_item, TableName=_table(), Key=_tenant_key(tenant_id), **expression(update, condition)
+        )
+        if done is not None:
+            return True
+    raise RuntimeError(f"pause of account {account_id} of tenant {tenant_id} kept losing races")

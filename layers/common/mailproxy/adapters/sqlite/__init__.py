@@ -25,6 +25,7 @@ def open_stores(data_dir: str, *, sealing_key: str = "") -> Stores:
     from mailproxy.adapters.sqlite import (
         bounces,
         commands,
+        files,
         ledger,
         messages,
         outbox,
@@ -32,12 +33,28 @@ def open_stores(data_dir: str, *, sealing_key: str = "") -> Stores:
         queue,
         rates,
         sealer,
+        sessions,
         state,
+        suppressions,
         tenants,
     )
     from mailproxy.adapters.sqlite.db import Database
 
-    modules = (bounces, commands, ledger, messages, outbox, payloads, queue, rates, state, tenants)
+    modules = (
+        bounces,
+        commands,
+        files,
+        ledger,
+        messages,
+        outbox,
+        payloads,
+        queue,
+        rates,
+        sessions,
+        state,
+        suppressions,
+        tenants,
+    )
     db = Database(database_path(data_dir), tuple(m.SCHEMA for m in modules))
     service_state = state.SqliteState(db)
     secrets = sealer.SqliteSealer(data_dir, sealing_key)
@@ -45,6 +62,7 @@ def open_stores(data_dir: str, *, sealing_key: str = "") -> Stores:
         "messages": messages.SqliteMessages(db),
         "tenants": tenants.SqliteTenants(db, secrets),
         "rates": rates.SqliteRates(db),
+        "sessions": sessions.SqliteSessions(db),
         "counters": service_state,
         "journals": service_state,
         "service": service_state,
@@ -55,6 +73,8 @@ def open_stores(data_dir: str, *, sealing_key: str = "") -> Stores:
         "ledger": ledger.SqliteLedger(db),
         "sealer": secrets,
         "bounces": bounces.SqliteBounceState(db),
+        "suppressions": suppressions.SqliteSuppressions(db),
+        "large_files": files.SqliteLargeFiles(db, data_dir),
     }
     return Stores(made.__getitem__)  # each class is checked against its port by mypy in its own module
 

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from mailproxy import clock, reputation
 from mailproxy.adapters.sqlite.db import Database, dumps, loads
 from mailproxy.domain import BounceCounter, Counter, JournalKind, Record
 
@@ -59,6 +60,15 @@ CREATE TABLE IF NOT EXISTS service_marks (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reputation (
+    tenant_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    sent INTEGER NOT NULL DEFAULT 0,
+    bounces INTEGER NOT NULL DEFAULT 0,
+    complaints INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, account_id, bucket)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS run_now (
     scope TEXT PRIMARY KEY,
     requested_at INTEGER NOT NULL
@@ -69,6 +79,7 @@ STARTED_AT = "started_at"
 SCHEDULER_LAST_RUN = "scheduler_last_run"
 COMMAND_LOG_WRITE_FAILURES = "command_log_write_failures"
 TTL_COLUMN = "expires_at"
+REPUTATION_COLUMNS = {name: name for name in ("sent", "bounces", "complaints")}
 NOT_SWEPT = (
     "messages",  # its TTL is SqliteMessages.expire: each removal is a logged change
     "api_keys",  # an expired key stays, refused as expired (TenantsTable has no TTL on AWS either)
@@ -92,6 +103,30 @@ def _add_counters(tx: sqlite3.Connection, counters: CounterDeltas) -> None:
             for name, value in deltas.items()
             if value
         ],
+    )
+    # The sends also go to the current bucket of each account's reputation window (the batch's own
+    # transaction, as the AWS adapter adds them in the same write), and buckets that left it are dropped.
+    sends = [(t, a, d[Counter.SENT]) for (t, a), d in counters.items() if d.get(Counter.SENT)]
+    if sends:
+        now = clock.now_ts()
+        _add_reputation(tx, sends, bucket=reputation.bucket_of(now), field="sent")
+        _drop_stale_reputation(tx, [(t, a) for t, a, _ in sends], now)
+
+
+def _add_reputation(tx: sqlite3.Connection, deltas: list[tuple[str, str, int]], *, bucket: int, field: str) -> None:
+    field = REPUTATION_COLUMNS[field]  # a column name, never from input
+    tx.executemany(
+        f"INSERT INTO reputation (tenant_id, account_id, bucket, {field}) VALUES (?, ?, ?, ?)"
+        f" ON CONFLICT (tenant_id, account_id, bucket) DO UPDATE SET {field} = {field} + excluded.{field}",
+        [(t, a, bucket, n) for t, a, n in deltas],
+    )
+
+
+def _drop_stale_reputation(tx: sqlite3.Connection, accounts: list[tuple[str, str]], now: int) -> None:
+    first = reputation.window_buckets(now).start
+    tx.executemany(
+        "DELETE FROM reputation WHERE tenant_id = ? AND account_id = ? AND bucket < ?",
+        [(t, a, first) for t, a in accounts],
     )
 
 
@@ -187,6 +222,43 @@ class SqliteState:
                 "INSERT INTO service_counters (name, value) VALUES (?, 1)"
                 " ON CONFLICT (name) DO UPDATE SET value = value + 1",
                 (COMMAND_LOG_WRITE_FAILURES,),
+            )
+
+    # ------------------------------------------------------------------ reputation window
+
+    def add_reputation(
+        self, tenant_id: str, account_id: str, *, bounces: int, complaints: int, now: int
+    ) -> dict[str, int]:
+        """Add bounces and complaints to the current bucket of the account's window; the window's totals."""
+        bucket = reputation.bucket_of(now)
+        with self.db.transaction() as tx:
+            if bounces:
+                _add_reputation(tx, [(tenant_id, account_id, bounces)], bucket=bucket, field="bounces")
+            if complaints:
+                _add_reputation(tx, [(tenant_id, account_id, complaints)], bucket=bucket, field="complaints")
+            _drop_stale_reputation(tx, [(tenant_id, account_id)], now)
+            row = tx.execute(
+                "SELECT COALESCE(SUM(sent), 0) AS sent, COALESCE(SUM(bounces), 0) AS bounces,"
+                " COALESCE(SUM(complaints), 0) AS complaints FROM reputation"
+                " WHERE tenant_id = ? AND account_id = ? AND bucket <= ?",
+                (tenant_id, account_id, bucket),
+            ).fetchone()
+        return {"sent": int(row["sent"]), "bounces": int(row["bounces"]), "complaints": int(row["complaints"])}
+
+    def reset_reputation(self, tenant_id: str, account_id: str) -> None:
+        """Forget the bounces and complaints of the account's window (the sends stay)."""
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE reputation SET bounces = 0, complaints = 0 WHERE tenant_id = ? AND account_id = ?",
+                (tenant_id, account_id),
+            )
+
+    def set_paused_gauge(self, tenant_id: str, account_id: str, paused: bool) -> None:
+        """Mirror an account's pause into its counters row (`paused`: 1 or 0), for /metrics."""
+        with self.db.transaction() as tx:
+            tx.execute(
+                "INSERT OR REPLACE INTO account_counters (tenant_id, account_id, name, value) VALUES (?, ?, ?, ?)",
+                (tenant_id, account_id, "paused", 1 if paused else 0),
             )
 
     # ------------------------------------------------------------------ journals

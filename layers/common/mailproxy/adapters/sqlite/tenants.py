@@ -152,6 +152,24 @@ class SqliteTenants:
             record.update(suspended_batches=list(batches), updated_at=now)
             _put_tenant(tx, record)
 
+    def set_account_pause(self, tenant_id: str, account_id: str, pause: Record | None, *, now: int) -> bool:
+        """Pause (`pause`: why and when) or resume (None) an account in the tenant's `paused_accounts`; True when
+        this call changed it."""
+        with self._db.transaction() as tx:
+            record = _tenant(tx, tenant_id)
+            if record is None:
+                return False
+            paused = dict(record.get("paused_accounts") or {})
+            if (account_id in paused) == (pause is not None):
+                return False
+            if pause is None:
+                paused.pop(account_id)
+            else:
+                paused[account_id] = pause
+            record["paused_accounts"] = paused
+            _put_tenant(tx, record)
+        return True
+
     def put_account(self, tenant_id: str, account: dict[str, Any], *, now: int) -> None:
         """Create or replace an account (upsert on tenant + id), its password sealed."""
         account_id = account["id"]

@@ -1,0 +1,102 @@
+"""SMTP session leases in `StateTable`: one item per account, its holders' leases in one map.
+
+Written with optimistic concurrency (a version number), as the rate windows are: a sender reads the item
+(or trusts its last copy), decides with `mailproxy.sessions.grant` and writes its lease if the version is
+still the one it read; a sender that loses the race re-reads and decides again. The item's `expires_at`
+(the table's TTL) follows the latest lease, so an account nobody sends through leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from mailproxy.adapters.aws.dynamo import Item, batch_write, ddb, from_item, is_conditional_failure
+from mailproxy.adapters.aws.expressions import Update, absent, equals, expression
+from mailproxy.ratelimit import MAX_ATTEMPTS
+from mailproxy.sessions import Held, Leases, grant, leases_after
+from mailproxy.settings import get_settings
+
+_known: dict[str, Item] = {}  # last seen item per account: a good first guess saves a read
+_known_lock = threading.Lock()
+
+
+def _pk(tenant_id: str, account_id: str) -> str:
+    return f"SESSIONS#{tenant_id}#{account_id}"
+
+
+def _key(pk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": "S"}}
+
+
+def _leases(item: Item | None) -> dict[str, Held]:
+    stored = (item or {}).get("leases") or {}
+    return {holder: Held(*(int(n) for n in lease)) for holder, lease in stored.items()}
+
+
+def _read(pk: str) -> Item | None:
+    reply = ddb().get_item(TableName=get_settings().state_table, Key=_key(pk), ConsistentRead=True)
+    return from_item(reply["Item"]) if "Item" in reply else None
+
+
+def _write(pk: str, seen: Item | None, leases: Leases) -> Item | None:
+    """Store `leases` if the item is still `seen`; None on success, else the current item ({} if gone)."""
+    version = int(seen.get("v", 0)) if seen else 0
+    latest = max((held.until for held in leases.values()), default=0)
+    update = Update().set("v", version + 1).set("leases", {h: list(lease) for h, lease in leases.items()})
+    update.set("expires_at", latest + 3600)  # TTL deletion is late by hours at most; a stale lease is void anyway
+    unchanged = equals("v", version) if seen else absent("v")
+    try:
+        ddb().update_item(
+            TableName=get_settings().state_table,
+            Key=_key(pk),
+            **expression(update, unchanged),
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    except Exception as exc:
+        if not is_conditional_failure(exc):
+            raise
+        current = getattr(exc, "response", {}).get("Item")
+        return from_item(current) if current is not None else (_read(pk) or {})
+    return None
+
+
+def hold(tenant_id: str, account_id: str, holder: str, *, wanted: int, limit: int, now: int, until: int) -> int:
+    """Set `holder`'s lease to as many of `wanted` sessions as `limit` leaves beside the other holders'."""
+    pk = _pk(tenant_id, account_id)
+    with _known_lock:
+        seen: Item | None = _known.get(pk)
+    fresh = seen is None  # a remembered item may be stale: never refuse on its word alone
+    for _ in range(MAX_ATTEMPTS):
+        leases = _leases(seen)
+        granted = grant(leases, holder, wanted=wanted, limit=limit, now=now)
+        if granted < wanted and not fresh:
+            seen, fresh = _read(pk), True
+            continue
+        after = leases_after(leases, holder, granted, wanted=wanted, until=until, now=now)
+        if after == leases and seen is not None:
+            return granted  # nothing to change (no lease asked for, none held)
+        current = _write(pk, seen, after)
+        if current is None:
+            stored = {**(seen or {}), "v": int((seen or {}).get("v", 0)) + 1}
+            stored["leases"] = {h: list(lease) for h, lease in after.items()}
+            with _known_lock:
+                _known[pk] = stored
+            return granted
+        seen, fresh = current or None, True
+    raise RuntimeError(f"session lease for {pk} kept losing races")
+
+
+def forget_tenant(tenant_id: str, account_ids: set[str]) -> None:
+    """Drop the session leases of a deleted tenant's accounts."""
+    pks = [_pk(tenant_id, a) for a in sorted(account_ids)]
+    batch_write(get_settings().state_table, deletes=[{"pk": pk, "sk": "S"} for pk in pks])
+    with _known_lock:
+        for pk in pks:
+            _known.pop(pk, None)
+
+
+def forget_cache() -> None:
+    """Drop the per-container guesses (tests)."""
+    with _known_lock:
+        _known.clear()

@@ -1,0 +1,338 @@
+"""Large attachments (issue 14, docs/large-files.md): the tenant's large_file_config at send time, uploads that
+bypass the API, signed download links that expire, on both storages (S3 on moto, the data directory)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from fastapi.testclient import TestClient
+from mailproxy import clock
+
+from tests.conftest import Storage
+from tests.integration.delivery import Delivery, message, parsed
+from tests.integration.smtp_servers import RunningServer
+from tests.integration.test_delivery import make_delivery
+
+pytestmark = pytest.mark.both_storages
+
+BASE = "http://testserver"
+MB = 1024 * 1024
+LINK = re.compile(r"http://testserver/large-files/[A-Za-z0-9._-]+")
+
+
+@pytest.fixture
+def links(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Links name the test client's server; on AWS the signing key stands for LinkSigningSecret (the data
+    directory's own key file signs on SQLite)."""
+    from mailproxy.settings import get_large_file_settings
+
+    monkeypatch.setenv("GMP_PUBLIC_BASE_URL", BASE)
+    if not isinstance(storage, dict):
+        monkeypatch.delenv("GMP_LINK_SIGNING_KEY", raising=False)
+    else:
+        monkeypatch.setenv("GMP_LINK_SIGNING_KEY", "test-link-signing-key")
+    get_large_file_settings.cache_clear()
+
+
+@pytest.fixture
+def delivery(storage: Storage, api: TestClient, admin: dict[str, str], server: RunningServer, links: None) -> Delivery:
+    return make_delivery(storage, api, admin, server.port)
+
+
+def configure(delivery: Delivery, **config: Any) -> None:
+    reply = delivery.api.put(
+        f"/tenant/{delivery.tenant_id}", json={"large_file_config": {"enabled": True, **config}}, headers=delivery.key
+    )
+    assert reply.status_code == 200, reply.text
+
+
+def inline(name: str, content: bytes, **fields: Any) -> dict[str, Any]:
+    return {"filename": name, "storage_path": "base64:" + base64.b64encode(content).decode(), **fields}
+
+
+def upload(api: TestClient, key: dict[str, str], content: bytes, filename: str = "big.bin") -> dict[str, Any]:
+    """Upload through the form POST /large-files returns (S3's presigned POST, or the local route)."""
+    reply = api.post("/large-files", json={"filename": filename, "size": len(content)}, headers=key)
+    assert reply.status_code == 200, reply.text
+    body: dict[str, Any] = reply.json()
+    form = body["upload"]
+    if form["url"].startswith(BASE):
+        sent = api.post(form["url"][len(BASE) :], data=form["fields"], files={"file": (filename, content)})
+        assert sent.status_code == 204, sent.text
+    else:
+        import requests
+
+        sent = requests.post(form["url"], data=form["fields"], files={"file": (filename, content)}, timeout=60)
+        assert sent.status_code in (200, 204), sent.text
+    attachment: dict[str, Any] = body["attachment"]
+    return attachment
+
+
+def download(api: TestClient, url: str) -> tuple[int, bytes, dict[str, str]]:
+    """Follow a link as a mail reader would: the service's answer, then S3's when it redirects there."""
+    reply = api.get(url[len(BASE) :], follow_redirects=False)
+    if reply.status_code != 302:
+        return reply.status_code, reply.content, dict(reply.headers)
+    from mailproxy import aws
+
+    target = urlsplit(reply.headers["location"])
+    bucket = target.netloc.split(".", 1)[0]
+    obj = aws.client("s3").get_object(Bucket=bucket, Key=target.path.lstrip("/"))
+    return 200, obj["Body"].read(), {"location": reply.headers["location"]}
+
+
+def received_links(server: RunningServer) -> tuple[Any, list[str]]:
+    [received] = server.handler.received
+    mail = parsed(received.content)
+    body = mail.get_body(preferencelist=("html", "plain"))
+    assert body is not None
+    return mail, LINK.findall(body.get_content())
+
+
+def status(delivery: Delivery, message_id: str) -> dict[str, Any]:
+    return delivery.records()[message_id]
+
+
+def test_warn_sends_the_attachment_and_logs(
+    delivery: Delivery, server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    configure(delivery, max_size_mb=0.1, action="warn")
+    delivery.submit(message("m-1", attachments=[inline("photo.jpg", b"x" * 200_000)]))
+    with caplog.at_level("WARNING"):
+        delivery.pump()
+
+    assert status(delivery, "m-1")["status"] == "sent"
+    [received] = server.handler.received
+    [part] = list(parsed(received.content).iter_attachments())
+    assert part.get_filename() == "photo.jpg"
+    assert "Attachment 'photo.jpg' (0.3 MB) exceeds limit (0.1 MB): sending anyway" in caplog.text
+
+
+def test_reject_fails_the_message_naming_the_file_and_sizes(delivery: Delivery, server: RunningServer) -> None:
+    configure(delivery, max_size_mb=0.1, action="reject")
+    delivery.submit(message("m-1", attachments=[inline("report.pdf", b"x" * 200_000)]))
+    delivery.pump()
+
+    record = status(delivery, "m-1")
+    assert record["status"] == "error"
+    # The encoded size counts: 200 000 bytes are 0.26 MB in base64 with line breaks.
+    assert record["error"] == "Attachment 'report.pdf' (0.3 MB) exceeds limit (0.1 MB)"
+    assert server.handler.received == []
+
+
+def test_an_attachment_under_the_limit_is_sent_as_it_is(delivery: Delivery, server: RunningServer) -> None:
+    configure(delivery, max_size_mb=1, action="reject")
+    delivery.submit(message("m-1", attachments=[inline("small.txt", b"hello")]))
+    delivery.pump()
+
+    assert status(delivery, "m-1")["status"] == "sent"
+    assert [p.get_filename() for p in parsed(server.handler.received[0].content).iter_attachments()] == ["small.txt"]
+
+
+def test_rewrite_links_the_file_in_an_html_footer_with_its_name_escaped(
+    delivery: Delivery, server: RunningServer
+) -> None:
+    configure(delivery, max_size_mb=0.01, action="rewrite")
+    content = bytes(range(256)) * 100
+    name = 'a<b>&"c".bin'
+    delivery.submit(
+        message(
+            "m-1",
+            content_type="html",
+            body="<html><body><p>Hello</p></body></html>",
+            attachments=[inline(name, content), inline("keep.txt", b"small")],
+        )
+    )
+    delivery.pump()
+
+    assert status(delivery, "m-1")["status"] == "sent"
+    mail, found = received_links(server)
+    html = mail.get_body(preferencelist=("html",)).get_content()
+    assert "Large attachments available for download" in html
+    assert "a&lt;b&gt;&amp;&quot;c&quot;.bin" in html and name not in html
+    assert html.rstrip().endswith("</body></html>")  # the footer goes inside the body
+    assert [p.get_filename() for p in mail.iter_attachments()] == ["keep.txt"]
+    [url] = found
+    code, got, _ = download(delivery.api, url)
+    assert (code, got) == (200, content)
+
+
+def test_rewrite_in_a_plain_text_body(delivery: Delivery, server: RunningServer) -> None:
+    configure(delivery, max_size_mb=0.01, action="rewrite", file_ttl_days=7)
+    delivery.submit(message("m-1", attachments=[inline("data.csv", b"1,2,3\n" * 5000)]))
+    delivery.pump()
+
+    mail, [url] = received_links(server)
+    text = mail.get_body(preferencelist=("plain",)).get_content().replace("\r\n", "\n")
+    assert "Large attachments available for download:\n  - data.csv (0.0 MB): " + url in text
+    assert "Links expire after 7 days" in text
+    assert list(mail.iter_attachments()) == []
+
+
+def test_a_30_mb_upload_is_sent_as_a_link_that_works_then_expires(
+    delivery: Delivery, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(delivery, max_size_mb=10, action="rewrite", file_ttl_days=1)
+    content = b"0123456789abcdef" * (30 * MB // 16)
+    reference = upload(delivery.api, delivery.key, content)
+    assert reference["storage_path"].startswith("upload:")
+    delivery.submit(message("m-1", attachments=[reference]))
+    delivery.pump()
+
+    assert status(delivery, "m-1")["status"] == "sent"
+    mail, [url] = received_links(server)
+    assert "big.bin (30.0 MB)" in mail.get_body(preferencelist=("plain",)).get_content()
+    assert len(server.handler.received[0].content) < 100_000  # the file is not in the email
+    code, got, _ = download(delivery.api, url)
+    assert code == 200 and got == content
+
+    later = clock.now_ts() + 86400 + 1
+    monkeypatch.setattr(clock, "now_ts", lambda: later)
+    code, page, headers = download(delivery.api, url)
+    assert code == 410
+    assert b"Link expired" in page and b"big.bin" in page
+    assert headers["content-type"].startswith("text/html")
+
+
+def test_downloads_are_counted(delivery: Delivery, server: RunningServer, api: TestClient) -> None:
+    configure(delivery, max_size_mb=0.01, action="rewrite")
+    delivery.submit(message("m-1", attachments=[inline("a.bin", b"z" * 30_000)]))
+    delivery.pump()
+    _, [url] = received_links(server)
+    for _ in range(2):
+        assert download(api, url)[0] == 200
+
+    from mailproxy import metrics
+
+    assert f'gmp_large_file_downloads_total{{tenant_id="{delivery.tenant_id}"}} 2.0' in metrics.render().decode()
+
+
+def test_lifespan_after_download_shortens_the_link(
+    delivery: Delivery, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(delivery, max_size_mb=0.01, action="rewrite", file_ttl_days=30, lifespan_after_download_days=1)
+    delivery.submit(message("m-1", attachments=[inline("a.bin", b"z" * 30_000)]))
+    delivery.pump()
+    _, [url] = received_links(server)
+    start = clock.now_ts()
+    monkeypatch.setattr(clock, "now_ts", lambda: start + 5 * 86400)  # unopened, still valid after 5 days
+    assert download(delivery.api, url)[0] == 200
+    monkeypatch.setattr(clock, "now_ts", lambda: start + 5 * 86400 + 3600)
+    assert download(delivery.api, url)[0] == 200
+    monkeypatch.setattr(clock, "now_ts", lambda: start + 6 * 86400 + 1)  # a day after the first download
+    assert download(delivery.api, url)[0] == 410
+
+
+def test_forged_or_altered_tokens_are_refused(delivery: Delivery, server: RunningServer) -> None:
+    configure(delivery, max_size_mb=0.01, action="rewrite")
+    delivery.submit(message("m-1", attachments=[inline("a.bin", b"z" * 30_000)]))
+    delivery.pump()
+    _, [url] = received_links(server)
+    version, claims, mac = url.rsplit("/", 1)[1].split(".")
+
+    decoded = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+    for change in ({"t": "other-tenant", "k": decoded["k"].replace(delivery.tenant_id, "other-tenant")}, {"e": 2**40}):
+        altered = base64.urlsafe_b64encode(json.dumps({**decoded, **change}).encode()).rstrip(b"=").decode()
+        code, page, _ = download(delivery.api, f"{BASE}/large-files/{version}.{altered}.{mac}")
+        assert code == 403 and b"Link not valid" in page
+    assert download(delivery.api, f"{BASE}/large-files/{version}.{claims}.{mac[:-2]}AA")[0] == 403
+    assert download(delivery.api, f"{BASE}/large-files/not-a-token")[0] == 403
+
+
+def test_another_tenants_upload_cannot_be_attached(
+    delivery: Delivery, server: RunningServer, api: TestClient, admin: dict[str, str]
+) -> None:
+    reply = api.post("/tenant", json={"id": "rival", "name": "Rival"}, headers=admin)
+    rival = {"X-API-Token": reply.json()["api_key"]}
+    reference = upload(api, rival, b"rival's secret file")
+    delivery.submit(message("m-1", attachments=[{**reference, "filename": "stolen.txt"}]))
+    delivery.pump()
+
+    record = status(delivery, "m-1")
+    assert record["status"] == "error"
+    assert record["error"].startswith("Attachment fetch failed for stolen.txt: upload not found")
+    assert server.handler.received == []
+
+
+def test_an_upload_under_the_limit_is_attached(delivery: Delivery, server: RunningServer) -> None:
+    configure(delivery, max_size_mb=10, action="rewrite")
+    reference = upload(delivery.api, delivery.key, b"%PDF small", filename="small.pdf")
+    delivery.submit(message("m-1", attachments=[reference]))
+    delivery.pump()
+
+    [part] = list(parsed(server.handler.received[0].content).iter_attachments())
+    assert (part.get_filename(), part.get_content_type(), part.get_content()) == (
+        "small.pdf",
+        "application/pdf",
+        b"%PDF small",
+    )
+
+
+def test_a_retry_reuses_the_stored_file(delivery: Delivery, server: RunningServer, monkeypatch: Any) -> None:
+    configure(delivery, max_size_mb=0.01, action="rewrite")
+    from mailproxy.stores import stores
+
+    files = stores().large_files
+    stored: list[str] = []
+    write, copy = files.write, files.copy
+
+    def counted_write(key: str, chunks: Any) -> int:
+        stored.append(key)
+        return write(key, chunks)
+
+    def counted_copy(source: str, target: str) -> None:
+        stored.append(target)
+        copy(source, target)
+
+    monkeypatch.setattr(files, "write", counted_write)
+    monkeypatch.setattr(files, "copy", counted_copy)
+    monkeypatch.setenv("GMP_RETRY_DELAYS", "0")
+    from mailproxy.settings import get_settings
+
+    get_settings.cache_clear()
+    reference = upload(delivery.api, delivery.key, b"u" * 40_000)
+    stored.clear()
+    delivery.submit(message("m-1", to="flaky451@example.test", attachments=[inline("a.bin", b"z" * 30_000), reference]))
+    delivery.pump()
+    delivery.scheduler()
+    delivery.pump()
+
+    assert status(delivery, "m-1")["status"] == "sent"
+    assert len(stored) == 2  # one per file, although the message was built twice
+    _, found = received_links(server)
+    assert len(found) == 2
+
+
+def test_an_upload_past_its_size_limit_is_refused(
+    delivery: Delivery, api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailproxy.settings import get_large_file_settings
+
+    monkeypatch.setenv("GMP_LARGE_FILE_UPLOAD_MAX_BYTES", "1000")
+    get_large_file_settings.cache_clear()
+    reply = api.post("/large-files", json={"size": 2000}, headers=delivery.key)
+    assert reply.status_code == 400
+    form = api.post("/large-files", json={}, headers=delivery.key).json()["upload"]
+    if form["url"].startswith(BASE):
+        sent = api.post(form["url"][len(BASE) :], data=form["fields"], files={"file": ("x", b"x" * 2000)})
+        assert sent.status_code == 413
+        forged = {"token": form["fields"]["token"][:-3] + "AAA"}
+        assert api.post(form["url"][len(BASE) :], data=forged, files={"file": ("x", b"x")}).status_code == 403
+    else:
+        # S3 enforces the policy (moto does not): its conditions are the limit and the one key of the upload.
+        policy = json.loads(base64.b64decode(form["fields"]["policy"]))
+        assert ["content-length-range", 1, 1000] in policy["conditions"]
+        assert {"key": f"uploads/{delivery.tenant_id}/{form['fields']['key'].rsplit('/', 1)[1]}"} in policy[
+            "conditions"
+        ]
+
+
+def test_the_config_is_checked(delivery: Delivery) -> None:
+    for bad in ({"action": "drop"}, {"max_size_mb": -1}, {"file_ttl_days": 400}, {"public_base_url": "ftp://x"}):
+        reply = delivery.api.put(f"/tenant/{delivery.tenant_id}", json={"large_file_config": bad}, headers=delivery.key)
+        assert reply.status_code == 422, bad

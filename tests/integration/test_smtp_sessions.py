@@ -1,0 +1,206 @@
+"""Concurrent SMTP sessions per account (docs/delivery.md "Concurrent sessions"): a batch's messages for one
+account go out over up to `max_connections` sessions at once, every sender together never opens more, a
+message that finds no session free waits without an attempt counted, and nothing is sent twice."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from mailproxy import clock, sender, smtp
+
+from bench.sink import CountingHandler, counting_sink
+from tests.conftest import Storage
+from tests.integration.delivery import Delivery, message
+
+pytestmark = pytest.mark.both_storages
+
+REPLY_DELAY_MS = 40  # long enough that sessions overlap, short enough for a quick test
+
+
+@pytest.fixture
+def sink() -> Iterator[tuple[int, CountingHandler]]:
+    with counting_sink(reply_delay_ms=REPLY_DELAY_MS) as running:
+        yield running
+
+
+def make_delivery(storage: Storage, api: TestClient, admin: dict[str, str], port: int, **account: Any) -> Delivery:
+    reply = api.post("/tenant", json={"id": "acme", "name": "Acme"}, headers=admin)
+    assert reply.status_code == 200, reply.text
+    key = {"X-API-Token": reply.json()["api_key"]}
+    body = {"id": "smtp", "host": "127.0.0.1", "port": port, "use_tls": False, **account}
+    assert api.post("/account", json=body, headers=key).status_code == 200, body
+    return Delivery(storage, api, admin, "acme", key)
+
+
+def deliver_all(delivery: Delivery, handler: CountingHandler, count: int, timeout: float = 30.0) -> None:
+    """Pump (and let handed-back messages come back) until `count` messages were accepted."""
+    deadline = time.monotonic() + timeout
+    while handler.accepted < count and time.monotonic() < deadline:
+        delivery.pump()
+        time.sleep(0.2)
+    assert handler.accepted == count
+
+
+def test_a_batch_goes_out_over_the_accounts_sessions_at_once_and_keeps_them(
+    storage: Storage, api: TestClient, admin: dict[str, str], sink: tuple[int, CountingHandler]
+) -> None:
+    port, handler = sink
+    delivery = make_delivery(storage, api, admin, port, max_connections=4)
+    delivery.submit(*(message(f"m-{n}") for n in range(10)))
+    delivery.pump()
+
+    assert sorted(handler.arrivals) == sorted(f"m-{n}" for n in range(10))
+    assert handler.max_open_sessions == 4  # the batch used every session it may, and no more
+    assert smtp.default_pool().connections_opened == 4
+
+    delivery.submit(*(message(f"n-{n}") for n in range(10)))
+    delivery.pump()
+    assert handler.accepted == 20
+    assert smtp.default_pool().connections_opened == 4  # the next batch reuses them
+    assert {r["status"] for r in delivery.records().values()} == {"sent"}
+
+
+def test_the_account_shows_its_session_limit_and_refuses_a_nonsense_one(
+    storage: Storage, api: TestClient, admin: dict[str, str], sink: tuple[int, CountingHandler]
+) -> None:
+    delivery = make_delivery(storage, api, admin, sink[0])
+    [shown] = api.get("/accounts", headers=delivery.key).json()["accounts"]
+    assert shown["max_connections"] == 5  # genro-mail-proxy's pool size
+    for bad in (0, -1, "many", 1001):
+        body = {"id": "smtp", "host": "127.0.0.1", "port": sink[0], "max_connections": bad}
+        reply = api.post("/account", json=body, headers=delivery.key)
+        assert reply.status_code == 422, bad
+        assert reply.json()["detail"][0]["loc"] == ["body", "max_connections"]
+
+
+def test_the_deployment_ceiling_bounds_every_account(
+    storage: Storage,
+    api: TestClient,
+    admin: dict[str, str],
+    sink: tuple[int, CountingHandler],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mailproxy.settings import get_settings
+
+    monkeypatch.setenv("GMP_SMTP_MAX_CONNECTIONS", "2")
+    get_settings.cache_clear()
+    port, handler = sink
+    delivery = make_delivery(storage, api, admin, port, max_connections=8)
+    delivery.submit(*(message(f"m-{n}") for n in range(8)))
+    delivery.pump()
+    assert handler.accepted == 8
+    assert handler.max_open_sessions == 2
+
+
+def test_senders_racing_never_open_more_than_the_accounts_sessions_and_send_nothing_twice(
+    storage: Storage, api: TestClient, admin: dict[str, str], sink: tuple[int, CountingHandler]
+) -> None:
+    from functions.sender.app import handler as sender_handler
+
+    port, handler = sink
+    delivery = make_delivery(storage, api, admin, port, max_connections=3)
+    delivery.submit(*(message(f"m-{n}") for n in range(24)))
+    bodies = delivery.drain(2)
+    assert len(bodies) == 24
+    batches = [bodies[n::4] for n in range(4)]
+    start = threading.Barrier(4)
+
+    def send(batch: list[dict[str, Any]]) -> None:
+        # Each thread is a sender container of its own: its own SMTP pool, so its own lease holder.
+        start.wait()
+        sender_handler({"Records": [{"messageId": b["id"], "body": json.dumps(b)} for b in batch]}, None)
+        sender.release_sessions()
+        smtp.reset_pool()
+
+    threads = [threading.Thread(target=send, args=(batch,)) for batch in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert handler.max_open_sessions <= 3
+    first_round = handler.accepted
+    records = delivery.records()
+    waiting = [r for r in records.values() if r["status"] == "pending"]
+    assert first_round + len(waiting) == 24
+    # Who found no session free waits for one: no attempt counted, nothing in its history but being queued.
+    assert all(r.get("attempts", 0) in (0, None) for r in waiting)
+    assert all([e["event_type"] for e in r["history"]] == ["queued"] for r in waiting)
+
+    deliver_all(delivery, handler, 24)
+    assert sorted(handler.arrivals) == sorted(f"m-{n}" for n in range(24))  # each once
+    assert handler.max_open_sessions <= 3
+    assert {r["status"] for r in delivery.records().values()} == {"sent"}
+
+
+def test_a_dead_senders_sessions_are_free_again_once_its_lease_lapses(
+    storage: Storage,
+    api: TestClient,
+    admin: dict[str, str],
+    sink: tuple[int, CountingHandler],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port, handler = sink
+    delivery = make_delivery(storage, api, admin, port, max_connections=2)
+    delivery.submit(message("m-1"), message("m-2"))
+    delivery.pump()
+    assert handler.accepted == 2
+    smtp.reset_pool()  # the container is gone (its connections stay open at the server, as a frozen one's)
+
+    delivery.submit(message("m-3"))
+    delivery.pump()
+    assert handler.accepted == 2  # both sessions are still leased to the dead container
+    assert delivery.records()["m-3"]["status"] == "pending"
+
+    later = clock.now_ts() + 60
+    monkeypatch.setattr(clock, "now_ts", lambda: later)
+    deliver_all(delivery, handler, 3)
+
+
+def test_a_living_sender_closes_its_connections_before_its_lease_lapses(
+    storage: Storage,
+    api: TestClient,
+    admin: dict[str, str],
+    sink: tuple[int, CountingHandler],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port, handler = sink
+    delivery = make_delivery(storage, api, admin, port, max_connections=2)
+    delivery.submit(message("m-1"), message("m-2"))
+    delivery.pump()
+    assert handler.open_sessions == 2
+
+    later = clock.now_ts() + 60
+    monkeypatch.setattr(clock, "now_ts", lambda: later)
+    delivery.submit(message("m-3"))
+    delivery.pump()
+    # Its lease had lapsed: the old connections were closed (QUIT) before new sessions were leased.
+    assert handler.accepted == 3
+    assert smtp.default_pool().connections_opened == 3
+    assert handler.max_open_sessions == 2
+
+
+def test_a_slow_account_does_not_delay_another_accounts_mail(
+    storage: Storage, api: TestClient, admin: dict[str, str]
+) -> None:
+    with counting_sink(reply_delay_ms=400) as (slow_port, slow), counting_sink() as (fast_port, fast):
+        delivery = make_delivery(storage, api, admin, slow_port, max_connections=1)
+        body = {"id": "fast", "host": "127.0.0.1", "port": fast_port, "use_tls": False, "max_connections": 1}
+        assert api.post("/account", json=body, headers=delivery.key).status_code == 200
+        slow_ones = [message(f"slow-{n}") for n in range(4)]
+        fast_ones = [message(f"fast-{n}", account_id="fast") for n in range(4)]
+        delivery.submit(*[m for pair in zip(slow_ones, fast_ones, strict=True) for m in pair])
+        done = threading.Thread(target=delivery.pump)
+        done.start()
+        assert fast.wait_for(4, timeout=20)
+        slow_so_far = slow.accepted
+        done.join()
+        # One session, four messages, 1.2 s each: the fast account's four were all in long before.
+        assert slow_so_far <= 1
+        assert slow.accepted == 4
