@@ -385,3 +385,14 @@ def test_one_message_collects_a_bounded_number_of_bounces(
 
     assert recorded == [1, 1, 1, 0, 0]
     assert [e["event_type"] for e in history(acme, "m-1")].count("bounce") == 3
+
+
+def test_a_report_about_a_message_never_sent_is_unmatched(service: Service, callback: Callback, box: Box) -> None:
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("later", to="a@example.test", deferred_ts=2_000_000_000))  # accepted, not sent
+    box.append(dsn(to=RETURN_PATH, recipient="a@example.test", genro_id="later"))
+
+    assert bounces.run()["recorded"] == 0
+
+    assert unmatched() == 1
+    assert [e["event_type"] for e in history(acme, "later")] == ["queued"]

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from mailproxy import bounce_parse, clock, suppression, tenants, verp
 from mailproxy.bounce_parse import BounceType, Parsed, ReportKind
-from mailproxy.domain import BounceCounter, EventType, Record
+from mailproxy.domain import BounceCounter, EventType, MessageStatus, Record
 from mailproxy.imap_mailbox import MailboxConfig, MailboxError, MailboxSession
 from mailproxy.logs import logger
 from mailproxy.messages import event
@@ -158,12 +158,14 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
         return Outcome(parsed.kind)
     message_id, how = _correlate(box, parsed)
     record = stores().messages.get_state(box.tenant_id, message_id) if message_id is not None else None
-    if message_id is None or record is None or not parsed.failures:
+    if message_id is None or record is None or record.get("status") != MessageStatus.SENT or not parsed.failures:
         why = (
             "it names no message of the tenant"
             if message_id is None
             else "its message is no longer stored"
             if record is None
+            else "its message was never sent"
+            if record.get("status") != MessageStatus.SENT
             else "it names no recipient"
         )
         _unmatched(box, parsed, why, message_id, extra)
