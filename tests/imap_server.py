@@ -72,12 +72,15 @@ def _users() -> tuple[str, str]:
 
 
 class DovecotServer:
-    """One Dovecot instance: IMAP (plain, loopback) on `port`."""
+    """One Dovecot instance: IMAP on `port` (plain; with a certificate, STARTTLS offered there too) and, with a
+    certificate, implicit TLS on `tls_port`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, cert: Path | None = None, key: Path | None = None) -> None:
         self.root = root
         self.host = "127.0.0.1"
         self.port = _free_port()
+        self.cert, self.key = cert, key
+        self.tls_port = _free_port() if cert is not None else 0
         self.users_file = root / "users"
         self.process: subprocess.Popen[bytes] | None = None
         self._next_user = 0
@@ -104,7 +107,7 @@ state_dir = {self.root}/state
 log_path = {self.root}/dovecot.log
 protocols = imap
 listen = {self.host}
-ssl = no
+{self._ssl()}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_internal_user = {internal}
@@ -130,7 +133,8 @@ service imap-login {{
     port = {self.port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = {self.host}
+    port = {self.tls_port}
   }}
 }}
 service anvil {{
@@ -151,6 +155,11 @@ service anvil {{
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"dovecot did not start: {self._log()}")
+
+    def _ssl(self) -> str:
+        if self.cert is None or self.key is None:
+            return "ssl = no"
+        return f"ssl = yes\nssl_cert = <{self.cert}\nssl_key = <{self.key}"
 
     def _log(self) -> str:
         path = self.root / "dovecot.log"
