@@ -184,6 +184,7 @@ class Account(_Request):
     limit_behavior: Literal["defer", "reject"] | None = None
     batch_size: int | None = None
     ttl: int | None = None
+    max_connections: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -350,6 +351,7 @@ class AccountInfo(_Model):
     limit_behavior: str = "defer"
     batch_size: int | None = None
     ttl: int = 300
+    max_connections: int = 5
     has_password: bool = False
     created_at: int | None = None
     updated_at: int | None = None
