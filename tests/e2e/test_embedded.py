@@ -127,3 +127,30 @@ def test_a_killed_sender_worker_is_replaced_and_mail_still_goes_out(service: Emb
         assert http.post("/commands/add-messages", json={"messages": [message]}, headers=key).json()["queued"] == 1
     assert service.smtp_sink is not None
     assert [m.mail_id for m in service.smtp_sink.wait_for(1, timeout=30)] == ["after"]
+
+
+def test_two_workers_share_an_accounts_sessions_and_never_open_more(tmp_path: Path) -> None:
+    """Issue 17 over make run: two worker processes, an account of 3 sessions, a provider 20 ms away."""
+    from bench.sink import counting_sink
+
+    with (
+        counting_sink(reply_delay_ms=20) as (port, sink),
+        EmbeddedService(
+            data_dir=tmp_path / "data", http_port=0, smtp_sink_port=0, api_token=TOKEN, sender_workers=2
+        ) as running,
+        httpx.Client(base_url=running.url, timeout=30) as http,
+    ):
+        admin = {"X-API-Token": TOKEN}
+        key = {"X-API-Token": http.post("/tenant", json={"id": "acme"}, headers=admin).json()["api_key"]}
+        account = {"id": "slow", "host": "127.0.0.1", "port": port, "use_tls": False, "max_connections": 3}
+        assert http.post("/account", json=account, headers=key).status_code == 200
+        messages = [
+            {"id": f"m-{n}", "account_id": "slow", "from": "a@acme.test", "to": "b@example.test", "subject": f"#{n}"}
+            for n in range(120)
+        ]
+        assert http.post("/commands/add-messages", json={"messages": messages}, headers=key).json()["queued"] == 120
+        assert sink.wait_for(120, timeout=60)
+        wait_until(lambda: http.get("/status", headers=key).json()["pending_messages"] == 0, timeout=30)
+    assert sorted(sink.arrivals) == sorted(f"m-{n}" for n in range(120))  # each once
+    assert sink.accepted == 120
+    assert sink.max_open_sessions == 3  # used, and never more, across both workers

@@ -375,6 +375,7 @@ class AccountInfo(_Model):
     limit_behavior: str = "defer"
     batch_size: int | None = None
     ttl: int = 300
+    max_connections: int = 5
     has_password: bool = False
     bounce_mailbox: dict[str, Any] | None = None
     created_at: int | None = None

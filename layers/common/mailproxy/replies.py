@@ -130,6 +130,10 @@ class AccountView(BaseModel):
     limit_behavior: str
     batch_size: int | None
     ttl: int = Field(description="Seconds a pooled SMTP connection may live (default 300)")
+    max_connections: int = Field(
+        description="SMTP sessions the account may have open at once across every sender (default 5; "
+        "the deployment's GMP_SMTP_MAX_CONNECTIONS caps it)"
+    )
     has_password: bool
     bounce_mailbox: dict[str, Any] | None = Field(
         default=None, description="Where the account's bounces arrive (its password never shown: has_password)"

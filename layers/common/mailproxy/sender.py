@@ -170,7 +170,7 @@ def _claim(jobs: list[Job], journal: str, now: int, *, stale_before: int) -> Non
 
 
 async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_ms: Any) -> None:
-    """Send the claimed jobs, one connection per account, recording each result as soon as it is known."""
+    """Send the claimed jobs, each account's over its leased sessions, recording each result when known."""
     settings = get_settings()
     # Connections whose session lease lapsed while this container was frozen or idle: another sender may
     # hold those sessions now.

@@ -549,6 +549,9 @@ def accounts_add(
     limit_behavior: Annotated[str | None, typer.Option("--limit-behavior", help="defer or reject.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
     ttl: Annotated[int | None, typer.Option("--ttl", help="Seconds a pooled connection lives.")] = None,
+    max_connections: Annotated[
+        int | None, typer.Option("--max-connections", help="SMTP sessions open at once (default 5).")
+    ] = None,
 ) -> None:
     """Add or replace an SMTP account (the password never on the command line)."""
     st = state(ctx)
@@ -572,6 +575,7 @@ def accounts_add(
         ("limit_behavior", limit_behavior),
         ("batch_size", batch_size),
         ("ttl", ttl),
+        ("max_connections", max_connections),
     ):
         if value is not None:
             body[key] = value
