@@ -387,3 +387,43 @@ def make_account(api: TestClient, admin: dict[str, str]) -> AccountFactory:
         return body
 
     return make
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Any]:
+    """A Dovecot IMAP server on 127.0.0.1 for the whole session (tests/imap_server.py); each test adds its user."""
+    import pathlib
+    import shutil
+    import tempfile
+
+    from tests.imap_server import DovecotServer
+
+    # Not under pytest's own temporary folder: it is private to us (0700), and Dovecot's users must read theirs.
+    root = pathlib.Path(tempfile.mkdtemp(prefix="gmp-dovecot-"))
+    try:
+        server = DovecotServer(root).start()
+        yield server
+        server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dovecot_tls() -> Iterator[Any]:
+    """A Dovecot offering STARTTLS on `port` and implicit TLS on `tls_port`, with a self-signed certificate."""
+    import pathlib
+    import shutil
+    import tempfile
+
+    from tests.imap_server import DovecotServer
+    from tests.integration.smtp_servers import make_self_signed_cert
+
+    root = pathlib.Path(tempfile.mkdtemp(prefix="gmp-dovecot-tls-"))
+    root.chmod(0o755)  # Dovecot's users go through it to their mailboxes
+    try:
+        cert = make_self_signed_cert(root)
+        server = DovecotServer(root / "server", cert=cert.cert_path, key=cert.key_path).start()
+        yield server
+        server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,5 +1,5 @@
 """The runtime's periodic work, as threads of its main process: the scheduler, the reporter (the change log and
-its schedule) and retention. What EventBridge schedules and the DynamoDB stream's event source mapping do on
+its schedule), retention and the bounce mailboxes' poll. What EventBridge schedules and the DynamoDB stream's event source mapping do on
 AWS, calling the same use cases.
 
 Threads, not processes: this work is waiting on SQLite and on tenants' callbacks, with little CPU; the sender
@@ -145,7 +145,15 @@ def retention() -> bool:
     return False
 
 
-def service_loops(scheduler_interval: float) -> list[Loop]:
+def bounce_poll() -> bool:
+    """BounceFunction on its schedule: every bounce mailbox's new reports (docs/bounces.md)."""
+    from mailproxy.bounces import run
+
+    run()
+    return False
+
+
+def service_loops(scheduler_interval: float, bounce_interval: float = 60.0) -> list[Loop]:
     """The loops of the runtime's main process."""
     return [
         Loop("scheduler", scheduler_round, scheduler_interval),
@@ -157,4 +165,5 @@ def service_loops(scheduler_interval: float) -> list[Loop]:
         ),
         Loop("reporter-schedule", report_schedule, scheduler_interval),
         Loop("retention", retention, RETENTION_INTERVAL_SECONDS),
+        Loop("bounces", bounce_poll, bounce_interval),
     ]

@@ -219,7 +219,9 @@ class EmbeddedService:
             self.smtp_sink = SmtpSink(self.host, sink_port)
             self.smtp_sink.start()
 
-        self.loops = service_loops(self.scheduler_interval)
+        from mailproxy.settings import get_settings
+
+        self.loops = service_loops(self.scheduler_interval, get_settings().bounce_interval)
         for loop in self.loops:
             loop.start()
         count = self._sender_workers
@@ -275,6 +277,11 @@ class EmbeddedService:
     ) -> None:
         self.stop()
 
+    def _bounce_interval(self) -> float:
+        from mailproxy.settings import get_settings
+
+        return get_settings().bounce_interval
+
     def banner(self) -> str:
         """What `make run` prints once everything listens."""
         from mailproxy.adapters.sqlite.sealer import KEY_FILE
@@ -292,7 +299,8 @@ class EmbeddedService:
                 f"  SMTP sink     {sink}",
                 f"  Outbound      SMTP, attachments and callbacks may reach {self.allowed_networks} (GMP_ALLOWED_NETWORKS)",
                 f"  Senders       {workers} worker processes (GMP_SENDER_WORKERS), queue lease {self.visibility_seconds} s",
-                f"  Loops         scheduler and reporter every {self.scheduler_interval:g} s (GMP_SCHEDULER_INTERVAL), retention every minute",
+                f"  Loops         scheduler and reporter every {self.scheduler_interval:g} s (GMP_SCHEDULER_INTERVAL), retention every minute,",
+                f"                bounce mailboxes every {self._bounce_interval():g} s (GMP_BOUNCE_INTERVAL)",
                 "Ctrl-C stops.",
             ]
         )

@@ -12,6 +12,9 @@ from tests.conftest import Storage
 from tests.integration.delivery import Runner, runner
 from tests.integration.smtp_servers import RunningServer, smtp_server
 
+# The reporter tests' service (API, sender, reporter over one storage) and callback, for the bounce tests too.
+from tests.integration.test_reports import callback, clock, reporter, service  # noqa: F401
+
 
 @pytest.fixture(autouse=True)
 def fresh_smtp_pool() -> Iterator[None]:

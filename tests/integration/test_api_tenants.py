@@ -357,7 +357,8 @@ def _leave_every_kind_of_state(
 ) -> None:
     """Two tenants, `acme` and `other`, each with everything a tenant leaves in storage: accounts (one deleted),
     messages (one parked, its payload pinned; one refused by the quota), a run-now request, rate windows (the
-    deleted account's too), owed reports, a ledger, a suppression list, soft bounces and a paused account."""
+    deleted account's too), owed reports, a ledger, a suppression list, soft bounces, a paused account and bounce
+    mailbox positions."""
     from mailproxy.ratelimit import Limits
     from mailproxy.report_format import Owed
     from mailproxy.stores import stores
@@ -384,6 +385,11 @@ def _leave_every_kind_of_state(
         from mailproxy import reputation
 
         assert reputation.pause(tenant_id, "smtp", reason="test")
+        # Where the bounce poller stopped in the tenant's mailbox and in one account's (docs/bounces.md).
+        for scope in ("*", "smtp"):
+            stores().bounces.save_position(
+                f"{tenant_id}/{scope}", identity="imap://b@h/INBOX", uidvalidity=1, last_uid=9, now=now
+            )
 
 
 KEPT_AFTER_DELETION = ("CMDLOG#", "COUNTERS", "TENANT_COUNTERS")
@@ -411,6 +417,7 @@ def test_deleting_a_tenant_leaves_nothing_of_it_in_any_table_or_bucket(
     assert any("OUTBOX#" in f for f in before) and any("LEDGER#" in f for f in before)
     assert any("'sk': 'acme'" in f and "SYNC" in f for f in before)
     assert any(f.startswith("PAYLOADS_TABLE") for f in before) and any("packs/acme/" in f for f in before)
+    assert any("BOUNCE#acme" in f for f in before)
     other_before = mentions("other")
 
     assert api.delete("/tenant/acme", headers=admin).status_code == 200
@@ -445,7 +452,7 @@ def test_deleting_a_tenant_leaves_nothing_of_it_in_any_sqlite_table(
 
     before = mentions("acme")
     expected = {"tenants", "tenant_accounts", "api_keys", "messages", "payloads", "rate_windows", "pending"}
-    expected |= {"run_now", "report_outbox", "report_ledger", "report_sync"}
+    expected |= {"run_now", "report_outbox", "report_ledger", "report_sync", "bounce_positions"}
     assert expected <= set(before), expected - set(before)
     other_before = mentions("other")
 

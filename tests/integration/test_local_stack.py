@@ -372,7 +372,7 @@ def test_template_wires_the_sender_to_the_four_queues_in_priority_order(stack: L
     ]
     assert all(source.report_batch_item_failures for source in sqs_pollers[0].sources)
     schedules = {poller.function.logical_id for poller in pollers if isinstance(poller, SchedulePoller)}
-    assert schedules == {"SchedulerFunction", "ReporterFunction"}
+    assert schedules == {"SchedulerFunction", "ReporterFunction", "BounceFunction"}
     streams = [poller for poller in pollers if isinstance(poller, StreamPoller)]
     assert [poller.stream_arn for poller in streams] == [
         stack.emulator.resources["MessagesTable"].attributes["StreamArn"]

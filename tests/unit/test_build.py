@@ -41,13 +41,14 @@ def dry_run(logical_id: str, artifacts: Path) -> str:
     return done.stdout
 
 
-def test_the_template_has_the_six_functions_and_the_layer() -> None:
+def test_the_template_has_the_seven_functions_and_the_layer() -> None:
     assert set(FUNCTIONS) == {
         "IntakeFunction",
         "MetricsFunction",
         "SenderFunction",
         "SchedulerFunction",
         "ReporterFunction",
+        "BounceFunction",
         "TokenRotationFunction",  # only when AdminTokenRotationDays > 0
     }
     assert set(LAYERS) == {"CommonLayer"}

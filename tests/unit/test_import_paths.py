@@ -22,6 +22,9 @@ NOT_LOADED = {
         "mailproxy.attachments",  # only a message with attachments needs the fetcher
         "mailproxy.reports",
         "http.client",
+        "mailproxy.verp",  # only an account with VERP on needs it
+        "mailproxy.bounces",
+        "imaplib",
     ],
     "functions.scheduler.app": [
         "mailproxy.ports",  # types only (Protocols): for mypy, not for a cold start
@@ -43,6 +46,17 @@ NOT_LOADED = {
         "mailproxy.email_builder",
         "mailproxy.attachments",
         "mailproxy.api",
+    ],
+    "functions.bounce.app": [
+        "mailproxy.ports",  # types only (Protocols): for mypy, not for a cold start
+        "fastapi",
+        "pydantic",
+        "aiosmtplib",
+        "mailproxy.smtp",
+        "mailproxy.sender",
+        "mailproxy.api",
+        "mailproxy.reports",
+        "mailproxy.attachments",
     ],
     "functions.rotation.app": [
         "fastapi",

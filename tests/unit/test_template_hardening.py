@@ -126,6 +126,7 @@ WRITES = {
     "SenderFunction": {"MessagesTable", "PayloadsTable", "StateTable"},
     "SchedulerFunction": {"MessagesTable", "PayloadsTable", "StateTable"},
     "ReporterFunction": {"MessagesTable", "PayloadsTable", "StateTable"},
+    "BounceFunction": {"MessagesTable", "StateTable"},
 }
 
 

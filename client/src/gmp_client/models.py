@@ -168,6 +168,21 @@ class Message(_Request):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BounceMailbox(_Request):
+    """The IMAP mailbox an account's (or a tenant's) bounces arrive in; its password is sealed and never shown."""
+
+    host: str
+    user: str
+    port: int | None = None
+    use_tls: bool | None = None
+    password: str | None = field(default=None, repr=False)
+    folder: str | None = None
+    processed_folder: str | None = None
+    return_path: str | None = None
+    verp: bool | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Account(_Request):
     """An SMTP account of a tenant (`POST /account`, an upsert on tenant and id)."""
 
@@ -185,6 +200,9 @@ class Account(_Request):
     batch_size: int | None = None
     ttl: int | None = None
     max_connections: int | None = None
+    bounce_mailbox: BounceMailbox | Mapping[str, Any] | None = None
+
+    _nested = {"bounce_mailbox": BounceMailbox}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,9 +229,10 @@ class Tenant(_Request):
     active: bool | None = None
     rate_limits: TenantRateLimits | Mapping[str, Any] | None = None
     large_file_config: Mapping[str, Any] | None = None
+    bounce_mailbox: BounceMailbox | Mapping[str, Any] | None = None
     api_key_expires_at: int | None = None
 
-    _nested = {"client_auth": ClientAuth, "rate_limits": TenantRateLimits}
+    _nested = {"client_auth": ClientAuth, "rate_limits": TenantRateLimits, "bounce_mailbox": BounceMailbox}
 
 
 # The fields `update_tenant` may change (`PUT /tenant/{id}`: the schema's TenantFields).
@@ -226,6 +245,7 @@ TENANT_UPDATE_FIELDS = (
     "active",
     "rate_limits",
     "large_file_config",
+    "bounce_mailbox",
 )
 
 
@@ -281,6 +301,10 @@ class HistoryEvent(_Model):
     event_ts: int | None = None
     description: str | None = None
     reported_ts: int | None = None
+    bounce_type: str | None = None  # bounce and complaint events
+    bounce_code: str | None = None
+    bounce_status: str | None = None
+    recipient: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -353,6 +377,7 @@ class AccountInfo(_Model):
     ttl: int = 300
     max_connections: int = 5
     has_password: bool = False
+    bounce_mailbox: dict[str, Any] | None = None
     created_at: int | None = None
     updated_at: int | None = None
 
@@ -382,6 +407,7 @@ class TenantInfo(_Model):
     paused_accounts: dict[str, Any] = field(default_factory=dict)  # account id → {paused_ts, reason}
     rate_limits: dict[str, Any] | None = None
     large_file_config: dict[str, Any] | None = None
+    bounce_mailbox: dict[str, Any] | None = None
     created_at: int | None = None
     updated_at: int | None = None
 
@@ -526,6 +552,7 @@ SCHEMAS: dict[type[_Model], str] = {
     ClientAuth: "ClientAuth",
     Attachment: "Attachment",
     Message: "Message",
+    BounceMailbox: "BounceMailbox",
     Account: "Account",
     TenantRateLimits: "TenantRateLimits",
     Tenant: "Tenant",

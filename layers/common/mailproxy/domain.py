@@ -35,9 +35,17 @@ class EventType(StrEnum):
     SENT = "sent"
     ERROR = "error"
     DEFERRED = "deferred"
+    BOUNCE = "bounce"  # a delivery failure returned after the message was sent (docs/bounces.md)
+    COMPLAINT = "complaint"  # a recipient reported the message as spam (an ARF feedback report)
 
 
-REPORTABLE_EVENTS = (EventType.SENT, EventType.ERROR, EventType.DEFERRED)  # what delivery reports carry
+REPORTABLE_EVENTS = (
+    EventType.SENT,
+    EventType.ERROR,
+    EventType.DEFERRED,
+    EventType.BOUNCE,
+    EventType.COMPLAINT,
+)  # what delivery reports carry
 
 
 class Outcome(StrEnum):
@@ -66,6 +74,15 @@ class Counter(StrEnum):
     DEFERRED = "deferred"
     RATE_LIMITED = "rate_limited"
     SUPPRESSED = "suppressed"  # recipients dropped at send because the tenant's suppression list holds them
+
+
+class BounceCounter(StrEnum):
+    """An account's persisted /metrics counter of what its bounce mailbox reported (same `COUNTERS` item; apart
+    from `Counter`, which a send batch applies whole)."""
+
+    BOUNCES_HARD = "bounces_hard"  # gmp_bounces_total{type="hard"}
+    BOUNCES_SOFT = "bounces_soft"  # gmp_bounces_total{type="soft"}
+    COMPLAINTS = "complaints"  # gmp_complaints_total
 
 
 class JournalKind(StrEnum):

@@ -203,10 +203,13 @@ def _split_mime_type(mime_type: str) -> tuple[str, str]:
     return maintype, subtype.split(";", 1)[0].strip() or "octet-stream"
 
 
-def build_email(payload: dict[str, Any], *, message_id: str, attachments: list[Attachment]) -> OutgoingEmail:
-    """The email and envelope for a stored message; PermanentDeliveryError when it cannot be built."""
+def build_email(
+    payload: dict[str, Any], *, message_id: str, attachments: list[Attachment], bounce_path: str | None = None
+) -> OutgoingEmail:
+    """The email and envelope for a stored message; PermanentDeliveryError when it cannot be built. `bounce_path`
+    is the envelope sender when the message gives no `return_path` (its account's bounce mailbox, docs/bounces.md)."""
     try:
-        return _build(payload, message_id=message_id, attachments=attachments)
+        return _build(payload, message_id=message_id, attachments=attachments, bounce_path=bounce_path)
     except PermanentDeliveryError:
         raise
     except (ValueError, TypeError, HeaderParseError) as exc:
@@ -214,7 +217,9 @@ def build_email(payload: dict[str, Any], *, message_id: str, attachments: list[A
         raise PermanentDeliveryError(f"cannot build email: {exc}") from exc
 
 
-def _build(payload: dict[str, Any], *, message_id: str, attachments: list[Attachment]) -> OutgoingEmail:
+def _build(
+    payload: dict[str, Any], *, message_id: str, attachments: list[Attachment], bounce_path: str | None
+) -> OutgoingEmail:
     from_pairs = address_pairs(payload.get("from"))
     if len(from_pairs) != 1:
         raise PermanentDeliveryError(f"invalid address: {payload.get('from')}")
@@ -263,5 +268,5 @@ def _build(payload: dict[str, Any], *, message_id: str, attachments: list[Attach
     msg["Date"] = email.utils.format_datetime(datetime.now(UTC))
     _set_header(msg, "X-Genro-Mail-ID", _one_line(payload.get("id") or ""))
 
-    sender = return_path[0][1] if return_path else from_pairs[0][1]
+    sender = return_path[0][1] if return_path else bounce_path or from_pairs[0][1]
     return OutgoingEmail(message=msg, sender=sender, recipients=recipients)

@@ -295,6 +295,13 @@ def shown_payload(payload: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
+BOUNCE_EVENT_FIELDS = (
+    "bounce_type",
+    "bounce_code",
+    "bounce_status",
+    "recipient",
+)  # what a bounce or complaint event adds
+
 RECORD_FIELDS = (
     "pk",
     "id",
@@ -337,6 +344,7 @@ def list_messages(tenant_id: str, *, active_only: bool, include_history: bool) -
                     "event_ts": e.get("event_ts"),
                     "description": e.get("description"),
                     "reported_ts": reported,
+                    **{name: e[name] for name in BOUNCE_EVENT_FIELDS if e.get(name) is not None},
                 }
                 for e, reported in zip(item.get("history", []), ledger.reported_ts(item, acks), strict=True)
             ]
@@ -390,6 +398,7 @@ def delete_tenant(tenant_id: str) -> None:
     stores().rates.forget_tenant(tenant_id, account_ids)
     stores().sessions.forget_tenant(tenant_id, account_ids)
     stores().service.forget_tenant(tenant_id)
+    stores().bounces.forget_tenant(tenant_id)
     from mailproxy import reports  # the reporter's outbox and ledger, loaded on this rare path only
 
     reports.forget_tenant(tenant_id)

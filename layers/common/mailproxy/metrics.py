@@ -15,11 +15,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from mailproxy.crypto import tokens_equal
-from mailproxy.domain import Counter
+from mailproxy.domain import BounceCounter, Counter
 from mailproxy.settings import get_settings, local_metrics_token
 from mailproxy.stores import stores
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+UNMATCHED_FIELD = "bounce_reports_unmatched"  # the tenant counter mailproxy.bounces adds to
 LABELS = ["tenant_id", "account_id"]
 # (family name without _total, StateTable field, HELP text): the four series of API.md "Counters".
 COUNTERS = (
@@ -33,6 +34,9 @@ COUNTERS = (
         "Recipients dropped at send because the tenant's suppression list holds them, per tenant and account.",
     ),
 )
+BOUNCES = "gmp_bounces"  # {tenant_id, account_id, type}: hard or soft (docs/bounces.md)
+COMPLAINTS = "gmp_complaints"
+UNMATCHED_REPORTS = "gmp_bounce_reports_unmatched"
 ACCOUNT_PAUSED = "gmp_account_paused"
 PENDING = "gmp_pending_messages"
 TENANT_PENDING = "gmp_tenant_pending_messages"
@@ -72,6 +76,8 @@ class PersistedCollector(Collector):
             paused.add_metric([row["tenant_id"], row["account_id"]], float(row.get("paused", 0) or 0))
         yield paused
 
+        yield from bounce_families(rows)
+
         pending = stores().counters.pending_counts()
         yield GaugeMetricFamily(
             PENDING,
@@ -103,11 +109,22 @@ class PersistedCollector(Collector):
             "Downloads through the links of rewritten large attachments (docs/large-files.md), per tenant.",
             labels=["tenant_id"],
         )
-        for tenant_id, row in sorted(stores().counters.tenant_counter_rows().items()):
+        tenant_rows = stores().counters.tenant_counter_rows()
+        for tenant_id, row in sorted(tenant_rows.items()):
             quota_rejected.add_metric([tenant_id], float(row.get("quota_rejected", 0)))
             downloads.add_metric([tenant_id], float(row.get("large_file_downloads", 0)))
         yield quota_rejected
         yield downloads
+
+        unmatched = CounterMetricFamily(
+            UNMATCHED_REPORTS,
+            "Bounces and complaints read from a tenant's bounce mailbox that named none of its messages, per tenant.",
+            labels=["tenant_id"],
+        )
+        # Every tenant with an account shows the series (at zero until a report goes unmatched), as accounts do.
+        for tenant_id in sorted({str(r["tenant_id"]) for r in rows} | set(tenant_rows)):
+            unmatched.add_metric([tenant_id], float(tenant_rows.get(tenant_id, {}).get(UNMATCHED_FIELD, 0)))
+        yield unmatched
 
         yield CounterMetricFamily(
             COMMAND_LOG_WRITE_FAILURES,
@@ -124,6 +141,25 @@ class PersistedCollector(Collector):
                 "Queue messages in the dead-letter queue (poison messages; each needs an operator).",
                 value=float(depth),
             )
+
+
+def bounce_families(rows: list[dict[str, Any]]) -> Iterator[Metric]:
+    """Bounces (hard, soft) and complaints recorded on each account's messages (docs/bounces.md)."""
+    bounced = CounterMetricFamily(
+        BOUNCES,
+        "Bounces recorded on sent messages, per tenant, account and type (hard: the address is gone; soft: passing).",
+        labels=[*LABELS, "type"],
+    )
+    complaints = CounterMetricFamily(
+        COMPLAINTS, "Complaints (ARF abuse reports) recorded on sent messages, per tenant and account.", labels=LABELS
+    )
+    for row in rows:
+        labels = [row["tenant_id"], row["account_id"]]
+        bounced.add_metric([*labels, "hard"], float(row.get(BounceCounter.BOUNCES_HARD, 0)))
+        bounced.add_metric([*labels, "soft"], float(row.get(BounceCounter.BOUNCES_SOFT, 0)))
+        complaints.add_metric(labels, float(row.get(BounceCounter.COMPLAINTS, 0)))
+    yield bounced
+    yield complaints
 
 
 def report_families() -> Iterator[Metric]:

@@ -245,6 +245,54 @@ class Cleanup(Strict):
 PEC_FIELDS = ("is_pec_account", "imap_host", "imap_port", "imap_user", "imap_password", "imap_ssl", "imap_folder")
 
 
+class BounceMailbox(Strict):
+    """An IMAP mailbox that receives the bounces of an account, or of every account of a tenant (docs/bounces.md)."""
+
+    host: Line = Field(min_length=1, max_length=255)
+    port: int = Field(default=993, ge=1, le=65535)
+    use_tls: bool | None = Field(
+        default=None,
+        description="null: implicit TLS on 993, elsewhere STARTTLS when offered (no password over a plain "
+        "session); true: TLS required; false: plain (a test server on loopback)",
+    )
+    user: Line = Field(min_length=1, max_length=1024)
+    password: Annotated[Text, AfterValidator(_fits_kms)] | None = Field(
+        default=None, max_length=4096, description="Sealed at rest like SMTP passwords; never shown"
+    )
+    folder: Line = Field(default="INBOX", min_length=1, max_length=255)
+    processed_folder: Line | None = Field(
+        default=None,
+        max_length=255,
+        description="Move what was processed there; else it is flagged \\Seen and $GmpProcessed where it is",
+    )
+    return_path: Line | None = Field(
+        default=None,
+        max_length=254,
+        description="The address of this mailbox: the envelope sender (MAIL FROM) of the account's messages "
+        "that give no return_path of their own",
+    )
+    verp: bool = Field(
+        default=False,
+        description="Send each message with its own return path, return_path's local part + a signed token "
+        "(bounces+<token>@domain), so that a bounce quoting nothing is still matched",
+    )
+
+    @field_validator("return_path")
+    @classmethod
+    def _one_address(cls, value: str | None) -> str | None:
+        from mailproxy.addresses import is_valid_address
+
+        if value is not None and ("<" in value or not is_valid_address(value)):
+            raise ValueError("return_path must be a bare email address")
+        return value
+
+    @model_validator(mode="after")
+    def _verp_needs_return_path(self) -> BounceMailbox:
+        if self.verp and not self.return_path:
+            raise ValueError("verp needs a return_path (the address the tokens are added to)")
+        return self
+
+
 class Account(Strict):
     """An SMTP account of a tenant (API.md "Account"). genro-mail-proxy's PEC fields (`is_pec_account`, `imap_*`)
     are refused with a 422 "PEC accounts are not supported" unless null or false."""
@@ -261,6 +309,9 @@ class Account(Strict):
     limit_per_day: int | None = Field(default=None, ge=-MAX_TIMESTAMP, le=MAX_TIMESTAMP)
     limit_behavior: Literal["defer", "reject"] = "defer"
     batch_size: int | None = Field(default=None, ge=1, le=10_000)
+    bounce_mailbox: BounceMailbox | None = Field(
+        default=None, description="Where this account's bounces arrive (else the tenant's bounce_mailbox)"
+    )
     ttl: int = Field(
         default=DEFAULT_CONNECTION_TTL,
         ge=0,
@@ -348,6 +399,11 @@ class TenantFields(Strict):
         description=f"{_TENANT_WRITABLE} How the tenant's large attachments are handled (docs/large-files.md): "
         "`enabled`, `max_size_mb` (10), `action` (`warn`, `reject`, `rewrite`), `file_ttl_days` (30, at most 365), "
         "`lifespan_after_download_days`, `public_base_url`; other keys are kept as given.",
+    )
+    bounce_mailbox: BounceMailbox | None = Field(
+        default=None,
+        description=f"{_TENANT_WRITABLE} Where bounces arrive for the accounts that name no bounce_mailbox "
+        "(docs/bounces.md); null removes it",
     )
 
     @field_validator("large_file_config")

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mailproxy.domain import Counter, JournalKind, MessageStatus, Outcome, Record, Submission
+from mailproxy.domain import BounceCounter, Counter, JournalKind, MessageStatus, Outcome, Record, Submission
 
 if TYPE_CHECKING:
     from mailproxy.ledger import EventKey
@@ -110,6 +110,11 @@ class Messages(Protocol):
         ...
 
     def abandon(self, tenant_id: str, message_id: str, *, claim_id: str, attempts: int, now: int) -> bool: ...
+
+    def add_event(self, tenant_id: str, message_id: str, event: dict[str, Any], *, key: str, now: int) -> bool:
+        """Append a history event that happened after the result (a bounce, a complaint) unless the message already
+        has one under `key` (kept in `event_keys`); False when it has, or when the message is gone."""
+        ...
 
     def unpark(self, tenant_id: str, message_id: str, *, park_ts: int, now: int) -> bool: ...
 
@@ -208,6 +213,10 @@ class Counters(Protocol):
     def counter_rows(self) -> list[dict[str, Any]]: ...
 
     def add_tenant_counters(self, tenant_id: str, deltas: dict[str, int]) -> None: ...
+
+    def add_account_counters(self, tenant_id: str, account_id: str, deltas: Mapping[BounceCounter, int]) -> None:
+        """Add to an account's /metrics counters outside a send batch (bounces and complaints)."""
+        ...
 
     def tenant_counter_rows(self) -> dict[str, Record]: ...
 
@@ -375,6 +384,26 @@ class Ledger(Protocol):
     def acknowledged_events(self, tenant_id: str) -> dict[EventKey, int]: ...
 
     def forget(self, tenant_id: str) -> None: ...
+
+
+class BounceState(Protocol):
+    """Where the bounce poller stopped in each bounce mailbox, and the (sealed) key VERP return paths are signed with."""
+
+    def position(self, mailbox: str) -> Record | None:
+        """The mailbox's `identity`, `uidvalidity` and `last_uid` (the highest UID processed), or None."""
+        ...
+
+    def save_position(self, mailbox: str, *, identity: str, uidvalidity: int, last_uid: int, now: int) -> None: ...
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Drop the positions of a deleted tenant's mailboxes (keys `<tenant_id>/...`)."""
+        ...
+
+    def sealed_signing_key(self) -> bytes | None: ...
+
+    def offer_signing_key(self, sealed: bytes) -> bytes:
+        """Store `sealed` as the signing key unless one is stored already; the stored one (the first offer wins)."""
+        ...
 
 
 class Suppressions(Protocol):

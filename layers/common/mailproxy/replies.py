@@ -53,6 +53,14 @@ class HistoryEvent(BaseModel):
     event_ts: int | None
     description: str | None
     reported_ts: int | None
+    bounce_type: Literal["hard", "soft", "complaint"] | None = Field(
+        default=None, description="Bounce and complaint events only (docs/bounces.md)"
+    )
+    bounce_code: str | None = Field(
+        default=None, description="Bounce events: the SMTP reply code (550), else the enhanced status"
+    )
+    bounce_status: str | None = Field(default=None, description="Bounce events: the enhanced status (5.1.1)")
+    recipient: str | None = Field(default=None, description="Bounce and complaint events: the address concerned")
 
 
 class MessageRecord(BaseModel):
@@ -127,6 +135,9 @@ class AccountView(BaseModel):
         "the deployment's GMP_SMTP_MAX_CONNECTIONS caps it)"
     )
     has_password: bool
+    bounce_mailbox: dict[str, Any] | None = Field(
+        default=None, description="Where the account's bounces arrive (its password never shown: has_password)"
+    )
     created_at: int | None
     updated_at: int | None
 
@@ -163,6 +174,9 @@ class TenantView(BaseModel):
     )
     rate_limits: dict[str, Any] | None
     large_file_config: dict[str, Any] | None
+    bounce_mailbox: dict[str, Any] | None = Field(
+        default=None, description="Where bounces arrive for accounts that name none (password never shown)"
+    )
     created_at: int | None
     updated_at: int | None
 

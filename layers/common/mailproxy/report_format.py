@@ -62,8 +62,19 @@ def appended_events(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> li
 
 
 def entry(message_id: str, event: Mapping[str, Any]) -> dict[str, Any]:
-    """The delivery_report entry of one event (API.md: sent, error or deferred)."""
+    """The delivery_report entry of one event (API.md: sent, error or deferred; docs/bounces.md: bounce or
+    complaint, as genro-mail-proxy's enterprise edition words a bounce, plus the recipient)."""
     kind, ts = event.get("event_type"), int(event.get("event_ts") or 0)
+    if kind in (EventType.BOUNCE, EventType.COMPLAINT):
+        return {
+            "id": message_id,
+            "bounce_ts": ts,
+            "bounce_type": str(event.get("bounce_type") or kind),
+            "bounce_code": event.get("bounce_code"),
+            "bounce_status": event.get("bounce_status"),
+            "bounce_reason": str(event.get("description") or ""),
+            "recipient": event.get("recipient"),
+        }
     if kind == EventType.SENT:
         return {"id": message_id, "sent_ts": ts}
     if kind == EventType.ERROR:

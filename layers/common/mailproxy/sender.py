@@ -18,6 +18,7 @@ from typing import Any
 
 from mailproxy import clock, messages, ratelimit, sessions, suppression, tenants
 from mailproxy.addresses import address_domain
+from mailproxy.bounce_path import bounce_return_path
 from mailproxy.domain import (
     RATE_LIMIT_DEFERRAL,
     RATE_LIMIT_EXCEEDED,
@@ -406,7 +407,9 @@ class _GroupRun:
             await asyncio.to_thread(_hand_back, job, journal)
             return
         try:
-            await asyncio.wait_for(_transaction(job, self.tenant, self.config, self.fetch_tenant), timeout=limit)
+            await asyncio.wait_for(
+                _transaction(job, self.tenant, self.config, self.fetch_tenant, self.account), timeout=limit
+            )
         except DeliveryError as exc:
             self.unused += 1
             await asyncio.to_thread(_failed_attempt, job, journal, tally, exc)
@@ -436,7 +439,11 @@ class _GroupRun:
 
 
 async def _transaction(
-    job: Job, tenant: dict[str, Any], config: AccountConfig, fetch_tenant: list[dict[str, Any]]
+    job: Job,
+    tenant: dict[str, Any],
+    config: AccountConfig,
+    fetch_tenant: list[dict[str, Any]],
+    account: dict[str, Any] | None = None,
 ) -> None:
     """Fetch, build and send one message (the whole of what GMP_MESSAGE_TIME_LIMIT_SECONDS bounds)."""
     payload = job.payload or {}
@@ -450,7 +457,8 @@ async def _transaction(
         # The tenant's large_file_config applies here; a rewritten file's link goes into the body (issue 14).
         seed = str((job.item or {}).get("pk", job.id))
         attachments, payload = await attachments_for_send(payload, tenant=fetch_tenant[0], seed=seed)
-    email = build_email(payload, message_id=_message_id(job, payload), attachments=attachments)
+    bounce_path = bounce_return_path(tenant, account, job.id) if account is not None else None
+    email = build_email(payload, message_id=_message_id(job, payload), attachments=attachments, bounce_path=bounce_path)
     size, cap = _encoded_size(email), get_settings().max_message_bytes
     if size > cap:
         raise PermanentDeliveryError(f"message too large: {size} bytes (limit {cap})")

@@ -99,6 +99,11 @@ class Settings(NamedTuple):
     storage: str = "aws"
     data_dir: str = ""  # GMP_DATA_DIR: the SQLite runtime's folder (its database and sealing key)
     sealing_key: str = ""  # GMP_SEALING_KEY: the SQLite runtime's AES-256 key (base64), else one in data_dir
+    # Bounce mailboxes (docs/bounces.md).
+    bounce_interval: float = 60.0  # GMP_BOUNCE_INTERVAL: seconds between polls in `make run` (AWS: the schedule)
+    bounce_max_messages: int = 200  # GMP_BOUNCE_MAX_MESSAGES: messages read per mailbox per poll
+    imap_timeout_seconds: float = 30.0  # GMP_IMAP_TIMEOUT_SECONDS: one IMAP operation
+    imap_verify_tls: bool = True  # GMP_IMAP_VERIFY_TLS=false: accept any certificate (tests)
     # Bounces, the suppression list and the reputation guard (docs/suppressions.md).
     soft_bounce_limit: int = 3  # soft bounces of one address within the window that suppress it
     soft_bounce_window_seconds: int = 3 * 24 * 3600
@@ -176,6 +181,10 @@ def _load() -> Settings:
         storage=storage,
         data_dir=os.environ.get("GMP_DATA_DIR", "").strip(),
         sealing_key=os.environ.get("GMP_SEALING_KEY", "").strip(),
+        bounce_interval=_float("GMP_BOUNCE_INTERVAL", 60.0),
+        bounce_max_messages=_positive("GMP_BOUNCE_MAX_MESSAGES", 200),
+        imap_timeout_seconds=_float("GMP_IMAP_TIMEOUT_SECONDS", 30.0),
+        imap_verify_tls=os.environ.get("GMP_IMAP_VERIFY_TLS", "true").lower() != "false",
         soft_bounce_limit=_positive("GMP_SOFT_BOUNCE_LIMIT", 3),
         soft_bounce_window_seconds=_positive("GMP_SOFT_BOUNCE_WINDOW_SECONDS", 3 * 24 * 3600),
         reputation_window_seconds=_positive("GMP_REPUTATION_WINDOW_SECONDS", 24 * 3600),

@@ -10,6 +10,7 @@ from mailproxy.settings import get_settings
 
 if TYPE_CHECKING:
     from mailproxy.ports import (
+        BounceState,
         CommandLog,
         Counters,
         Journals,
@@ -95,6 +96,10 @@ class Stores:
     @property
     def sealer(self) -> Sealer:
         return cast("Sealer", self._port("sealer"))
+
+    @property
+    def bounces(self) -> BounceState:
+        return cast("BounceState", self._port("bounces"))
 
     @property
     def suppressions(self) -> Suppressions:

@@ -52,10 +52,52 @@ ACCOUNT_FIELDS = (
 DEFAULT_CONNECTION_TTL = 300  # seconds a pooled SMTP connection may live: genro-mail-proxy's default
 
 
+BOUNCE_PASSWORD = "bounce_password_enc"  # the bounce mailbox's IMAP password, sealed
+
+
+def bounce_values(mailbox: dict[str, Any] | None, context: str, *, encrypt: Callable[..., bytes]) -> dict[str, Any]:
+    """A bounce mailbox (docs/bounces.md) as stored: `bounce_mailbox` without its password, and the password
+    sealed by `encrypt` under `context` (None values: the field is taken away)."""
+    if not mailbox:
+        return {"bounce_mailbox": None, BOUNCE_PASSWORD: None}
+    shown = {k: v for k, v in mailbox.items() if k != "password" and v is not None}
+    password = mailbox.get("password")
+    return {"bounce_mailbox": shown, BOUNCE_PASSWORD: encrypt(password, context=context) if password else None}
+
+
+def account_secrets(tenant_id: str, account: dict[str, Any], *, encrypt: Callable[..., bytes]) -> dict[str, Any]:
+    """An account's sealed fields (SMTP password, bounce mailbox password) and its bounce mailbox, as stored;
+    absent ones left out."""
+    account_id = account["id"]
+    values: dict[str, Any] = {}
+    if account.get("password"):
+        values["password_enc"] = encrypt(account["password"], context=f"account/{tenant_id}/{account_id}")
+    bounce = bounce_values(account.get("bounce_mailbox"), f"bounce/{tenant_id}/{account_id}", encrypt=encrypt)
+    values.update({k: v for k, v in bounce.items() if v is not None})
+    return values
+
+
+def bounce_password(item: Item, context: str) -> str | None:
+    """The opened IMAP password of a stored bounce mailbox (an account's or a tenant's), or None."""
+    if not item.get(BOUNCE_PASSWORD):
+        return None
+    return stores().sealer.decrypt_secret(bytes(item[BOUNCE_PASSWORD]), context=context)
+
+
+def public_bounce_mailbox(item: Item) -> dict[str, Any] | None:
+    """A stored bounce mailbox as the API shows it: no password, `has_password` instead."""
+    mailbox = item.get("bounce_mailbox")
+    if not isinstance(mailbox, dict):
+        return None
+    return {**mailbox, "has_password": bool(item.get(BOUNCE_PASSWORD))}
+
+
 def config_values(fields: dict[str, Any], tenant_id: str, *, encrypt: Callable[..., bytes]) -> dict[str, Any]:
     """Tenant fields as stored: client_auth split into a visible method/user and a part sealed by `encrypt`
-    (the adapter's sealer)."""
+    (the adapter's sealer); the bounce mailbox's password sealed likewise."""
     values = {name: fields[name] for name in TENANT_CONFIG_FIELDS if name in fields}
+    if "bounce_mailbox" in fields:
+        values.update(bounce_values(fields["bounce_mailbox"], f"bounce/{tenant_id}", encrypt=encrypt))
     if "client_auth" in fields:
         auth = fields["client_auth"] or {"method": "none"}
         values["client_auth_method"] = auth.get("method") or "none"
@@ -67,7 +109,13 @@ def config_values(fields: dict[str, Any], tenant_id: str, *, encrypt: Callable[.
 
 def replacement(fields: dict[str, Any]) -> dict[str, Any]:
     """The fields of a whole replacement (PUT): the given ones, defaults for every other config field."""
-    replaced = {"client_auth": None, "active": True, **{k: None for k in TENANT_CONFIG_FIELDS}, **fields}
+    replaced = {
+        "client_auth": None,
+        "bounce_mailbox": None,
+        "active": True,
+        **{k: None for k in TENANT_CONFIG_FIELDS},
+        **fields,
+    }
     replaced["active"] = True if replaced["active"] is None else replaced["active"]
     return replaced
 
@@ -91,6 +139,7 @@ def public_tenant(item: Item) -> dict[str, Any]:
         "paused_accounts": _paused_view(item),
         "rate_limits": item.get("rate_limits"),
         "large_file_config": item.get("large_file_config"),
+        "bounce_mailbox": public_bounce_mailbox(item),
         "created_at": item.get("created_at"),
         "updated_at": item.get("updated_at"),
     }
@@ -117,6 +166,7 @@ def public_account(item: Item) -> dict[str, Any]:
     shown["ttl"] = connection_ttl(item)
     shown["max_connections"] = item.get("max_connections") or DEFAULT_MAX_CONNECTIONS
     shown["has_password"] = bool(item.get("password_enc"))
+    shown["bounce_mailbox"] = public_bounce_mailbox(item)
     shown["created_at"] = item.get("created_at")
     shown["updated_at"] = item.get("updated_at")
     return shown

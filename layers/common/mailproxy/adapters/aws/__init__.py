@@ -25,6 +25,7 @@ MODULES = {
     "outbox": "outbox",
     "ledger": "ledger",
     "sealer": "sealer",
+    "bounces": "bounces",
     "suppressions": "suppressions",
     "large_files": "files",
 }
@@ -42,6 +43,7 @@ def aws_stores() -> Stores:
 if TYPE_CHECKING:  # mypy checks that each module is its port
     from mailproxy import ports
     from mailproxy.adapters.aws import (
+        bounces,
         ledger,
         messages,
         outbox,
@@ -70,6 +72,7 @@ if TYPE_CHECKING:  # mypy checks that each module is its port
         ports.Ledger,
         ports.Sealer,
         ports.Suppressions,
+        ports.BounceState,
     ]:
         return (
             messages,
@@ -86,4 +89,5 @@ if TYPE_CHECKING:  # mypy checks that each module is its port
             ledger,
             sealer,
             suppressions,
+            bounces,
         )

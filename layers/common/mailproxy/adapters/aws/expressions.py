@@ -154,6 +154,22 @@ def absent(name: str) -> Condition:
     return _Function("attribute_not_exists", name)
 
 
+def lacks(name: str, member: str) -> Condition:
+    """The set (or string) `name` does not contain `member` (true when the attribute is absent)."""
+    return _Lacks(name, member)
+
+
+class _Lacks(Condition):
+    __slots__ = ("member", "name")
+
+    def __init__(self, name: str, member: str) -> None:
+        self.name = name
+        self.member = member
+
+    def render(self, p: _Placeholders) -> str:
+        return f"NOT contains({p.name(self.name)}, {p.value(self.member)})"
+
+
 def equals(name: str, value: Any) -> Condition:
     """Attribute `name` equals `value`."""
     return _Compare(name, "=", value)
@@ -228,7 +244,7 @@ class Update:
 
     def __init__(self) -> None:
         self._sets: list[tuple[str, str, Any]] = []  # (name, form, value); form: value, if_absent, append
-        self._adds: list[tuple[str, int]] = []
+        self._adds: list[tuple[str, int | frozenset[str]]] = []
         self._removes: list[str] = []
         self._touched: set[str] = set()
 
@@ -256,8 +272,9 @@ class Update:
         self._sets.append((name, "append", items))
         return self
 
-    def add(self, name: str, number: int) -> Update:
-        """Add `number` to the number `name` (an absent one counts as 0)."""
+    def add(self, name: str, number: int | frozenset[str]) -> Update:
+        """Add `number` to the number `name` (an absent one counts as 0), or a set's members to the string set
+        `name` (an absent one starts empty)."""
         self._touch(name)
         self._adds.append((name, number))
         return self

@@ -26,6 +26,7 @@ from mailproxy.adapters.aws.expressions import (
     exists,
     expression,
     is_in,
+    lacks,
     partition,
 )
 from mailproxy.domain import AlreadyFinal, EventType, MessageStatus, Outcome, Submission
@@ -285,6 +286,13 @@ def abandon(tenant_id: str, message_id: str, *, claim_id: str, attempts: int, no
         outcome=Outcome.ERROR,
         fields={"error": reason, "error_ts": now, "expires_at": retained_until(now)},
     )
+
+
+def add_event(tenant_id: str, message_id: str, event: dict[str, Any], *, key: str, now: int) -> bool:
+    """Append a later history event (a bounce, a complaint) unless one under `key` is there; False if it is, or
+    if the message is gone. The key joins the string set `event_keys` in the same conditional update."""
+    update = Update().append("history", [event]).add("event_keys", frozenset([key])).set("updated_at", now)
+    return _update_if(tenant_id, message_id, update, exists("id") & lacks("event_keys", key))
 
 
 def unpark(tenant_id: str, message_id: str, *, park_ts: int, now: int) -> bool:

@@ -30,7 +30,7 @@ from mailproxy.adapters.aws.expressions import (
     expression,
     partition,
 )
-from mailproxy.domain import Counter, JournalKind
+from mailproxy.domain import BounceCounter, Counter, JournalKind
 from mailproxy.settings import get_settings
 
 # The reputation window's buckets in an account's COUNTERS item: `rep_s_<bucket>` sends, `rep_b_<bucket>`
@@ -342,6 +342,17 @@ def add_tenant_counters(tenant_id: str, deltas: dict[str, int]) -> None:
         Key={"pk": {"S": "TENANT_COUNTERS"}, "sk": {"S": tenant_id}},
         **expression(_additions(used)),
     )
+
+
+def add_account_counters(tenant_id: str, account_id: str, deltas: Mapping[BounceCounter, int]) -> None:
+    """Add to an account's /metrics counters outside a send batch (bounces and complaints)."""
+    used = {str(name): value for name, value in deltas.items() if value}
+    if used:
+        ddb().update_item(
+            TableName=_table(),
+            Key={"pk": {"S": "COUNTERS"}, "sk": {"S": f"{tenant_id}#{account_id}"}},
+            **expression(_additions(used)),
+        )
 
 
 def tenant_counter_rows() -> dict[str, Item]:

@@ -20,6 +20,7 @@ from mailproxy.adapters.aws.sealer import encrypt_secret
 from mailproxy.settings import get_settings
 from mailproxy.tenants import (
     ACCOUNT_FIELDS,
+    account_secrets,
     config_values,
     replacement,
 )
@@ -174,8 +175,7 @@ def put_account(tenant_id: str, account: dict[str, Any], *, now: int) -> None:
         **{name: account.get(name) for name in ACCOUNT_FIELDS},
         "updated_at": now,
     }
-    if account.get("password"):
-        item["password_enc"] = encrypt_secret(account["password"], context=f"account/{tenant_id}/{account['id']}")
+    item.update(account_secrets(tenant_id, account, encrypt=encrypt_secret))
     existing = get_account(tenant_id, account["id"])
     item["created_at"] = existing.get("created_at", now) if existing else now
     ddb().put_item(TableName=_table(), Item=to_item(item))

@@ -23,6 +23,7 @@ def database_path(data_dir: str) -> str:
 def open_stores(data_dir: str, *, sealing_key: str = "") -> Stores:
     """The ports over the database of `data_dir` (created on first use)."""
     from mailproxy.adapters.sqlite import (
+        bounces,
         commands,
         files,
         ledger,
@@ -40,6 +41,7 @@ def open_stores(data_dir: str, *, sealing_key: str = "") -> Stores:
     from mailproxy.adapters.sqlite.db import Database
 
     modules = (
+        bounces,
         commands,
         files,
         ledger,
@@ -70,6 +72,7 @@ def open_stores(data_dir: str, *, sealing_key: str = "") -> Stores:
         "outbox": outbox.SqliteOutbox(db),
         "ledger": ledger.SqliteLedger(db),
         "sealer": secrets,
+        "bounces": bounces.SqliteBounceState(db),
         "suppressions": suppressions.SqliteSuppressions(db),
         "large_files": files.SqliteLargeFiles(db, data_dir),
     }

@@ -302,6 +302,19 @@ class SqliteMessages:
             fields={"error": reason, "error_ts": now, "expires_at": retained_until(now)},
         )
 
+    def add_event(self, tenant_id: str, message_id: str, event: dict[str, Any], *, key: str, now: int) -> bool:
+        """Append a later history event (a bounce, a complaint) unless one under `key` is there; False if it is,
+        or if the message is gone."""
+        with self.db.transaction() as tx:
+            stored = self._read(tx, tenant_id, message_id)
+            doc = stored.doc
+            if doc is None or key in (doc.get("event_keys") or ()):
+                return False
+            new: Record = {**doc, "history": [*(doc.get("history") or []), event], "updated_at": now}
+            new["event_keys"] = sorted({*(doc.get("event_keys") or ()), key})  # a list: JSON has no sets
+            self._write(tx, stored, new)
+        return True
+
     def unpark(self, tenant_id: str, message_id: str, *, park_ts: int, now: int) -> bool:
         """Take a due message off the parked index once it is back on a queue; False if it changed meanwhile."""
         with self.db.transaction() as tx:

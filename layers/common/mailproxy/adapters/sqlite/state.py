@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailproxy import clock, reputation
 from mailproxy.adapters.sqlite.db import Database, dumps, loads
-from mailproxy.domain import Counter, JournalKind, Record
+from mailproxy.domain import BounceCounter, Counter, JournalKind, Record
 
 if TYPE_CHECKING:
     from mailproxy.ports import CounterDeltas
@@ -185,6 +185,15 @@ class SqliteState:
                 "INSERT INTO tenant_counters (tenant_id, name, value) VALUES (?, ?, ?)"
                 " ON CONFLICT (tenant_id, name) DO UPDATE SET value = value + excluded.value",
                 [(tenant_id, name, value) for name, value in deltas.items() if value],
+            )
+
+    def add_account_counters(self, tenant_id: str, account_id: str, deltas: Mapping[BounceCounter, int]) -> None:
+        """Add to an account's /metrics counters outside a send batch (bounces and complaints)."""
+        with self.db.transaction() as tx:
+            tx.executemany(
+                "INSERT INTO account_counters (tenant_id, account_id, name, value) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (tenant_id, account_id, name) DO UPDATE SET value = value + excluded.value",
+                [(tenant_id, account_id, str(name), value) for name, value in deltas.items() if value],
             )
 
     def tenant_counter_rows(self) -> dict[str, Record]:

@@ -17,7 +17,7 @@ from mailproxy.domain import Record
 
 if TYPE_CHECKING:
     from mailproxy.ports import Sealer
-from mailproxy.tenants import ACCOUNT_FIELDS, config_values, replacement
+from mailproxy.tenants import ACCOUNT_FIELDS, BOUNCE_PASSWORD, account_secrets, config_values, replacement
 
 if TYPE_CHECKING:
     from mailproxy import ports
@@ -40,7 +40,11 @@ CREATE TABLE IF NOT EXISTS api_keys (
 ) WITHOUT ROWID
 """
 
-SEALED_FIELDS = ("client_auth_enc", "password_enc")  # bytes in the records, base64 text in the documents
+SEALED_FIELDS = (
+    "client_auth_enc",
+    "password_enc",
+    BOUNCE_PASSWORD,
+)  # bytes in the records, base64 text in the documents
 IN_BATCH = 400  # keys per `IN (...)`: far below SQLite's limit on parameters
 
 
@@ -175,8 +179,7 @@ class SqliteTenants:
             **{name: account.get(name) for name in ACCOUNT_FIELDS},
             "updated_at": now,
         }
-        if account.get("password"):
-            record["password_enc"] = self._encrypt(account["password"], context=f"account/{tenant_id}/{account_id}")
+        record.update(account_secrets(tenant_id, account, encrypt=self._encrypt))
         with self._db.transaction() as tx:
             existing = _account(tx, tenant_id, account_id)
             record["created_at"] = existing.get("created_at", now) if existing else now

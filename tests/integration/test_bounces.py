@@ -1,0 +1,398 @@
+"""Bounces and complaints read from a real IMAP server (Dovecot on loopback), on both storages: what the tenant's
+callback receives, what GET /messages shows, what is counted, and that nothing is read twice or skipped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from mailproxy import bounces
+from mailproxy.stores import stores
+
+from tests.bounce_mail import arf, dsn, fixture
+from tests.imap_server import DovecotServer
+from tests.integration.delivery import Delivery, message
+from tests.integration.smtp_servers import RunningServer
+from tests.integration.test_reports import Callback, Service
+
+pytestmark = pytest.mark.both_storages
+
+RETURN_PATH = "bounces@bounce.test"
+
+
+class Box:
+    """A user's mailbox on the test Dovecot."""
+
+    def __init__(self, server: DovecotServer) -> None:
+        self.server = server
+        self.user, self.password = server.add_user()
+
+    def config(self, **fields: Any) -> dict[str, Any]:
+        """The `bounce_mailbox` object naming this mailbox."""
+        return {
+            "host": self.server.host,
+            "port": self.server.port,
+            "use_tls": False,
+            "user": self.user,
+            "password": self.password,
+            "return_path": RETURN_PATH,
+            **fields,
+        }
+
+    def append(self, raw: bytes, folder: str = "INBOX") -> None:
+        self.server.append(self.user, self.password, raw, folder)
+
+    def uids(self, folder: str = "INBOX", criteria: str = "ALL") -> list[int]:
+        return self.server.uids(self.user, self.password, folder, criteria)
+
+
+@pytest.fixture
+def box(dovecot: DovecotServer) -> Box:
+    return Box(dovecot)
+
+
+def tenant_with_mailbox(service: Service, callback: Callback, box: Box, **mailbox: Any) -> Delivery:
+    acme = service.tenant("acme", client_base_url=callback.url)
+    account = {
+        "id": "smtp",
+        "host": "127.0.0.1",
+        "port": service.smtp_port,
+        "use_tls": False,
+        "bounce_mailbox": box.config(**mailbox),
+    }
+    reply = service.api.post("/account", json=account, headers=acme.key)
+    assert reply.status_code == 200, reply.text
+    return acme
+
+
+def bounce_entries(callback: Callback) -> list[dict[str, Any]]:
+    return [e for call in callback.calls for e in call.report if "bounce_ts" in e]
+
+
+def history(acme: Delivery, message_id: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = acme.records()[message_id]["history"]
+    return events
+
+
+def account_counters(tenant_id: str = "acme", account_id: str = "smtp") -> dict[str, Any]:
+    [row] = [
+        r for r in stores().counters.counter_rows() if (r["tenant_id"], r["account_id"]) == (tenant_id, account_id)
+    ]
+    return row
+
+
+def unmatched(tenant_id: str = "acme") -> int:
+    return int(stores().counters.tenant_counter_rows().get(tenant_id, {}).get(bounces.UNMATCHED, 0))
+
+
+def test_a_dsn_for_a_sent_message_reaches_the_callback_and_the_history(
+    service: Service, callback: Callback, box: Box, server: RunningServer
+) -> None:
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("m-1", to="nobody@example.test"))
+    service.deliver(acme)
+    [received] = server.handler.received
+    assert received.mail_from == RETURN_PATH  # the account's bounce mailbox is the envelope sender
+    pk = acme.records()["m-1"]["pk"]
+
+    box.append(dsn(to=RETURN_PATH, recipient="nobody@example.test", genro_id="m-1", message_id=f"{pk}@acme.test"))
+    totals = bounces.run()
+    service.reporter.stream()
+
+    assert totals["recorded"] == 1
+    [entry] = bounce_entries(callback)
+    assert entry["id"] == "m-1"
+    assert entry["bounce_type"] == "hard"
+    assert entry["bounce_code"] == "550"
+    assert entry["bounce_status"] == "5.1.1"
+    assert entry["recipient"] == "nobody@example.test"
+    assert "User unknown" in entry["bounce_reason"]
+    assert isinstance(entry["bounce_ts"], int)
+    [event] = [e for e in history(acme, "m-1") if e["event_type"] == "bounce"]
+    assert event["bounce_type"] == "hard" and event["recipient"] == "nobody@example.test"
+    assert event["reported_ts"] is not None
+    assert acme.records()["m-1"]["status"] == "sent"  # a bounce adds an event; the send result stays
+    assert account_counters()["bounces_hard"] == 1
+    assert box.uids(criteria="UNKEYWORD $GmpProcessed") == []  # flagged processed where it lies
+
+    # Read again: nothing new, nothing twice.
+    assert bounces.run()["messages"] == 0
+    service.reporter.stream()
+    assert len(bounce_entries(callback)) == 1
+
+
+def test_a_verp_return_path_matches_a_bounce_that_quotes_nothing(
+    service: Service, callback: Callback, box: Box, server: RunningServer
+) -> None:
+    acme = tenant_with_mailbox(service, callback, box, verp=True)
+    acme.submit(message("m-1", to="gone@example.test"), message("Order/42", to="gone2@example.test"))
+    service.deliver(acme)
+    envelopes = {r.rcpt_tos[0]: r.mail_from for r in server.handler.received}
+    for address in envelopes.values():
+        local, _, domain = address.partition("@")
+        assert local.startswith("bounces+") and domain == "bounce.test" and len(local) <= 64
+
+    for recipient, return_path in envelopes.items():
+        box.append(dsn(to=return_path, recipient=recipient, returned=False))
+    assert bounces.run()["recorded"] == 2
+    service.reporter.stream()
+
+    assert {(e["id"], e["recipient"]) for e in bounce_entries(callback)} == {
+        ("m-1", "gone@example.test"),
+        ("Order/42", "gone2@example.test"),
+    }
+    assert unmatched() == 0
+
+
+def test_a_forged_or_foreign_verp_token_and_an_unknown_id_are_counted_unmatched_and_change_nothing(
+    service: Service, callback: Callback, box: Box
+) -> None:
+    acme = tenant_with_mailbox(service, callback, box, verp=True)
+    acme.submit(message("m-1", to="a@example.test"))
+    service.deliver(acme)
+    box.append(dsn(to="bounces+aaaaaaaalm-1@bounce.test", recipient="a@example.test", returned=False))
+    box.append(dsn(to=RETURN_PATH, recipient="a@example.test", genro_id="not-ours"))
+
+    totals = bounces.run()
+    service.reporter.stream()
+
+    assert (totals["messages"], totals["recorded"], totals["unmatched"]) == (2, 0, 2)
+    assert unmatched() == 2
+    assert bounce_entries(callback) == []
+    assert [e["event_type"] for e in history(acme, "m-1")] == ["queued", "sent"]
+    assert box.uids(criteria="UNKEYWORD $GmpProcessed") == []
+
+
+def test_auto_replies_and_malformed_mail_are_not_bounces(service: Service, callback: Callback, box: Box) -> None:
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("m-1", to="a@example.test"))
+    service.deliver(acme)
+    for name in ("out-of-office.eml", "vacation-no-headers.eml", "malformed.eml", "malformed-report.eml"):
+        box.append(fixture(name))
+
+    totals = bounces.run()
+
+    assert (totals["messages"], totals["recorded"], totals["unmatched"]) == (4, 0, 0)
+    assert unmatched() == 0
+    assert [e["event_type"] for e in history(acme, "m-1")] == ["queued", "sent"]
+    assert box.uids(criteria="UNKEYWORD $GmpProcessed") == []
+
+
+def test_a_complaint_and_a_soft_bounce_are_reported_with_their_own_types(
+    service: Service, callback: Callback, box: Box
+) -> None:
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("m-1", to="annoyed@example.test"), message("m-2", to="full@example.test"))
+    service.deliver(acme)
+    box.append(arf(to=RETURN_PATH, recipient="annoyed@example.test", genro_id="m-1"))
+    box.append(
+        dsn(
+            to=RETURN_PATH,
+            recipient="full@example.test",
+            genro_id="m-2",
+            status="4.2.2",
+            action="delayed",
+            diagnostic="smtp; 452 4.2.2 Mailbox full",
+        )
+    )
+    assert bounces.run()["recorded"] == 2
+    service.reporter.stream()
+
+    by_id = {e["id"]: e for e in bounce_entries(callback)}
+    assert by_id["m-1"]["bounce_type"] == "complaint"
+    assert by_id["m-1"]["recipient"] == "annoyed@example.test"
+    assert by_id["m-2"]["bounce_type"] == "soft" and by_id["m-2"]["bounce_code"] == "452"
+    assert [e["event_type"] for e in history(acme, "m-1")][-1] == "complaint"
+    counters = account_counters()
+    assert (counters["complaints"], counters["bounces_soft"], counters.get("bounces_hard", 0)) == (1, 1, 0)
+
+
+def test_a_report_read_again_after_a_crash_is_recorded_once(service: Service, callback: Callback, box: Box) -> None:
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("m-1", to="nobody@example.test"))
+    service.deliver(acme)
+    raw = dsn(to=RETURN_PATH, recipient="nobody@example.test", genro_id="m-1")
+    box.append(raw)
+    # A poller that recorded the report, then died before flagging it and saving its position.
+    [mailbox] = bounces.mailboxes(stores().tenants.get_tenant("acme") or {}, stores().tenants.list_accounts("acme"))
+    assert bounces.process(mailbox, raw).recorded == 1
+
+    totals = bounces.run()
+    service.reporter.stream()
+
+    assert (totals["messages"], totals["recorded"]) == (1, 0)
+    assert len(bounce_entries(callback)) == 1
+    assert [e["event_type"] for e in history(acme, "m-1")].count("bounce") == 1
+    assert account_counters()["bounces_hard"] == 1
+
+
+def test_nothing_is_skipped_or_read_twice_across_runs_and_a_new_uidvalidity(
+    service: Service, callback: Callback, box: Box
+) -> None:
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(*(message(f"m-{n}", to=f"r{n}@example.test") for n in range(3)))
+    service.deliver(acme)
+    box.append(dsn(to=RETURN_PATH, recipient="r0@example.test", genro_id="m-0"))
+    assert bounces.run()["recorded"] == 1
+    box.append(dsn(to=RETURN_PATH, recipient="r1@example.test", genro_id="m-1"))
+    assert bounces.run()["recorded"] == 1
+    position = stores().bounces.position("acme/smtp")
+    assert position is not None and position["last_uid"] == max(box.uids())
+
+    # The mailbox renumbered (another UIDVALIDITY): what is flagged processed is not read again.
+    stores().bounces.save_position(
+        "acme/smtp", identity=position["identity"], uidvalidity=1, last_uid=10_000, now=position["updated_at"]
+    )
+    box.append(dsn(to=RETURN_PATH, recipient="r2@example.test", genro_id="m-2"))
+    totals = bounces.run()
+
+    assert (totals["messages"], totals["recorded"]) == (1, 1)
+    service.reporter.stream()
+    assert sorted(e["id"] for e in bounce_entries(callback)) == ["m-0", "m-1", "m-2"]
+
+
+def test_processed_reports_move_to_the_processed_folder(service: Service, callback: Callback, box: Box) -> None:
+    box.append(fixture("out-of-office.eml"), folder="Processed")  # makes the folder
+    acme = tenant_with_mailbox(service, callback, box, processed_folder="Processed")
+    acme.submit(message("m-1", to="nobody@example.test"))
+    service.deliver(acme)
+    box.append(dsn(to=RETURN_PATH, recipient="nobody@example.test", genro_id="m-1"))
+
+    assert bounces.run()["recorded"] == 1
+
+    assert box.uids() == []
+    assert len(box.uids("Processed")) == 2
+
+
+def test_the_tenants_mailbox_serves_accounts_that_name_none(
+    service: Service, callback: Callback, box: Box, server: RunningServer
+) -> None:
+    acme = service.tenant("acme", client_base_url=callback.url, bounce_mailbox=box.config())
+    acme.submit(message("m-1", to="nobody@example.test"))
+    service.deliver(acme)
+    assert server.handler.received[0].mail_from == RETURN_PATH
+    box.append(dsn(to=RETURN_PATH, recipient="nobody@example.test", genro_id="m-1"))
+
+    assert bounces.run()["recorded"] == 1
+    assert stores().bounces.position("acme/*") is not None
+
+
+def test_mailbox_passwords_are_never_shown_and_a_bad_mailbox_is_skipped(
+    service: Service, callback: Callback, box: Box
+) -> None:
+    acme = tenant_with_mailbox(service, callback, box)
+    [account] = service.api.get("/accounts", headers=acme.key).json()["accounts"]
+    assert account["bounce_mailbox"]["user"] == box.user
+    assert account["bounce_mailbox"]["has_password"] is True
+    assert "password" not in account["bounce_mailbox"]
+    assert box.password not in service.api.get("/accounts", headers=acme.key).text
+
+    wrong = {"id": "other", "host": "127.0.0.1", "port": service.smtp_port, "use_tls": False}
+    wrong["bounce_mailbox"] = box.config(password="wrong", folder="Elsewhere")
+    assert service.api.post("/account", json=wrong, headers=acme.key).status_code == 200
+    guarded = {"id": "meta", "host": "127.0.0.1", "port": service.smtp_port, "use_tls": False}
+    guarded["bounce_mailbox"] = box.config(host="169.254.169.254", user="x")
+    assert service.api.post("/account", json=guarded, headers=acme.key).status_code == 200
+
+    totals = bounces.run()
+
+    assert (totals["mailboxes"], totals["failed"]) == (1, 2)
+
+
+def test_bounces_complaints_and_unmatched_reports_are_exposed_to_prometheus(
+    service: Service, callback: Callback, box: Box
+) -> None:
+    from mailproxy import metrics
+
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("m-1", to="gone@example.test"), message("m-2", to="annoyed@example.test"))
+    service.deliver(acme)
+    box.append(dsn(to=RETURN_PATH, recipient="gone@example.test", genro_id="m-1"))
+    box.append(arf(to=RETURN_PATH, recipient="annoyed@example.test", genro_id="m-2"))
+    box.append(dsn(to=RETURN_PATH, recipient="x@example.test", genro_id="nobody-knows"))
+    bounces.run()
+
+    text = metrics.render().decode()
+
+    assert 'gmp_bounces_total{account_id="smtp",tenant_id="acme",type="hard"} 1.0' in text
+    assert 'gmp_bounces_total{account_id="smtp",tenant_id="acme",type="soft"} 0.0' in text
+    assert 'gmp_complaints_total{account_id="smtp",tenant_id="acme"} 1.0' in text
+    assert 'gmp_bounce_reports_unmatched_total{tenant_id="acme"} 1.0' in text
+
+
+def test_a_message_with_its_own_return_path_keeps_it(
+    service: Service, callback: Callback, box: Box, server: RunningServer
+) -> None:
+    acme = tenant_with_mailbox(service, callback, box, verp=True)
+    acme.submit(message("m-1", to="a@example.test", return_path="own@acme.test"))
+    service.deliver(acme)
+    assert server.handler.received[0].mail_from == "own@acme.test"
+
+
+def test_a_bounce_mailbox_is_validated_replaced_and_removed(service: Service, callback: Callback, box: Box) -> None:
+    acme = service.tenant("acme")
+    put = service.api.put
+    bad = [
+        {**box.config(), "verp": True, "return_path": None},  # VERP needs the address it adds tokens to
+        {**box.config(), "return_path": "Bounces <b@x.test>"},
+        {**box.config(), "port": 0},
+        {**box.config(), "colour": "blue"},
+    ]
+    for mailbox in bad:
+        assert put("/tenant/acme", json={"bounce_mailbox": mailbox}, headers=acme.key).status_code == 422, mailbox
+    assert put("/tenant/acme", json={"bounce_mailbox": box.config(port=None)}, headers=acme.key).status_code == 422
+
+    assert (
+        put("/tenant/acme", json={"bounce_mailbox": box.config(folder="Bounces")}, headers=acme.key).status_code == 200
+    )
+    shown = service.api.get("/tenant/acme", headers=acme.key).json()["bounce_mailbox"]
+    assert (shown["folder"], shown["has_password"], shown["use_tls"]) == ("Bounces", True, False)
+    assert "password" not in shown
+
+    assert put("/tenant/acme", json={"bounce_mailbox": None}, headers=acme.key).status_code == 200
+    assert service.api.get("/tenant/acme", headers=acme.key).json()["bounce_mailbox"] is None
+    tenant = stores().tenants.get_tenant("acme") or {}
+    assert "bounce_password_enc" not in tenant and "bounce_mailbox" not in tenant
+
+
+def test_a_report_naming_someone_the_message_was_not_sent_to_or_an_absurd_id_is_unmatched(
+    service: Service, callback: Callback, box: Box
+) -> None:
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("m-1", to="a@example.test"))
+    service.deliver(acme)
+    box.append(dsn(to=RETURN_PATH, recipient="ceo@example.test", genro_id="m-1"))  # a forged report
+    box.append(dsn(to=RETURN_PATH, recipient="a@example.test", genro_id="m" * 5000))
+
+    totals = bounces.run()
+
+    assert (totals["messages"], totals["recorded"]) == (2, 0)
+    assert unmatched() == 2
+    assert [e["event_type"] for e in history(acme, "m-1")] == ["queued", "sent"]
+
+
+def test_one_message_collects_a_bounded_number_of_bounces(
+    service: Service, callback: Callback, box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bounces, "MAX_LATER_EVENTS", 3)
+    acme = tenant_with_mailbox(service, callback, box)
+    recipients = [f"r{n}@example.test" for n in range(5)]
+    acme.submit(message("m-1", to=", ".join(recipients)))
+    service.deliver(acme)
+    [mailbox] = bounces.mailboxes(stores().tenants.get_tenant("acme") or {}, stores().tenants.list_accounts("acme"))
+
+    recorded = [bounces.process(mailbox, dsn(to=RETURN_PATH, recipient=r, genro_id="m-1")).recorded for r in recipients]
+
+    assert recorded == [1, 1, 1, 0, 0]
+    assert [e["event_type"] for e in history(acme, "m-1")].count("bounce") == 3
+
+
+def test_a_report_about_a_message_never_sent_is_unmatched(service: Service, callback: Callback, box: Box) -> None:
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("later", to="a@example.test", deferred_ts=2_000_000_000))  # accepted, not sent
+    box.append(dsn(to=RETURN_PATH, recipient="a@example.test", genro_id="later"))
+
+    assert bounces.run()["recorded"] == 0
+
+    assert unmatched() == 1
+    assert [e["event_type"] for e in history(acme, "later")] == ["queued"]
