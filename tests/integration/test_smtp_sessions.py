@@ -204,3 +204,63 @@ def test_a_slow_account_does_not_delay_another_accounts_mail(
         # One session, four messages, 1.2 s each: the fast account's four were all in long before.
         assert slow_so_far <= 1
         assert slow.accepted == 4
+
+
+def test_a_sender_that_finishes_makes_room_for_one_that_is_short_and_closes_the_rest(
+    storage: Storage, api: TestClient, admin: dict[str, str]
+) -> None:
+    from mailproxy.stores import stores
+
+    from functions.sender.app import handler as sender_handler
+
+    with counting_sink(reply_delay_ms=300) as (port, handler):
+        delivery = make_delivery(storage, api, admin, port, max_connections=4)
+        delivery.submit(*(message(f"m-{n}") for n in range(4)))
+        bodies = delivery.drain(2)
+        sending = threading.Thread(
+            target=sender_handler,
+            args=({"Records": [{"messageId": b["id"], "body": json.dumps(b)} for b in bodies]}, None),
+        )
+        sending.start()
+        deadline = time.monotonic() + 10
+        while handler.open_sessions < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert handler.open_sessions == 4
+        now = clock.now_ts()
+        # Another sender asks while all four are busy: nothing now, but it is on record as short.
+        assert stores().sessions.hold("acme", "smtp", "other", wanted=4, limit=4, now=now, until=now + 30) == 0
+        sending.join()
+        assert handler.accepted == 4
+        # The first sender's group ended: it kept its fair share (2) of connections open and closed the others.
+        wait_for_open = time.monotonic() + 5
+        while handler.open_sessions > 2 and time.monotonic() < wait_for_open:
+            time.sleep(0.02)
+        assert handler.open_sessions == 2
+        assert stores().sessions.hold("acme", "smtp", "other", wanted=4, limit=4, now=now, until=now + 30) == 2
+
+
+def test_a_connection_beyond_a_lease_that_shrank_mid_transaction_is_closed_when_it_ends() -> None:
+    import asyncio
+
+    from mailproxy.email_builder import build_email
+    from mailproxy.sessions import Lease
+
+    async def scenario(port: int, handler: CountingHandler) -> tuple[int, int]:
+        pool = smtp.SmtpPool()
+        account = smtp.AccountConfig(key="acme/smtp", host="127.0.0.1", port=port, use_tls=False, verify_tls=False)
+        pool.leases[account.key] = Lease("acme", "smtp", 10**10, 2)
+        emails = [build_email(message(f"m-{n}"), message_id=f"<m-{n}@acme.test>", attachments=[]) for n in range(2)]
+        sends = [asyncio.create_task(pool.send(account, email)) for email in emails]
+        while handler.open_sessions < 2:
+            await asyncio.sleep(0.01)
+        pool.leases[account.key] = Lease("acme", "smtp", 10**10, 1)  # renewed smaller: another sender was short
+        await asyncio.gather(*sends)
+        kept = pool.open_count(account.key)
+        await asyncio.sleep(0.2)
+        still_open = handler.open_sessions
+        await pool.close_all()
+        return kept, still_open
+
+    with counting_sink(reply_delay_ms=100) as (port, handler):
+        kept, still_open = asyncio.run(scenario(port, handler))
+    assert (kept, still_open) == (1, 1)

@@ -376,3 +376,31 @@ def test_deleting_a_paused_account_fails_its_held_messages(
     record = delivery.records()["m-1"]
     assert record["status"] == "error" and record["error"] == "Account 'smtp' not found for tenant 'acme'"
     assert 'gmp_account_paused{account_id="smtp",tenant_id="acme"} 0.0' in _metrics_text()
+
+
+def test_a_recipient_taken_off_the_list_is_mailed_on_the_messages_next_attempt(
+    delivery: Delivery, server: RunningServer
+) -> None:
+    """The filter changes what one attempt sends, never the stored message: a message that waits (here for an
+    SMTP session another sender holds) still has every recipient when it comes back."""
+    import time
+
+    from mailproxy import clock
+    from mailproxy.stores import stores
+
+    delivery.set_account(server.port, max_connections=1)
+    squatter = stores().sessions.hold("acme", "smtp", "squatter", wanted=1, limit=1, now=clock.now_ts(), until=10**10)
+    assert squatter == 1
+    suppression.note_bounce("acme", "smtp", "gone@example.test", "hard", message_id=None, code=None, reason="x", ts=NOW)
+    delivery.submit(message("m-1", to="kept@example.test", cc=["gone@example.test"]))
+    delivery.pump()  # no session free: back on the queue, its payload whole
+    assert server.handler.received == []
+
+    assert delivery.api.delete("/suppressions/gone@example.test", headers=delivery.key).status_code == 200
+    stores().sessions.hold("acme", "smtp", "squatter", wanted=0, limit=1, now=clock.now_ts(), until=clock.now_ts())
+    deadline = time.monotonic() + 15
+    while not server.handler.received and time.monotonic() < deadline:
+        time.sleep(0.5)
+        delivery.pump()
+    [received] = server.handler.received
+    assert sorted(received.rcpt_tos) == ["gone@example.test", "kept@example.test"]

@@ -61,6 +61,9 @@ class Job:
     outcome: Outcome = UNFINISHED
     retry_record: bool = False  # report to SQS as a batch item failure
     requeue: QueueEntry | None = None
+    # The payload as this attempt sends it: the stored one without its suppressed recipients. Never stored
+    # nor re-queued, so an address taken off the suppression list is mailed again on a later attempt.
+    sending: dict[str, Any] | None = None
 
 
 class BatchTally:
@@ -212,7 +215,8 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
         account = accounts.get((tenant_id, account_id))
         if account is None:
             for job in group:
-                _fail(job, journal, tally, f"Account '{account_id}' not found for tenant '{tenant_id}'")
+                if job.outcome == UNFINISHED:  # not failed as suppressed already
+                    _fail(job, journal, tally, f"Account '{account_id}' not found for tenant '{tenant_id}'")
             continue
         ready = []
         for job in group:
@@ -308,6 +312,9 @@ async def _send_group(
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
+    # The group is over: the lease now covers the connections kept open, and no more than a fair share of
+    # them while another sender is short (this container may get no batch of the account for a while).
+    await _hold_sessions(tenant_id, account_id, config.key, account, 0)
 
 
 async def _hold_sessions(tenant_id: str, account_id: str, key: str, account: dict[str, Any], wanted: int) -> int:
@@ -321,7 +328,9 @@ async def _hold_sessions(tenant_id: str, account_id: str, key: str, account: dic
     limit = sessions.account_limit(account, settings.smtp_max_connections)
     now = clock.now_ts()
     until = now + math.ceil(settings.message_time_limit_seconds + SEND_MARGIN_SECONDS) + LEASE_SPARE_SECONDS
-    held = stores().sessions.hold(
+    # Off the event loop: the other accounts' sessions go on meanwhile.
+    held = await asyncio.to_thread(
+        stores().sessions.hold,
         tenant_id,
         account_id,
         pool.holder,
@@ -330,9 +339,11 @@ async def _hold_sessions(tenant_id: str, account_id: str, key: str, account: dic
         now=now,
         until=until,
     )
-    await pool.trim(key, held)  # a limit lowered, or a lease lost while this container was frozen
+    # Idle connections beyond it are closed now (a limit lowered, a fair share, a lease lost while frozen);
+    # busy ones when their transaction ends (`SmtpPool._checkin`).
+    await pool.trim(key, held)
     if held:
-        pool.leases[key] = sessions.Lease(tenant_id, account_id, until)
+        pool.leases[key] = sessions.Lease(tenant_id, account_id, until, held)
     else:
         pool.leases.pop(key, None)
     return held
@@ -446,7 +457,7 @@ async def _transaction(
     account: dict[str, Any] | None = None,
 ) -> None:
     """Fetch, build and send one message (the whole of what GMP_MESSAGE_TIME_LIMIT_SECONDS bounds)."""
-    payload = job.payload or {}
+    payload = job.sending or job.payload or {}
     attachments: list[Any] = []
     if payload.get("attachments"):
         # Imported on first use: most batches carry no attachment, and cold starts are billed.

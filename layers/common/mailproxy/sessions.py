@@ -39,6 +39,7 @@ class Lease(NamedTuple):
     tenant_id: str
     account_id: str
     until: int  # epoch seconds: the connections must be closed by then
+    sessions: int  # how many connections may be open
 
 
 def grant(leases: Leases, holder: str, *, wanted: int, limit: int, now: int) -> int:

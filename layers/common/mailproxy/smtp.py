@@ -249,6 +249,9 @@ class SmtpPool:
         """A transaction is over: its connection back to the idle ones, or closed."""
         key = pooled.account.key
         self._busy[key] -= 1
+        lease = self.leases.get(key)
+        if lease is not None and self.open_count(key) >= lease.sessions:
+            keep = False  # the lease shrank while this transaction ran: one connection too many
         if keep:
             self._idle.setdefault(key, []).append(pooled)
         else:

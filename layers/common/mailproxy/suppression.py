@@ -83,11 +83,13 @@ class Sendable(Protocol):
 
     tenant_id: str
     payload: dict[str, Any] | None
+    sending: dict[str, Any] | None
 
 
 def drop_suppressed[J: Sendable](jobs: Sequence[J]) -> list[tuple[J, list[str], bool]]:
-    """Take the suppressed recipients out of each job's payload, reading the tenants' lists once for the whole
-    batch: per job that lost any, (job, the addresses dropped, True when none is left to send to)."""
+    """Set each job's `sending` to its payload without the suppressed recipients (the stored payload is left
+    as it is), reading the tenants' lists once for the whole batch: per job that lost any, (job, the addresses
+    dropped, True when none is left to send to)."""
     parsed: list[tuple[J, dict[str, list[tuple[str, str]]]]] = []
     for job in jobs:
         if job.payload is None:
@@ -119,7 +121,7 @@ def drop_suppressed[J: Sendable](jobs: Sequence[J]) -> list[tuple[J, list[str], 
                 changed[name] = [formataddr(pair) for pair in kept]
         if dropped:
             assert job.payload is not None
-            job.payload = {**job.payload, **changed}
+            job.sending = {**job.payload, **changed}
             dropped_jobs.append((job, list(dict.fromkeys(dropped)), not kept_any))
     return dropped_jobs
 
