@@ -10,8 +10,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from mailproxy.adapters.aws.dynamo import Item, batch_write, ddb, from_item, is_conditional_failure
-from mailproxy.adapters.aws.expressions import Update, absent, equals, expression
+from mailproxy.adapters.aws import versioned
+from mailproxy.adapters.aws.dynamo import Item, batch_write
+from mailproxy.adapters.aws.expressions import Update
 from mailproxy.ratelimit import MAX_ATTEMPTS, WINDOWS, Limits, Reservation
 from mailproxy.settings import get_settings
 
@@ -41,31 +42,22 @@ def _used(item: Item | None, kind: str, window_id: int) -> int:
 
 def _write(pk: str, seen: Item | None, new_counts: dict[str, tuple[int, int]]) -> Item | None:
     """Store new window counts if the item is still `seen`; None on success, else the current item."""
-    version = int(seen.get("v", 0)) if seen else 0
-    update = Update().set("v", version + 1)
+    update = Update()
+    for name, value in _window_values(new_counts).items():
+        update.set(name, value)
+    return versioned.write(get_settings().state_table, _key(pk), seen, update)
+
+
+def _window_values(new_counts: dict[str, tuple[int, int]]) -> dict[str, int]:
+    """The attributes of window counts: `<kind>_id` (the window) and `<kind>_n` (its count)."""
+    values: dict[str, int] = {}
     for kind, (window_id, count) in new_counts.items():
-        update.set(f"{kind}_id", window_id).set(f"{kind}_n", count)
-    unchanged = equals("v", version) if seen else absent("v")
-    try:
-        ddb().update_item(
-            TableName=get_settings().state_table,
-            Key=_key(pk),
-            **expression(update, unchanged),
-            ReturnValuesOnConditionCheckFailure="ALL_OLD",
-        )
-    except Exception as exc:
-        if not is_conditional_failure(exc):
-            raise
-        current = getattr(exc, "response", {}).get("Item")
-        if current is not None:
-            return from_item(current)
-        return _read(pk) or {}
-    return None
+        values[f"{kind}_id"], values[f"{kind}_n"] = window_id, count
+    return values
 
 
 def _read(pk: str) -> Item | None:
-    reply = ddb().get_item(TableName=get_settings().state_table, Key=_key(pk), ConsistentRead=True)
-    return from_item(reply["Item"]) if "Item" in reply else None
+    return versioned.read(get_settings().state_table, _key(pk))
 
 
 def _remember(cache_key: str, item: Item | None) -> None:
@@ -118,11 +110,7 @@ def _reserve(pk: str, limits: Limits, wanted: int, now: int) -> Reservation:
         new_counts = {kind: (ids[kind], _used(seen, kind, ids[kind]) + granted) for kind in by_window}
         current = _write(pk, seen, new_counts)
         if current is None:
-            stored = dict(seen or {})
-            stored["v"] = int(stored.get("v", 0)) + 1
-            for kind, (window_id, count) in new_counts.items():
-                stored[f"{kind}_id"], stored[f"{kind}_n"] = window_id, count
-            _remember(cache_key, stored)
+            _remember(cache_key, versioned.after_write(seen, _window_values(new_counts)))
             return Reservation(granted=granted, next_window_ts=next_ts, windows=ids, full=tuple(full))
         seen, fresh = current or None, True
     raise RuntimeError(f"rate-limit reservation for {cache_key} kept losing races")
@@ -149,11 +137,7 @@ def _release(pk: str, reservation: Reservation, count: int) -> None:
             continue
         current = _write(pk, seen, new_counts)
         if current is None:
-            stored = dict(seen)
-            stored["v"] = int(stored.get("v", 0)) + 1
-            for kind, (window_id, value) in new_counts.items():
-                stored[f"{kind}_id"], stored[f"{kind}_n"] = window_id, value
-            _remember(cache_key, stored)
+            _remember(cache_key, versioned.after_write(seen, _window_values(new_counts)))
             return
         seen = current or None
 

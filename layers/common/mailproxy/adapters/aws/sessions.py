@@ -11,8 +11,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from mailproxy.adapters.aws.dynamo import Item, batch_write, ddb, from_item, is_conditional_failure
-from mailproxy.adapters.aws.expressions import Update, absent, equals, expression
+from mailproxy.adapters.aws import versioned
+from mailproxy.adapters.aws.dynamo import Item, batch_write
+from mailproxy.adapters.aws.expressions import Update
 from mailproxy.ratelimit import MAX_ATTEMPTS
 from mailproxy.sessions import Held, Leases, grant, leases_after
 from mailproxy.settings import get_settings
@@ -34,31 +35,16 @@ def _leases(item: Item | None) -> dict[str, Held]:
     return {holder: Held(*(int(n) for n in lease)) for holder, lease in stored.items()}
 
 
-def _read(pk: str) -> Item | None:
-    reply = ddb().get_item(TableName=get_settings().state_table, Key=_key(pk), ConsistentRead=True)
-    return from_item(reply["Item"]) if "Item" in reply else None
-
-
 def _write(pk: str, seen: Item | None, leases: Leases) -> Item | None:
     """Store `leases` if the item is still `seen`; None on success, else the current item ({} if gone)."""
-    version = int(seen.get("v", 0)) if seen else 0
     latest = max((held.until for held in leases.values()), default=0)
-    update = Update().set("v", version + 1).set("leases", {h: list(lease) for h, lease in leases.items()})
+    update = Update().set("leases", _stored(leases))
     update.set("expires_at", latest + 3600)  # TTL deletion is late by hours at most; a stale lease is void anyway
-    unchanged = equals("v", version) if seen else absent("v")
-    try:
-        ddb().update_item(
-            TableName=get_settings().state_table,
-            Key=_key(pk),
-            **expression(update, unchanged),
-            ReturnValuesOnConditionCheckFailure="ALL_OLD",
-        )
-    except Exception as exc:
-        if not is_conditional_failure(exc):
-            raise
-        current = getattr(exc, "response", {}).get("Item")
-        return from_item(current) if current is not None else (_read(pk) or {})
-    return None
+    return versioned.write(get_settings().state_table, _key(pk), seen, update)
+
+
+def _stored(leases: Leases) -> dict[str, list[int]]:
+    return {holder: list(held) for holder, held in leases.items()}
 
 
 def hold(tenant_id: str, account_id: str, holder: str, *, wanted: int, limit: int, now: int, until: int) -> int:
@@ -71,17 +57,15 @@ def hold(tenant_id: str, account_id: str, holder: str, *, wanted: int, limit: in
         leases = _leases(seen)
         granted = grant(leases, holder, wanted=wanted, limit=limit, now=now)
         if granted < wanted and not fresh:
-            seen, fresh = _read(pk), True
+            seen, fresh = versioned.read(get_settings().state_table, _key(pk)), True
             continue
         after = leases_after(leases, holder, granted, wanted=wanted, until=until, now=now)
         if after == leases and seen is not None:
             return granted  # nothing to change (no lease asked for, none held)
         current = _write(pk, seen, after)
         if current is None:
-            stored = {**(seen or {}), "v": int((seen or {}).get("v", 0)) + 1}
-            stored["leases"] = {h: list(lease) for h, lease in after.items()}
             with _known_lock:
-                _known[pk] = stored
+                _known[pk] = versioned.after_write(seen, {"leases": _stored(after)})
             return granted
         seen, fresh = current or None, True
     raise RuntimeError(f"session lease for {pk} kept losing races")
