@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -407,3 +408,30 @@ def test_malformed_upload_tokens_are_refused_by_the_receive_route(storage: Stora
         sent = delivery.api.post("/large-files/receive", data={"token": token}, files={"file": ("x", b"x")})
         # AWS uploads go to S3: the route is the one-machine runtime's alone.
         assert sent.status_code == (404 if isinstance(storage, dict) else 403), (token[:80], sent.text)
+
+
+def test_a_deleted_tenants_links_are_gone_and_count_nothing(
+    storage: Storage, delivery: Delivery, server: RunningServer, api: TestClient, admin: dict[str, str]
+) -> None:
+    from mailproxy import metrics
+
+    configure(delivery, max_size_mb=0.01, action="rewrite", lifespan_after_download_days=1)
+    delivery.submit(message("m-1", attachments=[inline("a.bin", b"z" * 30_000)]))
+    delivery.pump()
+    _, [url] = received_links(server)
+    assert download(api, url)[0] == 200
+    counted = f'gmp_large_file_downloads_total{{tenant_id="{delivery.tenant_id}"}}'
+    before = [line for line in metrics.render().decode().splitlines() if line.startswith(counted)]
+
+    assert api.delete(f"/tenant/{delivery.tenant_id}", headers=admin).status_code == 200
+    after_deletion = [line for line in metrics.render().decode().splitlines() if line.startswith(counted)]
+    for _ in range(2):
+        code, page, headers = download(api, url)
+        assert code == 410
+        assert b"no longer available" in page and b"a.bin" in page
+        assert headers["content-type"].startswith("text/html")
+    now = [line for line in metrics.render().decode().splitlines() if line.startswith(counted)]
+    assert now == after_deletion and len(before) == 1  # no download of a deleted tenant is counted
+    if not isinstance(storage, dict):  # one machine: the tenant's stored files went with it
+        files = [p for p in (Path(storage.data_dir) / "large-files").rglob("*") if p.is_file()]
+        assert not [p for p in files if delivery.tenant_id in p.parts]

@@ -387,7 +387,8 @@ def cleanup_messages(tenant_id: str, older_than_seconds: int | None) -> dict[str
 def delete_tenant(tenant_id: str) -> None:
     """Delete a tenant and everything of it (`DELETE /tenant/{id}`): its messages and payloads, the rate windows
     and SMTP session leases of every account it had, its quota windows, pending count, run-now request,
-    reporter state and suppression list, then its accounts, key and configuration. The tenant goes last, so a deletion cut short leaves it listed, and
+    reporter state, suppression list and what its storage can drop at once of its large files, then its
+    accounts, key and configuration. The tenant goes last, so a deletion cut short leaves it listed, and
     deleting it again finishes the job. Two things stay by design: its /metrics counters (they never go
     down, docs/monitoring.md) and its command-log entries (the audit trail, expired by its retention)."""
     tenant = require_tenant(tenant_id)
@@ -403,6 +404,7 @@ def delete_tenant(tenant_id: str) -> None:
 
     reports.forget_tenant(tenant_id)
     stores().suppressions.forget_tenant(tenant_id)
+    stores().large_files.forget_tenant(tenant_id)  # its links are refused from now on either way
     for account_id in tenant.get("paused_accounts") or {}:
         stores().counters.set_paused_gauge(tenant_id, account_id, False)  # its counters stay; no alert for it
     stores().tenants.delete_tenant(tenant_id)

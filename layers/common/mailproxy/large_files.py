@@ -618,12 +618,15 @@ class Download(NamedTuple):
 
 
 def open_link(token: str) -> Download:
-    """Check a download token and count the download; LinkRefused (403 forged, 410 expired or gone)."""
+    """Check a download token and count the download; LinkRefused (403 forged, 410 expired, gone, or of a
+    tenant that no longer exists)."""
     now = clock.now_ts()
     claims = verify(token, "d", now=now)
     tenant_id, key, filename = str(claims["t"]), str(claims.get("k") or ""), str(claims.get("n") or "file")
     if not is_tenant_file(key, tenant_id):
         raise LinkRefused(403, "This link is not valid.")
+    if stores().tenants.get_tenant(tenant_id) is None:  # deleted: its links end with it, and count nothing
+        raise LinkRefused(410, "This link has been withdrawn.", filename)
     expires = int(claims["e"])
     lifespan = claims.get("l")
     files = stores().large_files

@@ -123,6 +123,12 @@ def first_download(link_id: str, *, now: int, keep_until: int) -> int:
     return int(item.get("ts", {}).get("N", now))
 
 
+def forget_tenant(tenant_id: str) -> None:
+    """Nothing at once: the bucket's lifecycle rules delete the tenant's objects (a listing and delete of
+    every object under two prefixes would need the intake to hold s3:ListBucket and s3:DeleteObject), and
+    no link of a tenant that no longer exists is served meanwhile."""
+
+
 if TYPE_CHECKING:
 
     def _implements() -> ports.LargeFiles:
