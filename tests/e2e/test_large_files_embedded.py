@@ -73,3 +73,15 @@ def test_a_30_mb_upload_goes_out_as_a_link_the_runtime_serves(service: EmbeddedS
         assert "video.mp4" in got.headers["content-disposition"]
         assert http.get("/large-files/v1.e30.AAAA").status_code == 403
         assert 'gmp_large_file_downloads_total{tenant_id="acme"} 1.0' in http.get("/metrics").text
+
+
+def test_malformed_tokens_are_refused_not_failed(service: EmbeddedService) -> None:
+    from tests.integration.test_large_files import forged_tokens
+
+    with httpx.Client(base_url=service.url, timeout=60) as http:
+        for token in forged_tokens("acme", "d"):
+            got = http.get(f"/large-files/{token}")
+            assert got.status_code == 403 and "Link not valid" in got.text, (token[:80], got.status_code)
+        for token in forged_tokens("acme", "u"):
+            sent = http.post("/large-files/receive", data={"token": token}, files={"file": ("x", b"x")})
+            assert sent.status_code == 403, (token[:80], sent.text)

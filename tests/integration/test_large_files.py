@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -233,14 +234,15 @@ def test_forged_or_altered_tokens_are_refused(delivery: Delivery, server: Runnin
     delivery.submit(message("m-1", attachments=[inline("a.bin", b"z" * 30_000)]))
     delivery.pump()
     _, [url] = received_links(server)
-    version, claims, mac = url.rsplit("/", 1)[1].split(".")
+    version, tenant_id, claims, mac = url.rsplit("/", 1)[1].split(".")
 
     decoded = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
     for change in ({"t": "other-tenant", "k": decoded["k"].replace(delivery.tenant_id, "other-tenant")}, {"e": 2**40}):
         altered = base64.urlsafe_b64encode(json.dumps({**decoded, **change}).encode()).rstrip(b"=").decode()
-        code, page, _ = download(delivery.api, f"{BASE}/large-files/{version}.{altered}.{mac}")
+        code, page, _ = download(delivery.api, f"{BASE}/large-files/{version}.{tenant_id}.{altered}.{mac}")
         assert code == 403 and b"Link not valid" in page
-    assert download(delivery.api, f"{BASE}/large-files/{version}.{claims}.{mac[:-2]}AA")[0] == 403
+    assert download(delivery.api, f"{BASE}/large-files/{version}.other-tenant.{claims}.{mac}")[0] == 403
+    assert download(delivery.api, f"{BASE}/large-files/{version}.{tenant_id}.{claims}.{mac[:-2]}AA")[0] == 403
     assert download(delivery.api, f"{BASE}/large-files/not-a-token")[0] == 403
 
 
@@ -336,3 +338,100 @@ def test_the_config_is_checked(delivery: Delivery) -> None:
     for bad in ({"action": "drop"}, {"max_size_mb": -1}, {"file_ttl_days": 400}, {"public_base_url": "ftp://x"}):
         reply = delivery.api.put(f"/tenant/{delivery.tenant_id}", json={"large_file_config": bad}, headers=delivery.key)
         assert reply.status_code == 422, bad
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _signed(tenant_id: str, body: bytes) -> str:
+    """A token whose claims segment is `body`, MAC'd with the deployment's real key: what only a holder of the
+    signing material could make, so the route must not trust it to be well-formed either."""
+    import hashlib
+    import hmac
+
+    from mailproxy import large_files
+
+    signed = f"{large_files.TOKEN_VERSION}.{tenant_id}.{_b64(body)}"
+    mac = hmac.new(large_files._tenant_key(tenant_id), signed.encode("ascii"), hashlib.sha256).digest()
+    return f"{signed}.{_b64(mac)}"
+
+
+DEEP = b"[" * 3000  # json.loads recurses past Python's limit on this (RecursionError)
+
+
+def _claims(tenant_id: str, kind: str) -> dict[str, Any]:
+    key = f"files/30d/{tenant_id}/{'a' * 40}" if kind == "d" else f"uploads/{tenant_id}/{'a' * 24}"
+    return {"v": kind, "t": tenant_id, "k": key, "n": "a.bin", "m": "text/plain" if kind == "d" else 1000, "i": "x"}
+
+
+def forged_tokens(tenant_id: str, kind: str) -> list[str]:
+    """Tokens anyone can make that decode badly: each must be a 403, never a 500."""
+    deep, claims = DEEP, _claims(tenant_id, kind)
+    return [
+        f"v1.{_b64(deep)}.AAAA",  # the reviewer's: under the 4096 limit, decoded before any MAC check
+        f"v2.{tenant_id}.{_b64(deep)}.AAAA",
+        f"v2.{tenant_id}.@@@@.AAAA",  # not base64url
+        f"v2.{tenant_id}.A.AAAA",  # impossible base64 length
+        f"v2.{tenant_id}.{_b64(b'{}')}.A",
+        f"v2.{tenant_id}.{_b64(json.dumps({**claims, 'e': 10**1000}).encode())}.AAAA",
+        f"v2.{_b64(b'x' * 30)}.{_b64(b'{}')}.AAAA",  # not a tenant id
+        f"v2..{_b64(b'{}')}.AAAA",
+    ]
+
+
+def malformed_tokens(tenant_id: str, kind: str) -> list[str]:
+    """Forged tokens, and tokens MAC'd with the real key whose claims are not what the service signs."""
+    deep, claims = DEEP, _claims(tenant_id, kind)
+    return [
+        *forged_tokens(tenant_id, kind),
+        _signed(tenant_id, deep),
+        _signed(tenant_id, b"\xff\xfe not utf-8"),
+        _signed(tenant_id, b"[1, 2]"),  # JSON, not an object
+        _signed(tenant_id, b'"text"'),
+        _signed(tenant_id, json.dumps({**claims, "e": 10**300, "l": 86400}).encode()),  # huge numbers
+        _signed(tenant_id, json.dumps({**claims, "e": 1e308 * 10}).encode()),  # Infinity
+        _signed(tenant_id, json.dumps({**claims, "e": clock.now_ts() + 3600, "l": 10**300}).encode()),
+        _signed(tenant_id, json.dumps({**claims, "e": clock.now_ts() + 3600, "t": "rival"}).encode()),
+    ]
+
+
+def test_malformed_download_tokens_answer_the_not_valid_page(delivery: Delivery) -> None:
+    for token in malformed_tokens(delivery.tenant_id, "d"):
+        code, page, headers = download(delivery.api, f"{BASE}/large-files/{token}")
+        assert code == 403, (token[:80], code, page[:300])
+        assert b"Link not valid" in page and headers["content-type"].startswith("text/html")
+
+
+def test_malformed_upload_tokens_are_refused_by_the_receive_route(storage: Storage, delivery: Delivery) -> None:
+    for token in malformed_tokens(delivery.tenant_id, "u"):
+        sent = delivery.api.post("/large-files/receive", data={"token": token}, files={"file": ("x", b"x")})
+        # AWS uploads go to S3: the route is the one-machine runtime's alone.
+        assert sent.status_code == (404 if isinstance(storage, dict) else 403), (token[:80], sent.text)
+
+
+def test_a_deleted_tenants_links_are_gone_and_count_nothing(
+    storage: Storage, delivery: Delivery, server: RunningServer, api: TestClient, admin: dict[str, str]
+) -> None:
+    from mailproxy import metrics
+
+    configure(delivery, max_size_mb=0.01, action="rewrite", lifespan_after_download_days=1)
+    delivery.submit(message("m-1", attachments=[inline("a.bin", b"z" * 30_000)]))
+    delivery.pump()
+    _, [url] = received_links(server)
+    assert download(api, url)[0] == 200
+    counted = f'gmp_large_file_downloads_total{{tenant_id="{delivery.tenant_id}"}}'
+    before = [line for line in metrics.render().decode().splitlines() if line.startswith(counted)]
+
+    assert api.delete(f"/tenant/{delivery.tenant_id}", headers=admin).status_code == 200
+    after_deletion = [line for line in metrics.render().decode().splitlines() if line.startswith(counted)]
+    for _ in range(2):
+        code, page, headers = download(api, url)
+        assert code == 410
+        assert b"no longer available" in page and b"a.bin" in page
+        assert headers["content-type"].startswith("text/html")
+    now = [line for line in metrics.render().decode().splitlines() if line.startswith(counted)]
+    assert now == after_deletion and len(before) == 1  # no download of a deleted tenant is counted
+    if not isinstance(storage, dict):  # one machine: the tenant's stored files went with it
+        files = [p for p in (Path(storage.data_dir) / "large-files").rglob("*") if p.is_file()]
+        assert not [p for p in files if delivery.tenant_id in p.parts]

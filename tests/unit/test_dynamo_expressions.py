@@ -257,3 +257,36 @@ def test_a_batch_closing_in_a_transaction_conflict_tries_again(aws_env: Any, mon
     assert calls["n"] == 2
     assert state.pending_count("acme") == -1
     assert state.due_journals(10**12) == []
+
+
+def _dynamodb_requests_built_by_hand() -> list[str]:
+    """Where the package writes a DynamoDB expression itself, or makes its own DynamoDB client."""
+    import ast
+    from pathlib import Path
+
+    import mailproxy
+
+    package = Path(mailproxy.__file__).parent
+    aws = package / "adapters" / "aws"
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.arg or ""] if isinstance(node, ast.keyword) else []
+            if isinstance(node, ast.Dict):
+                names = [str(k.value) for k in node.keys if isinstance(k, ast.Constant)]
+            writes_expression = any(n.endswith(("Expression", "ExpressionAttributeNames")) for n in names)
+            makes_client = (
+                isinstance(node, ast.Call)
+                and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) in ("client", "scoped_client")
+                and bool(node.args)
+                and isinstance(node.args[0], ast.Constant)
+                and node.args[0].value == "dynamodb"
+            )
+            if (writes_expression and path != aws / "expressions.py") or (makes_client and path != aws / "dynamo.py"):
+                found.append(f"{path.relative_to(package)}:{getattr(node, 'lineno', 0)}")
+    return found
+
+
+def test_every_dynamodb_request_goes_through_the_helpers() -> None:
+    # STYLE: one builder for every expression (expressions.py), one DynamoDB client (dynamo.ddb).
+    assert _dynamodb_requests_built_by_hand() == []

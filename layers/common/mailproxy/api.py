@@ -560,8 +560,8 @@ def _install_large_file_routes(app: FastAPI, reply: ReplyDocs) -> None:
         responses={
             200: {"description": "The file (one-machine runtime)", "content": {"application/octet-stream": {}}},
             302: {"description": "To a short-lived URL of the file (AWS)"},
-            403: {"description": "A link this service did not sign (HTML page)"},
-            410: {"description": "An expired link, or a file no longer kept (HTML page)"},
+            403: {"description": "A link this service did not sign, or a token that does not decode (HTML page)"},
+            410: {"description": "An expired link, a file no longer kept, or a deleted tenant's link (HTML page)"},
         },
     )
     async def download(token: Annotated[str, Path(max_length=4096)]) -> Response:

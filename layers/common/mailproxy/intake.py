@@ -387,10 +387,11 @@ def cleanup_messages(tenant_id: str, older_than_seconds: int | None) -> dict[str
 def delete_tenant(tenant_id: str) -> None:
     """Delete a tenant and everything of it (`DELETE /tenant/{id}`): its messages and payloads, the rate windows,
     SMTP session leases and reputation windows' bounces of every account it had, its quota windows, pending
-    count, run-now request, reporter state, bounce mailboxes' positions and suppression list, then its accounts,
-    key and configuration. The tenant goes last, so a deletion cut short leaves it listed, and deleting it again
-    finishes the job. Two things stay by design: its /metrics counters (they never go
-    down, docs/monitoring.md) and its command-log entries (the audit trail, expired by its retention)."""
+    count, run-now request, reporter state, bounce mailboxes' positions, suppression list and what its storage
+    can drop at once of its large files, then its accounts, key and configuration. The tenant goes last, so a
+    deletion cut short leaves it listed, and deleting it again finishes the job. Two things stay by design: its
+    /metrics counters (they never go down, docs/monitoring.md) and its command-log entries (the audit trail,
+    expired by its retention)."""
     tenant = require_tenant(tenant_id)
     account_ids = stores().tenants.account_ids(tenant_id) | stores().counters.counted_accounts(tenant_id)
     items = stores().messages.list_states(tenant_id)
@@ -407,6 +408,7 @@ def delete_tenant(tenant_id: str) -> None:
     for account_id in sorted(account_ids):
         # A tenant made again with the same ids must not inherit these bounces (and be paused at once).
         stores().counters.reset_reputation(tenant_id, account_id)
+    stores().large_files.forget_tenant(tenant_id)  # its links are refused from now on either way
     for account_id in tenant.get("paused_accounts") or {}:
         stores().counters.set_paused_gauge(tenant_id, account_id, False)  # its counters stay; no alert for it
     stores().tenants.delete_tenant(tenant_id)

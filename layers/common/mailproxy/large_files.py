@@ -9,9 +9,10 @@ files to storage without passing through the API.
 - **Storing.** Keys are made here, from the message's tenant: `uploads/<tenant>/<id>` (what a tenant uploaded)
   and `files/<days>d/<tenant>/<file id>` (what a link serves; the bucket's lifecycle rule of `<days>` deletes
   it). A file id is derived from the message and the content, so a retried message finds the file it stored.
-- **Links.** `<public base URL>/large-files/<token>`: the token is the link's claims (tenant, key, name,
-  expiry, life after the first download) with an HMAC-SHA256 under a key of the tenant's own, derived from the
-  deployment's signing secret. Nothing in a link can be changed without the key, nor used past its expiry.
+- **Links.** `<public base URL>/large-files/<token>`: the token is its tenant and the link's claims (key,
+  name, expiry, life after the first download) with an HMAC-SHA256 under a key of the tenant's own, derived
+  from the deployment's signing secret, checked before the claims are decoded. Nothing in a link can be
+  changed without the key, nor used past its expiry.
 """
 
 from __future__ import annotations
@@ -50,10 +51,13 @@ UPLOAD_PREFIX = "upload:"
 FETCH_MODE = "upload"
 ROUTE = "/large-files"
 FOOTER_TITLE = "Large attachments available for download"
-TOKEN_VERSION = "v1"
+TOKEN_VERSION = "v2"  # v1 put the tenant inside the claims, so they were decoded before the MAC was checked
+MAX_TOKEN_CHARS = 4096
+MAX_CLAIM_TS = 2**40  # a claimed time past this is not one this service signs (year 36812)
 SIGNING_KEY_FILE = "link-signing.key"
 MAX_FORM_FIELD_BYTES = 16 * 1024
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _LINE_CHARS = 76  # base64 line length of a MIME part
 
 
@@ -214,33 +218,62 @@ def _tenant_key(tenant_id: str) -> bytes:
     return hmac.new(_master_key(), b"gmp-large-file-links\x00" + tenant_id.encode("utf-8"), hashlib.sha256).digest()
 
 
+def _mac(tenant_id: str, signed: str) -> bytes:
+    return hmac.new(_tenant_key(tenant_id), signed.encode("ascii"), hashlib.sha256).digest()
+
+
 def sign(claims: dict[str, Any]) -> str:
-    """A token carrying `claims` (which name their tenant, `t`)."""
+    """A token carrying `claims` (which name their tenant, `t`): `v2.<tenant>.<claims>.<mac>`."""
+    tenant_id = str(claims["t"])
     body = _b64(json.dumps(claims, sort_keys=True, separators=(",", ":")).encode("utf-8"))
-    signed = f"{TOKEN_VERSION}.{body}"
-    mac = hmac.new(_tenant_key(str(claims["t"])), signed.encode("ascii"), hashlib.sha256).digest()
-    return f"{signed}.{_b64(mac)}"
+    signed = f"{TOKEN_VERSION}.{tenant_id}.{body}"
+    return f"{signed}.{_b64(_mac(tenant_id, signed))}"
 
 
 def verify(token: str, kind: str, *, now: int) -> dict[str, Any]:
     """The claims of a token of `kind` ("d" download, "u" upload) that this deployment signed; LinkRefused
-    (403 not valid, 410 expired) otherwise."""
+    (403 not valid, 410 expired) otherwise. The MAC is checked before anything of the claims is decoded: the
+    tenant whose key signs them travels beside them, in plain."""
     refused = LinkRefused(403, "This link is not valid.")
     parts = token.split(".")
-    if len(token) > 4096 or len(parts) != 3 or parts[0] != TOKEN_VERSION:
+    if len(token) > MAX_TOKEN_CHARS or len(parts) != 4 or parts[0] != TOKEN_VERSION:
+        raise refused
+    version, tenant_id, body, mac = parts
+    if not all(_B64URL.fullmatch(part) for part in (tenant_id, body, mac)):  # a tenant id has these characters too
         raise refused
     try:
-        claims = json.loads(_unb64(parts[1]))
-        given = _unb64(parts[2])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        given = _unb64(mac)
+    except (ValueError, binascii.Error):
         raise refused from None
-    if not isinstance(claims, dict) or not isinstance(claims.get("t"), str) or claims.get("v") != kind:
+    if not hmac.compare_digest(given, _mac(tenant_id, f"{version}.{tenant_id}.{body}")):
         raise refused
-    expected = hmac.new(_tenant_key(claims["t"]), f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256).digest()
-    if not hmac.compare_digest(given, expected):
+    claims = _claims(body, tenant_id, kind)
+    if claims is None:  # signed here, yet not claims this service makes: refused all the same
         raise refused
-    if not isinstance(claims.get("e"), int) or now >= claims["e"]:
+    if now >= claims["e"]:
         raise LinkRefused(410, "This link has expired.", str(claims.get("n") or ""))
+    return claims
+
+
+def _claims(body: str, tenant_id: str, kind: str) -> dict[str, Any] | None:
+    """The claims of a token whose MAC matched, None when they are not what `sign` makes (any decoding error:
+    bad base64 or UTF-8, JSON nested past the recursion limit, a number out of range)."""
+    try:
+        claims = json.loads(_unb64(body))
+    except (ValueError, binascii.Error, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    if not isinstance(claims, dict) or claims.get("t") != tenant_id or claims.get("v") != kind:
+        return None
+    expires, lifespan = claims.get("e"), claims.get("l")
+    if type(expires) is not int or not 0 < expires < MAX_CLAIM_TS:
+        return None
+    if lifespan is not None and (type(lifespan) is not int or not 0 < lifespan <= MAX_FILE_TTL_DAYS * 86400):
+        return None
+    if not all(isinstance(claims.get(name, ""), str) for name in ("k", "n", "i")):
+        return None
+    limit = claims.get("m")  # the file's type in a download, the size limit in an upload
+    if not (isinstance(limit, str) if kind == "d" else type(limit) is int and 0 < limit < MAX_CLAIM_TS):
+        return None
     return claims
 
 
@@ -585,12 +618,15 @@ class Download(NamedTuple):
 
 
 def open_link(token: str) -> Download:
-    """Check a download token and count the download; LinkRefused (403 forged, 410 expired or gone)."""
+    """Check a download token and count the download; LinkRefused (403 forged, 410 expired, gone, or of a
+    tenant that no longer exists)."""
     now = clock.now_ts()
     claims = verify(token, "d", now=now)
     tenant_id, key, filename = str(claims["t"]), str(claims.get("k") or ""), str(claims.get("n") or "file")
     if not is_tenant_file(key, tenant_id):
         raise LinkRefused(403, "This link is not valid.")
+    if stores().tenants.get_tenant(tenant_id) is None:  # deleted: its links end with it, and count nothing
+        raise LinkRefused(410, "This link has been withdrawn.", filename)
     expires = int(claims["e"])
     lifespan = claims.get("l")
     files = stores().large_files

@@ -476,3 +476,8 @@ class LargeFiles(Protocol):
     def first_download(self, link_id: str, *, now: int, keep_until: int) -> int:
         """When the link was first downloaded: `now` if this is the first time (recorded until `keep_until`)."""
         ...
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Drop what can be dropped at once of a deleted tenant's uploads and files (the rest expires: links
+        of a tenant that no longer exists are refused, and storage's own retention deletes the files)."""
+        ...

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from mailproxy.adapters.aws.dynamo import conditional_write, ddb, from_item, to_item
+from mailproxy.adapters.aws.expressions import absent, expression
 from mailproxy.aws import client
 from mailproxy.errors import ConfigurationError
 from mailproxy.settings import get_large_file_settings, get_settings
@@ -25,6 +27,10 @@ def _bucket() -> str:
     if not bucket:
         raise ConfigurationError("LARGE_FILE_BUCKET is not set: large files cannot be stored")
     return bucket
+
+
+def _table() -> str:
+    return get_settings().state_table
 
 
 def _code(exc: Exception) -> str:
@@ -106,21 +112,18 @@ def download(key: str, *, filename: str, mime_type: str, expires_in: int) -> tup
 
 def first_download(link_id: str, *, now: int, keep_until: int) -> int:
     """Record `now` as the link's first download unless one is recorded; the first download's time."""
-    ddb = client("dynamodb")
-    table = get_settings().state_table
-    key = {"pk": {"S": f"DOWNLOAD#{link_id}"}, "sk": {"S": "first"}}
-    try:
-        ddb.put_item(
-            TableName=table,
-            Item={**key, "ts": {"N": str(now)}, "expires_at": {"N": str(keep_until)}},
-            ConditionExpression="attribute_not_exists(pk)",
-        )
+    key = {"pk": f"DOWNLOAD#{link_id}", "sk": "first"}
+    item = to_item({**key, "ts": now, "expires_at": keep_until})
+    if conditional_write(ddb().put_item, TableName=_table(), Item=item, **expression(condition=absent("pk"))):
         return now
-    except Exception as exc:
-        if _code(exc) != "ConditionalCheckFailedException":
-            raise
-    item = ddb.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item") or {}
-    return int(item.get("ts", {}).get("N", now))
+    reply = ddb().get_item(TableName=_table(), Key=to_item(key), ConsistentRead=True)
+    return int(from_item(reply["Item"])["ts"]) if "Item" in reply else now
+
+
+def forget_tenant(tenant_id: str) -> None:
+    """Nothing at once: the bucket's lifecycle rules delete the tenant's objects (a listing and delete of
+    every object under two prefixes would need the intake to hold s3:ListBucket and s3:DeleteObject), and
+    no link of a tenant that no longer exists is served meanwhile."""
 
 
 if TYPE_CHECKING:

@@ -124,6 +124,13 @@ class SqliteLargeFiles:
                     removed += 1
         return removed
 
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Delete the tenant's uploads and stored files (first-download rows expire with their TTL)."""
+        shutil.rmtree(self._path(f"uploads/{tenant_id}"), ignore_errors=True)
+        files = self.root / "files"
+        for step in files.iterdir() if files.is_dir() else ():
+            shutil.rmtree(self._path(f"files/{step.name}/{tenant_id}"), ignore_errors=True)
+
     def remove_all(self) -> None:
         """Every stored file (tests)."""
         shutil.rmtree(self.root, ignore_errors=True)
