@@ -396,3 +396,28 @@ def test_a_report_about_a_message_never_sent_is_unmatched(service: Service, call
 
     assert unmatched() == 1
     assert [e["event_type"] for e in history(acme, "later")] == ["queued"]
+
+
+def test_a_payload_that_cannot_be_read_leaves_the_report_for_the_next_poll(
+    service: Service, callback: Callback, box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("m-1", to="nobody@example.test"))
+    service.deliver(acme)
+    box.append(dsn(to=RETURN_PATH, recipient="nobody@example.test", genro_id="m-1"))
+
+    def unavailable(records: Any) -> Any:
+        raise RuntimeError("payload storage unavailable")
+
+    # Not taken as "payload unknown" (which would believe the report about anyone): the report waits.
+    with monkeypatch.context() as patch:
+        patch.setattr(stores().payloads, "load_payloads", unavailable)
+        totals = bounces.run()
+    assert (totals["failed"], totals["recorded"]) == (1, 0)
+    assert box.uids(criteria="UNKEYWORD $GmpProcessed") == box.uids()
+    assert stores().suppressions.find({("acme", "nobody@example.test")}) == {}
+
+    totals = bounces.run()
+
+    assert (totals["messages"], totals["recorded"]) == (1, 1)
+    assert set(stores().suppressions.find({("acme", "nobody@example.test")})) == {("acme", "nobody@example.test")}

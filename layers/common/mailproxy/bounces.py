@@ -232,6 +232,8 @@ def _recipients(record: Record) -> set[str] | None:
     is no longer stored (a pack expired): the report is then taken as it names its recipient."""
     from mailproxy.addresses import parse_addresses
 
+    # A storage failure raises (the mailbox waits for the next poll): read as "no payload" it would let any report
+    # quoting the message's id suppress anyone, exactly while storage (or a permission) is broken.
     stored = stores().payloads.load_payloads([record]).get((str(record["tenant_id"]), str(record["id"])))
     if stored is None:
         return None
