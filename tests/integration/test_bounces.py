@@ -421,3 +421,29 @@ def test_a_payload_that_cannot_be_read_leaves_the_report_for_the_next_poll(
 
     assert (totals["messages"], totals["recorded"]) == (1, 1)
     assert set(stores().suppressions.find({("acme", "nobody@example.test")})) == {("acme", "nobody@example.test")}
+
+
+def test_a_bounce_of_a_mixed_case_recipient_suppresses_the_next_message_to_it(
+    service: Service, callback: Callback, box: Box, server: RunningServer
+) -> None:
+    from tests.integration.delivery import mail_ids
+
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("m-1", to="John Smith <John.Smith@Example.test>"))
+    service.deliver(acme)
+    # The reporting server writes the address its own way; the parser compares it without case.
+    box.append(dsn(to=RETURN_PATH, recipient="john.smith@EXAMPLE.test", genro_id="m-1"))
+    assert bounces.run()["recorded"] == 1
+    service.reporter.stream()
+
+    # Recorded, reported and suppressed as the message spelled it: the sender looks its own spelling up.
+    [entry] = bounce_entries(callback)
+    assert entry["recipient"] == "John.Smith@Example.test"
+    [event] = [e for e in history(acme, "m-1") if e["event_type"] == "bounce"]
+    assert event["recipient"] == "John.Smith@Example.test"
+    acme.submit(message("m-2", to="John.Smith@Example.test"))
+    service.deliver(acme)
+
+    assert mail_ids(server.handler.received) == ["m-1"]
+    record = acme.records()["m-2"]
+    assert (record["status"], record["error"]) == ("error", "suppressed: John.Smith@Example.test")

@@ -172,11 +172,14 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
         return Outcome(parsed.kind)
     now = clock.now_ts()
     account_id = str(record.get("account_id") or "")
-    recipients = _recipients(record)
+    sent_to = _recipients(record)
     recorded = 0
     deltas: dict[BounceCounter, int] = {}
     for failure in parsed.failures:
-        if recipients is not None and failure.recipient not in recipients:
+        # The address as the message spelled it: the suppression list keeps the local part's case, and the
+        # sender looks up the payload's own spelling (a report's spelling is the reporting server's).
+        recipient = failure.recipient if sent_to is None else sent_to.get(failure.recipient.lower())
+        if recipient is None:
             # Not an address the message went to (a forged report, or forwarding the report does not undo).
             _unmatched(box, parsed, "it names a recipient the message was not sent to", message_id, extra)
             continue
@@ -199,9 +202,9 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
             bounce_type=bounce_type,
             bounce_code=failure.code,
             bounce_status=failure.status,
-            recipient=failure.recipient,
+            recipient=recipient,
         )
-        key = f"{bounce_type}:{failure.recipient}"
+        key = f"{bounce_type}:{recipient.lower()}"  # one event per address however a report spells it
         if not stores().messages.add_event(box.tenant_id, message_id, entry, key=key, now=now):
             continue  # read before (a crash before the mailbox message was marked), or gone meanwhile
         recorded += 1
@@ -210,7 +213,7 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
         suppression.note_bounce(
             box.tenant_id,
             account_id or None,
-            failure.recipient,
+            recipient,
             bounce_type,
             message_id=message_id,
             code=failure.code,
@@ -227,9 +230,10 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
     return Outcome(parsed.kind, recorded, matched=True)
 
 
-def _recipients(record: Record) -> set[str] | None:
-    """The bare addresses (lowercased) the message was sent to, from its stored payload; None when the payload
-    is no longer stored (a pack expired): the report is then taken as it names its recipient."""
+def _recipients(record: Record) -> dict[str, str] | None:
+    """The bare addresses the message was sent to, lowercased, each to its spelling in the stored payload (the
+    first, should two differ only in case); None when the payload is no longer stored (a pack expired): the
+    report is then taken as it names its recipient."""
     from mailproxy.addresses import parse_addresses
 
     # A storage failure raises (the mailbox waits for the next poll): read as "no payload" it would let any report
@@ -238,7 +242,11 @@ def _recipients(record: Record) -> set[str] | None:
     if stored is None:
         return None
     payload = stored[1]
-    return {address.lower() for name in ("to", "cc", "bcc") for address in parse_addresses(payload.get(name))}
+    spellings: dict[str, str] = {}
+    for name in ("to", "cc", "bcc"):
+        for address in parse_addresses(payload.get(name)):
+            spellings.setdefault(address.lower(), address)
+    return spellings
 
 
 def _correlate(box: Mailbox, parsed: Parsed) -> tuple[str | None, str]:
