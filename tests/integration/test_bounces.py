@@ -81,6 +81,12 @@ def account_counters(tenant_id: str = "acme", account_id: str = "smtp") -> dict[
     return row
 
 
+def reputation_window(tenant_id: str = "acme", account_id: str = "smtp") -> dict[str, int]:
+    from mailproxy import clock
+
+    return stores().counters.add_reputation(tenant_id, account_id, bounces=0, complaints=0, now=clock.now_ts())
+
+
 def unmatched(tenant_id: str = "acme") -> int:
     return int(stores().counters.tenant_counter_rows().get(tenant_id, {}).get(bounces.UNMATCHED, 0))
 
@@ -224,6 +230,7 @@ def test_a_report_read_again_after_a_crash_is_recorded_once(service: Service, ca
     assert len(bounce_entries(callback)) == 1
     assert [e["event_type"] for e in history(acme, "m-1")].count("bounce") == 1
     assert account_counters()["bounces_hard"] == 1
+    assert reputation_window()["bounces"] == 1  # the reputation guard is not told twice either
 
 
 def test_nothing_is_skipped_or_read_twice_across_runs_and_a_new_uidvalidity(
@@ -447,3 +454,40 @@ def test_a_bounce_of_a_mixed_case_recipient_suppresses_the_next_message_to_it(
     assert mail_ids(server.handler.received) == ["m-1"]
     record = acme.records()["m-2"]
     assert (record["status"], record["error"]) == ("error", "suppressed: John.Smith@Example.test")
+
+
+def test_a_crash_between_recording_a_bounce_and_suppressing_its_address_loses_neither(
+    service: Service, callback: Callback, box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailproxy import suppression
+
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("m-1", to="nobody@example.test"))
+    service.deliver(acme)
+    box.append(dsn(to=RETURN_PATH, recipient="nobody@example.test", genro_id="m-1"))
+    done: list[str] = []
+
+    def crash_after_the_first(name: str, write: Any) -> Any:
+        # Whichever of the two writes comes first completes, then the poller dies before the other.
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            result = write(*args, **kwargs)
+            done.append(name)
+            if len(done) == 1:
+                raise RuntimeError("the poller died here")
+            return result
+
+        return wrapped
+
+    with monkeypatch.context() as patch:
+        patch.setattr(stores().messages, "add_event", crash_after_the_first("event", stores().messages.add_event))
+        patch.setattr(suppression, "note_bounce", crash_after_the_first("suppression", suppression.note_bounce))
+        assert bounces.run()["failed"] == 1
+    assert len(done) == 1
+
+    totals = bounces.run()
+    service.reporter.stream()
+
+    assert (totals["messages"], totals["failed"]) == (1, 0)
+    assert set(stores().suppressions.find({("acme", "nobody@example.test")})) == {("acme", "nobody@example.test")}
+    assert [e["event_type"] for e in history(acme, "m-1")].count("bounce") == 1
+    assert len(bounce_entries(callback)) == 1

@@ -175,6 +175,7 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
     sent_to = _recipients(record)
     recorded = 0
     deltas: dict[BounceCounter, int] = {}
+    known = set(record.get("event_keys") or ())  # events recorded at an earlier read, and in this one
     for failure in parsed.failures:
         # The address as the message spelled it: the suppression list keeps the local part's case, and the
         # sender looks up the payload's own spelling (a report's spelling is the reporting server's).
@@ -205,11 +206,11 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
             recipient=recipient,
         )
         key = f"{bounce_type}:{recipient.lower()}"  # one event per address however a report spells it
-        if not stores().messages.add_event(box.tenant_id, message_id, entry, key=key, now=now):
-            continue  # read before (a crash before the mailbox message was marked), or gone meanwhile
-        recorded += 1
-        deltas[counter] = deltas.get(counter, 0) + 1
-        # The suppression list and the reputation guard (docs/suppressions.md): once per recorded event.
+        if key in known:
+            continue  # read before (a crash before the mailbox message was marked): recorded, and told, then
+        known.add(key)
+        # The suppression list and the reputation guard (docs/suppressions.md) before the event that marks the
+        # report done: a crash between the two tells them again at the next read, never not at all.
         suppression.note_bounce(
             box.tenant_id,
             account_id or None,
@@ -220,6 +221,10 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
             reason=failure.reason,
             ts=now,
         )
+        if not stores().messages.add_event(box.tenant_id, message_id, entry, key=key, now=now):
+            continue  # recorded meanwhile by another reader, or the message is gone
+        recorded += 1
+        deltas[counter] = deltas.get(counter, 0) + 1
     if deltas and account_id:
         stores().counters.add_account_counters(box.tenant_id, account_id, deltas)
     if recorded:
