@@ -6,9 +6,13 @@ once per run, from where the last run stopped (`BounceState`: the mailbox's UIDV
 processed). Each message is parsed (`bounce_parse`), matched to the original message by its VERP return path
 (signed: `verp`) or by the `X-Genro-Mail-ID` it returns, and each failed recipient or complaint becomes a
 history event of that message (`bounce` or `complaint`) under a key that makes it appear once, however often
-the report is read again. The event is a change of the message record: the reporter sends it to the tenant's
-callback as it sends results, and `GET /messages` shows it. Then the mailbox message is moved or flagged, and
-only then is the position saved: a crash anywhere means reading a report again, never skipping one.
+the report is read again; the suppression list is told before the event is recorded and not again once it is
+(at least once: a crash between the two counts that bounce twice in the reputation window). The event is a
+change of the message record: the reporter sends it to the tenant's callback as it sends results, and `GET
+/messages` shows it. Then the mailbox message is moved or flagged, and only then is the position saved: a crash
+anywhere means reading a report again, not losing it. A report whose processing fails (storage unavailable)
+stops its mailbox there until a later run gets past it; the account's bounce counters are written after the
+events, so a crash between the two leaves the metrics short of them.
 
 An auto-reply or a message that is no report is left processed and counted nowhere; a report that names no
 message of the tenant is counted (`gmp_bounce_reports_unmatched_total`) and logged, never attributed to a
