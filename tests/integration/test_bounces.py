@@ -491,3 +491,27 @@ def test_a_crash_between_recording_a_bounce_and_suppressing_its_address_loses_ne
     assert set(stores().suppressions.find({("acme", "nobody@example.test")})) == {("acme", "nobody@example.test")}
     assert [e["event_type"] for e in history(acme, "m-1")].count("bounce") == 1
     assert len(bounce_entries(callback)) == 1
+
+
+@pytest.mark.parametrize("route", ["POST /account", "POST /tenant", "PUT /tenant"])
+def test_every_route_that_turns_verp_on_makes_the_signing_key_first(
+    service: Service, callback: Callback, box: Box, route: str
+) -> None:
+    acme = service.tenant("acme", bounce_mailbox=box.config()) if route == "POST /tenant" else service.tenant("acme")
+    assert stores().bounces.sealed_signing_key() is None  # a mailbox without VERP makes none
+    mailbox = box.config(verp=True)
+    if route == "POST /account":
+        reply = service.api.post(
+            "/account",
+            json={"id": "smtp", "host": "127.0.0.1", "port": service.smtp_port, "bounce_mailbox": mailbox},
+            headers=acme.key,
+        )
+    elif route == "POST /tenant":
+        reply = service.api.post(
+            "/tenant", json={"id": "acme", "name": "Acme", "bounce_mailbox": mailbox}, headers=service.admin
+        )
+    else:
+        reply = service.api.put("/tenant/acme", json={"bounce_mailbox": mailbox}, headers=acme.key)
+
+    assert reply.status_code == 200, reply.text
+    assert stores().bounces.sealed_signing_key() is not None
