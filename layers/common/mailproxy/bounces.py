@@ -214,7 +214,7 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
             continue  # read before (a crash before the mailbox message was marked): recorded, and told, then
         known.add(key)
         # The suppression list and the reputation guard (docs/suppressions.md) before the event that marks the
-        # report done: a crash between the two tells them again at the next read, never not at all.
+        # report done: a crash between the two tells them again at the next read instead of never.
         suppression.note_bounce(
             box.tenant_id,
             account_id or None,
