@@ -170,3 +170,15 @@ def test_an_account_is_paused_and_resumed_once_in_its_tenants_record(stores: Sto
     stores.tenants.update_tenant("acme", {"name": "Acme 2"}, now=NOW, replace=True)
     tenant = stores.tenants.get_tenant("acme")
     assert tenant is not None and set(tenant["paused_accounts"]) == {"a2"}
+
+
+def test_an_entry_added_if_absent_never_replaces_one_already_listed(stores: Stores) -> None:
+    assert stores.suppressions.put("acme", _entry("bob@x.test", source="manual", reason="asked us"))
+    assert not stores.suppressions.add_if_absent("acme", _entry("bob@x.test", source="soft", created_at=NOW + 9))
+    assert stores.suppressions.add_if_absent("beta", _entry("bob@x.test", source="soft"))  # another tenant's list
+    assert stores.suppressions.add_if_absent("acme", _entry("eve@x.test", source="soft"))
+    found = stores.suppressions.find({("acme", "bob@x.test"), ("acme", "eve@x.test"), ("beta", "bob@x.test")})
+    assert (found[("acme", "bob@x.test")]["source"], found[("acme", "bob@x.test")]["reason"]) == ("manual", "asked us")
+    assert found[("acme", "bob@x.test")]["created_at"] == NOW
+    assert found[("acme", "eve@x.test")]["source"] == "soft"
+    assert found[("beta", "bob@x.test")]["source"] == "soft"

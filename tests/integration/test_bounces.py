@@ -81,6 +81,12 @@ def account_counters(tenant_id: str = "acme", account_id: str = "smtp") -> dict[
     return row
 
 
+def reputation_window(tenant_id: str = "acme", account_id: str = "smtp") -> dict[str, int]:
+    from mailproxy import clock
+
+    return stores().counters.add_reputation(tenant_id, account_id, bounces=0, complaints=0, now=clock.now_ts())
+
+
 def unmatched(tenant_id: str = "acme") -> int:
     return int(stores().counters.tenant_counter_rows().get(tenant_id, {}).get(bounces.UNMATCHED, 0))
 
@@ -224,6 +230,7 @@ def test_a_report_read_again_after_a_crash_is_recorded_once(service: Service, ca
     assert len(bounce_entries(callback)) == 1
     assert [e["event_type"] for e in history(acme, "m-1")].count("bounce") == 1
     assert account_counters()["bounces_hard"] == 1
+    assert reputation_window()["bounces"] == 1  # the reputation guard is not told twice either
 
 
 def test_nothing_is_skipped_or_read_twice_across_runs_and_a_new_uidvalidity(
@@ -396,3 +403,115 @@ def test_a_report_about_a_message_never_sent_is_unmatched(service: Service, call
 
     assert unmatched() == 1
     assert [e["event_type"] for e in history(acme, "later")] == ["queued"]
+
+
+def test_a_payload_that_cannot_be_read_leaves_the_report_for_the_next_poll(
+    service: Service, callback: Callback, box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("m-1", to="nobody@example.test"))
+    service.deliver(acme)
+    box.append(dsn(to=RETURN_PATH, recipient="nobody@example.test", genro_id="m-1"))
+
+    def unavailable(records: Any) -> Any:
+        raise RuntimeError("payload storage unavailable")
+
+    # Not taken as "payload unknown" (which would believe the report about anyone): the report waits.
+    with monkeypatch.context() as patch:
+        patch.setattr(stores().payloads, "load_payloads", unavailable)
+        totals = bounces.run()
+    assert (totals["failed"], totals["recorded"]) == (1, 0)
+    assert box.uids(criteria="UNKEYWORD $GmpProcessed") == box.uids()
+    assert stores().suppressions.find({("acme", "nobody@example.test")}) == {}
+
+    totals = bounces.run()
+
+    assert (totals["messages"], totals["recorded"]) == (1, 1)
+    assert set(stores().suppressions.find({("acme", "nobody@example.test")})) == {("acme", "nobody@example.test")}
+
+
+def test_a_bounce_of_a_mixed_case_recipient_suppresses_the_next_message_to_it(
+    service: Service, callback: Callback, box: Box, server: RunningServer
+) -> None:
+    from tests.integration.delivery import mail_ids
+
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("m-1", to="John Smith <John.Smith@Example.test>"))
+    service.deliver(acme)
+    # The reporting server writes the address its own way; the parser compares it without case.
+    box.append(dsn(to=RETURN_PATH, recipient="john.smith@EXAMPLE.test", genro_id="m-1"))
+    assert bounces.run()["recorded"] == 1
+    service.reporter.stream()
+
+    # Recorded, reported and suppressed as the message spelled it: the sender looks its own spelling up.
+    [entry] = bounce_entries(callback)
+    assert entry["recipient"] == "John.Smith@Example.test"
+    [event] = [e for e in history(acme, "m-1") if e["event_type"] == "bounce"]
+    assert event["recipient"] == "John.Smith@Example.test"
+    acme.submit(message("m-2", to="John.Smith@Example.test"))
+    service.deliver(acme)
+
+    assert mail_ids(server.handler.received) == ["m-1"]
+    record = acme.records()["m-2"]
+    assert (record["status"], record["error"]) == ("error", "suppressed: John.Smith@Example.test")
+
+
+def test_a_crash_between_recording_a_bounce_and_suppressing_its_address_loses_neither(
+    service: Service, callback: Callback, box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailproxy import suppression
+
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("m-1", to="nobody@example.test"))
+    service.deliver(acme)
+    box.append(dsn(to=RETURN_PATH, recipient="nobody@example.test", genro_id="m-1"))
+    done: list[str] = []
+
+    def crash_after_the_first(name: str, write: Any) -> Any:
+        # Whichever of the two writes comes first completes, then the poller dies before the other.
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            result = write(*args, **kwargs)
+            done.append(name)
+            if len(done) == 1:
+                raise RuntimeError("the poller died here")
+            return result
+
+        return wrapped
+
+    with monkeypatch.context() as patch:
+        patch.setattr(stores().messages, "add_event", crash_after_the_first("event", stores().messages.add_event))
+        patch.setattr(suppression, "note_bounce", crash_after_the_first("suppression", suppression.note_bounce))
+        assert bounces.run()["failed"] == 1
+    assert len(done) == 1
+
+    totals = bounces.run()
+    service.reporter.stream()
+
+    assert (totals["messages"], totals["failed"]) == (1, 0)
+    assert set(stores().suppressions.find({("acme", "nobody@example.test")})) == {("acme", "nobody@example.test")}
+    assert [e["event_type"] for e in history(acme, "m-1")].count("bounce") == 1
+    assert len(bounce_entries(callback)) == 1
+
+
+@pytest.mark.parametrize("route", ["POST /account", "POST /tenant", "PUT /tenant"])
+def test_every_route_that_turns_verp_on_makes_the_signing_key_first(
+    service: Service, callback: Callback, box: Box, route: str
+) -> None:
+    acme = service.tenant("acme", bounce_mailbox=box.config()) if route == "POST /tenant" else service.tenant("acme")
+    assert stores().bounces.sealed_signing_key() is None  # a mailbox without VERP makes none
+    mailbox = box.config(verp=True)
+    if route == "POST /account":
+        reply = service.api.post(
+            "/account",
+            json={"id": "smtp", "host": "127.0.0.1", "port": service.smtp_port, "bounce_mailbox": mailbox},
+            headers=acme.key,
+        )
+    elif route == "POST /tenant":
+        reply = service.api.post(
+            "/tenant", json={"id": "acme", "name": "Acme", "bounce_mailbox": mailbox}, headers=service.admin
+        )
+    else:
+        reply = service.api.put("/tenant/acme", json={"bounce_mailbox": mailbox}, headers=acme.key)
+
+    assert reply.status_code == 200, reply.text
+    assert stores().bounces.sealed_signing_key() is not None

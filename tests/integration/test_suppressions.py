@@ -128,6 +128,34 @@ def test_soft_bounces_suppress_only_after_the_limit_within_the_window(
     assert delivery.records()["m-2"]["error"] == "suppressed: bob@example.test"
 
 
+def test_soft_bounces_past_the_limit_leave_an_existing_entry_as_it_is(
+    delivery: Delivery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GMP_SOFT_BOUNCE_LIMIT", "2")
+    from mailproxy.settings import get_settings
+
+    get_settings.cache_clear()
+    suppression.note_bounce(
+        "acme", "smtp", "gone@example.test", "hard", message_id="m-0", code="5.1.1", reason="no such user", ts=NOW
+    )
+    added = delivery.api.post(
+        "/suppressions", json={"addresses": ["vip@example.test"], "reason": "asked us"}, headers=delivery.key
+    )
+    assert added.json()["added"] == ["vip@example.test"]
+    before = delivery.api.get("/suppressions", headers=delivery.key).json()["suppressions"]
+
+    for address in ("gone@example.test", "vip@example.test", "new@example.test"):
+        for n in range(3):
+            suppression.note_bounce(
+                "acme", "smtp", address, "soft", message_id="m-1", code="4.2.2", reason="mailbox full", ts=NOW + n
+            )
+
+    after = {e["address"]: e for e in delivery.api.get("/suppressions", headers=delivery.key).json()["suppressions"]}
+    # The hard bounce and the tenant's own entry keep their source, reason and time; only the new address is added.
+    assert [after[e["address"]] for e in before] == before
+    assert (after["new@example.test"]["source"], after["new@example.test"]["created_at"]) == ("soft", NOW + 1)
+
+
 def test_the_tenant_lists_adds_and_removes_entries_page_by_page(delivery: Delivery, server: RunningServer) -> None:
     api, key = delivery.api, delivery.key
     added = api.post(

@@ -109,13 +109,46 @@ def test_every_table_is_protected_from_deletion(table: str) -> None:
     assert RESOURCES[table]["UpdateReplacePolicy"] == "Retain"
 
 
-def _table_policies(function: str) -> dict[str, set[str]]:
+READ_ACTIONS = {
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+    "dynamodb:DescribeTable",
+    "dynamodb:ConditionCheckItem",
+}
+
+
+def _statements(function: str) -> list[Mapping[str, Any]]:
+    """The inline statements of a function's policies (SAM's `- Statement:` entries)."""
+    found: list[Mapping[str, Any]] = []
+    for policy in properties(function).get("Policies") or []:
+        if isinstance(policy, dict) and isinstance(policy.get("Statement"), list):
+            found += [s for s in policy["Statement"] if s.get("Effect") == "Allow"]
+    return found
+
+
+def _actions(statement: Mapping[str, Any]) -> list[str]:
+    actions = statement.get("Action")
+    return [actions] if isinstance(actions, str) else list(actions or [])
+
+
+def _table_access(function: str) -> dict[str, set[str]]:
+    """table → {"read", "write"}: what a function's SAM policy templates and inline statements let it do."""
     found: dict[str, set[str]] = {}
     for policy in properties(function).get("Policies") or []:
         if isinstance(policy, dict):
             for name, args in policy.items():
                 if name.startswith("DynamoDB") and isinstance(args, dict):
-                    found.setdefault(args["TableName"]["Ref"], set()).add(name)
+                    kinds = {"read"} if name == "DynamoDBReadPolicy" else {"read", "write"}
+                    found.setdefault(args["TableName"]["Ref"], set()).update(kinds)
+    for statement in _statements(function):
+        target = json.dumps(statement.get("Resource"))
+        for table in TABLES:
+            if f'"{table}"' in target or "${" + table + "." in target:
+                for action in _actions(statement):
+                    if action.startswith("dynamodb:"):
+                        found.setdefault(table, set()).add("read" if action in READ_ACTIONS else "write")
     return found
 
 
@@ -126,15 +159,51 @@ WRITES = {
     "SenderFunction": {"MessagesTable", "PayloadsTable", "StateTable"},
     "SchedulerFunction": {"MessagesTable", "PayloadsTable", "StateTable"},
     "ReporterFunction": {"MessagesTable", "PayloadsTable", "StateTable"},
-    "BounceFunction": {"MessagesTable", "StateTable"},
+    # TenantsTable: the reputation guard pauses an account a bounce or complaint puts over a threshold.
+    "BounceFunction": {"MessagesTable", "StateTable", "TenantsTable"},
 }
 
 
 @pytest.mark.parametrize("function", sorted(WRITES))
 def test_no_function_may_write_a_table_it_never_writes(function: str) -> None:
-    for table, policies in _table_policies(function).items():
+    for table, access in _table_access(function).items():
         if table not in WRITES[function]:
-            assert policies == {"DynamoDBReadPolicy"}, (function, table, policies)
+            assert access == {"read"}, (function, table, access)
+
+
+@pytest.mark.parametrize("function", sorted(WRITES))
+def test_every_function_may_write_the_tables_it_writes(function: str) -> None:
+    access = _table_access(function)
+    for table in WRITES[function]:
+        assert "write" in access.get(table, set()), (function, table)
+
+
+def test_the_bounce_function_may_pause_an_account_and_nothing_more_of_the_tenants_table() -> None:
+    [pause] = [s for s in _statements("BounceFunction") if "TenantsTable" in json.dumps(s.get("Resource"))]
+    assert _actions(pause) == ["dynamodb:UpdateItem"]  # set_account_pause; its reads are DynamoDBReadPolicy's
+    templates = [
+        name
+        for policy in properties("BounceFunction")["Policies"]
+        for name, args in policy.items()
+        if isinstance(args, dict) and args.get("TableName") == {"Ref": "TenantsTable"}
+    ]
+    assert templates == ["DynamoDBReadPolicy"]
+
+
+@pytest.mark.parametrize("function", sorted(f for f in WRITES if "PayloadsTable" in _table_access(f)))
+def test_a_function_that_reads_payloads_may_read_their_objects_in_s3(function: str) -> None:
+    # A payload is in a pack (an S3 object) or, when too big for an item, in an object of its own.
+    granted = [
+        s
+        for s in _statements(function)
+        if "s3:GetObject" in _actions(s) and s.get("Resource") == {"Fn::Sub": "${PayloadBucket.Arn}/payloads/*"}
+    ]
+    assert granted, function
+
+
+def test_the_bounce_function_learns_an_expired_pack_is_gone_rather_than_forbidden() -> None:
+    listing = [s for s in _statements("BounceFunction") if "s3:ListBucket" in _actions(s)]
+    assert [s["Resource"] for s in listing] == [{"Fn::GetAtt": ["PayloadBucket", "Arn"]}]
 
 
 def test_the_command_log_index_is_sparse_on_the_state_table() -> None:

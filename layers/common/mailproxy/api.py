@@ -290,10 +290,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
     async def put_account(request: Request, who: Caller, body: Account) -> dict[str, Any]:
         """Create or replace an SMTP account of the tenant."""
         resolved = _scoped(request, who, body.tenant_id)
-        if body.bounce_mailbox is not None and body.bounce_mailbox.verp:
-            from mailproxy import verp  # only an account or tenant turning VERP on needs it
-
-            verp.ensure_signing_key()
+        tenants.ensure_verp_key(body.bounce_mailbox)
         stores().tenants.put_account(resolved, body.model_dump(), now=clock.now_ts())
         stores().counters.ensure_counters(resolved, body.id)
         return {"ok": True}
@@ -396,10 +393,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         now = clock.now_ts()
         fields = body.model_dump(exclude_none=True, exclude={"api_key_expires_at"})
         fields["client_auth"] = body.client_auth.model_dump() if body.client_auth else None
-        if body.bounce_mailbox is not None and body.bounce_mailbox.verp:
-            from mailproxy import verp  # only an account or tenant turning VERP on needs it
-
-            verp.ensure_signing_key()
+        tenants.ensure_verp_key(body.bounce_mailbox)
         key = new_api_key()
         created = stores().tenants.create_tenant(
             {**fields, "api_key_expires_at": body.api_key_expires_at}, key_hash=hash_api_key(key), now=now
@@ -453,10 +447,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
             fields["client_auth"] = body.client_auth.model_dump() if body.client_auth else None
         if "bounce_mailbox" in fields:  # the whole mailbox, defaults included: it replaces the stored one
             fields["bounce_mailbox"] = body.bounce_mailbox.model_dump() if body.bounce_mailbox else None
-        if body.bounce_mailbox is not None and body.bounce_mailbox.verp:
-            from mailproxy import verp  # only an account or tenant turning VERP on needs it
-
-            verp.ensure_signing_key()
+        tenants.ensure_verp_key(body.bounce_mailbox)
         if fields and not stores().tenants.update_tenant(resolved, fields, now=clock.now_ts()):
             raise NotFound(f"Tenant '{resolved}' not found")
         _release_if_active(resolved)

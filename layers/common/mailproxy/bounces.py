@@ -6,9 +6,13 @@ once per run, from where the last run stopped (`BounceState`: the mailbox's UIDV
 processed). Each message is parsed (`bounce_parse`), matched to the original message by its VERP return path
 (signed: `verp`) or by the `X-Genro-Mail-ID` it returns, and each failed recipient or complaint becomes a
 history event of that message (`bounce` or `complaint`) under a key that makes it appear once, however often
-the report is read again. The event is a change of the message record: the reporter sends it to the tenant's
-callback as it sends results, and `GET /messages` shows it. Then the mailbox message is moved or flagged, and
-only then is the position saved: a crash anywhere means reading a report again, never skipping one.
+the report is read again; the suppression list is told before the event is recorded and not again once it is
+(at least once: a crash between the two counts that bounce twice in the reputation window). The event is a
+change of the message record: the reporter sends it to the tenant's callback as it sends results, and `GET
+/messages` shows it. Then the mailbox message is moved or flagged, and only then is the position saved: a crash
+anywhere means reading a report again, not losing it. A report whose processing fails (storage unavailable)
+stops its mailbox there until a later run gets past it; the account's bounce counters are written after the
+events, so a crash between the two leaves the metrics short of them.
 
 An auto-reply or a message that is no report is left processed and counted nowhere; a report that names no
 message of the tenant is counted (`gmp_bounce_reports_unmatched_total`) and logged, never attributed to a
@@ -172,11 +176,15 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
         return Outcome(parsed.kind)
     now = clock.now_ts()
     account_id = str(record.get("account_id") or "")
-    recipients = _recipients(record)
+    sent_to = _recipients(record)
     recorded = 0
     deltas: dict[BounceCounter, int] = {}
+    known = set(record.get("event_keys") or ())  # events recorded at an earlier read, and in this one
     for failure in parsed.failures:
-        if recipients is not None and failure.recipient not in recipients:
+        # The address as the message spelled it: the suppression list keeps the local part's case, and the
+        # sender looks up the payload's own spelling (a report's spelling is the reporting server's).
+        recipient = failure.recipient if sent_to is None else sent_to.get(failure.recipient.lower())
+        if recipient is None:
             # Not an address the message went to (a forged report, or forwarding the report does not undo).
             _unmatched(box, parsed, "it names a recipient the message was not sent to", message_id, extra)
             continue
@@ -199,24 +207,28 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
             bounce_type=bounce_type,
             bounce_code=failure.code,
             bounce_status=failure.status,
-            recipient=failure.recipient,
+            recipient=recipient,
         )
-        key = f"{bounce_type}:{failure.recipient}"
-        if not stores().messages.add_event(box.tenant_id, message_id, entry, key=key, now=now):
-            continue  # read before (a crash before the mailbox message was marked), or gone meanwhile
-        recorded += 1
-        deltas[counter] = deltas.get(counter, 0) + 1
-        # The suppression list and the reputation guard (docs/suppressions.md): once per recorded event.
+        key = f"{bounce_type}:{recipient.lower()}"  # one event per address however a report spells it
+        if key in known:
+            continue  # read before (a crash before the mailbox message was marked): recorded, and told, then
+        known.add(key)
+        # The suppression list and the reputation guard (docs/suppressions.md) before the event that marks the
+        # report done: a crash between the two tells them again at the next read instead of never.
         suppression.note_bounce(
             box.tenant_id,
             account_id or None,
-            failure.recipient,
+            recipient,
             bounce_type,
             message_id=message_id,
             code=failure.code,
             reason=failure.reason,
             ts=now,
         )
+        if not stores().messages.add_event(box.tenant_id, message_id, entry, key=key, now=now):
+            continue  # recorded meanwhile by another reader, or the message is gone
+        recorded += 1
+        deltas[counter] = deltas.get(counter, 0) + 1
     if deltas and account_id:
         stores().counters.add_account_counters(box.tenant_id, account_id, deltas)
     if recorded:
@@ -227,16 +239,23 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
     return Outcome(parsed.kind, recorded, matched=True)
 
 
-def _recipients(record: Record) -> set[str] | None:
-    """The bare addresses (lowercased) the message was sent to, from its stored payload; None when the payload
-    is no longer stored (a pack expired): the report is then taken as it names its recipient."""
+def _recipients(record: Record) -> dict[str, str] | None:
+    """The bare addresses the message was sent to, lowercased, each to its spelling in the stored payload (the
+    first, should two differ only in case); None when the payload is no longer stored (a pack expired): the
+    report is then taken as it names its recipient."""
     from mailproxy.addresses import parse_addresses
 
+    # A storage failure raises (the mailbox waits for the next poll): read as "no payload" it would let any report
+    # quoting the message's id suppress anyone, exactly while storage (or a permission) is broken.
     stored = stores().payloads.load_payloads([record]).get((str(record["tenant_id"]), str(record["id"])))
     if stored is None:
         return None
     payload = stored[1]
-    return {address.lower() for name in ("to", "cc", "bcc") for address in parse_addresses(payload.get(name))}
+    spellings: dict[str, str] = {}
+    for name in ("to", "cc", "bcc"):
+        for address in parse_addresses(payload.get(name)):
+            spellings.setdefault(address.lower(), address)
+    return spellings
 
 
 def _correlate(box: Mailbox, parsed: Parsed) -> tuple[str | None, str]:

@@ -415,6 +415,11 @@ class Suppressions(Protocol):
         """Add (or replace) the entry of `entry["address"]`; True when the address was not suppressed."""
         ...
 
+    def add_if_absent(self, tenant_id: str, entry: Record) -> bool:
+        """Add the entry of `entry["address"]` unless the address is listed (its entry is then left as it is);
+        True when it was added."""
+        ...
+
     def remove(self, tenant_id: str, address: str) -> bool:
         """Take an address off the list; False when it was not on it."""
         ...

@@ -61,7 +61,9 @@ def note_bounce(
         count = stores().suppressions.note_soft_bounce(tenant_id, address, ts=ts, window_seconds=window)
         if count >= settings.soft_bounce_limit:
             entry["reason"] = f"{count} soft bounces within {window} s; last: {reason}"
-            stores().suppressions.put(tenant_id, entry)
+            # Added only when absent: a hard bounce's, a complaint's or the tenant's entry says more, and the
+            # entry of the bounce that reached the limit keeps its time.
+            stores().suppressions.add_if_absent(tenant_id, entry)
     else:
         stores().suppressions.put(tenant_id, entry)
     # The bounce rate counts hard bounces, as SES's does: a soft one is a server's passing trouble. It is counted

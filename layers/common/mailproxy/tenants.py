@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from mailproxy.adapters.aws.dynamo import (
     Item,
@@ -90,6 +90,22 @@ def public_bounce_mailbox(item: Item) -> dict[str, Any] | None:
     if not isinstance(mailbox, dict):
         return None
     return {**mailbox, "has_password": bool(item.get(BOUNCE_PASSWORD))}
+
+
+class VerpChoice(Protocol):
+    """A bounce mailbox as given to the API (`models.BounceMailbox`): whether it turns VERP on."""
+
+    @property
+    def verp(self) -> bool: ...
+
+
+def ensure_verp_key(mailbox: VerpChoice | None) -> None:
+    """Before an account's or a tenant's bounce mailbox is stored: make the VERP signing key if it turns VERP on
+    (the sender signs with it from the account's next message)."""
+    if mailbox is not None and mailbox.verp:
+        from mailproxy import verp  # only an account or tenant turning VERP on needs it
+
+        verp.ensure_signing_key()
 
 
 def config_values(fields: dict[str, Any], tenant_id: str, *, encrypt: Callable[..., bytes]) -> dict[str, Any]:

@@ -5,8 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailproxy.adapters.aws.dynamo import Item, batch_get, batch_write, ddb, from_item, query_all, to_item
-from mailproxy.adapters.aws.expressions import Update, expression, partition
+from mailproxy.adapters.aws.dynamo import (
+    Item,
+    batch_get,
+    batch_write,
+    conditional_write,
+    ddb,
+    from_item,
+    query_all,
+    to_item,
+)
+from mailproxy.adapters.aws.expressions import Update, absent, expression, partition
 from mailproxy.domain import Record
 from mailproxy.settings import get_settings
 
@@ -34,6 +43,14 @@ def put(tenant_id: str, entry: Record) -> bool:
     item = {"pk": _pk(tenant_id), "sk": entry["address"], **entry, "tenant_id": tenant_id}
     reply = ddb().put_item(TableName=_table(), Item=to_item(item), ReturnValues="ALL_OLD")
     return "Attributes" not in reply
+
+
+def add_if_absent(tenant_id: str, entry: Record) -> bool:
+    """Add the entry of `entry["address"]` unless the address is listed (its entry is left as it is); True when
+    it was added."""
+    item = {"pk": _pk(tenant_id), "sk": entry["address"], **entry, "tenant_id": tenant_id}
+    request = {"TableName": _table(), "Item": to_item(item), **expression(condition=absent("sk"))}
+    return conditional_write(ddb().put_item, **request) is not None
 
 
 def remove(tenant_id: str, address: str) -> bool:

@@ -50,6 +50,16 @@ class SqliteSuppressions:
             )
         return existed is None
 
+    def add_if_absent(self, tenant_id: str, entry: Record) -> bool:
+        """Add the entry of `entry["address"]` unless the address is listed (its entry is left as it is); True
+        when it was added."""
+        with self._db.transaction() as tx:
+            added = tx.execute(
+                "INSERT OR IGNORE INTO suppressions (tenant_id, address, doc) VALUES (?, ?, ?)",
+                (tenant_id, str(entry["address"]), dumps({**entry, "tenant_id": tenant_id})),
+            )
+            return added.rowcount == 1
+
     def remove(self, tenant_id: str, address: str) -> bool:
         """Take an address off the list; False when it was not on it."""
         with self._db.transaction() as tx:
