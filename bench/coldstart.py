@@ -61,6 +61,7 @@ FUNCTIONS: dict[str, tuple[list[str], str, str]] = {
     ),
     "scheduler": ([], "functions.scheduler.app", "json.loads(open('events/schedule.json').read())"),
     "reporter": ([], "functions.reporter.app", "json.loads(open('events/schedule.json').read())"),
+    "bounce": ([], "functions.bounce.app", "json.loads(open('events/schedule.json').read())"),
     "metrics /metrics": (
         ["prometheus_client"],
         "functions.metrics.app",
