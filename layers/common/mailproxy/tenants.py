@@ -219,3 +219,16 @@ def _paused_view(item: Item) -> dict[str, Any]:
         account_id: {"paused_ts": info.get("paused_ts"), "reason": info.get("reason")}
         for account_id, info in sorted(paused.items())
     }
+
+
+def paused_after(paused: dict[str, Any] | None, account_id: str, pause: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A tenant's `paused_accounts` once the account is paused (`pause`: why and when) or resumed (None); None
+    when that changes nothing (already paused, or not paused)."""
+    after = dict(paused or {})
+    if (account_id in after) == (pause is not None):
+        return None
+    if pause is None:
+        after.pop(account_id)
+    else:
+        after[account_id] = pause
+    return after

@@ -22,6 +22,7 @@ from mailproxy.tenants import (
     ACCOUNT_FIELDS,
     account_secrets,
     config_values,
+    paused_after,
     replacement,
 )
 
@@ -248,13 +249,9 @@ def set_account_pause(tenant_id: str, account_id: str, pause: dict[str, Any] | N
         tenant = get_tenant(tenant_id)
         if tenant is None:
             return False
-        paused = dict(tenant.get("paused_accounts") or {})
-        if (account_id in paused) == (pause is not None):
+        paused = paused_after(tenant.get("paused_accounts"), account_id, pause)
+        if paused is None:
             return False
-        if pause is None:
-            paused.pop(account_id)
-        else:
-            paused[account_id] = pause
         version = tenant.get("paused_v")
         update = Update().set("paused_accounts", paused).set("paused_v", int(version or 0) + 1)
         condition = absent("paused_v") if version is None else equals("paused_v", version)

@@ -17,7 +17,14 @@ from mailproxy.domain import Record
 
 if TYPE_CHECKING:
     from mailproxy.ports import Sealer
-from mailproxy.tenants import ACCOUNT_FIELDS, BOUNCE_PASSWORD, account_secrets, config_values, replacement
+from mailproxy.tenants import (
+    ACCOUNT_FIELDS,
+    BOUNCE_PASSWORD,
+    account_secrets,
+    config_values,
+    paused_after,
+    replacement,
+)
 
 if TYPE_CHECKING:
     from mailproxy import ports
@@ -159,13 +166,9 @@ class SqliteTenants:
             record = _tenant(tx, tenant_id)
             if record is None:
                 return False
-            paused = dict(record.get("paused_accounts") or {})
-            if (account_id in paused) == (pause is not None):
+            paused = paused_after(record.get("paused_accounts"), account_id, pause)
+            if paused is None:
                 return False
-            if pause is None:
-                paused.pop(account_id)
-            else:
-                paused[account_id] = pause
             record["paused_accounts"] = paused
             _put_tenant(tx, record)
         return True
