@@ -200,3 +200,16 @@ def test_deleting_a_tenant_removes_its_accounts_and_key_only(stores: Stores) -> 
     assert stores.tenants.lookup_api_key("kb") is not None
     assert stores.tenants.account_ids("beta") == {"a"}
     assert _create(stores, key_hash="ka2") is True  # the id is free again
+
+
+def test_a_tenant_is_marked_as_having_a_suppression_list_and_stays_so(stores: Stores) -> None:
+    from mailproxy.tenants import HAS_SUPPRESSIONS
+
+    assert stores.tenants.create_tenant({"id": "acme"}, key_hash="h1", now=1)
+    assert not stores.tenants.get_tenant("acme").get(HAS_SUPPRESSIONS)  # type: ignore[union-attr]
+    stores.tenants.note_suppressions("acme")
+    stores.tenants.note_suppressions("acme")
+    assert stores.tenants.update_tenant("acme", {"name": "Acme"}, now=2, replace=True)
+    assert stores.tenants.get_tenant("acme").get(HAS_SUPPRESSIONS) is True  # type: ignore[union-attr]
+    stores.tenants.note_suppressions("nobody")  # a tenant that is gone: nothing, no error
+    assert stores.tenants.get_tenant("nobody") is None

@@ -432,3 +432,35 @@ def test_a_recipient_taken_off_the_list_is_mailed_on_the_messages_next_attempt(
         delivery.pump()
     [received] = server.handler.received
     assert sorted(received.rcpt_tos) == ["gone@example.test", "kept@example.test"]
+
+
+def test_only_a_tenant_with_a_list_pays_its_read_at_send(
+    delivery: Delivery, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailproxy.stores import stores
+    from mailproxy.tenants import HAS_SUPPRESSIONS
+
+    port = stores().suppressions
+    real_find = port.find
+    reads: list[int] = []
+
+    def counting_find(keys: Any) -> Any:
+        reads.append(len(keys))
+        return real_find(keys)
+
+    monkeypatch.setattr(port, "find", counting_find)
+    delivery.submit(message("m-1"))
+    delivery.pump()
+    assert mail_ids(server.handler.received) == ["m-1"]
+    assert reads == []  # no list: no read, not even an empty one
+    assert not stores().tenants.get_tenant("acme").get(HAS_SUPPRESSIONS)  # type: ignore[union-attr]
+
+    reply = delivery.api.post("/suppressions", json={"addresses": ["gone@example.test"]}, headers=delivery.key)
+    assert reply.status_code == 200, reply.text
+    assert stores().tenants.get_tenant("acme").get(HAS_SUPPRESSIONS)  # type: ignore[union-attr]
+    reads.clear()
+    delivery.submit(message("m-2", to="gone@example.test"), message("m-3"))
+    delivery.pump()
+    assert mail_ids(server.handler.received) == ["m-1", "m-3"]
+    assert delivery.records()["m-2"]["error"] == "suppressed: gone@example.test"
+    assert reads == [2]  # one read for the batch's two recipients

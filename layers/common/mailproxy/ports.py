@@ -160,6 +160,11 @@ class Tenants(Protocol):
 
     def delete_account(self, tenant_id: str, account_id: str) -> bool: ...
 
+    def note_suppressions(self, tenant_id: str) -> None:
+        """Mark the tenant as having a suppression list (`has_suppressions`, never unmarked), before its first
+        entry is written: the sender reads the list of a marked tenant only. Nothing if the tenant is gone."""
+        ...
+
     def set_account_pause(self, tenant_id: str, account_id: str, pause: Record | None, *, now: int) -> bool:
         """Pause an account of the tenant (`pause`: why and when, kept in the tenant's `paused_accounts`) or
         resume it (None); True when this call changed it, False when it already was so or the tenant is gone."""

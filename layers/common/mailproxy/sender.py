@@ -205,7 +205,9 @@ async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_m
     _load_missing_payloads(held + [j for group in by_account.values() for j in group])
     for job in held:
         _finish(job, journal, MessageStatus.SUSPENDED, history=None, outcome=Outcome.HELD, **_pinned(job))
-    for job, dropped, emptied in suppression.drop_suppressed([j for group in by_account.values() for j in group]):
+    # Only the tenants that have a suppression list pay its read (one per recipient on DynamoDB).
+    listed = [j for group in by_account.values() for j in group if suppression.has_list(tenant_cache.get(j.tenant_id))]
+    for job, dropped, emptied in suppression.drop_suppressed(listed):
         tally.count(job, *[Counter.SUPPRESSED] * len(dropped))
         if emptied:  # no SMTP transaction for a message left with no recipient
             _fail(job, journal, tally, suppression.failure_reason(dropped))

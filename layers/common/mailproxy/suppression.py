@@ -19,6 +19,7 @@ from mailproxy.addresses import address_pairs, suppression_key
 from mailproxy.errors import BadRequest
 from mailproxy.settings import get_settings
 from mailproxy.stores import stores
+from mailproxy.tenants import HAS_SUPPRESSIONS
 
 KINDS = ("hard", "soft", "complaint")
 MANUAL = "manual"  # the `source` of an entry a tenant added over the API
@@ -54,17 +55,20 @@ def note_bounce(
         "account_id": account_id,
         "created_at": ts,
     }
-    if stores().tenants.get_tenant(tenant_id) is None:
+    tenant = stores().tenants.get_tenant(tenant_id)
+    if tenant is None:
         return  # deleted meanwhile: nothing of it is kept
     if kind == "soft":
         window = settings.soft_bounce_window_seconds
         count = stores().suppressions.note_soft_bounce(tenant_id, address, ts=ts, window_seconds=window)
         if count >= settings.soft_bounce_limit:
             entry["reason"] = f"{count} soft bounces within {window} s; last: {reason}"
+            _note_list(tenant)
             # Added only when absent: a hard bounce's, a complaint's or the tenant's entry says more, and the
             # entry of the bounce that reached the limit keeps its time.
             stores().suppressions.add_if_absent(tenant_id, entry)
     else:
+        _note_list(tenant)
         stores().suppressions.put(tenant_id, entry)
     # The bounce rate counts hard bounces, as SES's does: a soft one is a server's passing trouble. It is counted
     # when it is learnt (now), not at `ts`: a report read late still weighs on the window of the recent sends.
@@ -185,10 +189,24 @@ def add(tenant_id: str, addresses: list[str], *, reason: str | None, now: int) -
     # An address already on the list keeps its entry (a bounce's reason and source say more than "manual").
     found = stores().suppressions.find({(tenant_id, address) for address in wanted})
     added = [address for address in wanted if (tenant_id, address) not in found]
+    if added:
+        _note_list(stores().tenants.get_tenant(tenant_id) or {"id": tenant_id})
     for address in added:
         entry = {"address": address, "source": MANUAL, "reason": reason or "added by the tenant", "created_at": now}
         stores().suppressions.put(tenant_id, entry)
     return {"ok": True, "added": added, "already_suppressed": [a for a in wanted if a not in added]}
+
+
+def _note_list(tenant: dict[str, Any]) -> None:
+    """Mark the tenant as having a list before its entry is written (a crash between leaves a mark and no
+    entry: a read for nothing, never a suppressed address mailed)."""
+    if not tenant.get(HAS_SUPPRESSIONS):
+        stores().tenants.note_suppressions(str(tenant["id"]))
+
+
+def has_list(tenant: dict[str, Any] | None) -> bool:
+    """Whether the sender must read the tenant's suppression list at all."""
+    return bool((tenant or {}).get(HAS_SUPPRESSIONS))
 
 
 def remove(tenant_id: str, address: str) -> bool:

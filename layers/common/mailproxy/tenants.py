@@ -49,6 +49,10 @@ ACCOUNT_FIELDS = (
 )
 
 
+# Set on a tenant record before its first suppression entry is written: the sender reads only marked tenants'
+# lists, so a tenant without one pays no read per recipient (docs/suppressions.md).
+HAS_SUPPRESSIONS = "has_suppressions"
+
 DEFAULT_CONNECTION_TTL = 300  # seconds a pooled SMTP connection may live: genro-mail-proxy's default
 
 

@@ -20,6 +20,7 @@ from mailproxy.adapters.aws.sealer import encrypt_secret
 from mailproxy.settings import get_settings
 from mailproxy.tenants import (
     ACCOUNT_FIELDS,
+    HAS_SUPPRESSIONS,
     account_secrets,
     config_values,
     paused_after,
@@ -159,6 +160,16 @@ def set_suspended_batches(tenant_id: str, batches: list[str], *, now: int) -> No
         TableName=_table(),
         Key=_tenant_key(tenant_id),
         **expression(Update().set("suspended_batches", batches).set("updated_at", now), exists("pk")),
+    )
+
+
+def note_suppressions(tenant_id: str) -> None:
+    """Mark the tenant as having a suppression list (never unmarked); nothing if it does not exist."""
+    conditional_write(
+        ddb().update_item,
+        TableName=_table(),
+        Key=_tenant_key(tenant_id),
+        **expression(Update().set(HAS_SUPPRESSIONS, True), exists("pk")),
     )
 
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 from mailproxy.tenants import (
     ACCOUNT_FIELDS,
     BOUNCE_PASSWORD,
+    HAS_SUPPRESSIONS,
     account_secrets,
     config_values,
     paused_after,
@@ -158,6 +159,14 @@ class SqliteTenants:
                 return
             record.update(suspended_batches=list(batches), updated_at=now)
             _put_tenant(tx, record)
+
+    def note_suppressions(self, tenant_id: str) -> None:
+        """Mark the tenant as having a suppression list (never unmarked); nothing if it does not exist."""
+        with self._db.transaction() as tx:
+            record = _tenant(tx, tenant_id)
+            if record is not None and not record.get(HAS_SUPPRESSIONS):
+                record[HAS_SUPPRESSIONS] = True
+                _put_tenant(tx, record)
 
     def set_account_pause(self, tenant_id: str, account_id: str, pause: Record | None, *, now: int) -> bool:
         """Pause (`pause`: why and when) or resume (None) an account in the tenant's `paused_accounts`; True when
