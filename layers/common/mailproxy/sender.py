@@ -39,8 +39,9 @@ from mailproxy.stores import stores
 
 SEND_MARGIN_SECONDS = 5.0  # what recording a result needs after the SMTP reply
 # A batch that finds every session of its account held by other senders asks again every SESSION_POLL_SECONDS
-# (on average) for up to SESSION_WAIT_SECONDS: the others give back their share beyond a fair one as they
-# start their next batch. If still none, its messages come back after SESSION_WAIT_SECONDS.
+# (on average) for up to SESSION_WAIT_SECONDS: the others give back what they hold beyond a fair share as they
+# next ask (as one of their account groups starts or ends). If still none, its messages come back after
+# SESSION_WAIT_SECONDS.
 SESSION_WAIT_SECONDS = 2
 SESSION_POLL_SECONDS = 0.2
 # A session lease outlasts one message's time limit by this much, so most batches never renew it.
@@ -287,7 +288,7 @@ async def _send_group(
     held = await _hold_sessions(tenant_id, account_id, config.key, account, len(allowed))
     waiting_until = time.monotonic() + SESSION_WAIT_SECONDS
     while not held and time.monotonic() < waiting_until:
-        # Every session is another sender's: they make room for this one as they start their next batch.
+        # Every session is another sender's: they make room for this one as they next ask.
         await asyncio.sleep(SESSION_POLL_SECONDS * (0.5 + random.random()))
         held = await _hold_sessions(tenant_id, account_id, config.key, account, len(allowed))
     if not held:
