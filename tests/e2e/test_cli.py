@@ -25,7 +25,10 @@ from gmp_client.cli import app
 from keyring.backend import KeyringBackend
 from typer.testing import CliRunner
 
+from tests.bounce_mail import dsn
+from tests.imap_server import DovecotServer
 from tests.integration.smtp_servers import RunningServer, free_port, smtp_server
+from tests.polling import wait_until
 from tests.runtimes import running
 
 pytestmark = pytest.mark.e2e
@@ -35,11 +38,20 @@ TOKEN = "cli-admin-token-0123456789abcdefghijklmnopqrstuvwxyz"
 PDF = b"%PDF-1.4 gmp cli attachment"
 
 
+UPLOAD_LIMIT = 8 * 1024 * 1024
+
+
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Any]:
     """What `make run` starts (the one-machine runtime): the command line's users talk to it."""
-    with running("embedded", api_token=TOKEN, scheduler_interval=0.5) as service:
-        yield service
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GMP_BOUNCE_INTERVAL", "0.5")  # the bounce mailboxes read every half second
+        # The reputation guard within a test's reach: one hard bounce in two sends pauses the account.
+        patch.setenv("GMP_REPUTATION_MIN_SENDS", "2")
+        patch.setenv("GMP_BOUNCE_RATE_LIMIT", "0.5")
+        patch.setenv("GMP_LARGE_FILE_UPLOAD_MAX_BYTES", str(UPLOAD_LIMIT))
+        with running("embedded", api_token=TOKEN, scheduler_interval=0.5) as service:
+            yield service
 
 
 @pytest.fixture(scope="module")
@@ -360,6 +372,181 @@ def test_send_wait_reports_a_failed_message(stack: Any, admin: Any, refusing_ser
         gmp("send", "-t", "bounce", "-a", "strict", "--from", "a@b.test", "--to", "x@y.test"), 2
     )
     ok(gmp("tenants", "delete", "bounce", "--yes"))
+
+
+# ---------------------------------------------------------------------------------------------- suppressions
+
+
+def test_suppressions_list_add_remove_and_a_suppressed_address_is_not_sent_to(
+    stack: Any, admin: Any, tmp_path: Path
+) -> None:
+    gmp = admin
+    new_tenant(gmp, stack, "quiet")
+    listed = tmp_path / "unsubscribed.txt"
+    listed.write_text("# asked to stop\ncarol@example.test\n\ndave@example.test  # by phone\n")
+    added = as_json(
+        gmp("--json", "suppressions", "add", "alice@example.test,Bob <bob@Example.TEST>", "--file", str(listed),
+            "--reason", "asked to stop", "-t", "quiet")
+    )  # fmt: skip
+    assert added == {
+        "ok": True,
+        "added": ["alice@example.test", "bob@example.test", "carol@example.test", "dave@example.test"],
+        "already_suppressed": [],
+    }
+    again = ok(gmp("suppressions", "add", "alice@example.test", "erin@example.test", "-t", "quiet")).stdout
+    assert again.strip() == "Suppressed 1; already on the list: alice@example.test"
+
+    # Paged in address order: --limit and --cursor, or --all.
+    first = as_json(gmp("--json", "suppressions", "list", "-t", "quiet", "--limit", "2"))
+    assert [e["address"] for e in first["suppressions"]] == ["alice@example.test", "bob@example.test"]
+    assert first["next_cursor"]
+    rest = as_json(
+        gmp("--json", "suppressions", "list", "-t", "quiet", "--limit", "10", "--cursor", first["next_cursor"])
+    )
+    assert [e["address"] for e in rest["suppressions"]] == [
+        "carol@example.test",
+        "dave@example.test",
+        "erin@example.test",
+    ]
+    assert rest["next_cursor"] is None
+    every = as_json(gmp("--json", "suppressions", "list", "-t", "quiet", "--all", "--limit", "2"))
+    assert len(every["suppressions"]) == 5
+    alice = every["suppressions"][0]
+    assert (alice["source"], alice["reason"]) == ("manual", "asked to stop")
+    people = ok(gmp("suppressions", "list", "-t", "quiet", "--limit", "2"))
+    assert "alice@example.test" in people.stdout and "manual" in people.stdout
+    assert "--cursor" in people.stderr  # how to see the next page
+
+    # A suppressed recipient is dropped at send: the message to it alone fails unsent.
+    refused = gmp("send", "-t", "quiet", "-a", "sink", "--from", "a@quiet.test", "--to", "bob@example.test",
+                  "--subject", "No", "--body", "x", "--wait", "--wait-timeout", "60")  # fmt: skip
+    assert refused.exit_code == 6 and "suppressed: bob@example.test" in refused.stderr, refused.stderr
+
+    removed = as_json(gmp("--json", "suppressions", "remove", "bob@example.test", "erin@example.test", "-t", "quiet"))
+    assert removed == {"ok": True, "removed": ["bob@example.test", "erin@example.test"], "not_found": []}
+    ok(gmp("send", "-t", "quiet", "-a", "sink", "--from", "a@quiet.test", "--to", "bob@example.test",
+           "--subject", "Again", "--body", "x", "--wait", "--wait-timeout", "60"))  # fmt: skip
+    # Errors: an address not on the list (exit 4, the others still removed), a malformed one (exit 1), no address.
+    missing = gmp("suppressions", "remove", "ghost@example.test", "dave@example.test", "-t", "quiet")
+    assert "not on the suppression list: ghost@example.test" in one_line_error(missing, 4)
+    assert missing.stdout.strip() == "Removed dave@example.test"
+    assert "invalid address: not-an-address" in one_line_error(
+        gmp("suppressions", "add", "not-an-address", "-t", "quiet"), 1
+    )
+    assert "no address given" in one_line_error(gmp("suppressions", "add", "-t", "quiet"), 2)
+    remaining = as_json(gmp("--json", "suppressions", "list", "-t", "quiet"))["suppressions"]
+    assert [e["address"] for e in remaining] == ["alice@example.test", "carol@example.test"]
+    ok(gmp("tenants", "delete", "quiet", "--yes"))
+
+
+# ---------------------------------------------------------------------------------------------- bounces, resume
+
+
+def test_a_bounce_mailbox_from_a_file_a_paused_account_and_accounts_resume(
+    stack: Any, admin: Any, env: dict[str, str], tmp_path: Path, dovecot: DovecotServer
+) -> None:
+    gmp = admin
+    assert stack.smtp_sink is not None
+    new_tenant(gmp, stack, "rep")
+    user, password = dovecot.add_user()
+    mailbox = tmp_path / "mailbox.json"
+    mailbox.write_text(json.dumps({
+        "host": dovecot.host, "port": dovecot.port, "use_tls": False, "user": user,
+        "return_path": "bounces@rep.test", "verp": True,
+    }))  # fmt: skip
+    env["GMP_TEST_IMAP_PASSWORD"] = password
+    port = str(stack.smtp_sink_port)
+    ok(gmp("accounts", "add", "sink", "-t", "rep", "--host", "127.0.0.1", "--port", port, "--no-tls",
+           "--bounce-mailbox", str(mailbox), "--bounce-password-env", "GMP_TEST_IMAP_PASSWORD"))  # fmt: skip
+    [account] = as_json(gmp("--json", "accounts", "list", "-t", "rep"))
+    assert (account["bounce_mailbox"]["user"], account["bounce_mailbox"]["verp"]) == (user, True)
+    assert password not in json.dumps(account)
+    # Not paused yet: resuming is refused.
+    assert "is not paused" in one_line_error(gmp("accounts", "resume", "sink", "-t", "rep"), 1)
+
+    def send(message_id: str, to: str, *wait: str) -> Any:
+        return ok(gmp("send", "-t", "rep", "-a", "sink", "--id", message_id, "--from", "a@rep.test", "--to", to,
+                      "--subject", "Hi", "--body", "x", *wait))  # fmt: skip
+
+    send("rep-1", "gone@example.test", "--wait", "--wait-timeout", "60")
+    send("rep-2", "ok@example.test", "--wait", "--wait-timeout", "60")
+    [bounced] = [m for m in stack.smtp_sink.messages if m.mail_id == "rep-1"]
+    # The receiving side bounces one later: its DSN lands in the mailbox the file named.
+    dovecot.append(user, password, dsn(to=bounced.mail_from, recipient="gone@example.test", returned=False))
+
+    def paused() -> Any:
+        return as_json(gmp("--json", "tenants", "show", "rep"))["paused_accounts"]
+
+    assert "sink" in wait_until(paused, timeout=30)
+    [entry] = as_json(gmp("--json", "suppressions", "list", "-t", "rep"))["suppressions"]
+    assert (entry["address"], entry["source"], entry["message_id"]) == ("gone@example.test", "hard", "rep-1")
+
+    # The paused account's messages are held until it is resumed.
+    send("rep-3", "ok@example.test")
+    wait_until(lambda: as_json(gmp("--json", "messages", "show", "rep-3", "-t", "rep"))["status"] == "suspended")
+    resumed = as_json(gmp("--json", "accounts", "resume", "sink", "-t", "rep"))
+    assert resumed == {"ok": True, "account_id": "sink", "released": 1}
+    wait_until(lambda: as_json(gmp("--json", "messages", "show", "rep-3", "-t", "rep"))["status"] == "sent")
+    assert as_json(gmp("--json", "tenants", "show", "rep"))["paused_accounts"] == {}
+    assert "is not paused" in one_line_error(gmp("accounts", "resume", "sink", "-t", "rep"), 1)
+
+    # The tenant's own mailbox, then none; a file the API would refuse is a usage error before any call.
+    ok(gmp("tenants", "update", "rep", "--bounce-mailbox", str(mailbox)))
+    assert as_json(gmp("--json", "tenants", "show", "rep"))["bounce_mailbox"]["host"] == dovecot.host
+    ok(gmp("tenants", "update", "rep", "--no-bounce-mailbox"))
+    assert as_json(gmp("--json", "tenants", "show", "rep"))["bounce_mailbox"] is None
+    mailbox.write_text(json.dumps({"host": dovecot.host, "user": user, "pasword": "typo"}))
+    assert "pasword" in one_line_error(gmp("tenants", "update", "rep", "--bounce-mailbox", str(mailbox)), 2)
+    ok(gmp("tenants", "delete", "rep", "--yes"))
+
+
+# ---------------------------------------------------------------------------------------------- large files
+
+
+def test_files_upload_and_send_it_by_reference(stack: Any, admin: Any, tmp_path: Path) -> None:
+    gmp = admin
+    assert stack.smtp_sink is not None
+    new_tenant(gmp, stack, "files")
+    big = tmp_path / "video.mp4"
+    content = os.urandom(3 * 1024 * 1024)
+    big.write_bytes(content)
+    uploaded = as_json(gmp("--json", "files", "upload", str(big), "-t", "files"))
+    reference = uploaded["attachment"]["storage_path"]
+    assert reference == f"upload:{uploaded['upload_id']}" and uploaded["size"] == len(content)
+    assert uploaded["attachment"] == {"storage_path": reference, "fetch_mode": "upload", "filename": "video.mp4"}
+
+    people = ok(gmp("files", "upload", str(big), "-t", "files", "--name", "clip.mp4"))
+    second = people.stdout.strip()
+    assert second.startswith("upload:") and second != reference
+    assert f"--attach-upload {second}=clip.mp4" in people.stderr
+
+    ok(gmp("send", "-t", "files", "-a", "sink", "--id", "big-1", "--from", "a@files.test", "--to", "x@example.test",
+           "--subject", "Big", "--body", "see attached", "--attach-upload", f"{reference}=video.mp4",
+           "--attach-upload", f"{second}=clip.mp4", "--wait", "--wait-timeout", "60"))  # fmt: skip
+    [mail] = [m for m in stack.smtp_sink.messages if m.mail_id == "big-1"]
+    assert {p.get_filename(): p.get_content() for p in mail.message.iter_attachments()} == {
+        "video.mp4": content,
+        "clip.mp4": content,
+    }
+
+    # Errors: an upload past the limit (the API refuses it before anything is sent), a missing file, an empty
+    # one, a reference without its name, and one naming no upload (the message fails at send).
+    huge = tmp_path / "huge.bin"
+    with huge.open("wb") as f:
+        f.truncate(UPLOAD_LIMIT + 1)
+    assert "File too large for an upload" in one_line_error(gmp("files", "upload", str(huge), "-t", "files"), 1)
+    assert "not a file" in one_line_error(gmp("files", "upload", str(tmp_path / "nope"), "-t", "files"), 2)
+    (tmp_path / "empty").write_bytes(b"")
+    assert "is empty" in one_line_error(gmp("files", "upload", str(tmp_path / "empty"), "-t", "files"), 2)
+    assert "Tenant 'ghost' not found" in one_line_error(gmp("files", "upload", str(big), "-t", "ghost"), 4)
+    no_name = gmp("send", "-t", "files", "-a", "sink", "--from", "a@files.test", "--to", "x@example.test",
+                  "--subject", "s", "--body", "b", "--attach-upload", reference)  # fmt: skip
+    assert "give the file's name too" in one_line_error(no_name, 2)
+    unknown = gmp("send", "-t", "files", "-a", "sink", "--from", "a@files.test", "--to", "x@example.test",
+                  "--subject", "s", "--body", "b", "--attach-upload", f"upload:{"N" * 24}=x.bin",
+                  "--wait", "--wait-timeout", "60")  # fmt: skip
+    assert unknown.exit_code == 6 and "upload not found" in unknown.stderr, unknown.stderr
+    ok(gmp("tenants", "delete", "files", "--yes"))
 
 
 # ---------------------------------------------------------------------------------------------- service

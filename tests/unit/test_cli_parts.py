@@ -1,15 +1,21 @@
-"""The parts of `gmp` that need no server: the /metrics parsers, .eml reading, the profiles file, error lines."""
+"""The parts of `gmp` that need no server: the /metrics parsers, .eml reading, the profiles file, error lines,
+and the upload form's POST (to a plain HTTP server on loopback that stands for S3)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import threading
+import tracemalloc
+from collections.abc import Iterator
 from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
-from gmp_client import ApiError, ConnectionFailed, NotFoundError
-from gmp_client.cli import compose, config
+from gmp_client import ApiError, ConnectionFailed, ForbiddenError, NotFoundError
+from gmp_client.cli import compose, config, upload
 from gmp_client.cli import metrics as prom
 from gmp_client.cli.app import describe, exit_code_of
 
@@ -129,3 +135,111 @@ def test_errors_read_as_one_line_with_their_exit_code() -> None:
     assert json.dumps(describe(ApiError(422, [{"loc": ["body", "to"], "msg": "field required"}]))) == json.dumps(
         "to: field required (HTTP 422)"
     )
+
+
+def test_an_upload_reference_names_its_file() -> None:
+    assert compose.upload_attachment("upload:kq3_x-Y=Video Clip.mp4") == {
+        "filename": "Video Clip.mp4",
+        "storage_path": "upload:kq3_x-Y",
+        "fetch_mode": "upload",
+        "mime_type": "video/mp4",
+    }
+    with pytest.raises(config.CliError, match="give the file's name too"):
+        compose.upload_attachment("upload:kq3")
+    with pytest.raises(config.CliError, match="expected upload:<id>=<file name>"):
+        compose.upload_attachment("s3://bucket/key=a.bin")
+
+
+class FormReceiver(BaseHTTPRequestHandler):
+    """Reads a POST in 64 KiB pieces (as storage would), keeping its head, its tail and its length."""
+
+    seen: dict[str, Any] = {}
+    status = 204
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        head, tail, left = b"", b"", length
+        while left:
+            piece = self.rfile.read(min(left, 65536))
+            left -= len(piece)
+            head = head or piece[:4096]
+            tail = (tail + piece)[-4096:]
+        type(self).seen = {"headers": dict(self.headers), "head": head, "tail": tail, "length": length}
+        self.send_response(self.status)
+        body = (
+            b"<Error><Code>AccessDenied</Code><Message>Policy expired</Message></Error>" if self.status >= 400 else b""
+        )
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture()
+def form_server() -> Iterator[tuple[str, type[FormReceiver]]]:
+    handler = type("Receiver", (FormReceiver,), {"seen": {}, "status": 204})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_upload_form_is_posted_fields_first_file_last_streamed_from_disk(
+    tmp_path: Path, form_server: tuple[str, type[FormReceiver]]
+) -> None:
+    url, receiver = form_server
+    size = 48 * 1024 * 1024
+    path = tmp_path / "big.bin"
+    with path.open("wb") as f:  # a real file of that size, written in pieces
+        for _ in range(size // (1024 * 1024)):
+            f.write(b"\xab" * (1024 * 1024))
+    fields = {"key": "uploads/acme/kq3", "policy": "eyJ...", "x-amz-signature": "f00"}
+    tracemalloc.start()
+    try:
+        upload.post_form(url + "/", fields, "file", path, filename="big.bin", base_url="http://api.invalid", timeout=30)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, f"{peak} bytes held to upload {size}"  # never the file in memory
+    seen = receiver.seen
+    headers = {k.lower(): v for k, v in seen["headers"].items()}
+    assert "x-api-token" not in headers  # the form is its own authority: the API's token never goes to storage
+    assert headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert "transfer-encoding" not in headers and seen["length"] > size  # a length, as S3 requires
+    head = seen["head"].decode("latin-1")
+    positions = [head.index(f'name="{name}"') for name in (*fields, "file")]
+    assert positions == sorted(positions)  # every field, then the file
+    assert 'name="file"; filename="big.bin"' in head
+    assert (
+        seen["tail"]
+        .rstrip(b"\r\n-")
+        .endswith(b"\xab" * 64 + b"\r\n--" + headers["content-type"].split("=")[1].encode())
+    )
+
+
+def test_a_refused_upload_is_the_clients_error_and_a_closed_port_a_connection_failure(
+    tmp_path: Path, form_server: tuple[str, type[FormReceiver]]
+) -> None:
+    url, receiver = form_server
+    receiver.status = 403
+    path = tmp_path / "a.txt"
+    path.write_text("x")
+    with pytest.raises(ForbiddenError) as refused:
+        upload.post_form(url, {"token": "t"}, "file", path, filename="a.txt", base_url=url, timeout=5)
+    assert "AccessDenied" in describe(refused.value) and exit_code_of(refused.value) == 3
+    # A form naming a path is the API server's.
+    receiver.status = 204
+    upload.post_form("/large-files/receive", {"token": "t"}, "file", path, filename="a.txt", base_url=url, timeout=5)
+    assert receiver.seen["length"] > 1
+    with pytest.raises(ConnectionFailed):
+        upload.post_form("http://127.0.0.1:9/", {}, "file", path, filename="a.txt", base_url=url, timeout=5)
+    empty = tmp_path / "empty"
+    empty.touch()
+    with pytest.raises(config.CliError, match="is empty"):
+        upload.file_size(empty)

@@ -24,10 +24,19 @@ from rich.console import Group
 from rich.table import Table
 from typer.core import TyperGroup
 
-from gmp_client import ApiError, AuthError, Client, ConnectionFailed, ForbiddenError, GmpError, NotFoundError
+from gmp_client import (
+    ApiError,
+    AuthError,
+    BounceMailbox,
+    Client,
+    ConnectionFailed,
+    ForbiddenError,
+    GmpError,
+    NotFoundError,
+)
 from gmp_client.errors import detail_text
 
-from . import compose, config
+from . import compose, config, upload
 from . import metrics as prom
 from .config import CliError, Profile
 from .output import Output, cell, plain, when
@@ -109,11 +118,15 @@ tenants_app = typer.Typer(help="Tenants (admin token).", no_args_is_help=True)
 accounts_app = typer.Typer(help="A tenant's SMTP accounts.", no_args_is_help=True)
 keys_app = typer.Typer(help="Tenant API keys (admin token).", no_args_is_help=True)
 messages_app = typer.Typer(help="A tenant's messages.", no_args_is_help=True)
+suppressions_app = typer.Typer(help="A tenant's suppression list: addresses never sent to.", no_args_is_help=True)
+files_app = typer.Typer(help="Big files, uploaded for messages to attach by reference.", no_args_is_help=True)
 app.add_typer(profile_app, name="profile")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(messages_app, name="messages")
+app.add_typer(suppressions_app, name="suppressions")
+app.add_typer(files_app, name="files")
 
 
 @dataclass
@@ -234,6 +247,48 @@ def read_secret(prompt: str, from_stdin: bool) -> str:
     if not value:
         raise CliError(f"{prompt}: nothing given")
     return value
+
+
+BounceMailboxOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--bounce-mailbox",
+        help="JSON file of the IMAP mailbox bounces arrive in ('-': stdin): host, user, port, use_tls, folder, "
+        "processed_folder, return_path, verp, password (or --bounce-password-env).",
+    ),
+]
+BouncePasswordOpt = Annotated[
+    str | None,
+    typer.Option("--bounce-password-env", help="Environment variable holding the bounce mailbox's password."),
+]
+
+
+def bounce_mailbox(path: Path | None, password_env: str | None) -> dict[str, Any] | None:
+    """The `bounce_mailbox` of --bounce-mailbox FILE, checked against the API's fields before any call.
+
+    A file (or stdin), never a JSON argument: the mailbox's password must not reach argv, where `ps` and the
+    shell's history would show it."""
+    if path is None:
+        if password_env:
+            raise CliError("--bounce-password-env needs --bounce-mailbox")
+        return None
+    try:
+        data = json.loads(sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {path}: {exc}") from exc
+    except ValueError as exc:
+        raise CliError(f"--bounce-mailbox {path}: not JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CliError(f"--bounce-mailbox {path}: expected a JSON object")
+    if password_env:
+        password = os.environ.get(password_env)
+        if not password:
+            raise CliError(f"${password_env} is not set")
+        data["password"] = password
+    try:
+        return BounceMailbox.from_dict(data).to_dict()
+    except TypeError as exc:  # an unknown field, or host/user missing
+        raise CliError(f"--bounce-mailbox {path}: {str(exc).removeprefix('BounceMailbox.__init__() ')}") from None
 
 
 # ------------------------------------------------------------------------------------------------ profiles
@@ -410,6 +465,8 @@ def tenants_create(
     attachment_path: Annotated[str | None, typer.Option("--attachment-path")] = None,
     inactive: Annotated[bool, typer.Option("--inactive", help="Create it inactive (messages held).")] = False,
     key_expires_at: Annotated[str | None, typer.Option("--key-expires-at", help="Unix seconds or ISO time.")] = None,
+    mailbox: BounceMailboxOpt = None,
+    mailbox_password_env: BouncePasswordOpt = None,
     save_profile: SaveProfileOpt = None,
 ) -> None:
     """Create a tenant (or overwrite an existing one's config); prints its new API key once."""
@@ -420,6 +477,7 @@ def tenants_create(
         ("client_sync_path", sync_path),
         ("client_attachment_path", attachment_path),
         ("api_key_expires_at", timestamp(key_expires_at)),
+        ("bounce_mailbox", bounce_mailbox(mailbox, mailbox_password_env)),
     ):
         if value is not None:
             body[field] = value
@@ -439,10 +497,15 @@ def tenants_update(
     sync_path: Annotated[str | None, typer.Option("--sync-path")] = None,
     attachment_path: Annotated[str | None, typer.Option("--attachment-path")] = None,
     active: Annotated[bool | None, typer.Option("--active/--inactive", help="Activate or deactivate.")] = None,
+    mailbox: BounceMailboxOpt = None,
+    mailbox_password_env: BouncePasswordOpt = None,
+    no_mailbox: Annotated[
+        bool, typer.Option("--no-bounce-mailbox", help="Remove the tenant's bounce mailbox.")
+    ] = False,
 ) -> None:
     """Change only the fields given."""
     st = state(ctx)
-    fields = {
+    fields: dict[str, Any] = {
         k: v
         for k, v in (
             ("name", name),
@@ -450,9 +513,14 @@ def tenants_update(
             ("client_sync_path", sync_path),
             ("client_attachment_path", attachment_path),
             ("active", active),
+            ("bounce_mailbox", bounce_mailbox(mailbox, mailbox_password_env)),
         )
         if v is not None
     }
+    if no_mailbox:
+        if "bounce_mailbox" in fields:
+            raise CliError("give --bounce-mailbox or --no-bounce-mailbox, not both")
+        fields["bounce_mailbox"] = None  # PUT's null: the stored mailbox is removed
     if not fields:
         raise CliError("nothing to change: give at least one option")
     with st.client() as c:
@@ -552,12 +620,16 @@ def accounts_add(
     max_connections: Annotated[
         int | None, typer.Option("--max-connections", help="SMTP sessions open at once (default 5).")
     ] = None,
+    mailbox: BounceMailboxOpt = None,
+    mailbox_password_env: BouncePasswordOpt = None,
 ) -> None:
     """Add or replace an SMTP account (the password never on the command line)."""
     st = state(ctx)
     tenant_id = st.tenant(tenant)
     if not tenant_id:
         raise CliError("which tenant? give --tenant (or a profile with one)")
+    if password_stdin and str(mailbox) == "-":
+        raise CliError("stdin holds one of --password-stdin and --bounce-mailbox -, not both")
     body: dict[str, Any] = {"id": account_id, "tenant_id": tenant_id, "host": host, "port": port}
     if password_env:
         password = os.environ.get(password_env)
@@ -576,6 +648,7 @@ def accounts_add(
         ("batch_size", batch_size),
         ("ttl", ttl),
         ("max_connections", max_connections),
+        ("bounce_mailbox", bounce_mailbox(mailbox, mailbox_password_env)),
     ):
         if value is not None:
             body[key] = value
@@ -592,6 +665,155 @@ def accounts_delete(ctx: typer.Context, account_id: str, tenant: TenantOpt = Non
     with st.client() as c:
         c.delete_account(account_id, tenant_id=st.tenant(tenant))
     st.out.result({"ok": True, "account_id": account_id}, f"Account {account_id} deleted")
+
+
+@accounts_app.command("resume")
+def accounts_resume(ctx: typer.Context, account_id: str, tenant: TenantOpt = None) -> None:
+    """Resume an account the reputation guard paused: its held messages go out (admin token)."""
+    st = state(ctx)
+    with st.client() as c:
+        reply = plain(c.resume_account(account_id, tenant_id=st.tenant(tenant)))
+    st.out.result(reply, f"Account {account_id} resumed; {reply.get('released', 0)} held message(s) released")
+
+
+# ------------------------------------------------------------------------------------------------ suppressions
+
+MAX_ADDRESSES_PER_REQUEST = 1000  # POST /suppressions takes 1 to 1000 addresses
+
+
+@suppressions_app.command("list")
+def suppressions_list(
+    ctx: typer.Context,
+    tenant: TenantOpt = None,
+    limit: Annotated[int, typer.Option("--limit", help="Entries per page (1-1000).")] = 100,
+    all_pages: Annotated[bool, typer.Option("--all", help="Every page, not only the first.")] = False,
+    cursor: Annotated[str | None, typer.Option("--cursor", help="Continue from a previous page's cursor.")] = None,
+) -> None:
+    """The suppressed addresses, in address order, and what put each there."""
+    st = state(ctx)
+    tenant_id = st.tenant(tenant)
+    next_cursor = None
+    with st.client() as c:
+        if all_pages:
+            entries = plain(list(c.iter_suppressions(tenant_id, limit=limit)))
+        else:
+            page = c.list_suppressions(tenant_id, limit=limit, cursor=cursor)
+            entries = plain(page.suppressions)
+            next_cursor = page.next_cursor
+    rows = [{**e, "since": when(e.get("created_at"))} for e in entries]
+    st.out.table(
+        rows,
+        ["address", "source", "reason", "code", "message_id", "account_id", "since"],
+        title="Suppressed addresses",
+        data={"suppressions": entries, "next_cursor": next_cursor},
+    )
+    if next_cursor and not st.out.as_json:
+        more = f"gmp suppressions list{f' -t {tenant_id}' if tenant else ''} --limit {limit} --cursor {next_cursor}"
+        st.out.note(f"more: {more}  (or --all)")
+
+
+def _addresses_of(given: list[str] | None, from_file: Path | None) -> list[str]:
+    """The arguments' addresses (comma-separated too), then the file's, one a line ('#' starts a comment)."""
+    found = compose.addresses(given or [])
+    if from_file is not None:
+        for line in _read_text(from_file).splitlines():
+            found.extend(compose.addresses([line.split("#", 1)[0]]))
+    if not found:
+        raise CliError("no address given: name some, or --file FILE")
+    return list(dict.fromkeys(found))
+
+
+@suppressions_app.command("add")
+def suppressions_add(
+    ctx: typer.Context,
+    addresses: Annotated[list[str] | None, typer.Argument(help="Addresses to suppress.")] = None,
+    from_file: Annotated[
+        Path | None, typer.Option("--file", help="Addresses from a file, one a line ('-': stdin).")
+    ] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept with each entry).")] = None,
+    tenant: TenantOpt = None,
+) -> None:
+    """Never send to these addresses again (requests of 1000 addresses)."""
+    st = state(ctx)
+    wanted = _addresses_of(addresses, from_file)
+    tenant_id = st.tenant(tenant)
+    added: list[str] = []
+    already: list[str] = []
+    with st.client() as c:
+        for start in range(0, len(wanted), MAX_ADDRESSES_PER_REQUEST):
+            chunk = wanted[start : start + MAX_ADDRESSES_PER_REQUEST]
+            reply = c.add_suppressions(chunk, reason=reason, tenant_id=tenant_id)
+            added.extend(reply.added)
+            already.extend(reply.already_suppressed)
+    st.out.result(
+        {"ok": True, "added": added, "already_suppressed": already},
+        f"Suppressed {len(added)}" + (f"; already on the list: {', '.join(already)}" if already else ""),
+    )
+
+
+@suppressions_app.command("remove")
+def suppressions_remove(
+    ctx: typer.Context,
+    addresses: Annotated[list[str], typer.Argument(help="Addresses to send to again.")],
+    tenant: TenantOpt = None,
+) -> None:
+    """Take addresses off the list: they are sent to again. Exit 4 if one was not on it."""
+    st = state(ctx)
+    tenant_id = st.tenant(tenant)
+    removed: list[str] = []
+    not_found: list[str] = []
+    with st.client() as c:
+        for address in addresses:
+            try:
+                c.remove_suppression(address, tenant_id=tenant_id)
+            except NotFoundError:
+                not_found.append(address)
+            else:
+                removed.append(address)
+    st.out.result(
+        {"ok": not not_found, "removed": removed, "not_found": not_found},
+        f"Removed {', '.join(removed)}" if removed else None,
+    )
+    if not_found:
+        fail(f"not on the suppression list: {', '.join(not_found)}", EXIT_NOT_FOUND)
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+@files_app.command("upload")
+def files_upload(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="The file to upload.")],
+    name: Annotated[str | None, typer.Option("--name", help="Its name in the message (default: the file's).")] = None,
+    tenant: TenantOpt = None,
+) -> None:
+    """Upload a big file (past the 6 MB of a request); prints the `upload:<id>` reference a message attaches."""
+    st = state(ctx)
+    size = upload.file_size(path)
+    filename = name or path.name
+    with st.client() as c:
+        reply = c.create_upload(tenant_id=st.tenant(tenant), filename=filename, size=size)
+        if size > reply.max_bytes:  # the API refuses it when given the size; a check before sending anyway
+            raise CliError(f"{path}: {size} bytes, over the upload limit of {reply.max_bytes}")
+        form = reply.upload
+        if form.method.upper() != "POST":
+            raise CliError(f"the server's upload form uses {form.method}, which gmp does not know")
+        upload.post_form(
+            form.url, form.fields, form.file_field, path, filename=filename, base_url=c.base_url, timeout=st.timeout
+        )
+    reference = reply.attachment.storage_path
+    st.out.result(
+        {
+            "upload_id": reply.upload_id,
+            "size": size,
+            "expires_at": reply.expires_at,
+            "attachment": {**plain(reply.attachment), "filename": filename},
+        },
+        reference,
+    )
+    if not st.out.as_json:
+        st.out.note(f"send it: gmp send ... --attach-upload {reference}={filename}")
 
 
 # ------------------------------------------------------------------------------------------------ messages
@@ -810,6 +1032,10 @@ def send(
     ] = None,
     html_file: Annotated[Path | None, typer.Option("--html-file", help="HTML body from a file.")] = None,
     attach: Annotated[list[Path] | None, typer.Option("--attach", help="File to attach (repeatable).")] = None,
+    attach_upload: Annotated[
+        list[str] | None,
+        typer.Option("--attach-upload", help="A file of gmp files upload: upload:<id>=<name> (repeatable)."),
+    ] = None,
     account: Annotated[
         str | None, typer.Option("--account", "-a", help="Sending account (default: the profile's).")
     ] = None,
@@ -849,6 +1075,8 @@ def send(
         draft.body, draft.content_type = _read_text(html_file), "html"
     for path in attach or []:
         draft.attachments.append(compose.attach_file(path))
+    for reference in attach_upload or []:
+        draft.attachments.append(compose.upload_attachment(reference))
     for warning in draft.warnings:
         st.out.note(f"gmp: warning: {warning}")
     account_id = st.account(account)

@@ -64,6 +64,25 @@ def attach_file(path: Path) -> dict[str, Any]:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
+UPLOAD_PREFIX = "upload:"  # the storage_path of a file uploaded with `gmp files upload` (POST /large-files)
+
+
+def upload_attachment(value: str) -> dict[str, Any]:
+    """An attachment given with --attach-upload `upload:<id>=<name>`: the service fetches it from its uploads."""
+    reference, sep, filename = value.partition("=")
+    reference, filename = reference.strip(), filename.strip()
+    if not reference.startswith(UPLOAD_PREFIX) or reference == UPLOAD_PREFIX:
+        raise CliError(f"--attach-upload {value!r}: expected upload:<id>=<file name> (gmp files upload prints it)")
+    if not sep or not filename:
+        raise CliError(f"--attach-upload {value!r}: give the file's name too: {reference}=<file name>")
+    return {
+        "filename": filename,
+        "storage_path": reference,
+        "fetch_mode": "upload",
+        "mime_type": mimetypes.guess_type(filename)[0] or "application/octet-stream",
+    }
+
+
 def _header_addresses(msg: EmailMessage, name: str) -> list[str]:
     values = msg.get_all(name) or []
     return [addr if not real else f"{real} <{addr}>" for real, addr in getaddresses([str(v) for v in values]) if addr]
