@@ -464,3 +464,21 @@ def test_only_a_tenant_with_a_list_pays_its_read_at_send(
     assert mail_ids(server.handler.received) == ["m-1", "m-3"]
     assert delivery.records()["m-2"]["error"] == "suppressed: gone@example.test"
     assert reads == [2]  # one read for the batch's two recipients
+
+
+def test_adding_by_hand_never_overwrites_an_entry_a_bounce_wrote_meanwhile(
+    delivery: Delivery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailproxy.stores import stores
+
+    suppression.note_bounce(
+        "acme", "smtp", "bob@example.test", "hard", message_id="m-0", code="5.1.1", reason="gone", ts=NOW
+    )
+    # The API's read of the list happened just before the bounce was written.
+    monkeypatch.setattr(stores().suppressions, "find", lambda keys: {})
+    reply = delivery.api.post("/suppressions", json={"addresses": ["bob@example.test"]}, headers=delivery.key)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["added"] == []
+    monkeypatch.undo()
+    [entry] = delivery.api.get("/suppressions", headers=delivery.key).json()["suppressions"]
+    assert (entry["source"], entry["reason"], entry["code"]) == ("hard", "gone", "5.1.1")

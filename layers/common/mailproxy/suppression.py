@@ -188,12 +188,18 @@ def add(tenant_id: str, addresses: list[str], *, reason: str | None, now: int) -
     wanted = list(dict.fromkeys(suppression_key(given) for given in addresses))
     # An address already on the list keeps its entry (a bounce's reason and source say more than "manual").
     found = stores().suppressions.find({(tenant_id, address) for address in wanted})
-    added = [address for address in wanted if (tenant_id, address) not in found]
-    if added:
+    new = [address for address in wanted if (tenant_id, address) not in found]
+    if new:
         _note_list(stores().tenants.get_tenant(tenant_id) or {"id": tenant_id})
-    for address in added:
-        entry = {"address": address, "source": MANUAL, "reason": reason or "added by the tenant", "created_at": now}
-        stores().suppressions.put(tenant_id, entry)
+    # Added only when still absent: a bounce recorded since the read above keeps its entry.
+    added = [
+        address
+        for address in new
+        if stores().suppressions.add_if_absent(
+            tenant_id,
+            {"address": address, "source": MANUAL, "reason": reason or "added by the tenant", "created_at": now},
+        )
+    ]
     return {"ok": True, "added": added, "already_suppressed": [a for a in wanted if a not in added]}
 
 
