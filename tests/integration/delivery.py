@@ -427,6 +427,37 @@ class Delivery:
         self.runner.age_message(self.tenant_id, message_id, seconds)
 
 
+def senders_racing(bodies: list[dict[str, Any]], senders: int) -> None:
+    """Deliver queue bodies as `senders` sender containers at once: each a thread with its own SMTP pool (so
+    its own session-lease holder), all starting together, each giving its sessions back when done. Raises the
+    first error a container met."""
+    import threading
+
+    from mailproxy import sender, smtp
+
+    from functions.sender.app import handler
+
+    start = threading.Barrier(senders)
+    errors: list[BaseException] = []
+
+    def container(batch: list[dict[str, Any]]) -> None:
+        try:
+            start.wait()
+            handler({"Records": [{"messageId": b["id"], "body": json.dumps(b)} for b in batch]}, None)
+            sender.release_sessions()
+            smtp.reset_pool()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=container, args=(bodies[n::senders],)) for n in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    if errors:
+        raise errors[0]
+
+
 def container_died() -> None:
     """Forget this thread's SMTP pool as a dead sender container leaves it, once its session leases lapsed
     (tests do not wait the lapse out: tests/integration/test_smtp_sessions.py does, with a moved clock)."""

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from mailproxy import sender, smtp
+from mailproxy import smtp
 
 from tests.conftest import Storage
-from tests.integration.delivery import Delivery, SqliteRunner, mail_ids, message, parsed
+from tests.integration.delivery import Delivery, SqliteRunner, mail_ids, message, parsed, senders_racing
 from tests.integration.smtp_servers import (
     SMTP_PASSWORD,
     SMTP_USER,
@@ -302,27 +302,10 @@ def test_failed_send_gives_its_rate_slot_back(delivery: Delivery, server: Runnin
 
 
 def test_many_concurrent_senders_never_exceed_the_accounts_limit(delivery: Delivery, server: RunningServer) -> None:
-    import threading
-
-    from functions.sender.app import handler
-
     # Sessions enough for every slot the rate limit grants: this test is about the rate windows alone.
     delivery.set_account(server.port, limit_per_minute=7, max_connections=10)
     delivery.submit(*(message(f"m-{n}") for n in range(24)))
-    bodies = delivery.drain(2)
-    batches = [bodies[n::4] for n in range(4)]
-    barrier = threading.Barrier(4)
-
-    def send(batch: list[dict[str, Any]]) -> None:
-        barrier.wait()
-        handler({"Records": [{"messageId": b["id"], "body": json.dumps(b)} for b in batch]}, None)
-        sender.release_sessions()
-
-    threads = [threading.Thread(target=send, args=(batch,)) for batch in batches]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    senders_racing(delivery.drain(2), 4)
 
     sent = mail_ids(server.handler.received)
     assert len(sent) == len(set(sent)) <= 7

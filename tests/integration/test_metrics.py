@@ -6,17 +6,15 @@ import json
 import re
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from mailproxy import sender
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Storage
-from tests.integration.delivery import Delivery, message
+from tests.integration.delivery import Delivery, message, senders_racing
 from tests.integration.prometheus_support import binary
 from tests.integration.smtp_servers import RunningServer
 
@@ -275,8 +273,6 @@ def test_counters_stay_exact_with_many_concurrent_senders(
 ) -> None:
     from mailproxy.settings import get_settings
 
-    from functions.sender.app import handler
-
     # A session for every sender at once: this test is about the counters, not about waiting for sessions.
     monkeypatch.setenv("GMP_SMTP_MAX_CONNECTIONS", "40")
     get_settings.cache_clear()
@@ -292,25 +288,7 @@ def test_counters_stay_exact_with_many_concurrent_senders(
     delivery.submit(*submitted)
     bodies = delivery.drain(2)
     assert len(bodies) == len(submitted)
-    senders = 8
-    batches = [bodies[n::senders] for n in range(senders)]
-    barrier = threading.Barrier(senders)
-    errors: list[BaseException] = []
-
-    def send(batch: list[dict[str, Any]]) -> None:
-        try:
-            barrier.wait()
-            handler({"Records": [{"messageId": b["id"], "body": json.dumps(b)} for b in batch]}, None)
-            sender.release_sessions()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=send, args=(batch,)) for batch in batches]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors, errors
+    senders_racing(bodies, 8)
 
     text = scrape()["body"]
     records = delivery.records()

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from mailproxy import clock, sender, smtp
+from mailproxy import clock, smtp
 
 from bench.sink import CountingHandler, counting_sink
 from tests.conftest import Storage
-from tests.integration.delivery import Delivery, message
+from tests.integration.delivery import Delivery, message, senders_racing
 
 pytestmark = pytest.mark.both_storages
 
@@ -101,28 +101,12 @@ def test_the_deployment_ceiling_bounds_every_account(
 def test_senders_racing_never_open_more_than_the_accounts_sessions_and_send_nothing_twice(
     storage: Storage, api: TestClient, admin: dict[str, str], sink: tuple[int, CountingHandler]
 ) -> None:
-    from functions.sender.app import handler as sender_handler
-
     port, handler = sink
     delivery = make_delivery(storage, api, admin, port, max_connections=3)
     delivery.submit(*(message(f"m-{n}") for n in range(24)))
     bodies = delivery.drain(2)
     assert len(bodies) == 24
-    batches = [bodies[n::4] for n in range(4)]
-    start = threading.Barrier(4)
-
-    def send(batch: list[dict[str, Any]]) -> None:
-        # Each thread is a sender container of its own: its own SMTP pool, so its own lease holder.
-        start.wait()
-        sender_handler({"Records": [{"messageId": b["id"], "body": json.dumps(b)} for b in batch]}, None)
-        sender.release_sessions()
-        smtp.reset_pool()
-
-    threads = [threading.Thread(target=send, args=(batch,)) for batch in batches]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    senders_racing(bodies, 4)
 
     assert handler.max_open_sessions <= 3
     first_round = handler.accepted
@@ -139,18 +123,21 @@ def test_senders_racing_never_open_more_than_the_accounts_sessions_and_send_noth
     assert {r["status"] for r in delivery.records().values()} == {"sent"}
 
 
-def test_a_dead_senders_sessions_are_free_again_once_its_lease_lapses(
-    storage: Storage,
-    api: TestClient,
-    admin: dict[str, str],
-    sink: tuple[int, CountingHandler],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def two_sent(storage: Storage, api: TestClient, admin: dict[str, str], sink: tuple[int, CountingHandler]) -> Delivery:
+    """An account of 2 sessions whose first two messages went out, its two connections left open."""
     port, handler = sink
     delivery = make_delivery(storage, api, admin, port, max_connections=2)
     delivery.submit(message("m-1"), message("m-2"))
     delivery.pump()
-    assert handler.accepted == 2
+    assert (handler.accepted, handler.open_sessions) == (2, 2)
+    return delivery
+
+
+def test_a_dead_senders_sessions_are_free_again_once_its_lease_lapses(
+    two_sent: Delivery, sink: tuple[int, CountingHandler], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    delivery, handler = two_sent, sink[1]
     smtp.reset_pool()  # the container is gone (its connections stay open at the server, as a frozen one's)
 
     delivery.submit(message("m-3"))
@@ -164,18 +151,9 @@ def test_a_dead_senders_sessions_are_free_again_once_its_lease_lapses(
 
 
 def test_a_living_sender_closes_its_connections_before_its_lease_lapses(
-    storage: Storage,
-    api: TestClient,
-    admin: dict[str, str],
-    sink: tuple[int, CountingHandler],
-    monkeypatch: pytest.MonkeyPatch,
+    two_sent: Delivery, sink: tuple[int, CountingHandler], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    port, handler = sink
-    delivery = make_delivery(storage, api, admin, port, max_connections=2)
-    delivery.submit(message("m-1"), message("m-2"))
-    delivery.pump()
-    assert handler.open_sessions == 2
-
+    delivery, handler = two_sent, sink[1]
     later = clock.now_ts() + 60
     monkeypatch.setattr(clock, "now_ts", lambda: later)
     delivery.submit(message("m-3"))
