@@ -7,7 +7,6 @@ containers) that lose the race re-read and try again, so together they never exc
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from mailproxy.adapters.aws import versioned
@@ -16,10 +15,7 @@ from mailproxy.adapters.aws.expressions import Update
 from mailproxy.ratelimit import MAX_ATTEMPTS, WINDOWS, Limits, Reservation
 from mailproxy.settings import get_settings
 
-_known: dict[str, Item] = {}  # last seen item per account: a good first guess saves a read
-
-
-_known_lock = threading.Lock()
+_known = versioned.Guesses()  # last seen item per account and per tenant quota
 
 
 def _key(pk: str) -> dict[str, Any]:
@@ -60,14 +56,6 @@ def _read(pk: str) -> Item | None:
     return versioned.read(get_settings().state_table, _key(pk))
 
 
-def _remember(cache_key: str, item: Item | None) -> None:
-    with _known_lock:
-        if item is None:
-            _known.pop(cache_key, None)
-        else:
-            _known[cache_key] = item
-
-
 def reserve(tenant_id: str, account_id: str, limits: Limits, wanted: int, now: int) -> Reservation:
     """Take up to `wanted` send slots in every limited window of the account at `now`."""
     return _reserve(_account_pk(tenant_id, account_id), limits, wanted, now)
@@ -93,8 +81,7 @@ def _reserve(pk: str, limits: Limits, wanted: int, now: int) -> Reservation:
     if not by_window or wanted <= 0:
         return Reservation(granted=max(wanted, 0), next_window_ts=None, windows={})
     cache_key = pk
-    with _known_lock:
-        seen: Item | None = _known.get(cache_key)
+    seen = _known.get(cache_key)
     fresh = seen is None  # a remembered item may be stale: never refuse on its word alone
     for _ in range(MAX_ATTEMPTS):
         ids = {kind: now // size for kind, size in WINDOWS if kind in by_window}
@@ -110,7 +97,7 @@ def _reserve(pk: str, limits: Limits, wanted: int, now: int) -> Reservation:
         new_counts = {kind: (ids[kind], _used(seen, kind, ids[kind]) + granted) for kind in by_window}
         current = _write(pk, seen, new_counts)
         if current is None:
-            _remember(cache_key, versioned.after_write(seen, _window_values(new_counts)))
+            _known.remember(cache_key, versioned.after_write(seen, _window_values(new_counts)))
             return Reservation(granted=granted, next_window_ts=next_ts, windows=ids, full=tuple(full))
         seen, fresh = current or None, True
     raise RuntimeError(f"rate-limit reservation for {cache_key} kept losing races")
@@ -120,8 +107,7 @@ def _release(pk: str, reservation: Reservation, count: int) -> None:
     if count <= 0 or not reservation.windows:
         return
     cache_key = pk
-    with _known_lock:
-        seen: Item | None = _known.get(cache_key)
+    seen = _known.get(cache_key)
     for _ in range(MAX_ATTEMPTS):
         new_counts = {
             kind: (window_id, max(0, _used(seen, kind, window_id) - count))
@@ -137,7 +123,7 @@ def _release(pk: str, reservation: Reservation, count: int) -> None:
             continue
         current = _write(pk, seen, new_counts)
         if current is None:
-            _remember(cache_key, versioned.after_write(seen, _window_values(new_counts)))
+            _known.remember(cache_key, versioned.after_write(seen, _window_values(new_counts)))
             return
         seen = current or None
 
@@ -146,11 +132,9 @@ def forget_tenant(tenant_id: str, account_ids: set[str]) -> None:
     """Drop a deleted tenant's quota windows and the rate windows of its accounts."""
     pks = [_quota_pk(tenant_id), *(_account_pk(tenant_id, a) for a in sorted(account_ids))]
     batch_write(get_settings().state_table, deletes=[{"pk": pk, "sk": "W"} for pk in pks])
-    for pk in pks:
-        _remember(pk, None)
+    _known.forget(*pks)
 
 
 def forget_cache() -> None:
     """Drop the per-container guesses (tests)."""
-    with _known_lock:
-        _known.clear()
+    _known.clear()

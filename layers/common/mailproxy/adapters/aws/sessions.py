@@ -8,7 +8,6 @@ still the one it read; a sender that loses the race re-reads and decides again. 
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from mailproxy.adapters.aws import versioned
@@ -18,8 +17,7 @@ from mailproxy.ratelimit import MAX_ATTEMPTS
 from mailproxy.sessions import Held, Leases, grant, leases_after
 from mailproxy.settings import get_settings
 
-_known: dict[str, Item] = {}  # last seen item per account: a good first guess saves a read
-_known_lock = threading.Lock()
+_known = versioned.Guesses()  # last seen item per account
 
 
 def _pk(tenant_id: str, account_id: str) -> str:
@@ -50,8 +48,7 @@ def _stored(leases: Leases) -> dict[str, list[int]]:
 def hold(tenant_id: str, account_id: str, holder: str, *, wanted: int, limit: int, now: int, until: int) -> int:
     """Set `holder`'s lease to as many of `wanted` sessions as `limit` leaves beside the other holders'."""
     pk = _pk(tenant_id, account_id)
-    with _known_lock:
-        seen: Item | None = _known.get(pk)
+    seen = _known.get(pk)
     fresh = seen is None  # a remembered item may be stale: never refuse on its word alone
     for _ in range(MAX_ATTEMPTS):
         leases = _leases(seen)
@@ -64,8 +61,7 @@ def hold(tenant_id: str, account_id: str, holder: str, *, wanted: int, limit: in
             return granted  # nothing to change (no lease asked for, none held)
         current = _write(pk, seen, after)
         if current is None:
-            with _known_lock:
-                _known[pk] = versioned.after_write(seen, {"leases": _stored(after)})
+            _known.remember(pk, versioned.after_write(seen, {"leases": _stored(after)}))
             return granted
         seen, fresh = current or None, True
     raise RuntimeError(f"session lease for {pk} kept losing races")
@@ -75,12 +71,9 @@ def forget_tenant(tenant_id: str, account_ids: set[str]) -> None:
     """Drop the session leases of a deleted tenant's accounts."""
     pks = [_pk(tenant_id, a) for a in sorted(account_ids)]
     batch_write(get_settings().state_table, deletes=[{"pk": pk, "sk": "S"} for pk in pks])
-    with _known_lock:
-        for pk in pks:
-            _known.pop(pk, None)
+    _known.forget(*pks)
 
 
 def forget_cache() -> None:
     """Drop the per-container guesses (tests)."""
-    with _known_lock:
-        _known.clear()
+    _known.clear()

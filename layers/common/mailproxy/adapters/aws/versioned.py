@@ -4,6 +4,7 @@ rate windows, the SMTP session leases)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from mailproxy.adapters.aws.dynamo import Item, ddb, from_item, is_conditional_failure
@@ -37,3 +38,31 @@ def write(table: str, key: dict[str, Any], seen: Item | None, update: Update) ->
 def after_write(seen: Item | None, values: dict[str, Any]) -> Item:
     """What a successful `write` of `values` over `seen` stored (a good guess for the next one)."""
     return {**(seen or {}), **values, "v": int((seen or {}).get("v", 0)) + 1}
+
+
+class Guesses:
+    """The last item this container saw per key: a first guess that saves a read. Never trusted to refuse
+    anything (a caller re-reads before saying no), and a stale one only makes `write` fail and read again."""
+
+    __slots__ = ("_items", "_lock")
+
+    def __init__(self) -> None:
+        self._items: dict[str, Item] = {}
+        self._lock = threading.Lock()  # results are recorded from several threads of one container
+
+    def get(self, key: str) -> Item | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def remember(self, key: str, item: Item) -> None:
+        with self._lock:
+            self._items[key] = item
+
+    def forget(self, *keys: str) -> None:
+        with self._lock:
+            for key in keys:
+                self._items.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
