@@ -487,13 +487,23 @@ async def receive_upload(content_type: str, stream: AsyncIterator[bytes]) -> int
     if get_settings().storage != "sqlite":
         raise UploadRefused(404, "Uploads go to the form POST /large-files returns")
     boundary = _boundary(content_type)
+    checked: list[dict[str, Any]] = []
+
+    def file_limit(fields: dict[str, str]) -> int:
+        # The token comes before the file (as S3 requires the file last), and is checked as the file begins,
+        # as S3 checks a policy as the request starts: an upload under way when the token expires is kept.
+        if "token" not in fields:
+            raise UploadRefused(400, "The token field must come before the file")
+        checked.append(_upload_claims(fields["token"]))
+        return int(checked[0].get("m") or 0)
+
     with tempfile.TemporaryFile() as spool:
-        fields, written = await _read_form(stream, boundary, spool, lambda f: _upload_limit(f))
+        fields, written = await _read_form(stream, boundary, spool, file_limit)
         if "token" not in fields:
             raise UploadRefused(400, "The form has no token field")
         if written is None:
             raise UploadRefused(400, "The form has no file field")
-        claims = _upload_claims(fields["token"])
+        claims = checked[0]
         spool.seek(0)
         size = await asyncio.to_thread(
             stores().large_files.write, str(claims["k"]), iter(lambda: spool.read(1024 * 1024), b"")
@@ -511,13 +521,6 @@ def _upload_claims(token: str) -> dict[str, Any]:
     if len(parts) != 3 or parts[0] != "uploads" or parts[1] != claims["t"] or not _UPLOAD_ID.fullmatch(parts[2]):
         raise UploadRefused(403, "The upload token is not valid or has expired")
     return claims
-
-
-def _upload_limit(fields: dict[str, str]) -> int:
-    """The size limit of the file, from the token that came before it (as S3 requires the file last)."""
-    if "token" not in fields:
-        raise UploadRefused(400, "The token field must come before the file")
-    return int(_upload_claims(fields["token"]).get("m") or 0)
 
 
 def _boundary(content_type: str) -> bytes:
