@@ -404,10 +404,15 @@ def test_malformed_download_tokens_answer_the_not_valid_page(delivery: Delivery)
 
 
 def test_malformed_upload_tokens_are_refused_by_the_receive_route(storage: Storage, delivery: Delivery) -> None:
-    for token in malformed_tokens(delivery.tenant_id, "u"):
+    tokens = malformed_tokens(delivery.tenant_id, "u")
+    if isinstance(storage, dict):
+        # AWS uploads go to S3: the route is the one-machine runtime's alone, and answers before any token is read.
+        sent = delivery.api.post("/large-files/receive", data={"token": tokens[0]}, files={"file": ("x", b"x")})
+        assert sent.status_code == 404, sent.text
+        return
+    for token in tokens:
         sent = delivery.api.post("/large-files/receive", data={"token": token}, files={"file": ("x", b"x")})
-        # AWS uploads go to S3: the route is the one-machine runtime's alone.
-        assert sent.status_code == (404 if isinstance(storage, dict) else 403), (token[:80], sent.text)
+        assert sent.status_code == 403, (token[:80], sent.text)
 
 
 def test_a_deleted_tenants_links_are_gone_and_count_nothing(

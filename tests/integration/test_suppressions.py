@@ -378,6 +378,7 @@ def test_activating_a_tenant_does_not_release_a_paused_accounts_messages(
     assert delivery.api.post("/commands/suspend", headers=delivery.key).status_code == 200
     delivery.pump()
     assert delivery.api.post("/commands/activate", headers=delivery.key).status_code == 200
+    assert delivery.queued_total() == 0  # not put back on a queue (the sender would only hold it again)
     delivery.pump()
     assert "m-1" not in mail_ids(server.handler.received)
     assert delivery.records()["m-1"]["status"] == "suspended"

@@ -148,7 +148,8 @@ def clean_filename(filename: str) -> str:
     return filename.strip()
 
 
-def _mime_type(spec: dict[str, Any], filename: str) -> str:
+def mime_type(spec: dict[str, Any], filename: str) -> str:
+    """An attachment's MIME type: the one it gives, else a guess from its name, else application/octet-stream."""
     given = str(spec.get("mime_type") or "").strip()
     if given:
         return given
@@ -272,7 +273,7 @@ async def _fetch_one(
         actual = hashlib.md5(content, usedforsecurity=False).hexdigest()
         if actual != expected:
             raise _FetchFailed(f"MD5 mismatch (expected {expected}, got {actual})")
-    return Attachment(filename=filename or "attachment", content=content, mime_type=_mime_type(spec, filename))
+    return Attachment(filename=filename or "attachment", content=content, mime_type=mime_type(spec, filename))
 
 
 def _default_blocked_buckets() -> frozenset[str]:

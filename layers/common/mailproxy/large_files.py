@@ -294,7 +294,7 @@ async def attachments_for_send(
     """The attachments to put in the email, and the payload to build it from (its body with the download
     footer when some were rewritten). `seed` is stable across a message's attempts (its stored uid): a retry
     finds the files the earlier attempt stored."""
-    from mailproxy.attachments import clean_filename, fetch_attachments
+    from mailproxy.attachments import clean_filename, fetch_attachments, mime_type
 
     specs: list[dict[str, Any]] = list(payload.get("attachments") or [])
     config = config_of(tenant)
@@ -321,7 +321,7 @@ async def attachments_for_send(
                 continue
             max_bytes = get_large_file_settings().upload_max_bytes
             content = await asyncio.to_thread(stores().large_files.read, upload, max_bytes=max_bytes)
-            attachments.append(Attachment(filename, content, _mime(spec, filename)))
+            attachments.append(Attachment(filename, content, mime_type(spec, filename)))
             continue
         if _decide(config, got.filename, len(got.content), tenant_id) == "rewrite":
             file_id = _file_id(tenant_id, seed, index, hashlib.sha256(got.content).hexdigest())
@@ -360,13 +360,6 @@ def _file_id(tenant_id: str, seed: str, index: int, content_id: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
-def _mime(spec: dict[str, Any], filename: str) -> str:
-    import mimetypes
-
-    given = str(spec.get("mime_type") or "").strip()
-    return given or mimetypes.guess_type(filename, strict=False)[0] or "application/octet-stream"
-
-
 async def _link(
     config: LargeFileConfig,
     tenant_id: str,
@@ -379,6 +372,8 @@ async def _link(
     data: Attachment | None = None,
 ) -> Link:
     """Store the file once (a retry finds it stored) and make its signed link."""
+    from mailproxy.attachments import mime_type
+
     base = config.public_base_url or get_large_file_settings().public_base_url
     if not base:
         raise TemporaryDeliveryError("no public URL for download links (GMP_PUBLIC_BASE_URL or public_base_url)")
@@ -403,7 +398,7 @@ async def _link(
         "t": tenant_id,
         "k": key,
         "n": filename,
-        "m": data.mime_type if data is not None else _mime(spec, filename),
+        "m": data.mime_type if data is not None else mime_type(spec, filename),
         "e": now + config.file_ttl_days * 86400,
         "i": file_id,
     }
