@@ -13,7 +13,14 @@ from collections.abc import Iterator
 from typing import Any
 
 RUNTIMES = ("embedded", "aws")
-CLEARED = ("AWS_ENDPOINT_URL", "AWS_PROFILE", "ADMIN_TOKEN_SECRET_ARN", "METRICS_TOKEN")
+CLEARED = (
+    "AWS_ENDPOINT_URL",
+    "AWS_PROFILE",
+    "ADMIN_TOKEN_SECRET_ARN",
+    "METRICS_TOKEN",
+    "GMP_PUBLIC_BASE_URL",
+    "GMP_LINK_SIGNING_KEY",
+)
 
 
 @contextlib.contextmanager

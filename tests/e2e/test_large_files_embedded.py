@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from local.embedded import EmbeddedService
+from tests.runtimes import running
 
 TOKEN = "embedded-admin-token"
 MB = 1024 * 1024
@@ -19,19 +19,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedService]:
-    monkeypatch.delenv("METRICS_TOKEN", raising=False)
-    monkeypatch.delenv("GMP_PUBLIC_BASE_URL", raising=False)
-    monkeypatch.delenv("GMP_LINK_SIGNING_KEY", raising=False)
-    with EmbeddedService(
-        data_dir=tmp_path / "data",
-        http_port=0,
-        smtp_sink_port=0,
-        api_token=TOKEN,
-        scheduler_interval=0.5,
-        sender_workers=1,
-    ) as running:
-        yield running
+def service() -> Iterator[EmbeddedService]:
+    with running("embedded", api_token=TOKEN, scheduler_interval=0.5, sender_workers=1) as started:
+        yield started
 
 
 def test_a_30_mb_upload_goes_out_as_a_link_the_runtime_serves(service: EmbeddedService) -> None:
