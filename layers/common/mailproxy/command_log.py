@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 import time
 import uuid
 
+from mailproxy import urlsafe
 from mailproxy.errors import BadRequest
 from mailproxy.settings import get_settings
 
@@ -31,15 +29,14 @@ def expires_at(ts: int) -> int:
 
 def encode_cursor(sk: str) -> str:
     """The opaque cursor of a page that continues before the entry `sk`."""
-    return base64.urlsafe_b64encode(json.dumps({"before": sk}).encode()).decode().rstrip("=")
+    return urlsafe.cursor("before", sk)
 
 
 def decode_cursor(cursor: str) -> str:
     """The sort key a cursor continues before; BadRequest if it is not one this service issued."""
     try:
-        decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        before = decoded["before"]
-    except (ValueError, TypeError, KeyError, binascii.Error) as exc:
+        before = urlsafe.cursor_value(cursor, "before")
+    except ValueError as exc:
         raise BadRequest("Invalid cursor") from exc
     if not isinstance(before, str) or not re.fullmatch(COMMAND_SK, before):
         raise BadRequest("Invalid cursor")

@@ -18,8 +18,6 @@ files to storage without passing through the API.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import functools
 import hashlib
 import hmac
@@ -31,7 +29,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import IO, Any, NamedTuple
 
-from mailproxy import clock
+from mailproxy import clock, urlsafe
 from mailproxy.email_builder import Attachment
 from mailproxy.errors import AttachmentError, ConfigurationError, PermanentDeliveryError, TemporaryDeliveryError
 from mailproxy.logs import logger
@@ -180,14 +178,6 @@ def upload_id_of(spec: dict[str, Any]) -> str | None:
 # ---------------------------------------------------------------------------------------------- signing
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _master_key() -> bytes:
     """The deployment's signing material: GMP_LINK_SIGNING_KEY, else the LINK_SIGNING_SECRET_ARN secret (AWS),
     else `link-signing.key` of the data directory (the one-machine runtime, made on first use)."""
@@ -225,9 +215,9 @@ def _mac(tenant_id: str, signed: str) -> bytes:
 def sign(claims: dict[str, Any]) -> str:
     """A token carrying `claims` (which name their tenant, `t`): `v2.<tenant>.<claims>.<mac>`."""
     tenant_id = str(claims["t"])
-    body = _b64(json.dumps(claims, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+    body = urlsafe.encode(json.dumps(claims, sort_keys=True, separators=(",", ":")).encode("utf-8"))
     signed = f"{TOKEN_VERSION}.{tenant_id}.{body}"
-    return f"{signed}.{_b64(_mac(tenant_id, signed))}"
+    return f"{signed}.{urlsafe.encode(_mac(tenant_id, signed))}"
 
 
 def verify(token: str, kind: str, *, now: int) -> dict[str, Any]:
@@ -242,8 +232,8 @@ def verify(token: str, kind: str, *, now: int) -> dict[str, Any]:
     if not all(_B64URL.fullmatch(part) for part in (tenant_id, body, mac)):  # a tenant id has these characters too
         raise refused
     try:
-        given = _unb64(mac)
-    except (ValueError, binascii.Error):
+        given = urlsafe.decode(mac)
+    except ValueError:
         raise refused from None
     if not hmac.compare_digest(given, _mac(tenant_id, f"{version}.{tenant_id}.{body}")):
         raise refused
@@ -259,8 +249,8 @@ def _claims(body: str, tenant_id: str, kind: str) -> dict[str, Any] | None:
     """The claims of a token whose MAC matched, None when they are not what `sign` makes (any decoding error:
     bad base64 or UTF-8, JSON nested past the recursion limit, a number out of range)."""
     try:
-        claims = json.loads(_unb64(body))
-    except (ValueError, binascii.Error, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        claims = json.loads(urlsafe.decode(body))
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return None
     if not isinstance(claims, dict) or claims.get("t") != tenant_id or claims.get("v") != kind:
         return None

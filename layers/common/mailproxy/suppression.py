@@ -8,13 +8,11 @@ GMP_SOFT_BOUNCE_WINDOW_SECONDS) and feeds the account's reputation window (`mail
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Iterable, Sequence
 from email.utils import formataddr
 from typing import Any, Protocol
 
+from mailproxy import urlsafe
 from mailproxy.addresses import address_pairs, suppression_key
 from mailproxy.errors import BadRequest
 from mailproxy.settings import get_settings
@@ -153,18 +151,13 @@ def entry_view(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _cursor(address: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": address}).encode()).decode().rstrip("=")
-
-
 def _after(cursor: str | None) -> str | None:
     if cursor is None:
         return None
     try:
-        decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        after = urlsafe.cursor_value(cursor, "after")
+    except ValueError as exc:
         raise BadRequest("invalid cursor") from exc
-    after = decoded.get("after") if isinstance(decoded, dict) else None
     if not isinstance(after, str) or not after or any(0xD800 <= ord(c) <= 0xDFFF for c in after):
         raise BadRequest("invalid cursor")
     return after
@@ -179,7 +172,7 @@ def list_page(tenant_id: str, *, limit: int, cursor: str | None) -> dict[str, An
         "ok": True,
         "suppressions": [entry_view(e) for e in page],
         "total": len(page),
-        "next_cursor": _cursor(str(page[-1]["address"])) if more and page else None,
+        "next_cursor": urlsafe.cursor("after", str(page[-1]["address"])) if more and page else None,
     }
 
 
