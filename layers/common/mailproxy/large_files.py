@@ -18,7 +18,6 @@ files to storage without passing through the API.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import hmac
 import html
@@ -52,7 +51,6 @@ FOOTER_TITLE = "Large attachments available for download"
 TOKEN_VERSION = "v2"  # v1 put the tenant inside the claims, so they were decoded before the MAC was checked
 MAX_TOKEN_CHARS = 4096
 MAX_CLAIM_TS = 2**40  # a claimed time past this is not one this service signs (year 36812)
-SIGNING_KEY_FILE = "link-signing.key"
 MAX_FORM_FIELD_BYTES = 16 * 1024
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
@@ -189,18 +187,10 @@ def _master_key() -> bytes:
 
         value = secret_values.get(settings.signing_secret_arn, max_age=get_settings().secret_max_age_seconds)
         return value.encode("utf-8")
-    if get_settings().storage == "sqlite":
-        return _local_key_file(get_settings().data_dir or "data")
-    raise ConfigurationError("no link signing key: set LINK_SIGNING_SECRET_ARN or GMP_LINK_SIGNING_KEY")
-
-
-@functools.cache
-def _local_key_file(data_dir: str) -> bytes:
-    import os
-
-    from mailproxy.adapters.sqlite.sealer import _key_file
-
-    return _key_file(os.path.join(data_dir, SIGNING_KEY_FILE))
+    own = stores().large_files.signing_key()
+    if own is None:
+        raise ConfigurationError("no link signing key: set LINK_SIGNING_SECRET_ARN or GMP_LINK_SIGNING_KEY")
+    return own
 
 
 def _tenant_key(tenant_id: str) -> bytes:

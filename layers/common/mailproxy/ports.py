@@ -483,6 +483,11 @@ class LargeFiles(Protocol):
         """How to serve the file: ("redirect", a presigned URL valid `expires_in` s) or ("path", a local path)."""
         ...
 
+    def signing_key(self) -> bytes | None:
+        """The storage's own link-signing material (the one-machine runtime's key file in its data directory,
+        made on first use), or None where the deployment provides it (a secret on AWS)."""
+        ...
+
     def first_download(self, link_id: str, *, now: int, keep_until: int) -> int:
         """When the link was first downloaded: `now` if this is the first time (recorded until `keep_until`)."""
         ...

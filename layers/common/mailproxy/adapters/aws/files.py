@@ -110,6 +110,11 @@ def download(key: str, *, filename: str, mime_type: str, expires_in: int) -> tup
     return "redirect", str(url)
 
 
+def signing_key() -> None:
+    """None: on AWS the deployment's secret (LINK_SIGNING_SECRET_ARN) is the signing material."""
+    return None
+
+
 def first_download(link_id: str, *, now: int, keep_until: int) -> int:
     """Record `now` as the link's first download unless one is recorded; the first download's time."""
     key = {"pk": f"DOWNLOAD#{link_id}", "sk": "first"}

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailproxy.adapters.sqlite.db import Database
+from mailproxy.adapters.sqlite.sealer import key_file
 
 if TYPE_CHECKING:
     from mailproxy import ports
 
 FILES_DIR = "large-files"
+SIGNING_KEY_FILE = "link-signing.key"  # the data directory's link-signing material, beside sealing.key
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS large_file_downloads (
     link_id TEXT PRIMARY KEY,
@@ -36,6 +38,14 @@ class SqliteLargeFiles:
     def __init__(self, db: Database, data_dir: str) -> None:
         self.db = db
         self.root = Path(data_dir) / FILES_DIR
+        self._key_path = str(Path(data_dir) / SIGNING_KEY_FILE)
+        self._key: bytes | None = None
+
+    def signing_key(self) -> bytes:
+        """`link-signing.key` of the data directory, made on first use (mode 0600), as the sealing key is."""
+        if self._key is None:
+            self._key = key_file(self._key_path)
+        return self._key
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")

@@ -77,7 +77,7 @@ class SqliteSealer:
     def _key(self) -> bytes:
         if self._given:
             return _decode_key(self._given, "GMP_SEALING_KEY")
-        return _key_file(os.path.join(self._data_dir, KEY_FILE))
+        return key_file(os.path.join(self._data_dir, KEY_FILE))
 
 
 def _associated(context: str) -> bytes:
@@ -95,7 +95,7 @@ def _decode_key(text: str, where: str) -> bytes:
     return key
 
 
-def _key_file(path: str) -> bytes:
+def key_file(path: str) -> bytes:
     """The key of `path`, made first (mode 0600) if there is none; two processes racing end with one key."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fresh = base64.b64encode(os.urandom(KEY_BYTES)) + b"\n"
