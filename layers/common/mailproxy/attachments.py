@@ -225,8 +225,9 @@ async def _fetch_s3(storage_path: str, blocked_buckets: frozenset[str], tenant_i
         raise
     except Exception as exc:  # botocore's errors are not imported here: keep the layer light
         # S3's message can name the reader role, the account and the key: the tenant is told the code.
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-        raise _FetchFailed(f"S3 error: {code or type(exc).__name__}") from exc
+        from mailproxy.aws import error_code
+
+        raise _FetchFailed(f"S3 error: {error_code(exc) or type(exc).__name__}") from exc
 
 
 def _endpoint_url(tenant: dict[str, Any]) -> str:

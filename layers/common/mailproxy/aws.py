@@ -46,3 +46,12 @@ def reset_clients() -> None:
     """Forget every cached client (tests call this between moto contexts)."""
     client.cache_clear()
     _session.cache_clear()
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code an SDK exception carries (`NoSuchKey`, `ConditionalCheckFailedException`...), or ""
+    for any other exception: read from its `response`, so callers need not import botocore's classes."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    return str(response.get("Error", {}).get("Code") or "")

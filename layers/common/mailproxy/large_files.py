@@ -370,7 +370,9 @@ async def _link(
                 extra={"tenant_id": tenant_id},
             )
     except Exception as exc:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
+        from mailproxy.aws import error_code
+
+        code = error_code(exc) or type(exc).__name__
         raise TemporaryDeliveryError(f"Large attachment {filename} could not be stored ({code})") from exc
     now = clock.now_ts()
     claims: dict[str, Any] = {

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
-from mailproxy.aws import client
+from mailproxy.aws import client, error_code
 
 Item = dict[str, Any]
 
@@ -143,9 +143,9 @@ def conditional_write(call: Callable[..., dict[str, Any]], **request: Any) -> di
 
 
 def _cancellation_codes(exc: Exception) -> list[str]:
-    response = getattr(exc, "response", None) or {}
-    if response.get("Error", {}).get("Code") != "TransactionCanceledException":
+    if error_code(exc) != "TransactionCanceledException":
         return []
+    response = getattr(exc, "response", None) or {}
     return [str((reason or {}).get("Code") or "None") for reason in response.get("CancellationReasons") or []]
 
 
@@ -153,7 +153,7 @@ def is_conditional_failure(exc: Exception) -> bool:
     """True when a condition failed (a lost race, not an error): a ConditionalCheckFailedException, or a
     cancelled transaction one of whose conditions failed. A transaction cancelled by a conflict with another
     one, or by throttling, is an error (`is_transaction_conflict` tells the first apart)."""
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    code = error_code(exc)
     if code == "ConditionalCheckFailedException":
         return True
     return "ConditionalCheckFailed" in _cancellation_codes(exc)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailproxy.adapters.aws.dynamo import conditional_write, ddb, from_item, to_item
 from mailproxy.adapters.aws.expressions import absent, expression
-from mailproxy.aws import client
+from mailproxy.aws import client, error_code
 from mailproxy.errors import ConfigurationError
 from mailproxy.settings import get_large_file_settings, get_settings
 
@@ -31,10 +31,6 @@ def _bucket() -> str:
 
 def _table() -> str:
     return get_settings().state_table
-
-
-def _code(exc: Exception) -> str:
-    return str(getattr(exc, "response", {}).get("Error", {}).get("Code") or "")
 
 
 def presigned_upload(key: str, *, max_bytes: int, expires_in: int) -> dict[str, Any] | None:
@@ -60,7 +56,7 @@ def size(key: str) -> int | None:
     try:
         reply = client("s3").head_object(Bucket=_bucket(), Key=key)
     except Exception as exc:
-        if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
             return None
         raise
     return int(reply["ContentLength"])
@@ -71,7 +67,7 @@ def read(key: str, *, max_bytes: int) -> bytes:
     try:
         reply = client("s3").get_object(Bucket=_bucket(), Key=key)
     except Exception as exc:
-        if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
             raise FileNotFoundError(key) from exc
         raise
     body = reply["Body"]

@@ -17,7 +17,7 @@ from typing import Any
 
 from mailproxy.adapters.aws.dynamo import batch_get, batch_write, query_all
 from mailproxy.adapters.aws.expressions import expression, partition
-from mailproxy.aws import client
+from mailproxy.aws import client, error_code
 from mailproxy.compression import compress_json, decompress_json
 from mailproxy.messages import pinned_keys
 from mailproxy.settings import get_settings
@@ -81,7 +81,7 @@ def _read_pack(key: str) -> dict[str, list[Any]] | None:
     try:
         body = client("s3").get_object(Bucket=get_settings().payload_bucket, Key=key)["Body"]
     except Exception as exc:
-        if getattr(exc, "response", {}).get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+        if error_code(exc) not in ("NoSuchKey", "404"):
             raise
         return None
     return dict(decompress_json(body.read()))
