@@ -93,3 +93,25 @@ def test_tenant_b_cannot_read_or_change_anything_of_tenant_a(
     assert snapshot(queues, api, admin) == before
     assert queues.queued_total() == queued_before
     assert api.get("/status", headers=a_key).json()["pending_messages"] == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/commands/delete-messages", {"ids": ["x"]}),
+        ("/commands/cleanup-messages", {}),
+        ("/suppressions", {"addresses": ["x@example.test"]}),
+        ("/large-files", {}),
+    ],
+)
+def test_a_request_naming_two_tenants_is_refused_and_changes_nothing(
+    api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, queues: Runner, path: str, body: dict[str, Any]
+) -> None:
+    make_tenant(A)
+    make_tenant("globex")
+    before = snapshot(queues, api, admin)
+    reply = api.post(path, params={"tenant_id": A}, json={**body, "tenant_id": "globex"}, headers=admin)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["detail"] == "tenant_id of the query and of the body differ"
+    assert snapshot(queues, api, admin) == before
+    assert api.get("/suppressions", params={"tenant_id": "globex"}, headers=admin).json()["suppressions"] == []

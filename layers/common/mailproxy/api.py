@@ -75,6 +75,14 @@ def _scoped(request: Request, who: Principal, tenant_id: str | None) -> str:
     return resolved
 
 
+def _scoped_body(request: Request, who: Principal, query_tenant: str | None, body_tenant: str | None) -> str:
+    """The tenant of a request that may name it in its query or in its body (the same one, if both)."""
+    resolved = _scoped(request, who, query_tenant or body_tenant)
+    if query_tenant and body_tenant and body_tenant != query_tenant:
+        raise BadRequest("tenant_id of the query and of the body differ")
+    return resolved
+
+
 def _probe_pydantic_v1_only_once_imported() -> None:
     """Keep FastAPI from importing `pydantic.v1` (about 45 ms of a cold start) just to say a type is not a v1 model.
 
@@ -239,9 +247,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         request: Request, who: Caller, body: DeleteMessages, tenant_id: TenantQuery = None
     ) -> dict[str, Any]:
         """Delete messages by id."""
-        resolved = _scoped(request, who, tenant_id or body.tenant_id)
-        if tenant_id and body.tenant_id and body.tenant_id != tenant_id:
-            raise BadRequest("tenant_id of the query and of the body differ")
+        resolved = _scoped_body(request, who, tenant_id, body.tenant_id)
         return intake.delete_messages(resolved, body.ids)
 
     @app.post("/commands/cleanup-messages", tags=["messages"], **reply("CleanupReply"))
@@ -253,7 +259,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
     ) -> dict[str, Any]:
         """Remove processed, fully reported messages older than `older_than_seconds`."""
         body = body or Cleanup()
-        resolved = _scoped(request, who, tenant_id or body.tenant_id)
+        resolved = _scoped_body(request, who, tenant_id, body.tenant_id)
         return intake.cleanup_messages(resolved, body.older_than_seconds)
 
     @app.post("/commands/run-now", tags=["service"], **reply("Ok"))
@@ -362,9 +368,7 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         from mailproxy import suppression
         from mailproxy.addresses import bare_address, is_valid_address
 
-        if tenant_id and body.tenant_id and body.tenant_id != tenant_id:
-            raise BadRequest("tenant_id of the query and of the body differ")
-        resolved = _scoped(request, who, tenant_id or body.tenant_id)
+        resolved = _scoped_body(request, who, tenant_id, body.tenant_id)
         invalid = [a for a in body.addresses if not is_valid_address(a)]
         if invalid:
             raise BadRequest(f"invalid address: {invalid[0]}")
@@ -523,7 +527,7 @@ def _install_large_file_routes(app: FastAPI, reply: ReplyDocs) -> None:
         from mailproxy import large_files
 
         body = body or NewUpload()
-        resolved = _scoped(request, who, tenant_id or body.tenant_id)  # an unknown tenant is refused here
+        resolved = _scoped_body(request, who, tenant_id, body.tenant_id)  # an unknown tenant is refused here
         return large_files.new_upload(resolved, filename=body.filename, size=body.size)
 
     @app.post(
