@@ -368,13 +368,19 @@ def test_a_report_naming_someone_the_message_was_not_sent_to_or_an_absurd_id_is_
     acme = tenant_with_mailbox(service, callback, box)
     acme.submit(message("m-1", to="a@example.test"))
     service.deliver(acme)
-    box.append(dsn(to=RETURN_PATH, recipient="ceo@example.test", genro_id="m-1"))  # a forged report
+    # A forged report naming two strangers (one report, counted once), and one with an absurd id.
+    forged = dsn(to=RETURN_PATH, recipient="ceo@example.test", genro_id="m-1").replace(
+        b"Final-Recipient: rfc822; ceo@example.test\r\n",
+        b"Final-Recipient: rfc822; cfo@example.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        b"Final-Recipient: rfc822; ceo@example.test\r\n",
+    )
+    box.append(forged)
     box.append(dsn(to=RETURN_PATH, recipient="a@example.test", genro_id="m" * 5000))
 
     totals = bounces.run()
 
     assert (totals["messages"], totals["recorded"]) == (2, 0)
-    assert unmatched() == 2
+    assert totals["unmatched"] == unmatched() == 2  # the run's totals and the tenant counter agree
     assert [e["event_type"] for e in history(acme, "m-1")] == ["queued", "sent"]
 
 

@@ -15,8 +15,8 @@ stops its mailbox there until a later run gets past it; the account's bounce cou
 events, so a crash between the two leaves the metrics short of them.
 
 An auto-reply or a message that is no report is left processed and counted nowhere; a report that names no
-message of the tenant is counted (`gmp_bounce_reports_unmatched_total`) and logged, never attributed to a
-message by guess.
+message of the tenant, or someone its message was not sent to, is logged and counted once (run's `unmatched`
+and `gmp_bounce_reports_unmatched_total` alike), never attributed to a message by guess.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Outcome(NamedTuple):
 
     kind: ReportKind
     recorded: int = 0  # events newly added to messages
-    matched: bool = False
+    unmatched: bool = False  # a report naming no message of the tenant, or someone its message was not sent to
 
 
 def mailboxes(tenant: Record, accounts: list[Record]) -> list[Mailbox]:
@@ -141,8 +141,9 @@ def poll(box: Mailbox, totals: dict[str, int]) -> None:
                 outcome = process(box, raw)
                 totals["messages"] += 1
                 totals["recorded"] += outcome.recorded
-                if outcome.kind in (ReportKind.BOUNCE, ReportKind.COMPLAINT) and not outcome.matched:
+                if outcome.unmatched:  # counted here only, once per report however many recipients it names
                     totals["unmatched"] += 1
+                    stores().counters.add_tenant_counters(box.tenant_id, {UNMATCHED: 1})
                 session.done(uid)
             stores().bounces.save_position(
                 box.key,
@@ -172,12 +173,12 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
             if record.get("status") != MessageStatus.SENT
             else "it names no recipient"
         )
-        _unmatched(box, parsed, why, message_id, extra)
-        return Outcome(parsed.kind)
+        _log_unmatched(parsed, why, message_id, extra)
+        return Outcome(parsed.kind, unmatched=True)
     now = clock.now_ts()
     account_id = str(record.get("account_id") or "")
     sent_to = _recipients(record)
-    recorded = 0
+    recorded = strangers = 0
     deltas: dict[BounceCounter, int] = {}
     known = set(record.get("event_keys") or ())  # events recorded at an earlier read, and in this one
     for failure in parsed.failures:
@@ -185,8 +186,7 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
         # sender looks up the payload's own spelling (a report's spelling is the reporting server's).
         recipient = failure.recipient if sent_to is None else sent_to.get(failure.recipient.lower())
         if recipient is None:
-            # Not an address the message went to (a forged report, or forwarding the report does not undo).
-            _unmatched(box, parsed, "it names a recipient the message was not sent to", message_id, extra)
+            strangers += 1  # not an address the message went to (a forged report, or forwarding it does not undo)
             continue
         if len(record.get("event_keys") or ()) + recorded >= MAX_LATER_EVENTS:
             logger().warning(
@@ -236,7 +236,9 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
             f"{parsed.kind.capitalize()} recorded for message {message_id} ({recorded} recipients, matched by {how})",
             extra={**extra, "account_id": account_id, "message_id": message_id},
         )
-    return Outcome(parsed.kind, recorded, matched=True)
+    if strangers:
+        _log_unmatched(parsed, f"it names {strangers} recipients the message was not sent to", message_id, extra)
+    return Outcome(parsed.kind, recorded, unmatched=strangers > 0)
 
 
 def _recipients(record: Record) -> dict[str, str] | None:
@@ -273,8 +275,7 @@ def _correlate(box: Mailbox, parsed: Parsed) -> tuple[str | None, str]:
     return None, ""
 
 
-def _unmatched(box: Mailbox, parsed: Parsed, why: str, message_id: str | None, extra: dict[str, Any]) -> None:
-    stores().counters.add_tenant_counters(box.tenant_id, {UNMATCHED: 1})
+def _log_unmatched(parsed: Parsed, why: str, message_id: str | None, extra: dict[str, Any]) -> None:
     logger().warning(
         f"Unmatched {parsed.kind} in the bounce mailbox: {why}",
         extra={**extra, "message_id": message_id, "recipients": len(parsed.failures)},
