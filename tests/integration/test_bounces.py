@@ -221,7 +221,7 @@ def test_a_report_read_again_after_a_crash_is_recorded_once(service: Service, ca
     box.append(raw)
     # A poller that recorded the report, then died before flagging it and saving its position.
     [mailbox] = bounces.mailboxes(stores().tenants.get_tenant("acme") or {}, stores().tenants.list_accounts("acme"))
-    assert bounces.process(mailbox, raw).recorded == 1
+    assert bounces.process(mailbox, raw, None).recorded == 1
 
     totals = bounces.run()
     service.reporter.stream()
@@ -394,7 +394,9 @@ def test_one_message_collects_a_bounded_number_of_bounces(
     service.deliver(acme)
     [mailbox] = bounces.mailboxes(stores().tenants.get_tenant("acme") or {}, stores().tenants.list_accounts("acme"))
 
-    recorded = [bounces.process(mailbox, dsn(to=RETURN_PATH, recipient=r, genro_id="m-1")).recorded for r in recipients]
+    recorded = [
+        bounces.process(mailbox, dsn(to=RETURN_PATH, recipient=r, genro_id="m-1"), None).recorded for r in recipients
+    ]
 
     assert recorded == [1, 1, 1, 0, 0]
     assert [e["event_type"] for e in history(acme, "m-1")].count("bounce") == 3

@@ -94,13 +94,14 @@ def mailboxes(tenant: Record, accounts: list[Record]) -> list[Mailbox]:
 def run(*, remaining_ms: RemainingMs = None) -> dict[str, int]:
     """One poll of every bounce mailbox: counts of mailboxes read, messages read, events recorded, unmatched."""
     totals = {"mailboxes": 0, "messages": 0, "recorded": 0, "unmatched": 0, "failed": 0}
+    key = verp.signing_key()  # once per run: None until an account turns VERP on (then read at the next run)
     for tenant in stores().tenants.list_tenants():
         accounts = stores().tenants.list_accounts(str(tenant["id"]))
         for box in mailboxes(tenant, accounts):
             if remaining_ms is not None and remaining_ms() < TIME_MARGIN_MS:
                 return totals  # the next scheduled run goes on from each mailbox's saved position
             try:
-                poll(box, totals)
+                poll(box, totals, key)
             except MailboxError as exc:
                 totals["failed"] += 1
                 logger().warning(
@@ -115,9 +116,9 @@ def run(*, remaining_ms: RemainingMs = None) -> dict[str, int]:
     return totals
 
 
-def poll(box: Mailbox, totals: dict[str, int]) -> None:
+def poll(box: Mailbox, totals: dict[str, int], key: bytes | None) -> None:
     """Read one mailbox's new messages (at most GMP_BOUNCE_MAX_MESSAGES), each recorded, then marked processed,
-    then the position saved past it."""
+    then the position saved past it; `key` is the VERP signing key (None: none made yet)."""
     limit = get_settings().bounce_max_messages
     with MailboxSession(box.config) as session:
         position = stores().bounces.position(box.key)
@@ -138,7 +139,7 @@ def poll(box: Mailbox, totals: dict[str, int]) -> None:
         for uid in uids[:limit]:
             raw = session.fetch(uid)
             if raw is not None:
-                outcome = process(box, raw)
+                outcome = process(box, raw, key)
                 totals["messages"] += 1
                 totals["recorded"] += outcome.recorded
                 if outcome.unmatched:  # counted here only, once per report however many recipients it names
@@ -154,14 +155,15 @@ def poll(box: Mailbox, totals: dict[str, int]) -> None:
             )
 
 
-def process(box: Mailbox, raw: bytes) -> Outcome:
-    """Parse one mailbox message and record what it reports on the message it names."""
+def process(box: Mailbox, raw: bytes, key: bytes | None) -> Outcome:
+    """Parse one mailbox message and record what it reports on the message it names (`key`: the VERP signing
+    key, None when none was made)."""
     parsed = bounce_parse.parse(raw)
     extra: dict[str, Any] = {"tenant_id": box.tenant_id, "account_id": box.account_id}
     if parsed.kind not in (ReportKind.BOUNCE, ReportKind.COMPLAINT):
         logger().debug(f"Bounce mailbox message skipped: {parsed.kind}", extra=extra)
         return Outcome(parsed.kind)
-    message_id, how = _correlate(box, parsed)
+    message_id, how = _correlate(box, parsed, key)
     record = stores().messages.get_state(box.tenant_id, message_id) if message_id is not None else None
     if message_id is None or record is None or record.get("status") != MessageStatus.SENT or not parsed.failures:
         why = (
@@ -260,16 +262,14 @@ def _recipients(record: Record) -> dict[str, str] | None:
     return spellings
 
 
-def _correlate(box: Mailbox, parsed: Parsed) -> tuple[str | None, str]:
+def _correlate(box: Mailbox, parsed: Parsed, key: bytes | None) -> tuple[str | None, str]:
     """The id of the tenant's message a report is about, and how it was found: a VERP address signed for this
     tenant first (it cannot be forged), else the X-Genro-Mail-ID the report returns."""
-    if box.return_path:
-        key = verp.signing_key()
-        if key is not None:
-            for address in parsed.addresses:
-                found = verp.message_of(address, box.return_path, box.tenant_id, key)
-                if found is not None:
-                    return found, "VERP"
+    if box.return_path and key is not None:
+        for address in parsed.addresses:
+            found = verp.message_of(address, box.return_path, box.tenant_id, key)
+            if found is not None:
+                return found, "VERP"
     if parsed.genro_id and len(parsed.genro_id) <= MAX_MESSAGE_ID_CHARS:
         return parsed.genro_id, "X-Genro-Mail-ID"
     return None, ""
