@@ -121,14 +121,13 @@ def poll(box: Mailbox, totals: dict[str, int], key: bytes | None) -> None:
     then the position saved past it; `key` is the VERP signing key (None: none made yet)."""
     limit = get_settings().bounce_max_messages
     with MailboxSession(box.config) as session:
-        position = stores().bounces.position(box.key)
+        position = stores().bounces.position(box.key) or {}
         same = (
-            position is not None
-            and position.get("identity") == box.config.identity
+            position.get("identity") == box.config.identity
             and int(position.get("uidvalidity") or 0) == session.uidvalidity
         )
-        last_uid = int(position["last_uid"]) if same and position is not None else 0
-        if position is not None and not same:
+        last_uid = int(position["last_uid"]) if same else 0
+        if position and not same:
             logger().info(
                 "Bounce mailbox changed (new UIDVALIDITY or another mailbox): reading what is not flagged processed",
                 extra={"tenant_id": box.tenant_id, "account_id": box.account_id},
@@ -164,19 +163,15 @@ def process(box: Mailbox, raw: bytes, key: bytes | None) -> Outcome:
         logger().debug(f"Bounce mailbox message skipped: {parsed.kind}", extra=extra)
         return Outcome(parsed.kind)
     message_id, how = _correlate(box, parsed, key)
-    record = stores().messages.get_state(box.tenant_id, message_id) if message_id is not None else None
-    if message_id is None or record is None or record.get("status") != MessageStatus.SENT or not parsed.failures:
-        why = (
-            "it names no message of the tenant"
-            if message_id is None
-            else "its message is no longer stored"
-            if record is None
-            else "its message was never sent"
-            if record.get("status") != MessageStatus.SENT
-            else "it names no recipient"
-        )
-        _log_unmatched(parsed, why, message_id, extra)
-        return Outcome(parsed.kind, unmatched=True)
+    if message_id is None:
+        return _unmatched(parsed, "it names no message of the tenant", message_id, extra)
+    record = stores().messages.get_state(box.tenant_id, message_id)
+    if record is None:
+        return _unmatched(parsed, "its message is no longer stored", message_id, extra)
+    if record.get("status") != MessageStatus.SENT:
+        return _unmatched(parsed, "its message was never sent", message_id, extra)
+    if not parsed.failures:
+        return _unmatched(parsed, "it names no recipient", message_id, extra)
     now = clock.now_ts()
     account_id = str(record.get("account_id") or "")
     sent_to = _recipients(record)
@@ -202,6 +197,10 @@ def process(box: Mailbox, raw: bytes, key: bytes | None) -> Outcome:
             kind = EventType.BOUNCE
             bounce_type = str(failure.bounce_type or BounceType.HARD)
             counter = BounceCounter.BOUNCES_HARD if bounce_type == BounceType.HARD else BounceCounter.BOUNCES_SOFT
+        event_key = f"{bounce_type}:{recipient.lower()}"  # one event per address however a report spells it
+        if event_key in known:
+            continue  # read before (a crash before the mailbox message was marked): recorded, and told, then
+        known.add(event_key)
         entry = event(
             kind,
             now,
@@ -211,10 +210,6 @@ def process(box: Mailbox, raw: bytes, key: bytes | None) -> Outcome:
             bounce_status=failure.status,
             recipient=recipient,
         )
-        key = f"{bounce_type}:{recipient.lower()}"  # one event per address however a report spells it
-        if key in known:
-            continue  # read before (a crash before the mailbox message was marked): recorded, and told, then
-        known.add(key)
         # The suppression list and the reputation guard (docs/suppressions.md) before the event that marks the
         # report done: a crash between the two tells them again at the next read instead of never.
         suppression.note_bounce(
@@ -227,7 +222,7 @@ def process(box: Mailbox, raw: bytes, key: bytes | None) -> Outcome:
             reason=failure.reason,
             ts=now,
         )
-        if not stores().messages.add_event(box.tenant_id, message_id, entry, key=key, now=now):
+        if not stores().messages.add_event(box.tenant_id, message_id, entry, key=event_key, now=now):
             continue  # recorded meanwhile by another reader, or the message is gone
         recorded += 1
         deltas[counter] = deltas.get(counter, 0) + 1
@@ -239,7 +234,7 @@ def process(box: Mailbox, raw: bytes, key: bytes | None) -> Outcome:
             extra={**extra, "account_id": account_id, "message_id": message_id},
         )
     if strangers:
-        _log_unmatched(parsed, f"it names {strangers} recipients the message was not sent to", message_id, extra)
+        _unmatched(parsed, f"it names recipients the message was not sent to ({strangers})", message_id, extra)
     return Outcome(parsed.kind, recorded, unmatched=strangers > 0)
 
 
@@ -275,11 +270,13 @@ def _correlate(box: Mailbox, parsed: Parsed, key: bytes | None) -> tuple[str | N
     return None, ""
 
 
-def _log_unmatched(parsed: Parsed, why: str, message_id: str | None, extra: dict[str, Any]) -> None:
+def _unmatched(parsed: Parsed, why: str, message_id: str | None, extra: dict[str, Any]) -> Outcome:
+    """Log a report that names no message of the tenant, or someone its message was not sent to (run() counts it)."""
     logger().warning(
         f"Unmatched {parsed.kind} in the bounce mailbox: {why}",
         extra={**extra, "message_id": message_id, "recipients": len(parsed.failures)},
     )
+    return Outcome(parsed.kind, unmatched=True)
 
 
 def handle_event(scheduled: dict[str, Any], remaining_ms: RemainingMs = None) -> dict[str, int]:
