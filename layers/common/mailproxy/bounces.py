@@ -26,17 +26,17 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from mailproxy import bounce_parse, clock, suppression, tenants, verp
+from mailproxy.addresses import parse_addresses
 from mailproxy.bounce_parse import BounceType, Parsed, ReportKind
-from mailproxy.domain import BounceCounter, EventType, MessageStatus, Record
+from mailproxy.domain import MAX_MESSAGE_ID_CHARS, BounceCounter, EventType, MessageStatus, Record
 from mailproxy.imap_mailbox import MailboxConfig, MailboxError, MailboxSession
 from mailproxy.logs import logger
 from mailproxy.messages import event
 from mailproxy.settings import get_settings
 from mailproxy.stores import stores
 
-# The tenant counter of reports that name none of its messages (metrics.UNMATCHED_FIELD).
+# The tenant counter of unmatched reports (metrics.UNMATCHED_FIELD).
 UNMATCHED = "bounce_reports_unmatched"
-MAX_MESSAGE_ID_CHARS = 255  # API.md: a longer X-Genro-Mail-ID names no message (and no storage key is made of it)
 MAX_LATER_EVENTS = 100  # bounces and complaints one message may collect: its record stays far below 400 KB
 TIME_MARGIN_MS = 20_000  # a mailbox is not started with less left than this (its operations' timeouts)
 RemainingMs = Callable[[], int] | None
@@ -242,8 +242,6 @@ def _recipients(record: Record) -> dict[str, str] | None:
     """The bare addresses the message was sent to, lowercased, each to its spelling in the stored payload (the
     first, should two differ only in case); None when the payload is no longer stored (a pack expired): the
     report is then taken as it names its recipient."""
-    from mailproxy.addresses import parse_addresses
-
     # A storage failure raises (the mailbox waits for the next poll): read as "no payload" it would let any report
     # quoting the message's id suppress anyone, exactly while storage (or a permission) is broken.
     stored = stores().payloads.load_payloads([record]).get((str(record["tenant_id"]), str(record["id"])))
