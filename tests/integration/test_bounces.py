@@ -330,10 +330,22 @@ def test_bounces_complaints_and_unmatched_reports_are_exposed_to_prometheus(
 def test_a_message_with_its_own_return_path_keeps_it(
     service: Service, callback: Callback, box: Box, server: RunningServer
 ) -> None:
+    from mailproxy import verp
+
     acme = tenant_with_mailbox(service, callback, box, verp=True)
-    acme.submit(message("m-1", to="a@example.test", return_path="own@acme.test"))
+    acme.submit(
+        message("m-1", to="a@example.test", return_path="own@acme.test"),
+        message("m-2", to="b@example.test"),  # no return path of its own: the mailbox's, with its VERP token
+    )
     service.deliver(acme)
-    assert server.handler.received[0].mail_from == "own@acme.test"
+    envelopes = {r.rcpt_tos[0]: r.mail_from for r in server.handler.received}
+    key = verp.signing_key()
+    assert key is not None
+    assert envelopes == {
+        "a@example.test": "own@acme.test",
+        "b@example.test": verp.return_path(RETURN_PATH, "acme", "m-2", key),
+    }
+    assert envelopes["b@example.test"].startswith("bounces+")
 
 
 def test_a_bounce_mailbox_is_validated_replaced_and_removed(service: Service, callback: Callback, box: Box) -> None:
