@@ -98,7 +98,8 @@ class DovecotServer:
         self._next_user = 0
         os.chmod(self.root, 0o755)
         for folder in ("mail", "home"):
-            os.chown(self.root / folder, account.pw_uid, account.pw_gid) if os.geteuid() == 0 else None
+            if os.geteuid() == 0:
+                os.chown(self.root / folder, account.pw_uid, account.pw_gid)
         config = self.root / "dovecot.conf"
         config.write_text(
             f"""

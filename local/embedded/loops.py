@@ -153,7 +153,7 @@ def bounce_poll() -> bool:
     return False
 
 
-def service_loops(scheduler_interval: float, bounce_interval: float = 60.0) -> list[Loop]:
+def service_loops(scheduler_interval: float, bounce_interval: float) -> list[Loop]:
     """The loops of the runtime's main process."""
     return [
         Loop("scheduler", scheduler_round, scheduler_interval),

@@ -221,7 +221,7 @@ def test_a_report_read_again_after_a_crash_is_recorded_once(service: Service, ca
     box.append(raw)
     # A poller that recorded the report, then died before flagging it and saving its position.
     [mailbox] = bounces.mailboxes(stores().tenants.get_tenant("acme") or {}, stores().tenants.list_accounts("acme"))
-    assert bounces.process(mailbox, raw).recorded == 1
+    assert bounces.process(mailbox, raw, None).recorded == 1
 
     totals = bounces.run()
     service.reporter.stream()
@@ -330,10 +330,22 @@ def test_bounces_complaints_and_unmatched_reports_are_exposed_to_prometheus(
 def test_a_message_with_its_own_return_path_keeps_it(
     service: Service, callback: Callback, box: Box, server: RunningServer
 ) -> None:
+    from mailproxy import verp
+
     acme = tenant_with_mailbox(service, callback, box, verp=True)
-    acme.submit(message("m-1", to="a@example.test", return_path="own@acme.test"))
+    acme.submit(
+        message("m-1", to="a@example.test", return_path="own@acme.test"),
+        message("m-2", to="b@example.test"),  # no return path of its own: the mailbox's, with its VERP token
+    )
     service.deliver(acme)
-    assert server.handler.received[0].mail_from == "own@acme.test"
+    envelopes = {r.rcpt_tos[0]: r.mail_from for r in server.handler.received}
+    key = verp.signing_key()
+    assert key is not None
+    assert envelopes == {
+        "a@example.test": "own@acme.test",
+        "b@example.test": verp.return_path(RETURN_PATH, "acme", "m-2", key),
+    }
+    assert envelopes["b@example.test"].startswith("bounces+")
 
 
 def test_a_bounce_mailbox_is_validated_replaced_and_removed(service: Service, callback: Callback, box: Box) -> None:
@@ -368,13 +380,19 @@ def test_a_report_naming_someone_the_message_was_not_sent_to_or_an_absurd_id_is_
     acme = tenant_with_mailbox(service, callback, box)
     acme.submit(message("m-1", to="a@example.test"))
     service.deliver(acme)
-    box.append(dsn(to=RETURN_PATH, recipient="ceo@example.test", genro_id="m-1"))  # a forged report
+    # A forged report naming two strangers (one report, counted once), and one with an absurd id.
+    forged = dsn(to=RETURN_PATH, recipient="ceo@example.test", genro_id="m-1").replace(
+        b"Final-Recipient: rfc822; ceo@example.test\r\n",
+        b"Final-Recipient: rfc822; cfo@example.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        b"Final-Recipient: rfc822; ceo@example.test\r\n",
+    )
+    box.append(forged)
     box.append(dsn(to=RETURN_PATH, recipient="a@example.test", genro_id="m" * 5000))
 
     totals = bounces.run()
 
     assert (totals["messages"], totals["recorded"]) == (2, 0)
-    assert unmatched() == 2
+    assert totals["unmatched"] == unmatched() == 2  # the run's totals and the tenant counter agree
     assert [e["event_type"] for e in history(acme, "m-1")] == ["queued", "sent"]
 
 
@@ -388,7 +406,9 @@ def test_one_message_collects_a_bounded_number_of_bounces(
     service.deliver(acme)
     [mailbox] = bounces.mailboxes(stores().tenants.get_tenant("acme") or {}, stores().tenants.list_accounts("acme"))
 
-    recorded = [bounces.process(mailbox, dsn(to=RETURN_PATH, recipient=r, genro_id="m-1")).recorded for r in recipients]
+    recorded = [
+        bounces.process(mailbox, dsn(to=RETURN_PATH, recipient=r, genro_id="m-1"), None).recorded for r in recipients
+    ]
 
     assert recorded == [1, 1, 1, 0, 0]
     assert [e["event_type"] for e in history(acme, "m-1")].count("bounce") == 3

@@ -2,8 +2,8 @@
 bounce), a complaint (ARF, RFC 5965), or nothing we act on (an auto-reply, a stray message).
 
 Pure: standard library `email` only, no storage, no network. `parse(raw)` reads the bytes of one message;
-what it finds to correlate the report with the original message (the returned `X-Genro-Mail-ID`,
-`Message-ID`, and the addresses a VERP return path may be in) is handed to `mailproxy.bounces`.
+what it finds to correlate the report with the original message (the returned `X-Genro-Mail-ID` and the
+addresses a VERP return path may be in) is handed to `mailproxy.bounces`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ from __future__ import annotations
 import email
 import email.header
 import email.policy
-import email.utils
 import re
 from collections.abc import Iterable
-from datetime import UTC
 from email.message import Message
 from enum import StrEnum
 from typing import NamedTuple
@@ -62,9 +60,7 @@ class Parsed(NamedTuple):
     kind: ReportKind
     failures: tuple[Failure, ...] = ()
     genro_id: str | None = None  # X-Genro-Mail-ID of the returned message
-    message_id: str | None = None  # Message-ID of the returned message, without angle brackets
     addresses: tuple[str, ...] = ()  # where the report was sent (To, Delivered-To...): a VERP address is here
-    arrival_ts: int | None = None  # when the report says it happened (its Date), unix seconds
 
 
 # -------------------------------------------------------------------------------------------- patterns
@@ -73,7 +69,6 @@ _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _SMTP_CODE = re.compile(r"(?<![\d.])([45][0-5]\d)(?=[\s\-]|$)")
 _ADDRESS = re.compile(r"<?([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)>?")
 _GENRO_ID = re.compile(r"^X-Genro-Mail-ID:[ \t]*(.+?)[ \t]*$", re.I | re.M)
-_MESSAGE_ID = re.compile(r"^Message-ID:[ \t]*<([^>\r\n]+)>", re.I | re.M)
 
 _BOUNCE_SUBJECTS = re.compile(
     r"undeliver|undelivered mail|delivery status notification \((?:failure|delay)|delivery (?:has )?failed|"
@@ -113,30 +108,26 @@ def parse(raw: bytes) -> Parsed:
     try:
         return _classify(msg)
     except Exception:
-        return Parsed(ReportKind.OTHER, addresses=_addresses(msg), arrival_ts=_date(msg))
+        return Parsed(ReportKind.OTHER, addresses=_addresses(msg))
 
 
 def _classify(msg: Message) -> Parsed:
-    addresses, arrival = _addresses(msg), _date(msg)
+    addresses = _addresses(msg)
     report_type = _report_type(msg)
     if report_type == "feedback-report":
-        return _complaint(msg, addresses, arrival)
+        return _complaint(msg, addresses)
     if report_type == "delivery-status":
         failures = _dsn_failures(msg)
-        genro_id, message_id = _returned_ids(msg)
         # A DSN whose every recipient was delivered, relayed or expanded is not a failure.
-        return Parsed(
-            ReportKind.BOUNCE if failures else ReportKind.OTHER, failures, genro_id, message_id, addresses, arrival
-        )
+        return Parsed(ReportKind.BOUNCE if failures else ReportKind.OTHER, failures, _returned_id(msg), addresses)
     # A non-standard bounce may say Auto-Submitted too (Exim's do): what it says of a recipient decides.
     if _looks_like_bounce(msg):
         failures = _heuristic_failures(msg)
-        genro_id, message_id = _returned_ids(msg)
         if failures:
-            return Parsed(ReportKind.BOUNCE, failures, genro_id, message_id, addresses, arrival)
+            return Parsed(ReportKind.BOUNCE, failures, _returned_id(msg), addresses)
     if _is_auto_reply(msg):
-        return Parsed(ReportKind.AUTO_REPLY, addresses=addresses, arrival_ts=arrival)
-    return Parsed(ReportKind.OTHER, addresses=addresses, arrival_ts=arrival)
+        return Parsed(ReportKind.AUTO_REPLY, addresses=addresses)
+    return Parsed(ReportKind.OTHER, addresses=addresses)
 
 
 # -------------------------------------------------------------------------------------------- DSN (RFC 3464)
@@ -260,22 +251,20 @@ def _type_of(enhanced: str | None, smtp: str | None, action: str, text: str) -> 
 # -------------------------------------------------------------------------------------------- ARF (RFC 5965)
 
 
-def _complaint(msg: Message, addresses: tuple[str, ...], arrival: int | None) -> Parsed:
+def _complaint(msg: Message, addresses: tuple[str, ...]) -> Parsed:
     fields: dict[str, str] = {}
     for group in _groups(_status_fields(msg, "message/feedback-report")):
         for name, value in group.items():
             fields.setdefault(name, value)
-    genro_id, message_id = _returned_ids(msg)
+    genro_id = _returned_id(msg)
     recipient = _address(fields.get("original-rcpt-to", ""))
     if not recipient:
         recipient = _returned_header(msg, "To")
     feedback = fields.get("feedback-type", "abuse").strip().lower() or "abuse"
     if not recipient:
-        return Parsed(ReportKind.COMPLAINT, (), genro_id, message_id, addresses, arrival)
+        return Parsed(ReportKind.COMPLAINT, (), genro_id, addresses)
     reason = _clip(f"complaint: {feedback}")
-    return Parsed(
-        ReportKind.COMPLAINT, (Failure(recipient, None, None, None, reason),), genro_id, message_id, addresses, arrival
-    )
+    return Parsed(ReportKind.COMPLAINT, (Failure(recipient, None, None, None, reason),), genro_id, addresses)
 
 
 # -------------------------------------------------------------------------------------------- the returned message
@@ -301,18 +290,12 @@ def _returned_parts(msg: Message) -> Iterable[str]:
     return [*returned, *plain]
 
 
-def _returned_ids(msg: Message) -> tuple[str | None, str | None]:
-    """X-Genro-Mail-ID and Message-ID of the returned message, found in what the report returns (never the
-    report's own Message-ID)."""
-    genro_id = message_id = None
+def _returned_id(msg: Message) -> str | None:
+    """The X-Genro-Mail-ID of the returned message, found in what the report returns."""
     for text in _returned_parts(msg):
-        if genro_id is None and (m := _GENRO_ID.search(text)):
-            genro_id = m.group(1).strip()
-        if message_id is None and (m := _MESSAGE_ID.search(text)):
-            message_id = m.group(1).strip()
-        if genro_id is not None and message_id is not None:
-            break
-    return genro_id, message_id
+        if m := _GENRO_ID.search(text):
+            return m.group(1).strip()
+    return None
 
 
 def _returned_header(msg: Message, name: str) -> str:
@@ -422,18 +405,6 @@ def _addresses(msg: Message) -> tuple[str, ...]:
                 if address not in found:
                     found.append(address)
     return tuple(found)
-
-
-def _date(msg: Message) -> int | None:
-    raw = msg.get("Date")
-    if not raw:
-        return None
-    try:
-        parsed = email.utils.parsedate_to_datetime(str(raw))
-    except (TypeError, ValueError, IndexError):
-        return None
-    # RFC 5322's "-0000" (zone unknown) parses as naive: read it as UTC, as the offset says.
-    return int(parsed.timestamp() if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC).timestamp())
 
 
 def _clip(text: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mailproxy import verp
 from mailproxy.logs import logger
 
 
@@ -17,10 +18,7 @@ def bounce_return_path(tenant: dict[str, Any], account: dict[str, Any], message_
     address = str(mailbox["return_path"])
     if not mailbox.get("verp"):
         return address
-    # Imported only for VERP accounts: the key is read once per process (a storage read, then cached).
-    from mailproxy import verp
-
-    key = verp.signing_key()
+    key = verp.signing_key()  # read once per process (a storage read, then cached)
     tenant_id = str(tenant["id"])
     personal = verp.return_path(address, tenant_id, message_id, key) if key is not None else None
     if personal is None:

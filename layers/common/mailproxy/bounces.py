@@ -15,8 +15,8 @@ stops its mailbox there until a later run gets past it; the account's bounce cou
 events, so a crash between the two leaves the metrics short of them.
 
 An auto-reply or a message that is no report is left processed and counted nowhere; a report that names no
-message of the tenant is counted (`gmp_bounce_reports_unmatched_total`) and logged, never attributed to a
-message by guess.
+message of the tenant, or someone its message was not sent to, is logged and counted once (run's `unmatched`
+and `gmp_bounce_reports_unmatched_total` alike), never attributed to a message by guess.
 """
 
 from __future__ import annotations
@@ -26,17 +26,17 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from mailproxy import bounce_parse, clock, suppression, tenants, verp
+from mailproxy.addresses import parse_addresses
 from mailproxy.bounce_parse import BounceType, Parsed, ReportKind
-from mailproxy.domain import BounceCounter, EventType, MessageStatus, Record
+from mailproxy.domain import MAX_MESSAGE_ID_CHARS, BounceCounter, EventType, MessageStatus, Record
 from mailproxy.imap_mailbox import MailboxConfig, MailboxError, MailboxSession
 from mailproxy.logs import logger
 from mailproxy.messages import event
 from mailproxy.settings import get_settings
 from mailproxy.stores import stores
 
-# The tenant counter of reports that name none of its messages (metrics.UNMATCHED_FIELD).
+# The tenant counter of unmatched reports (metrics.UNMATCHED_FIELD).
 UNMATCHED = "bounce_reports_unmatched"
-MAX_MESSAGE_ID_CHARS = 255  # API.md: a longer X-Genro-Mail-ID names no message (and no storage key is made of it)
 MAX_LATER_EVENTS = 100  # bounces and complaints one message may collect: its record stays far below 400 KB
 TIME_MARGIN_MS = 20_000  # a mailbox is not started with less left than this (its operations' timeouts)
 RemainingMs = Callable[[], int] | None
@@ -57,7 +57,7 @@ class Outcome(NamedTuple):
 
     kind: ReportKind
     recorded: int = 0  # events newly added to messages
-    matched: bool = False
+    unmatched: bool = False  # a report naming no message of the tenant, or someone its message was not sent to
 
 
 def mailboxes(tenant: Record, accounts: list[Record]) -> list[Mailbox]:
@@ -94,13 +94,14 @@ def mailboxes(tenant: Record, accounts: list[Record]) -> list[Mailbox]:
 def run(*, remaining_ms: RemainingMs = None) -> dict[str, int]:
     """One poll of every bounce mailbox: counts of mailboxes read, messages read, events recorded, unmatched."""
     totals = {"mailboxes": 0, "messages": 0, "recorded": 0, "unmatched": 0, "failed": 0}
+    key = verp.signing_key()  # once per run: None until an account turns VERP on (then read at the next run)
     for tenant in stores().tenants.list_tenants():
         accounts = stores().tenants.list_accounts(str(tenant["id"]))
         for box in mailboxes(tenant, accounts):
             if remaining_ms is not None and remaining_ms() < TIME_MARGIN_MS:
                 return totals  # the next scheduled run goes on from each mailbox's saved position
             try:
-                poll(box, totals)
+                poll(box, totals, key)
             except MailboxError as exc:
                 totals["failed"] += 1
                 logger().warning(
@@ -115,19 +116,18 @@ def run(*, remaining_ms: RemainingMs = None) -> dict[str, int]:
     return totals
 
 
-def poll(box: Mailbox, totals: dict[str, int]) -> None:
+def poll(box: Mailbox, totals: dict[str, int], key: bytes | None) -> None:
     """Read one mailbox's new messages (at most GMP_BOUNCE_MAX_MESSAGES), each recorded, then marked processed,
-    then the position saved past it."""
+    then the position saved past it; `key` is the VERP signing key (None: none made yet)."""
     limit = get_settings().bounce_max_messages
     with MailboxSession(box.config) as session:
-        position = stores().bounces.position(box.key)
+        position = stores().bounces.position(box.key) or {}
         same = (
-            position is not None
-            and position.get("identity") == box.config.identity
+            position.get("identity") == box.config.identity
             and int(position.get("uidvalidity") or 0) == session.uidvalidity
         )
-        last_uid = int(position["last_uid"]) if same and position is not None else 0
-        if position is not None and not same:
+        last_uid = int(position["last_uid"]) if same else 0
+        if position and not same:
             logger().info(
                 "Bounce mailbox changed (new UIDVALIDITY or another mailbox): reading what is not flagged processed",
                 extra={"tenant_id": box.tenant_id, "account_id": box.account_id},
@@ -138,11 +138,12 @@ def poll(box: Mailbox, totals: dict[str, int]) -> None:
         for uid in uids[:limit]:
             raw = session.fetch(uid)
             if raw is not None:
-                outcome = process(box, raw)
+                outcome = process(box, raw, key)
                 totals["messages"] += 1
                 totals["recorded"] += outcome.recorded
-                if outcome.kind in (ReportKind.BOUNCE, ReportKind.COMPLAINT) and not outcome.matched:
+                if outcome.unmatched:  # counted here only, once per report however many recipients it names
                     totals["unmatched"] += 1
+                    stores().counters.add_tenant_counters(box.tenant_id, {UNMATCHED: 1})
                 session.done(uid)
             stores().bounces.save_position(
                 box.key,
@@ -153,31 +154,28 @@ def poll(box: Mailbox, totals: dict[str, int]) -> None:
             )
 
 
-def process(box: Mailbox, raw: bytes) -> Outcome:
-    """Parse one mailbox message and record what it reports on the message it names."""
+def process(box: Mailbox, raw: bytes, key: bytes | None) -> Outcome:
+    """Parse one mailbox message and record what it reports on the message it names (`key`: the VERP signing
+    key, None when none was made)."""
     parsed = bounce_parse.parse(raw)
     extra: dict[str, Any] = {"tenant_id": box.tenant_id, "account_id": box.account_id}
     if parsed.kind not in (ReportKind.BOUNCE, ReportKind.COMPLAINT):
         logger().debug(f"Bounce mailbox message skipped: {parsed.kind}", extra=extra)
         return Outcome(parsed.kind)
-    message_id, how = _correlate(box, parsed)
-    record = stores().messages.get_state(box.tenant_id, message_id) if message_id is not None else None
-    if message_id is None or record is None or record.get("status") != MessageStatus.SENT or not parsed.failures:
-        why = (
-            "it names no message of the tenant"
-            if message_id is None
-            else "its message is no longer stored"
-            if record is None
-            else "its message was never sent"
-            if record.get("status") != MessageStatus.SENT
-            else "it names no recipient"
-        )
-        _unmatched(box, parsed, why, message_id, extra)
-        return Outcome(parsed.kind)
+    message_id, how = _correlate(box, parsed, key)
+    if message_id is None:
+        return _unmatched(parsed, "it names no message of the tenant", message_id, extra)
+    record = stores().messages.get_state(box.tenant_id, message_id)
+    if record is None:
+        return _unmatched(parsed, "its message is no longer stored", message_id, extra)
+    if record.get("status") != MessageStatus.SENT:
+        return _unmatched(parsed, "its message was never sent", message_id, extra)
+    if not parsed.failures:
+        return _unmatched(parsed, "it names no recipient", message_id, extra)
     now = clock.now_ts()
     account_id = str(record.get("account_id") or "")
     sent_to = _recipients(record)
-    recorded = 0
+    recorded = strangers = 0
     deltas: dict[BounceCounter, int] = {}
     known = set(record.get("event_keys") or ())  # events recorded at an earlier read, and in this one
     for failure in parsed.failures:
@@ -185,8 +183,7 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
         # sender looks up the payload's own spelling (a report's spelling is the reporting server's).
         recipient = failure.recipient if sent_to is None else sent_to.get(failure.recipient.lower())
         if recipient is None:
-            # Not an address the message went to (a forged report, or forwarding the report does not undo).
-            _unmatched(box, parsed, "it names a recipient the message was not sent to", message_id, extra)
+            strangers += 1  # not an address the message went to (a forged report, or forwarding it does not undo)
             continue
         if len(record.get("event_keys") or ()) + recorded >= MAX_LATER_EVENTS:
             logger().warning(
@@ -200,6 +197,10 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
             kind = EventType.BOUNCE
             bounce_type = str(failure.bounce_type or BounceType.HARD)
             counter = BounceCounter.BOUNCES_HARD if bounce_type == BounceType.HARD else BounceCounter.BOUNCES_SOFT
+        event_key = f"{bounce_type}:{recipient.lower()}"  # one event per address however a report spells it
+        if event_key in known:
+            continue  # read before (a crash before the mailbox message was marked): recorded, and told, then
+        known.add(event_key)
         entry = event(
             kind,
             now,
@@ -209,10 +210,6 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
             bounce_status=failure.status,
             recipient=recipient,
         )
-        key = f"{bounce_type}:{recipient.lower()}"  # one event per address however a report spells it
-        if key in known:
-            continue  # read before (a crash before the mailbox message was marked): recorded, and told, then
-        known.add(key)
         # The suppression list and the reputation guard (docs/suppressions.md) before the event that marks the
         # report done: a crash between the two tells them again at the next read instead of never.
         suppression.note_bounce(
@@ -225,7 +222,7 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
             reason=failure.reason,
             ts=now,
         )
-        if not stores().messages.add_event(box.tenant_id, message_id, entry, key=key, now=now):
+        if not stores().messages.add_event(box.tenant_id, message_id, entry, key=event_key, now=now):
             continue  # recorded meanwhile by another reader, or the message is gone
         recorded += 1
         deltas[counter] = deltas.get(counter, 0) + 1
@@ -236,15 +233,15 @@ def process(box: Mailbox, raw: bytes) -> Outcome:
             f"{parsed.kind.capitalize()} recorded for message {message_id} ({recorded} recipients, matched by {how})",
             extra={**extra, "account_id": account_id, "message_id": message_id},
         )
-    return Outcome(parsed.kind, recorded, matched=True)
+    if strangers:
+        _unmatched(parsed, f"it names recipients the message was not sent to ({strangers})", message_id, extra)
+    return Outcome(parsed.kind, recorded, unmatched=strangers > 0)
 
 
 def _recipients(record: Record) -> dict[str, str] | None:
     """The bare addresses the message was sent to, lowercased, each to its spelling in the stored payload (the
     first, should two differ only in case); None when the payload is no longer stored (a pack expired): the
     report is then taken as it names its recipient."""
-    from mailproxy.addresses import parse_addresses
-
     # A storage failure raises (the mailbox waits for the next poll): read as "no payload" it would let any report
     # quoting the message's id suppress anyone, exactly while storage (or a permission) is broken.
     stored = stores().payloads.load_payloads([record]).get((str(record["tenant_id"]), str(record["id"])))
@@ -258,27 +255,26 @@ def _recipients(record: Record) -> dict[str, str] | None:
     return spellings
 
 
-def _correlate(box: Mailbox, parsed: Parsed) -> tuple[str | None, str]:
+def _correlate(box: Mailbox, parsed: Parsed, key: bytes | None) -> tuple[str | None, str]:
     """The id of the tenant's message a report is about, and how it was found: a VERP address signed for this
     tenant first (it cannot be forged), else the X-Genro-Mail-ID the report returns."""
-    if box.return_path:
-        key = verp.signing_key()
-        if key is not None:
-            for address in parsed.addresses:
-                found = verp.message_of(address, box.return_path, box.tenant_id, key)
-                if found is not None:
-                    return found, "VERP"
+    if box.return_path and key is not None:
+        for address in parsed.addresses:
+            found = verp.message_of(address, box.return_path, box.tenant_id, key)
+            if found is not None:
+                return found, "VERP"
     if parsed.genro_id and len(parsed.genro_id) <= MAX_MESSAGE_ID_CHARS:
         return parsed.genro_id, "X-Genro-Mail-ID"
     return None, ""
 
 
-def _unmatched(box: Mailbox, parsed: Parsed, why: str, message_id: str | None, extra: dict[str, Any]) -> None:
-    stores().counters.add_tenant_counters(box.tenant_id, {UNMATCHED: 1})
+def _unmatched(parsed: Parsed, why: str, message_id: str | None, extra: dict[str, Any]) -> Outcome:
+    """Log a report that names no message of the tenant, or someone its message was not sent to (run() counts it)."""
     logger().warning(
         f"Unmatched {parsed.kind} in the bounce mailbox: {why}",
         extra={**extra, "message_id": message_id, "recipients": len(parsed.failures)},
     )
+    return Outcome(parsed.kind, unmatched=True)
 
 
 def handle_event(scheduled: dict[str, Any], remaining_ms: RemainingMs = None) -> dict[str, int]:

@@ -9,6 +9,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+# The longest message id (API.md): the API refuses a longer one, and a longer X-Genro-Mail-ID in a bounce
+# names no message (no storage key is made of it).
+MAX_MESSAGE_ID_CHARS = 255
+
 
 class MessageStatus(StrEnum):
     """A message's `status` in MessagesTable (API.md "Records")."""

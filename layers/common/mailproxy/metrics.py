@@ -118,7 +118,8 @@ class PersistedCollector(Collector):
 
         unmatched = CounterMetricFamily(
             UNMATCHED_REPORTS,
-            "Bounces and complaints read from a tenant's bounce mailbox that named none of its messages, per tenant.",
+            "Bounces and complaints read from a tenant's bounce mailbox that named none of its messages, or someone its "
+            "message was not sent to (one per report), per tenant.",
             labels=["tenant_id"],
         )
         # Every tenant with an account shows the series (at zero until a report goes unmatched), as accounts do.

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from mailproxy.domain import MAX_MESSAGE_ID_CHARS
 from mailproxy.tenants import DEFAULT_CONNECTION_TTL
 
 MAX_MESSAGES_PER_REQUEST = 1000
@@ -97,7 +98,10 @@ Addresses = list[Line] | Text
 JsonText = Annotated[Any, AfterValidator(_json_text)]
 Document = Annotated[dict[str, Any], AfterValidator(_storable)]
 MessageId = Annotated[
-    str, Field(min_length=1, max_length=255), AfterValidator(_no_surrogates), AfterValidator(_single_line)
+    str,
+    Field(min_length=1, max_length=MAX_MESSAGE_ID_CHARS),
+    AfterValidator(_no_surrogates),
+    AfterValidator(_single_line),
 ]
 
 

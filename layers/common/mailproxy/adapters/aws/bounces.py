@@ -31,7 +31,9 @@ def position(mailbox: str) -> Item | None:
 
 
 def save_position(mailbox: str, *, identity: str, uidvalidity: int, last_uid: int, now: int) -> None:
-    """Remember where the poller stopped in the mailbox (one poller at a time: BounceFunction's concurrency is 1)."""
+    """Remember where the poller stopped in the mailbox. BounceFunction's runs do not overlap (a timeout under
+    its schedule's minute, a reserved concurrency of 1 unless IntakeReservedConcurrency is 0); when two do, the
+    last write wins and at worst a report is read again (its events are recorded once)."""
     key = _key(mailbox)
     item = {"pk": key["pk"]["S"], "sk": key["sk"]["S"], "identity": identity, "uidvalidity": uidvalidity}
     ddb().put_item(TableName=_table(), Item=to_item({**item, "last_uid": last_uid, "updated_at": now}))
