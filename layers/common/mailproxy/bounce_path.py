@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailproxy import verp
 from mailproxy.logs import logger
 
 
@@ -18,6 +17,10 @@ def bounce_return_path(tenant: dict[str, Any], account: dict[str, Any], message_
     address = str(mailbox["return_path"])
     if not mailbox.get("verp"):
         return address
+    # Imported here: the sender loads this module for every message, the VERP code only for VERP accounts
+    # (tests/unit/test_import_paths.py keeps it off the sender's cold start).
+    from mailproxy import verp
+
     key = verp.signing_key()  # read once per process (a storage read, then cached)
     tenant_id = str(tenant["id"])
     personal = verp.return_path(address, tenant_id, message_id, key) if key is not None else None
