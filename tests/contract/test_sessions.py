@@ -58,6 +58,16 @@ def test_a_lowered_limit_is_kept_as_holders_ask_again(stores: Stores) -> None:
     assert hold(stores, "b", 1, limit=3) == 1
 
 
+def test_connections_still_open_stay_counted_until_their_holder_asks_again_without_them(stores: Stores) -> None:
+    assert hold(stores, "a", 3, limit=3) == 3
+    assert hold(stores, "b", 2, limit=3) == 0  # b is short
+    # a's fair share is 1, but its three connections are open until it closes two of them
+    assert stores.sessions.hold("acme", "main", "a", wanted=3, limit=3, now=NOW, until=NOW + 30, open_now=3) == 1
+    assert hold(stores, "b", 2, limit=3) == 0
+    assert stores.sessions.hold("acme", "main", "a", wanted=3, limit=3, now=NOW, until=NOW + 30, open_now=1) == 1
+    assert hold(stores, "b", 2, limit=3) == 2
+
+
 def test_a_forgotten_tenant_holds_no_lease(stores: Stores) -> None:
     hold(stores, "a", 5)
     stores.sessions.hold("beta", "main", "a", wanted=5, limit=5, now=NOW, until=NOW + 30)

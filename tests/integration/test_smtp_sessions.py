@@ -134,6 +134,38 @@ def two_sent(storage: Storage, api: TestClient, admin: dict[str, str], sink: tup
     return delivery
 
 
+def test_a_sender_never_leaves_open_a_connection_its_lease_no_longer_counts(
+    two_sent: Delivery, sink: tuple[int, CountingHandler], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closed first, then given back: a connection given back while still open could be opened again by
+    another sender in its place, one more than the account's limit at the provider."""
+    from mailproxy import sender
+    from mailproxy.stores import stores
+
+    delivery, handler = two_sent, sink[1]
+    pool, port = smtp.default_pool(), stores().sessions
+    real_hold = port.hold
+    uncounted: list[tuple[int, int]] = []
+
+    def hold(tenant_id: str, account_id: str, holder: str, **asked: Any) -> int:
+        granted = real_hold(tenant_id, account_id, holder, **asked)
+        counted = max(granted, asked.get("open_now", 0))
+        if holder == pool.holder and pool.open_count("acme/smtp") > counted:
+            uncounted.append((pool.open_count("acme/smtp"), counted))
+        return granted
+
+    monkeypatch.setattr(port, "hold", hold)
+    now = clock.now_ts()
+    assert real_hold("acme", "smtp", "other", wanted=2, limit=2, now=now, until=now + 30) == 0  # short
+    delivery.submit(message("m-3"))
+    delivery.pump()  # the fair share is 1 of 2: one connection is closed
+    assert (handler.accepted, handler.open_sessions) == (3, 1)
+    sender.release_sessions()  # a worker that stops
+    assert pool.open_count("acme/smtp") == 0
+    assert real_hold("acme", "smtp", "other", wanted=2, limit=2, now=now, until=now + 30) == 2
+    assert uncounted == []
+
+
 def test_a_dead_senders_sessions_are_free_again_once_its_lease_lapses(
     two_sent: Delivery, sink: tuple[int, CountingHandler], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -191,12 +191,22 @@ class SmtpSessions(Protocol):
     """Leases on an account's SMTP sessions (`mailproxy.sessions`): how many each sender holds open."""
 
     def hold(
-        self, tenant_id: str, account_id: str, holder: str, *, wanted: int, limit: int, now: int, until: int
+        self,
+        tenant_id: str,
+        account_id: str,
+        holder: str,
+        *,
+        wanted: int,
+        limit: int,
+        now: int,
+        until: int,
+        open_now: int = 0,
     ) -> int:
         """Set `holder`'s lease to as many of `wanted` sessions as `limit` leaves beside the other holders'
         unexpired leases, within its fair share when another holder is short (`mailproxy.sessions.grant`),
-        lasting until `until`; the number held. Never, together with every concurrent call, more than `limit`
-        held at `now`."""
+        lasting until `until`; the number granted. The lease records the `open_now` connections the holder
+        still has open if they are more, until it asks again having closed them. Never, together with every
+        concurrent call, more than `limit` held at `now` beyond connections already open."""
         ...
 
     def forget_tenant(self, tenant_id: str, account_ids: set[str]) -> None: ...

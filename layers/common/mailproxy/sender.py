@@ -140,10 +140,11 @@ def release_sessions() -> None:
     """Give back every session lease this thread's pool holds and close its connections (a worker that
     stops; tests): other senders need not wait for the leases to lapse."""
     pool = default_pool()
+    leases = list(pool.leases.values())
+    run(pool.close_all())  # closed first: no other sender opens one in their place while they are still open
     now = clock.now_ts()
-    for lease in list(pool.leases.values()):
+    for lease in leases:
         stores().sessions.hold(lease.tenant_id, lease.account_id, pool.holder, wanted=0, limit=1, now=now, until=now)
-    run(pool.close_all())
 
 
 def _claim(jobs: list[Job], journal: str, now: int, *, stale_before: int) -> None:
@@ -308,7 +309,7 @@ async def _send_group(
     sessions_run = (run.session(n) for n in range(min(held, len(allowed))))
     outcomes = await asyncio.gather(*sessions_run, return_exceptions=True)
     if not run.broken:
-        for job in run.waiting:  # left when the lease could not be renewed
+        for job in run.waiting:  # left when the lease could not be renewed, or shrank to no session
             _hand_back(job, journal, delay=SESSION_WAIT_SECONDS)
             run.unused += 1
     stores().rates.release(tenant_id, account_id, reservation, run.unused)
@@ -331,21 +332,31 @@ async def _hold_sessions(tenant_id: str, account_id: str, key: str, account: dic
     limit = sessions.account_limit(account, settings.smtp_max_connections)
     now = clock.now_ts()
     until = now + math.ceil(settings.message_time_limit_seconds + SEND_MARGIN_SECONDS) + LEASE_SPARE_SECONDS
-    # Off the event loop: the other accounts' sessions go on meanwhile.
-    held = await asyncio.to_thread(
-        stores().sessions.hold,
-        tenant_id,
-        account_id,
-        pool.holder,
-        wanted=min(limit, max(wanted, pool.open_count(key))),
-        limit=limit,
-        now=now,
-        until=until,
-    )
-    # Idle connections beyond it are closed now (a limit lowered, a fair share, a lease lost while frozen);
-    # busy ones when their transaction ends (`SmtpPool._checkin`).
-    await pool.trim(key, held)
-    if held:
+    wanted = min(limit, max(wanted, pool.open_count(key)))
+    while True:
+        open_now = pool.open_count(key)
+        # Off the event loop: the other accounts' sessions go on meanwhile.
+        held = await asyncio.to_thread(
+            stores().sessions.hold,
+            tenant_id,
+            account_id,
+            pool.holder,
+            wanted=wanted,
+            limit=limit,
+            now=now,
+            until=until,
+            open_now=open_now,
+        )
+        if held >= open_now:
+            break
+        # Fewer than are open (a limit lowered, a fair share, a lease lost while frozen): the lease still
+        # counts the open ones. Idle ones beyond it are closed now and the lease asked again without them;
+        # busy ones close when their transaction ends (`SmtpPool._checkin`), and the next ask drops them.
+        await pool.trim(key, held)
+        if pool.open_count(key) == open_now:
+            break
+    if held or pool.open_count(key):
+        # A lease of no session still closes the busy connections when their transaction ends.
         pool.leases[key] = sessions.Lease(tenant_id, account_id, until, held)
     else:
         pool.leases.pop(key, None)
@@ -380,31 +391,28 @@ class _GroupRun:
         self.broken = False  # an unexpected error in one session: the others take no new message
 
     async def session(self, n: int) -> None:
-        """Send messages one after another over one connection, until none is left."""
+        """Send messages one after another over one connection, while the lease covers it and some are left
+        (those left when no session may go on are handed back by `_send_group`)."""
         try:
-            while self.waiting and not self.broken and n < self.held:
-                job = self.waiting.popleft()
-                if await self._leased():
-                    await self._one(job)
-                else:
-                    # The lease could not be renewed (this container lost it): the rest waits for a session.
-                    self.unused += 1
-                    await asyncio.to_thread(_hand_back, job, self.journal, delay=SESSION_WAIT_SECONDS)
+            while self.waiting and not self.broken and await self._leased(n):
+                if self.waiting:  # another session may have taken the last one meanwhile
+                    await self._one(self.waiting.popleft())
         except BaseException:
             self.broken = True
             raise
 
-    async def _leased(self) -> bool:
-        """True when the account's session lease lasts through one more message, renewed if need be."""
+    async def _leased(self, n: int) -> bool:
+        """True when the account's session lease covers session `n` through one more message, renewed if
+        need be (a renewal may grant fewer sessions: those beyond it stop)."""
         margin = self.limit + SEND_MARGIN_SECONDS
         key = self.config.key
         async with self.renewing:
             lease = default_pool().leases.get(key)
             if lease is not None and lease.until - clock.now_ts() >= margin:
-                return True
+                return n < lease.sessions
             tenant_id, account_id = str(self.tenant["id"]), str(self.account["id"])
             self.held = await _hold_sessions(tenant_id, account_id, key, self.account, self.held)
-            return self.held > 0
+            return n < self.held
 
     async def _one(self, job: Job) -> None:
         journal, tally, limit = self.journal, self.tally, self.limit

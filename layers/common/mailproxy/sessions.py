@@ -11,6 +11,9 @@ Sessions are shared fairly: while another holder wants more than it holds and le
 (the limit divided among the holders that want some), a holder gets no more than that share, and gives
 back what it holds beyond it when it next asks. A holder that got nothing stays on record as wanting
 some for DEMAND_SECONDS, so the others make room for it.
+
+A holder granted fewer sessions than it has open stays on record with those it has open until it asks again
+having closed them: nobody opens a connection in their place while they are still open at the provider.
 """
 
 from __future__ import annotations
@@ -55,12 +58,15 @@ def grant(leases: Leases, holder: str, *, wanted: int, limit: int, now: int) -> 
     return max(0, min(wanted, free))
 
 
-def leases_after(leases: Leases, holder: str, granted: int, *, wanted: int, until: int, now: int) -> dict[str, Held]:
-    """The lease map once `holder` holds `granted` sessions until `until`: expired leases dropped; a holder
-    that got none kept for DEMAND_SECONDS as wanting some, and dropped when it wants none."""
+def leases_after(
+    leases: Leases, holder: str, granted: int, *, wanted: int, until: int, now: int, open_now: int = 0
+) -> dict[str, Held]:
+    """The lease map once `holder` holds `granted` sessions until `until`, or the `open_now` connections it
+    still has open if more (until it closes them and asks again): expired leases dropped; a holder that got
+    none and has none open kept for DEMAND_SECONDS as wanting some, and dropped when it wants none."""
     kept = {other: held for other, held in leases.items() if other != holder and held.until > now}
-    if granted > 0:
-        kept[holder] = Held(granted, until, wanted)
+    if max(granted, open_now) > 0:
+        kept[holder] = Held(max(granted, open_now), until, wanted)
     elif wanted > 0:
         kept[holder] = Held(0, min(until, now + DEMAND_SECONDS), wanted)
     return kept

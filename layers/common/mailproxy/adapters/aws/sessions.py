@@ -45,7 +45,9 @@ def _stored(leases: Leases) -> dict[str, list[int]]:
     return {holder: list(held) for holder, held in leases.items()}
 
 
-def hold(tenant_id: str, account_id: str, holder: str, *, wanted: int, limit: int, now: int, until: int) -> int:
+def hold(
+    tenant_id: str, account_id: str, holder: str, *, wanted: int, limit: int, now: int, until: int, open_now: int = 0
+) -> int:
     """Set `holder`'s lease to as many of `wanted` sessions as `limit` leaves beside the other holders'."""
     pk = _pk(tenant_id, account_id)
     seen = _known.get(pk)
@@ -56,7 +58,7 @@ def hold(tenant_id: str, account_id: str, holder: str, *, wanted: int, limit: in
         if granted < wanted and not fresh:
             seen, fresh = versioned.read(get_settings().state_table, _key(pk)), True
             continue
-        after = leases_after(leases, holder, granted, wanted=wanted, until=until, now=now)
+        after = leases_after(leases, holder, granted, wanted=wanted, until=until, now=now, open_now=open_now)
         if after == leases and seen is not None:
             return granted  # nothing to change (no lease asked for, none held)
         current = _write(pk, seen, after)

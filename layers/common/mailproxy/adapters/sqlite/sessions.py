@@ -34,7 +34,16 @@ class SqliteSessions:
         self._db = db
 
     def hold(
-        self, tenant_id: str, account_id: str, holder: str, *, wanted: int, limit: int, now: int, until: int
+        self,
+        tenant_id: str,
+        account_id: str,
+        holder: str,
+        *,
+        wanted: int,
+        limit: int,
+        now: int,
+        until: int,
+        open_now: int = 0,
     ) -> int:
         """Set `holder`'s lease to as many of `wanted` sessions as `limit` leaves beside the other holders'."""
         with self._db.transaction() as tx:
@@ -44,7 +53,7 @@ class SqliteSessions:
             ).fetchall()
             leases = {str(r["holder"]): Held(int(r["sessions"]), int(r["until"]), int(r["wanted"])) for r in rows}
             granted = grant(leases, holder, wanted=wanted, limit=limit, now=now)
-            after = leases_after(leases, holder, granted, wanted=wanted, until=until, now=now)
+            after = leases_after(leases, holder, granted, wanted=wanted, until=until, now=now, open_now=open_now)
             if after != leases:
                 tx.execute("DELETE FROM smtp_sessions WHERE tenant_id = ? AND account_id = ?", (tenant_id, account_id))
                 tx.executemany(
