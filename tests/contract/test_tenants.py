@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 from mailproxy.stores import Stores
 from mailproxy.tenants import account_password, is_held, public_account, public_tenant
@@ -116,20 +117,39 @@ def test_tenants_are_listed_by_id_and_inactive_ones_can_be_left_out(stores: Stor
 
 def test_suspended_batches_hold_the_tenants_messages(stores: Stores) -> None:
     _create(stores)
-    stores.tenants.set_suspended_batches("acme", ["b1"], now=NOW + 1)
+    change = stores.tenants.change_suspended_batches
+    assert change("acme", "b1", suspend=True, now=NOW + 1) == ["b1"]
     tenant = stores.tenants.get_tenant("acme") or {}
     assert tenant["suspended_batches"] == ["b1"]
     assert tenant["updated_at"] == NOW + 1
     assert is_held(tenant, "b1") and not is_held(tenant, "b2") and not is_held(tenant, None)
-    stores.tenants.set_suspended_batches("acme", ["*"], now=NOW + 2)
+    assert change("acme", "b1", suspend=True, now=NOW + 1) == ["b1"]  # once
+    assert change("acme", None, suspend=True, now=NOW + 2) == ["*"]
     assert is_held(stores.tenants.get_tenant("acme") or {}, None)
-    stores.tenants.set_suspended_batches("acme", [], now=NOW + 3)
+    assert change("acme", None, suspend=False, now=NOW + 3) == []
     assert not is_held(stores.tenants.get_tenant("acme") or {}, "b1")
 
 
+def test_batches_suspended_and_activated_at_once_are_all_kept(stores: Stores) -> None:
+    _create(stores)
+    stores.tenants.change_suspended_batches("acme", "old", suspend=True, now=NOW)
+    start = threading.Barrier(6)
+
+    def suspend(batch: str) -> None:
+        start.wait()
+        stores.tenants.change_suspended_batches("acme", batch, suspend=batch != "old", now=NOW)
+
+    threads = [threading.Thread(target=suspend, args=(b,)) for b in ("b1", "b2", "b3", "b4", "b5", "old")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted((stores.tenants.get_tenant("acme") or {})["suspended_batches"]) == ["b1", "b2", "b3", "b4", "b5"]
+
+
 def test_suspending_a_tenant_deleted_meanwhile_changes_nothing(stores: Stores) -> None:
-    # intake reads the tenant, then writes its batches: a deletion in between must not bring it back or fail.
-    stores.tenants.set_suspended_batches("gone", ["*"], now=NOW)
+    # a deletion between intake's read and its write must not bring the tenant back or fail
+    assert stores.tenants.change_suspended_batches("gone", None, suspend=True, now=NOW) is None
     assert stores.tenants.get_tenant("gone") is None
 
 

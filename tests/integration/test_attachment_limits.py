@@ -1,4 +1,5 @@
-"""A fetched attachment is capped in bytes (read in chunks, aborted past the cap) and in total time."""
+"""A fetched attachment is capped in bytes (read in chunks, aborted past the cap) and in total time; a
+delivery report's call to a tenant is capped in total time too."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from mailproxy.attachments import UrllibHttp, fetch_attachments
 from mailproxy.errors import AttachmentError
+from mailproxy.report_http import ReportFailed, UrllibReportHttp
 from mailproxy.settings import get_outbound_settings
 
 CAP = 1024 * 1024
@@ -42,13 +44,21 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"x")
                 time.sleep(5)
             elif self.path == "/trickle":
-                self.send_response(200)
-                self.send_header("Content-Length", "1000")
-                self.end_headers()
-                for _ in range(1000):  # one byte well within the per-operation timeout, forever
-                    self.wfile.write(b"x")
-                    self.wfile.flush()
-                    time.sleep(0.2)
+                self._trickle()
+
+    def do_POST(self) -> None:  # a tenant's sync endpoint that answers a byte at a time
+        with contextlib.suppress(OSError):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._trickle()
+
+    def _trickle(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        for _ in range(1000):  # one byte well within the per-operation timeout, forever
+            self.wfile.write(b"x")
+            self.wfile.flush()
+            time.sleep(0.2)
 
 
 @pytest.fixture
@@ -100,6 +110,16 @@ def test_a_trickling_server_is_cut_at_the_whole_fetch_deadline(base_url: str) ->
     with pytest.raises(AttachmentError, match=r"^Attachment fetch failed for big\.bin: timed out after 1 s$"):
         # Each byte comes within the 5 s socket timeout: only the whole-fetch deadline stops it.
         fetch(f"{base_url}/trickle", http=UrllibHttp(max_bytes=CAP, deadline=1), timeout=5.0)
+
+    assert time.monotonic() - started < 2
+
+
+def test_a_sync_endpoint_that_trickles_its_answer_is_cut_at_the_calls_timeout(base_url: str) -> None:
+    started = time.monotonic()
+
+    with pytest.raises(ReportFailed, match=r"^timed out after 1 s$"):
+        # Each byte comes well within the 1 s socket timeout: only the whole call's deadline stops it.
+        UrllibReportHttp().post(f"{base_url}/mail-proxy/sync", headers={}, body=b"{}", timeout=1.0)
 
     assert time.monotonic() - started < 2
 

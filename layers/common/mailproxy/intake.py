@@ -426,15 +426,9 @@ def _batch_pending(tenant_id: str, batch_code: str | None) -> int:
 
 def suspend(tenant_id: str, batch_code: str | None) -> dict[str, Any]:
     """Suspend a tenant (no batch) or one batch: its messages are held, not lost."""
-    tenant = stores().tenants.get_tenant(tenant_id)
-    if tenant is None:
+    batches = stores().tenants.change_suspended_batches(tenant_id, batch_code, suspend=True, now=clock.now_ts())
+    if batches is None:
         raise BadRequest(f"Tenant '{tenant_id}' not found")
-    batches = list(tenant.get("suspended_batches") or [])
-    if batch_code is None:
-        batches = ["*"]
-    elif "*" not in batches and batch_code not in batches:
-        batches.append(batch_code)
-    stores().tenants.set_suspended_batches(tenant_id, batches, now=clock.now_ts())
     return _suspension_reply(tenant_id, batch_code, batches)
 
 
@@ -443,14 +437,11 @@ def activate(tenant_id: str, batch_code: str | None) -> dict[str, Any]:
     tenant = stores().tenants.get_tenant(tenant_id)
     if tenant is None:
         raise BadRequest(f"Tenant '{tenant_id}' not found")
-    batches = list(tenant.get("suspended_batches") or [])
-    if batch_code is None:
-        batches = []
-    elif "*" in batches:
+    if batch_code is not None and "*" in (tenant.get("suspended_batches") or []):
         raise BadRequest("Cannot activate a single batch while the whole tenant is suspended")
-    else:
-        batches = [b for b in batches if b != batch_code]
-    stores().tenants.set_suspended_batches(tenant_id, batches, now=clock.now_ts())
+    batches = stores().tenants.change_suspended_batches(tenant_id, batch_code, suspend=False, now=clock.now_ts())
+    if batches is None:
+        raise BadRequest(f"Tenant '{tenant_id}' not found")
     tenant["suspended_batches"] = batches
     release_held(tenant)
     return _suspension_reply(tenant_id, batch_code, batches)

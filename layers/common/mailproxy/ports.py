@@ -142,7 +142,13 @@ class Tenants(Protocol):
 
     def lookup_api_key(self, key_hash: str) -> Record | None: ...
 
-    def set_suspended_batches(self, tenant_id: str, batches: list[str], *, now: int) -> None: ...
+    def change_suspended_batches(
+        self, tenant_id: str, batch_code: str | None, *, suspend: bool, now: int
+    ) -> list[str] | None:
+        """Suspend or activate a batch (None: the whole tenant) in the tenant's `suspended_batches`
+        (`mailproxy.tenants.suspended_after`), read and written as one change: of two at once, neither is
+        lost. The batches after it, or None when there is no such tenant."""
+        ...
 
     def put_account(self, tenant_id: str, account: dict[str, Any], *, now: int) -> None: ...
 

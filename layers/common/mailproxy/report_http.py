@@ -37,25 +37,29 @@ class UrllibReportHttp:
     the metadata service or a private host; a refused one is retried as an unreachable one."""
 
     def post(self, url: str, *, headers: dict[str, str], body: bytes, timeout: float) -> bytes:
-        """POST `body`; the response body of a 2xx answer, ReportFailed otherwise."""
+        """POST `body`; the response body of a 2xx answer, ReportFailed otherwise. `timeout` bounds the whole
+        call, not each socket operation: a server that trickles its answer cannot hold the reporter."""
         if not url.lower().startswith(("http://", "https://")):
             raise ReportFailed(f"not an http(s) URL: {url!r}")
         request = urllib.request.Request(url, data=body, method="POST", headers=headers)
-        opener = outbound_http.http_opener(_NoRedirect())
-        try:
-            with opener.open(request, timeout=timeout) as response:
-                status = int(response.status)
-                data = response.read(MAX_REPLY_BYTES)
-        except urllib.error.HTTPError as exc:
-            raise ReportFailed(f"HTTP {exc.code}") from exc
-        except urllib.error.URLError as exc:
-            raise ReportFailed(str(exc.reason)) from exc
-        except DestinationNotAllowed as exc:
-            raise ReportFailed(str(exc)) from exc
-        except TimeoutError as exc:
-            raise ReportFailed(f"timed out after {timeout:g} s") from exc
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise ReportFailed(str(exc) or type(exc).__name__) from exc
+        with outbound_http.Deadline(timeout) as deadline:
+            opener = outbound_http.http_opener(_NoRedirect(), deadline=deadline)
+            try:
+                with opener.open(request, timeout=timeout) as response:
+                    status = int(response.status)
+                    data = response.read(MAX_REPLY_BYTES)
+            except urllib.error.HTTPError as exc:
+                raise ReportFailed(f"HTTP {exc.code}") from exc
+            except DestinationNotAllowed as exc:
+                raise ReportFailed(str(exc)) from exc
+            except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+                if deadline.expired or isinstance(exc, TimeoutError):
+                    raise ReportFailed(f"timed out after {timeout:g} s") from exc
+                if isinstance(exc, urllib.error.URLError):
+                    raise ReportFailed(str(exc.reason)) from exc
+                raise ReportFailed(str(exc) or type(exc).__name__) from exc
+            if deadline.expired:  # the shutdown may read as a clean end of the body
+                raise ReportFailed(f"timed out after {timeout:g} s")
         if not 200 <= status < 300:
             raise ReportFailed(f"HTTP {status}")
         return bytes(data)

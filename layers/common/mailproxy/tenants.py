@@ -216,6 +216,17 @@ def is_held(tenant: dict[str, Any], batch_code: str | None, account_id: str | No
     return not tenant.get("active", True) or "*" in batches or (batch_code is not None and batch_code in batches)
 
 
+def suspended_after(batches: list[str] | None, batch_code: str | None, *, suspend: bool) -> list[str]:
+    """A tenant's `suspended_batches` once a batch (None: the whole tenant, `"*"`) is suspended or activated.
+    Activating one batch of a wholly suspended tenant leaves `"*"` (intake refuses that with a 400 first)."""
+    current = list(batches or [])
+    if batch_code is None:
+        return ["*"] if suspend else []
+    if not suspend:
+        return [b for b in current if b != batch_code]
+    return current if "*" in current or batch_code in current else [*current, batch_code]
+
+
 def _paused_view(item: Item) -> dict[str, Any]:
     """The tenant's accounts paused by the reputation guard: why and since when."""
     paused = item.get("paused_accounts") or {}

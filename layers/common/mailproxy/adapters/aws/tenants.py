@@ -25,6 +25,7 @@ from mailproxy.tenants import (
     config_values,
     paused_after,
     replacement,
+    suspended_after,
 )
 
 
@@ -153,14 +154,24 @@ def lookup_api_key(key_hash: str) -> Item | None:
     return from_item(reply["Item"]) if "Item" in reply else None
 
 
-def set_suspended_batches(tenant_id: str, batches: list[str], *, now: int) -> None:
-    """Store the tenant's suspended batches (`["*"]`: the whole tenant); nothing if it does not exist."""
-    conditional_write(
-        ddb().update_item,
-        TableName=_table(),
-        Key=_tenant_key(tenant_id),
-        **expression(Update().set("suspended_batches", batches).set("updated_at", now), exists("pk")),
-    )
+def change_suspended_batches(tenant_id: str, batch_code: str | None, *, suspend: bool, now: int) -> list[str] | None:
+    """Suspend or activate a batch (None: the whole tenant); the batches after it, None if there is no such
+    tenant. The list is rewritten whole under its version `suspended_v` (a lost race reads again)."""
+    for _ in range(PAUSE_ATTEMPTS):
+        tenant = get_tenant(tenant_id)
+        if tenant is None:
+            return None
+        batches = suspended_after(tenant.get("suspended_batches"), batch_code, suspend=suspend)
+        version = tenant.get("suspended_v")
+        update = Update().set("suspended_batches", batches).set("suspended_v", int(version or 0) + 1)
+        update.set("updated_at", now)
+        condition = exists("pk") & (absent("suspended_v") if version is None else equals("suspended_v", version))
+        done = conditional_write(
+            ddb().update_item, TableName=_table(), Key=_tenant_key(tenant_id), **expression(update, condition)
+        )
+        if done is not None:
+            return batches
+    raise RuntimeError(f"suspension of tenant {tenant_id} kept losing races")
 
 
 def note_suppressions(tenant_id: str) -> None:
@@ -265,7 +276,8 @@ def set_account_pause(tenant_id: str, account_id: str, pause: dict[str, Any] | N
             return False
         version = tenant.get("paused_v")
         update = Update().set("paused_accounts", paused).set("paused_v", int(version or 0) + 1)
-        condition = absent("paused_v") if version is None else equals("paused_v", version)
+        # exists("pk"): a tenant deleted since the read is not written back as a bare item
+        condition = exists("pk") & (absent("paused_v") if version is None else equals("paused_v", version))
         done = conditional_write(
             ddb().update_item, TableName=_table(), Key=_tenant_key(tenant_id), **expression(update, condition)
         )

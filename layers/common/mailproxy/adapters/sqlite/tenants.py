@@ -25,6 +25,7 @@ from mailproxy.tenants import (
     config_values,
     paused_after,
     replacement,
+    suspended_after,
 )
 
 if TYPE_CHECKING:
@@ -151,14 +152,19 @@ class SqliteTenants:
             found["expires_at"] = int(rows[0]["expires_at"])
         return found
 
-    def set_suspended_batches(self, tenant_id: str, batches: list[str], *, now: int) -> None:
-        """Store the tenant's suspended batches (`["*"]`: the whole tenant); nothing if it does not exist."""
+    def change_suspended_batches(
+        self, tenant_id: str, batch_code: str | None, *, suspend: bool, now: int
+    ) -> list[str] | None:
+        """Suspend or activate a batch (None: the whole tenant), in one transaction; the batches after it, None
+        if there is no such tenant."""
         with self._db.transaction() as tx:
             record = _tenant(tx, tenant_id)
             if record is None:
-                return
-            record.update(suspended_batches=list(batches), updated_at=now)
+                return None
+            batches = suspended_after(record.get("suspended_batches"), batch_code, suspend=suspend)
+            record.update(suspended_batches=batches, updated_at=now)
             _put_tenant(tx, record)
+        return batches
 
     def note_suppressions(self, tenant_id: str) -> None:
         """Mark the tenant as having a suppression list (never unmarked); nothing if it does not exist."""
