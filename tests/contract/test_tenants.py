@@ -132,19 +132,23 @@ def test_suspended_batches_hold_the_tenants_messages(stores: Stores) -> None:
 
 def test_batches_suspended_and_activated_at_once_are_all_kept(stores: Stores) -> None:
     _create(stores)
-    stores.tenants.change_suspended_batches("acme", "old", suspend=True, now=NOW)
-    start = threading.Barrier(6)
+    for round_ in range(5):
+        stores.tenants.change_suspended_batches("acme", "old", suspend=True, now=NOW)
+        batches = [f"r{round_}-b{n}" for n in range(7)]
+        start = threading.Barrier(len(batches) + 1)
 
-    def suspend(batch: str) -> None:
-        start.wait()
-        stores.tenants.change_suspended_batches("acme", batch, suspend=batch != "old", now=NOW)
+        def change(batch: str, start: threading.Barrier = start) -> None:
+            start.wait()
+            stores.tenants.change_suspended_batches("acme", batch, suspend=batch != "old", now=NOW)
 
-    threads = [threading.Thread(target=suspend, args=(b,)) for b in ("b1", "b2", "b3", "b4", "b5", "old")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted((stores.tenants.get_tenant("acme") or {})["suspended_batches"]) == ["b1", "b2", "b3", "b4", "b5"]
+        threads = [threading.Thread(target=change, args=(b,)) for b in [*batches, "old"]]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        kept = (stores.tenants.get_tenant("acme") or {})["suspended_batches"]
+        assert sorted(kept) == sorted(batches)
+        stores.tenants.change_suspended_batches("acme", None, suspend=False, now=NOW)
 
 
 def test_suspending_a_tenant_deleted_meanwhile_changes_nothing(stores: Stores) -> None:
