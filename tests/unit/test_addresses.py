@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from mailproxy.addresses import address_domain, bare_address, is_valid_address, split_addresses
+from mailproxy.addresses import (
+    address_domain,
+    bare_address,
+    find_addresses,
+    first_address,
+    is_valid_address,
+    split_addresses,
+)
 
 
 def test_a_comma_string_is_split_and_trimmed() -> None:
@@ -77,3 +84,12 @@ def test_the_domain_of_an_address_is_what_follows_its_last_at_sign() -> None:
 def test_deeply_nested_comments_are_invalid_not_a_crash() -> None:
     assert not is_valid_address("(" * 997)
     assert not is_valid_address("(" * 600 + "a@b.test" + ")" * 389)
+
+
+def test_addresses_in_free_text_are_found_lowercased_with_where_each_mention_ends() -> None:
+    text = "<Bob@Example.TEST>: host mx.example.test said: 550 no such user (carol@example.test)"
+    found = list(find_addresses(text))
+    assert [address for address, _ in found] == ["bob@example.test", "carol@example.test"]
+    assert text[found[0][1] :].startswith(": host")  # the brackets belong to the mention
+    assert first_address("rfc822; Dave@Example.test") == "dave@example.test"
+    assert first_address("no address here") == ""

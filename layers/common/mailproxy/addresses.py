@@ -2,14 +2,15 @@
 
 Two readings, kept as they were when they lived apart (issue 12 may make them one): intake checks each
 entry of the API's list-or-comma-string form (`split_addresses`, `is_valid_address`); the sender builds
-the email from the (display name, address) pairs `email.utils.getaddresses` finds (`address_pairs`).
+the email from the (display name, address) pairs `email.utils.getaddresses` finds (`address_pairs`). A
+third finds addresses written in free text, as bounce reports mention them (`find_addresses`).
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from email.utils import getaddresses, parseaddr
 
 # RFC 5322 dot-atom local part (or a quoted string) @ a domain of labels; IDN domains allowed.
@@ -25,6 +26,8 @@ NON_ASCII = r"\u0080-\uffff"
 _ADDRESS_CACHE_SIZE = 512
 _CACHED_ADDRESS_CHARS = 1_000
 _MAX_ADDRESS = 320  # characters of an address (RFC 3696's 64 + 1 + 255)
+# An address written in free text (a bounce's prose, a header value), with or without its angle brackets.
+_IN_TEXT = r"<?([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)>?"
 
 
 @functools.cache
@@ -167,3 +170,20 @@ def suppression_key(entry: str) -> str:
     server tell `Bob` from `bob`), the domain in lower case (domains never differ by case)."""
     local, at, domain = bare_address(entry).rpartition("@")
     return f"{local}@{domain.lower()}" if at else domain.strip()
+
+
+@functools.cache
+def _in_text() -> re.Pattern[str]:
+    return re.compile(_IN_TEXT)
+
+
+def find_addresses(text: str) -> Iterator[tuple[str, int]]:
+    """Each address written in free text (a bounce's prose, a header value), lowercased, with the position
+    where its mention ends."""
+    for match in _in_text().finditer(text):
+        yield match.group(1).lower(), match.end()
+
+
+def first_address(text: str) -> str:
+    """The first address written in free text, lowercased; "" when there is none."""
+    return next((address for address, _ in find_addresses(text)), "")

@@ -17,6 +17,8 @@ from email.message import Message
 from enum import StrEnum
 from typing import NamedTuple
 
+from mailproxy.addresses import find_addresses, first_address
+
 MAX_REASON_CHARS = 500  # what a report and a history event carry of a diagnostic
 MAX_SCAN_CHARS = 64_000  # heuristics read no further into a body
 
@@ -67,7 +69,6 @@ class Parsed(NamedTuple):
 
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _SMTP_CODE = re.compile(r"(?<![\d.])([45][0-5]\d)(?=[\s\-]|$)")
-_ADDRESS = re.compile(r"<?([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)>?")
 _GENRO_ID = re.compile(r"^X-Genro-Mail-ID:[ \t]*(.+?)[ \t]*$", re.I | re.M)
 
 _BOUNCE_SUBJECTS = re.compile(
@@ -193,16 +194,11 @@ def _typed_value(value: str) -> str:
     return rest.strip() if sep else kind.strip()
 
 
-def _address(value: str) -> str:
-    match = _ADDRESS.search(value)
-    return match.group(1).lower() if match else ""
-
-
 def _dsn_failures(msg: Message) -> tuple[Failure, ...]:
     failures: list[Failure] = []
     for group in _groups(_status_fields(msg, "message/delivery-status", "text/delivery-status")):
         # The address as the message was sent to it (Original-Recipient) before the one it ended at (forwarding).
-        recipient = _address(_typed_value(group.get("original-recipient") or "")) or _address(
+        recipient = first_address(_typed_value(group.get("original-recipient") or "")) or first_address(
             _typed_value(group.get("final-recipient") or "")
         )
         if not recipient:
@@ -257,7 +253,7 @@ def _complaint(msg: Message, addresses: tuple[str, ...]) -> Parsed:
         for name, value in group.items():
             fields.setdefault(name, value)
     genro_id = _returned_id(msg)
-    recipient = _address(fields.get("original-rcpt-to", ""))
+    recipient = first_address(fields.get("original-rcpt-to", ""))
     if not recipient:
         recipient = _returned_header(msg, "To")
     feedback = fields.get("feedback-type", "abuse").strip().lower() or "abuse"
@@ -302,7 +298,7 @@ def _returned_header(msg: Message, name: str) -> str:
     pattern = re.compile(rf"^{re.escape(name)}:[ \t]*(.+)$", re.I | re.M)
     for text in _returned_parts(msg):
         if m := pattern.search(text):
-            return _address(m.group(1))
+            return first_address(m.group(1))
     return ""
 
 
@@ -365,17 +361,16 @@ def _heuristic_failures(msg: Message) -> tuple[Failure, ...]:
         cut = text.find(marker)
         if cut > 0:
             text = text[:cut]
-    own = {a for a in _addresses(msg)} | {_address(str(msg.get("From", "")))}
+    own = {a for a in _addresses(msg)} | {first_address(str(msg.get("From", "")))}
     failures: list[Failure] = []
     seen: set[str] = set()
     paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
     for index, paragraph in enumerate(paragraphs):
-        for match in _ADDRESS.finditer(paragraph):
-            recipient = match.group(1).lower()
+        for recipient, end in find_addresses(paragraph):
             if recipient in seen or recipient in own or recipient.startswith(_BOUNCE_SENDERS):
                 continue
             # The reason is the address's paragraph, or the next one when the address stands alone (qmail).
-            context = paragraph[match.end() :].strip() or (paragraphs[index + 1] if index + 1 < len(paragraphs) else "")
+            context = paragraph[end:].strip() or (paragraphs[index + 1] if index + 1 < len(paragraphs) else "")
             nearby = paragraph + "\n" + context
             enhanced, smtp = _enhanced(nearby), _smtp_code_anywhere(nearby)
             bounce_type = _type_of(enhanced, smtp, "failed", nearby)
@@ -400,8 +395,7 @@ def _addresses(msg: Message) -> tuple[str, ...]:
     found: list[str] = []
     for name in ("Delivered-To", "X-Original-To", "Envelope-To", "To", "X-Envelope-To"):
         for value in msg.get_all(name) or []:
-            for match in _ADDRESS.finditer(str(value)):
-                address = match.group(1).lower()
+            for address, _ in find_addresses(str(value)):
                 if address not in found:
                     found.append(address)
     return tuple(found)
