@@ -637,6 +637,9 @@ class PollerContext:
     resolver: Resolver
     scheduler_interval: float = DEFAULT_SCHEDULER_INTERVAL
     sqs_workers: int = 1
+    # A function's schedules at their own pace (logical id → seconds): the bounce poller logs in to real
+    # mailboxes, which must not see a login every `scheduler_interval`.
+    schedule_intervals: Mapping[str, float] = field(default_factory=dict)
 
 
 PollerFactory = Callable[[LambdaFunction, list[EventSpec], PollerContext], list[Poller]]
@@ -698,7 +701,7 @@ def _schedule_pollers(function: LambdaFunction, events: list[EventSpec], context
         pollers.append(
             SchedulePoller(
                 function,
-                interval=context.scheduler_interval,
+                interval=context.schedule_intervals.get(function.logical_id, context.scheduler_interval),
                 rule_name=f"gmp-local-{function.logical_id}-{event.name}",
                 event_input=json.loads(raw_input) if isinstance(raw_input, str) else raw_input,
                 name=f"schedule-{function.logical_id}-{event.name}",

@@ -97,6 +97,7 @@ class LocalStack:
         self.api_token_generated = False
         self.allowed_networks = ""
         self.scheduler_interval = 1.0
+        self.bounce_interval = 60.0
 
     # ------------------------------------------------------------------ what tests and the banner read
 
@@ -196,7 +197,13 @@ class LocalStack:
             self.sqs_workers = _env_int("GMP_SQS_WORKERS", 1)
         if self.run_pollers:
             self._start_environments(resolver)
-            context = PollerContext(resolver, self.scheduler_interval, self.sqs_workers)
+            from mailproxy.settings import get_settings
+
+            get_settings.cache_clear()  # the environment as patched above
+            # Bounce mailboxes at GMP_BOUNCE_INTERVAL, as `make run` polls them.
+            self.bounce_interval = get_settings().bounce_interval
+            bounce_pace = {"BounceFunction": self.bounce_interval}
+            context = PollerContext(resolver, self.scheduler_interval, self.sqs_workers, bounce_pace)
             self.pollers = pollers_from_template(self.functions, context)
             # moto never expires items: play MessagesTable's TTL (report retention) on the schedule's beat.
             self.pollers.append(
@@ -272,7 +279,8 @@ class LocalStack:
                 f"  SMTP sink     {sink}",
                 f"  Outbound      SMTP, attachments and callbacks may reach {self.allowed_networks} (GMP_ALLOWED_NETWORKS)",
                 f"  AWS emulator  {emulator.endpoint_url}   ({kind})",
-                f"  Pollers       {pollers} (schedules every {self.scheduler_interval:g} s)",
+                f"  Pollers       {pollers} (schedules every {self.scheduler_interval:g} s,"
+                f" bounce mailboxes every {self.bounce_interval:g} s: GMP_BOUNCE_INTERVAL)",
                 *(
                     f"  {pool.logical_id}  {pool.size} execution environments (processes; GMP_LAMBDA_PROCESSES)"
                     for pool in self.environment_pools

@@ -32,7 +32,7 @@ def callback() -> Iterator[SyncEndpoint]:
 
 @pytest.fixture(params=RUNTIMES)
 def service(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("GMP_BOUNCE_INTERVAL", "0.5")  # make run's loop; make run-aws ticks every schedule
+    monkeypatch.setenv("GMP_BOUNCE_INTERVAL", "0.5")  # both runtimes poll bounce mailboxes at this pace
     # The reputation guard's threshold within a test's reach: one hard bounce in two sends pauses the account.
     monkeypatch.setenv("GMP_REPUTATION_MIN_SENDS", "2")
     monkeypatch.setenv("GMP_BOUNCE_RATE_LIMIT", "0.5")

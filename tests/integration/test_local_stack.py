@@ -373,6 +373,14 @@ def test_template_wires_the_sender_to_the_four_queues_in_priority_order(stack: L
     assert all(source.report_batch_item_failures for source in sqs_pollers[0].sources)
     schedules = {poller.function.logical_id for poller in pollers if isinstance(poller, SchedulePoller)}
     assert schedules == {"SchedulerFunction", "ReporterFunction", "BounceFunction"}
+    # The bounce mailboxes keep their own pace (GMP_BOUNCE_INTERVAL): a login every half second is not for them.
+    paced = PollerContext(stack.emulator.resolver, scheduler_interval=0.5, schedule_intervals={"BounceFunction": 60})
+    intervals = {
+        poller.function.logical_id: poller.interval
+        for poller in pollers_from_template(functions, paced)
+        if isinstance(poller, SchedulePoller)
+    }
+    assert intervals == {"SchedulerFunction": 0.5, "ReporterFunction": 0.5, "BounceFunction": 60}
     streams = [poller for poller in pollers if isinstance(poller, StreamPoller)]
     assert [poller.stream_arn for poller in streams] == [
         stack.emulator.resources["MessagesTable"].attributes["StreamArn"]
