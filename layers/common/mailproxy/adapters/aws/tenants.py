@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from mailproxy.adapters.aws.dynamo import (
@@ -157,21 +158,13 @@ def lookup_api_key(key_hash: str) -> Item | None:
 def change_suspended_batches(tenant_id: str, batch_code: str | None, *, suspend: bool, now: int) -> list[str] | None:
     """Suspend or activate a batch (None: the whole tenant); the batches after it, None if there is no such
     tenant. The list is rewritten whole under its version `suspended_v` (a lost race reads again)."""
-    for _ in range(PAUSE_ATTEMPTS):
-        tenant = get_tenant(tenant_id)
-        if tenant is None:
-            return None
-        batches = suspended_after(tenant.get("suspended_batches"), batch_code, suspend=suspend)
-        version = tenant.get("suspended_v")
-        update = Update().set("suspended_batches", batches).set("suspended_v", int(version or 0) + 1)
-        update.set("updated_at", now)
-        condition = exists("pk") & (absent("suspended_v") if version is None else equals("suspended_v", version))
-        done = conditional_write(
-            ddb().update_item, TableName=_table(), Key=_tenant_key(tenant_id), **expression(update, condition)
-        )
-        if done is not None:
-            return batches
-    raise RuntimeError(f"suspension of tenant {tenant_id} kept losing races")
+    batches: list[str] = []
+
+    def change(tenant: Item) -> dict[str, Any]:
+        batches[:] = suspended_after(tenant.get("suspended_batches"), batch_code, suspend=suspend)
+        return {"suspended_batches": batches, "updated_at": now}
+
+    return batches if _rewrite_tenant(tenant_id, "suspended_v", change) else None
 
 
 def note_suppressions(tenant_id: str) -> None:
@@ -261,26 +254,40 @@ def delete_account(tenant_id: str, account_id: str) -> bool:
     )
 
 
-PAUSE_ATTEMPTS = 5
+REWRITE_ATTEMPTS = 5
 
 
-def set_account_pause(tenant_id: str, account_id: str, pause: dict[str, Any] | None, *, now: int) -> bool:
-    """Pause (`pause`: why and when) or resume (None) an account in the tenant's `paused_accounts` map; True when
-    this call changed it. The map is rewritten whole under its version `paused_v` (a lost race reads again)."""
-    for _ in range(PAUSE_ATTEMPTS):
+def _rewrite_tenant(tenant_id: str, version: str, change: Callable[[Item], dict[str, Any] | None]) -> bool | None:
+    """Set the values `change` makes of the tenant item as read, if the item's `version` attribute is still
+    the one read (a lost race reads again): True once written, False when `change` made none (None), None
+    when there is no such tenant."""
+    for _ in range(REWRITE_ATTEMPTS):
         tenant = get_tenant(tenant_id)
         if tenant is None:
+            return None
+        values = change(tenant)
+        if values is None:
             return False
-        paused = paused_after(tenant.get("paused_accounts"), account_id, pause)
-        if paused is None:
-            return False
-        version = tenant.get("paused_v")
-        update = Update().set("paused_accounts", paused).set("paused_v", int(version or 0) + 1)
+        seen = tenant.get(version)
+        update = Update().set(version, int(seen or 0) + 1)
+        for name, value in values.items():
+            update.set(name, value)
         # exists("pk"): a tenant deleted since the read is not written back as a bare item
-        condition = exists("pk") & (absent("paused_v") if version is None else equals("paused_v", version))
+        condition = exists("pk") & (absent(version) if seen is None else equals(version, seen))
         done = conditional_write(
             ddb().update_item, TableName=_table(), Key=_tenant_key(tenant_id), **expression(update, condition)
         )
         if done is not None:
             return True
-    raise RuntimeError(f"pause of account {account_id} of tenant {tenant_id} kept losing races")
+    raise RuntimeError(f"tenant {tenant_id}: {version} kept losing races")
+
+
+def set_account_pause(tenant_id: str, account_id: str, pause: dict[str, Any] | None, *, now: int) -> bool:
+    """Pause (`pause`: why and when) or resume (None) an account in the tenant's `paused_accounts` map; True when
+    this call changed it. The map is rewritten whole under its version `paused_v` (a lost race reads again)."""
+
+    def change(tenant: Item) -> dict[str, Any] | None:
+        paused = paused_after(tenant.get("paused_accounts"), account_id, pause)
+        return None if paused is None else {"paused_accounts": paused}
+
+    return bool(_rewrite_tenant(tenant_id, "paused_v", change))
