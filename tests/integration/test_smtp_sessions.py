@@ -305,3 +305,38 @@ def test_a_sender_busy_with_another_account_still_closes_connections_before_thei
         delivery.pump()
         assert slow.accepted == 2
     assert open_at_second_message == [0]
+
+
+def test_a_connection_being_closed_stays_counted_until_the_server_has_let_it_go() -> None:
+    """A QUIT takes a round trip: a sender asking for its lease meanwhile (its batch's closer runs beside its
+    account groups) must still count the connection, or another sender could open one in its place while the
+    server has it open."""
+    import asyncio
+
+    from aiosmtpd.smtp import MISSING
+    from mailproxy.email_builder import build_email
+    from mailproxy.sessions import Lease
+
+    quitting = threading.Event()
+
+    async def slow_quit(server: Any, session: Any, envelope: Any) -> Any:
+        quitting.set()
+        await asyncio.sleep(0.3)  # a provider 300 ms away, as the QUIT sees it
+        return MISSING
+
+    async def scenario(port: int, handler: CountingHandler) -> tuple[int, int]:
+        pool = smtp.SmtpPool()
+        account = smtp.AccountConfig(key="acme/smtp", host="127.0.0.1", port=port, use_tls=False, verify_tls=False)
+        pool.leases[account.key] = Lease("acme", "smtp", 100, 1)
+        await pool.send(account, build_email(message("m-1"), message_id="<m-1@acme.test>", attachments=[]))
+        closing = asyncio.create_task(pool.close_lapsed(100))  # the lease lapses now
+        while not quitting.is_set():
+            await asyncio.sleep(0.01)
+        seen = (pool.open_count(account.key), handler.open_sessions)
+        await closing
+        return seen
+
+    with counting_sink() as (port, handler):
+        handler.handle_QUIT = slow_quit  # type: ignore[attr-defined]
+        counted, open_at_server = asyncio.run(scenario(port, handler))
+    assert (counted, open_at_server) == (1, 1)
