@@ -46,7 +46,6 @@ RESTART_DELAY_SECONDS = 1.0  # between two starts of one worker slot, so a worke
 # the CPU first, the workers take what is left (the same total work; on 2 cores a request of 100 goes from
 # ~85 to ~65 ms while the delivered rate stays). A worker only lowers its own priority: no privilege needed.
 WORKER_NICENESS = 10
-LEASE_CLOSE_MARGIN_SECONDS = 2  # an idle worker closes its connections this long before their lease lapses
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ def worker_main(spec: WorkerSpec, stop: Event, busy_since: Synchronized[float]) 
 
     configure_logging(f"sender-{spec.index}")
     from mailproxy import clock, smtp
-    from mailproxy.sender import handle_batch, release_sessions
+    from mailproxy.sender import LEASE_CLOSE_MARGIN_SECONDS, handle_batch, release_sessions
 
     from local.embedded.ports import sqlite_queue
 

@@ -117,3 +117,22 @@ def test_processes_holding_at_once_never_exceed_the_limit_on_sqlite(tmp_path: Pa
         "acme", "main", "p-last", wanted=10, limit=10, now=NOW, until=NOW + 30
     )
     assert held == 10 - sum(final)
+
+
+def test_a_late_guess_from_another_thread_never_lets_a_holder_skip_its_write(aws_env: Any) -> None:
+    """One container's threads share their guesses of the item: a thread that remembers its write after a
+    later one remembered its own must not put the older item back, or a holder finding its lease unchanged in
+    that older item would skip its write and open connections the stored lease does not count."""
+    from mailproxy.adapters.aws import sessions
+
+    def hold_aws(holder: str, wanted: int) -> int:
+        return sessions.hold("acme", "main", holder, wanted=wanted, limit=3, now=NOW, until=NOW + 30)
+
+    pk = "SESSIONS#acme#main"
+    assert hold_aws("b", 3) == 3
+    older = sessions._known.get(pk)
+    assert older is not None
+    assert hold_aws("b", 1) == 1  # b gave two back
+    sessions._known.remember(pk, older)  # another thread's remember of the older write, arriving late
+    b_holds = hold_aws("b", 3)
+    assert b_holds + hold_aws("c", 3) <= 3

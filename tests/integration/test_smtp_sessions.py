@@ -274,3 +274,69 @@ def test_a_connection_beyond_a_lease_that_shrank_mid_transaction_is_closed_when_
     with counting_sink(reply_delay_ms=100) as (port, handler):
         kept, still_open = asyncio.run(scenario(port, handler))
     assert (kept, still_open) == (1, 1)
+
+
+def test_a_sender_busy_with_another_account_still_closes_connections_before_their_lease_lapses(
+    two_sent: Delivery, sink: tuple[int, CountingHandler], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of a slow account can outlast the lease of another account's idle connections: they are closed
+    while it runs, not when it ends, since the others may open those sessions as soon as the lease lapsed."""
+    from mailproxy import sender
+
+    delivery, kept = two_sent, sink[1]
+    monkeypatch.setattr(sender, "CLOSE_LAPSED_EVERY_SECONDS", 0.05, raising=False)
+    real_now, moved = clock.now_ts, [0]
+    monkeypatch.setattr(clock, "now_ts", lambda: real_now() + moved[0])
+    open_at_second_message: list[int] = []
+    with counting_sink(reply_delay_ms=300) as (slow_port, slow):
+        real_data = slow.handle_DATA
+
+        async def data(server: Any, session: Any, envelope: Any) -> str:
+            if slow.accepted == 0:
+                moved[0] = 60  # the slow account's first message took a minute: the idle connections' lease lapsed
+            else:
+                open_at_second_message.append(kept.open_sessions)
+            return await real_data(server, session, envelope)
+
+        monkeypatch.setattr(slow, "handle_DATA", data)
+        body = {"id": "slow", "host": "127.0.0.1", "port": slow_port, "use_tls": False, "max_connections": 1}
+        assert delivery.api.post("/account", json=body, headers=delivery.key).status_code == 200
+        delivery.submit(message("s-1", account_id="slow"), message("s-2", account_id="slow"))
+        delivery.pump()
+        assert slow.accepted == 2
+    assert open_at_second_message == [0]
+
+
+def test_a_connection_being_closed_stays_counted_until_the_server_has_let_it_go() -> None:
+    """A QUIT takes a round trip: a sender asking for its lease meanwhile (its batch's closer runs beside its
+    account groups) must still count the connection, or another sender could open one in its place while the
+    server has it open."""
+    import asyncio
+
+    from aiosmtpd.smtp import MISSING
+    from mailproxy.email_builder import build_email
+    from mailproxy.sessions import Lease
+
+    quitting = threading.Event()
+
+    async def slow_quit(server: Any, session: Any, envelope: Any) -> Any:
+        quitting.set()
+        await asyncio.sleep(0.3)  # a provider 300 ms away, as the QUIT sees it
+        return MISSING
+
+    async def scenario(port: int, handler: CountingHandler) -> tuple[int, int]:
+        pool = smtp.SmtpPool()
+        account = smtp.AccountConfig(key="acme/smtp", host="127.0.0.1", port=port, use_tls=False, verify_tls=False)
+        pool.leases[account.key] = Lease("acme", "smtp", 100, 1)
+        await pool.send(account, build_email(message("m-1"), message_id="<m-1@acme.test>", attachments=[]))
+        closing = asyncio.create_task(pool.close_lapsed(100))  # the lease lapses now
+        while not quitting.is_set():
+            await asyncio.sleep(0.01)
+        seen = (pool.open_count(account.key), handler.open_sessions)
+        await closing
+        return seen
+
+    with counting_sink() as (port, handler):
+        handler.handle_QUIT = slow_quit  # type: ignore[attr-defined]
+        counted, open_at_server = asyncio.run(scenario(port, handler))
+    assert (counted, open_at_server) == (1, 1)

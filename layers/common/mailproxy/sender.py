@@ -34,7 +34,7 @@ from mailproxy.logs import logger
 from mailproxy.messages import event, retained_until
 from mailproxy.queues import MAX_DELAY_SECONDS, QueueEntry, parse_body
 from mailproxy.settings import get_settings
-from mailproxy.smtp import AccountConfig, default_pool, run
+from mailproxy.smtp import AccountConfig, SmtpPool, default_pool, run
 from mailproxy.stores import stores
 
 SEND_MARGIN_SECONDS = 5.0  # what recording a result needs after the SMTP reply
@@ -46,6 +46,11 @@ SESSION_WAIT_SECONDS = 2
 SESSION_POLL_SECONDS = 0.2
 # A session lease outlasts one message's time limit by this much, so most batches never renew it.
 LEASE_SPARE_SECONDS = 10
+# Idle connections are closed this long before their session lease lapses (when other senders may open them),
+# checked every CLOSE_LAPSED_EVERY_SECONDS while a batch runs: a batch of a slow account can outlast the lease
+# of another account's idle connections.
+LEASE_CLOSE_MARGIN_SECONDS = 2
+CLOSE_LAPSED_EVERY_SECONDS = 0.5
 UNFINISHED = Outcome.DROPPED  # a job's outcome until something happens to it
 
 
@@ -176,10 +181,26 @@ def _claim(jobs: list[Job], journal: str, now: int, *, stale_before: int) -> Non
 
 async def _deliver(jobs: list[Job], journal: str, tally: BatchTally, remaining_ms: Any) -> None:
     """Send the claimed jobs, each account's over its leased sessions, recording each result when known."""
+    # Connections whose session lease lapsed while this container was frozen or idle (another sender may hold
+    # those sessions now), then any whose lease is about to lapse while this batch runs.
+    pool = default_pool()
+    await pool.close_lapsed(clock.now_ts(), margin=LEASE_CLOSE_MARGIN_SECONDS)
+    closer = asyncio.create_task(_close_lapsed_until_cancelled(pool))
+    try:
+        await _deliver_claimed(jobs, journal, tally, remaining_ms)
+    finally:
+        closer.cancel()
+        await asyncio.gather(closer, return_exceptions=True)
+
+
+async def _close_lapsed_until_cancelled(pool: SmtpPool) -> None:
+    while True:
+        await asyncio.sleep(CLOSE_LAPSED_EVERY_SECONDS)
+        await pool.close_lapsed(clock.now_ts(), margin=LEASE_CLOSE_MARGIN_SECONDS)
+
+
+async def _deliver_claimed(jobs: list[Job], journal: str, tally: BatchTally, remaining_ms: Any) -> None:
     settings = get_settings()
-    # Connections whose session lease lapsed while this container was frozen or idle: another sender may
-    # hold those sessions now.
-    await default_pool().close_lapsed(clock.now_ts())
     # Every tenant and account the batch needs, in one read.
     tenant_cache, accounts = stores().tenants.get_tenants_and_accounts(
         {j.tenant_id for j in jobs}, {(j.tenant_id, str((j.item or {}).get("account_id"))) for j in jobs}

@@ -184,6 +184,7 @@ class SmtpPool:
         self.probes_sent = 0  # NOOPs before a reuse (a connection idle for a while, or one the server wrote to)
         self._idle: dict[str, list[_Pooled]] = {}  # the most recently used last
         self._busy: dict[str, int] = {}
+        self._closing: dict[str, int] = {}  # saying QUIT: still open at the server until it answers
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _bind_loop(self) -> None:
@@ -195,11 +196,12 @@ class SmtpPool:
                     _close_quietly(pooled.smtp)
             self._idle.clear()
             self._busy.clear()
+            self._closing.clear()
             self._loop = loop
 
     def open_count(self, key: str) -> int:
-        """Connections of the account open now: idle in the pool or in a transaction."""
-        return len(self._idle.get(key, ())) + self._busy.get(key, 0)
+        """Connections of the account open now: idle in the pool, in a transaction, or being closed."""
+        return len(self._idle.get(key, ())) + self._busy.get(key, 0) + self._closing.get(key, 0)
 
     async def send(self, account: AccountConfig, email: OutgoingEmail) -> dict[str, str]:
         """Send one email through the account; the refused recipients (if some were accepted) by address."""
@@ -331,13 +333,15 @@ class SmtpPool:
         """Close (QUIT) idle connections of the account until at most `keep` are open, the oldest first."""
         idle = self._idle.get(key, [])
         while idle and self.open_count(key) > keep:
-            await _quit(idle.pop(0))
+            await self._quit(idle.pop(0))
 
     async def close_lapsed(self, now: float, margin: float = 0.0) -> None:
         """Close the idle connections of every account whose session lease ends before `now + margin`."""
         self._bind_loop()
-        for key, lease in list(self.leases.items()):
-            if lease.until <= now + margin and not self._busy.get(key):
+        for key in list(self.leases):
+            # Read again for each key: a lease may have been renewed while an earlier key's QUIT was awaited.
+            lease = self.leases.get(key)
+            if lease is not None and lease.until <= now + margin and not self._busy.get(key):
                 del self.leases[key]
                 await self.trim(key, 0)
 
@@ -347,7 +351,16 @@ class SmtpPool:
         self._idle.clear()
         self.leases.clear()
         for pooled in pooled_list:
+            await self._quit(pooled)
+
+    async def _quit(self, pooled: _Pooled) -> None:
+        """QUIT an idle connection, counted as open until it is closed."""
+        key = pooled.account.key
+        self._closing[key] = self._closing.get(key, 0) + 1
+        try:
             await _quit(pooled)
+        finally:
+            self._closing[key] -= 1
 
 
 async def _quit(pooled: _Pooled) -> None:

@@ -60,7 +60,12 @@ def hold(
             continue
         after = leases_after(leases, holder, granted, wanted=wanted, until=until, now=now, open_now=open_now)
         if after == leases and seen is not None:
-            return granted  # nothing to change (no lease asked for, none held)
+            if fresh:
+                return granted  # nothing to change (no lease asked for, none held)
+            # A guess may be older than the stored item (another thread of this container remembered its write
+            # late): the lease it shows may not be the one stored, so it is read before any write is skipped.
+            seen, fresh = versioned.read(get_settings().state_table, _key(pk)), True
+            continue
         current = _write(pk, seen, after)
         if current is None:
             _known.remember(pk, versioned.after_write(seen, {"leases": _stored(after)}))
