@@ -192,6 +192,11 @@ def test_bad_input_to_the_suppression_routes_is_a_4xx(delivery: Delivery) -> Non
     api, key = delivery.api, delivery.key
     assert api.post("/suppressions", json={"addresses": ["not an address"]}, headers=key).status_code == 400
     assert api.post("/suppressions", json={"addresses": []}, headers=key).status_code == 422
+    # Under 320 characters, over 320 octets (1209): no SMTP path holds it, nor a DynamoDB key (1024 bytes).
+    long = '"' + "\U0001f600" * 300 + '"@x.test'
+    assert api.post("/suppressions", json={"addresses": [long]}, headers=key).json() == {
+        "detail": f"invalid address: {long}"
+    }
     assert api.post("/suppressions", json={"addresses": ["a@x.test"], "x": 1}, headers=key).status_code == 422
     assert api.get("/suppressions", params={"cursor": "!!"}, headers=key).status_code == 400
     assert api.get("/suppressions", params={"cursor": "eyJhZnRlciI6IFsxXX0"}, headers=key).status_code == 400
