@@ -179,6 +179,10 @@ def test_the_tenant_lists_adds_and_removes_entries_page_by_page(delivery: Delive
         "a@x.test",
         "c@x.test",
     ]
+    # An address may hold a slash (a dot-atom character), which the path carries encoded.
+    assert api.post("/suppressions", json={"addresses": ["a/b@x.test"]}, headers=key).status_code == 200
+    assert api.delete("/suppressions/a%2Fb@x.test", headers=key).status_code == 200
+    assert api.delete("/suppressions/a%2Fb@x.test", headers=key).status_code == 404
     # An admin names the tenant.
     listed = api.get("/suppressions", params={"tenant_id": "acme"}, headers=delivery.admin)
     assert len(listed.json()["suppressions"]) == 2

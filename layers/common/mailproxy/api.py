@@ -375,7 +375,8 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         bare = [bare_address(a) for a in body.addresses]
         return suppression.add(resolved, bare, reason=body.reason, now=clock.now_ts())
 
-    @app.delete("/suppressions/{address}", tags=["suppressions"], **reply("Ok"))
+    # `:path`: an address may hold a slash (a dot-atom character), which arrives decoded in the path.
+    @app.delete("/suppressions/{address:path}", tags=["suppressions"], **reply("Ok"))
     async def remove_suppression(
         request: Request,
         who: Caller,
