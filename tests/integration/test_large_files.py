@@ -334,6 +334,38 @@ def test_an_upload_past_its_size_limit_is_refused(
         ]
 
 
+@pytest.mark.sqlite_only("the one-machine runtime's own upload route (S3 takes the form on AWS)")
+def test_the_local_upload_route_holds_one_file_within_its_limit_and_bounded_fields(
+    delivery: Delivery, api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailproxy.settings import get_large_file_settings
+    from mailproxy.stores import stores
+
+    monkeypatch.setenv("GMP_LARGE_FILE_UPLOAD_MAX_BYTES", "1000")
+    get_large_file_settings.cache_clear()
+    created = api.post("/large-files", json={}, headers=delivery.key).json()
+    url, token = created["upload"]["url"][len(BASE) :], created["upload"]["fields"]["token"]
+    key = f"uploads/{delivery.tenant_id}/{created['upload_id']}"
+
+    def form(*parts: tuple[str, bytes]) -> Any:
+        body = b"".join(
+            b'--B\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (name.encode(), value)
+            for name, value in parts
+        )
+        return api.post(url, content=body + b"--B--\r\n", headers={"content-type": "multipart/form-data; boundary=B"})
+
+    # Three files of 900 bytes under a limit of 1000: not one upload of 2700 bytes.
+    sent = form(("token", token.encode()), *[("file", b"y" * 900)] * 3)
+    assert sent.status_code == 400, sent.text
+    assert stores().large_files.size(key) is None
+    # Text fields are held in memory and this route takes no API token: their total is bounded, not only each.
+    sent = form(*[(f"f{n}", b"z" * 16_000) for n in range(100)], ("token", token.encode()), ("file", b"y"))
+    assert sent.status_code == 400, sent.text
+    assert stores().large_files.size(key) is None
+    assert form(("token", token.encode()), ("file", b"y" * 900)).status_code == 204
+    assert stores().large_files.size(key) == 900
+
+
 def test_the_config_is_checked(delivery: Delivery) -> None:
     for bad in ({"action": "drop"}, {"max_size_mb": -1}, {"file_ttl_days": 400}, {"public_base_url": "ftp://x"}):
         reply = delivery.api.put(f"/tenant/{delivery.tenant_id}", json={"large_file_config": bad}, headers=delivery.key)

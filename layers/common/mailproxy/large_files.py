@@ -52,6 +52,7 @@ TOKEN_VERSION = "v2"  # v1 put the tenant inside the claims, so they were decode
 MAX_TOKEN_CHARS = 4096
 MAX_CLAIM_TS = 2**40  # a claimed time past this is not one this service signs (year 36812)
 MAX_FORM_FIELD_BYTES = 16 * 1024
+MAX_FORM_FIELDS_BYTES = 64 * 1024  # all text fields of a local upload form: held in memory, before any token
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _LINE_CHARS = 76  # base64 line length of a MIME part
@@ -538,6 +539,7 @@ async def _read_form(
     del buffer[: len(opening)]
     fields: dict[str, str] = {}
     written: int | None = None
+    text_bytes = 0  # names and values of the text fields: each one is bounded, and so is their sum
     while True:
         while len(buffer) < 2:
             await more()
@@ -551,6 +553,9 @@ async def _read_form(
         del buffer[: end + 4]
         name = _field_name(headers)
         is_file = name == "file"
+        if is_file and written is not None:
+            # A second file would be appended to the first: together past the size limit each one is held to.
+            raise UploadRefused(400, "The form has more than one file field")
         limit = file_limit(fields) if is_file else MAX_FORM_FIELD_BYTES
         size = 0
         value = bytearray()
@@ -572,7 +577,11 @@ async def _read_form(
             await more()
         if is_file:
             written = size
-        elif name:
+            continue
+        text_bytes += len(name) + size
+        if text_bytes > MAX_FORM_FIELDS_BYTES:
+            raise UploadRefused(400, f"The form's fields are larger than {MAX_FORM_FIELDS_BYTES} bytes in all")
+        if name:
             fields[name] = value.decode("utf-8", "replace").strip()
 
 
