@@ -359,6 +359,17 @@ def test_an_admin_resumes_the_account_and_its_held_messages_go(
     assert not any(r.get("paused_accounts") for r in callback.reports)
 
 
+def test_an_account_whose_id_holds_a_slash_is_resumed(delivery: Delivery) -> None:
+    from mailproxy import reputation
+
+    body = {"id": "eu/smtp", "host": "127.0.0.1", "port": 25, "use_tls": False}
+    assert delivery.api.post("/account", json=body, headers=delivery.key).status_code == 200
+    assert reputation.pause("acme", "eu/smtp", reason="bounce rate 50.00% over 6 sends (limit 20.00%)")
+    reply = delivery.api.post("/account/eu%2Fsmtp/resume", params={"tenant_id": "acme"}, headers=delivery.admin)
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"ok": True, "account_id": "eu/smtp", "released": 0}
+
+
 def test_a_tenant_resumes_its_account_when_the_operator_allows_it(
     delivery: Delivery, server: RunningServer, low_thresholds: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

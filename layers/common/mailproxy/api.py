@@ -323,7 +323,8 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         reputation.forget_account(resolved, account_id)
         return {"ok": True}
 
-    @app.post("/account/{account_id}/resume", tags=["accounts"], **reply("ResumeReply"))
+    # `:path`: an account id may hold a slash, which arrives decoded in the path.
+    @app.post("/account/{account_id:path}/resume", tags=["accounts"], **reply("ResumeReply"))
     async def resume_account(
         request: Request,
         who: Caller,
