@@ -186,6 +186,10 @@ def process(box: Mailbox, raw: bytes, key: bytes | None) -> Outcome:
             # No message went to it (intake checks every address): and a key DynamoDB refuses (over 1024 bytes)
             # would fail this report at every poll, stopping its mailbox here for good.
             recipient = None
+        if failure.guessed and (sent_to is None or len(sent_to) != 1):
+            # The returned copy's To names someone the message went to, not who complained: believed only of a
+            # message to one address, else the first To would be suppressed (and charged) for another's complaint.
+            recipient = None
         if recipient is None:
             strangers += 1  # not an address the message went to (a forged report, or forwarding it does not undo)
             continue
