@@ -163,6 +163,19 @@ def test_rewrite_links_the_file_in_an_html_footer_with_its_name_escaped(
     assert (code, got) == (200, content)
 
 
+def test_a_link_serves_a_file_whose_given_mime_type_is_no_mime_type(delivery: Delivery, server: RunningServer) -> None:
+    configure(delivery, max_size_mb=0.01, action="rewrite")
+    content = b"1" * 30_000
+    delivery.submit(message("m-1", attachments=[inline("data.bin", content, mime_type="application/\u20ac")]))
+    delivery.pump()
+
+    _, [url] = received_links(server)
+    code, got, headers = download(delivery.api, url)
+    assert (code, got) == (200, content)  # not a 500: no HTTP header holds "€"
+    found = headers.get("content-type") or headers["location"]
+    assert "octet-stream" in found
+
+
 def test_rewrite_in_a_plain_text_body(delivery: Delivery, server: RunningServer) -> None:
     configure(delivery, max_size_mb=0.01, action="rewrite", file_ttl_days=7)
     delivery.submit(message("m-1", attachments=[inline("data.csv", b"1,2,3\n" * 5000)]))

@@ -56,6 +56,8 @@ MAX_FORM_FIELDS_BYTES = 64 * 1024  # all text fields of a local upload form: hel
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _LINE_CHARS = 76  # base64 line length of a MIME part
+# A MIME type as RFC 6838 names one (ASCII): the only kind a download's Content-Type is given.
+_MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 
 
 class LinkRefused(Exception):
@@ -627,7 +629,9 @@ def open_link(token: str) -> Download:
     if files.size(key) is None:
         raise LinkRefused(410, "This file is no longer available.", filename)
     stores().counters.add_tenant_counters(tenant_id, {DOWNLOADS_COUNTER: 1})
-    mime = str(claims.get("m") or "application/octet-stream")
+    # The type the tenant gave (an attachment's `mime_type` is free text): a header cannot hold "€" (a 500).
+    mime = str(claims.get("m") or "")
+    mime = mime if _MIME_TYPE.fullmatch(mime) else "application/octet-stream"
     redirect = min(get_large_file_settings().redirect_seconds, max(1, expires - now))
     kind, target = files.download(key, filename=filename, mime_type=mime, expires_in=redirect)
     return Download(kind, target, filename, mime)
