@@ -419,12 +419,32 @@ def test_deleting_a_paused_account_fails_its_held_messages(
     delivery.submit(message("m-1"))
     delivery.pump()
     assert delivery.records()["m-1"]["status"] == "suspended"
-    assert delivery.api.delete("/account/smtp", headers=delivery.key).status_code == 200
+    deleted = delivery.api.delete("/account/smtp", params={"tenant_id": "acme"}, headers=delivery.admin)
+    assert deleted.status_code == 200
     assert delivery.api.get("/tenant/acme", headers=delivery.key).json()["paused_accounts"] == {}
     delivery.pump()
     record = delivery.records()["m-1"]
     assert record["status"] == "error" and record["error"] == "Account 'smtp' not found for tenant 'acme'"
     assert 'gmp_account_paused{account_id="smtp",tenant_id="acme"} 0.0' in _metrics_text()
+
+
+def test_a_tenant_cannot_lift_a_pause_by_deleting_its_account_and_adding_it_again(
+    delivery: Delivery, server: RunningServer, low_thresholds: None
+) -> None:
+    _send(delivery, 5)
+    _bounce(0)
+    _bounce(1)
+    delivery.submit(message("m-1"))
+    delivery.pump()
+    assert delivery.records()["m-1"]["status"] == "suspended"
+
+    # Resuming is the admin's (GMP_TENANT_MAY_RESUME is off): so is deleting the paused account, which lifts it.
+    assert delivery.api.delete("/account/smtp", headers=delivery.key).status_code == 403
+    body = {"id": "smtp", "host": "127.0.0.1", "port": server.port, "use_tls": False}
+    assert delivery.api.post("/account", json=body, headers=delivery.key).status_code == 200
+    delivery.pump()
+    assert "m-1" not in mail_ids(server.handler.received)
+    assert set(delivery.api.get("/tenant/acme", headers=delivery.key).json()["paused_accounts"]) == {"smtp"}
 
 
 def test_a_recipient_taken_off_the_list_is_mailed_on_the_messages_next_attempt(
