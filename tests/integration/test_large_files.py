@@ -274,6 +274,29 @@ def test_another_tenants_upload_cannot_be_attached(
     assert server.handler.received == []
 
 
+def test_an_upload_too_big_for_any_email_fails_the_message_without_being_read(
+    delivery: Delivery, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailproxy.settings import get_settings
+    from mailproxy.stores import stores
+
+    reference = upload(delivery.api, delivery.key, b"x" * 30_000)  # no large_file_config: sent as it is
+    monkeypatch.setenv("GMP_MAX_MESSAGE_BYTES", "20000")
+    get_settings.cache_clear()
+    read: list[str] = []
+    real_read = stores().large_files.read
+    monkeypatch.setattr(stores().large_files, "read", lambda key, **kw: read.append(key) or real_read(key, **kw))
+    delivery.submit(message("m-1", attachments=[reference]))
+    delivery.pump()
+
+    record = status(delivery, "m-1")
+    assert record["status"] == "error"
+    assert record["error"].startswith("message too large: ") and record["error"].endswith(" bytes (limit 20000)")
+    # A 100 MB upload read whole into the sender's memory, to be refused once encoded, can end its process.
+    assert read == []
+    assert server.handler.received == []
+
+
 def test_an_upload_under_the_limit_is_attached(delivery: Delivery, server: RunningServer) -> None:
     configure(delivery, max_size_mb=10, action="rewrite")
     reference = upload(delivery.api, delivery.key, b"%PDF small", filename="small.pdf")

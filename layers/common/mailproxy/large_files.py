@@ -302,6 +302,11 @@ async def attachments_for_send(
                 file_id = _file_id(tenant_id, seed, index, f"{upload}\x00{size}")
                 links.append(await _link(config, tenant_id, file_id, filename, spec, size, source=upload))
                 continue
+            # Refused before it is read: an upload may be 100 MB, read whole into the sender's memory to be
+            # refused once encoded (the limit the sender checks on the email) it can end the process.
+            encoded, cap = encoded_size(size), get_settings().max_message_bytes
+            if encoded > cap:
+                raise PermanentDeliveryError(f"message too large: {encoded} bytes (limit {cap})")
             max_bytes = get_large_file_settings().upload_max_bytes
             content = await asyncio.to_thread(stores().large_files.read, upload, max_bytes=max_bytes)
             attachments.append(Attachment(filename, content, mime_type(spec, filename)))
