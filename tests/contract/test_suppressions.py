@@ -182,3 +182,28 @@ def test_an_entry_added_if_absent_never_replaces_one_already_listed(stores: Stor
     assert found[("acme", "bob@x.test")]["created_at"] == NOW
     assert found[("acme", "eve@x.test")]["source"] == "soft"
     assert found[("beta", "bob@x.test")]["source"] == "soft"
+
+
+def _refuse_keys_as_dynamodb_does(adapter: str) -> None:
+    """moto deletes by any key; DynamoDB refuses an empty sort key or one over 1024 bytes (a ValidationException,
+    which the API would answer as a 500)."""
+    if adapter != "aws":
+        return
+    from botocore.exceptions import ClientError
+    from mailproxy.adapters.aws.dynamo import ddb
+
+    def check(params: dict[str, object], **_: object) -> None:
+        key = params.get("Key")
+        sk = key.get("sk", {}).get("S") if isinstance(key, dict) else None
+        if isinstance(sk, str) and (sk == "" or len(sk.encode("utf-8")) > 1024):
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": "bad key"}}, "DeleteItem")
+
+    ddb().meta.events.register("provide-client-params.dynamodb.DeleteItem", check)
+
+
+def test_removing_an_address_no_entry_can_have_is_false_not_a_storage_error(stores: Stores, adapter: str) -> None:
+    _refuse_keys_as_dynamodb_does(adapter)
+    stores.suppressions.put("acme", _entry("bob@x.test"))
+    assert not stores.suppressions.remove("acme", "")
+    assert not stores.suppressions.remove("acme", "\U0001f600" * 320)  # 320 characters, 1280 bytes
+    assert stores.suppressions.remove("acme", "bob@x.test")

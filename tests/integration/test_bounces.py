@@ -450,6 +450,51 @@ def test_a_payload_that_cannot_be_read_leaves_the_report_for_the_next_poll(
     assert set(stores().suppressions.find({("acme", "nobody@example.test")})) == {("acme", "nobody@example.test")}
 
 
+def test_a_report_naming_an_absurd_address_of_a_message_whose_payload_expired_does_not_stop_the_mailbox(
+    service: Service, callback: Callback, box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("m-1", to="nobody@example.test"))
+    service.deliver(acme)
+    monkeypatch.setattr(stores().payloads, "load_payloads", lambda records: {})  # its pack expired
+    # 1100 characters: no address (320 octets at most), and a key DynamoDB refuses (1024 bytes).
+    absurd = "x" * 1088 + "@example.test"
+    box.append(dsn(to=RETURN_PATH, recipient=absurd, genro_id="m-1"))
+    box.append(dsn(to=RETURN_PATH, recipient="nobody@example.test", genro_id="m-1"))
+
+    totals = bounces.run()
+
+    assert (totals["failed"], totals["messages"], totals["recorded"], totals["unmatched"]) == (0, 2, 1, 1)
+    assert box.uids(criteria="UNKEYWORD $GmpProcessed") == []
+    assert [e["address"] for e in stores().suppressions.list_entries("acme", after=None, limit=10)] == [
+        "nobody@example.test"
+    ]
+
+
+def test_a_complaint_that_names_no_recipient_is_not_pinned_on_the_first_address_of_the_returned_to(
+    service: Service, callback: Callback, box: Box
+) -> None:
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("m-1", to="alice@example.test, bob@example.test"), message("m-2", to="carol@example.test"))
+    service.deliver(acme)
+
+    def anonymous(genro_id: str, to: str) -> bytes:
+        # Feedback loops often leave Original-Rcpt-To out: the returned copy's To names every visible recipient.
+        report = arf(to=RETURN_PATH, recipient=to, genro_id=genro_id)
+        return report.replace(f"Original-Rcpt-To: <{to}>\r\n".encode(), b"")
+
+    box.append(anonymous("m-1", "alice@example.test, bob@example.test"))  # which of the two complained?
+    box.append(anonymous("m-2", "carol@example.test"))  # sent to one address: it is hers
+
+    totals = bounces.run()
+
+    assert (totals["recorded"], totals["unmatched"]) == (1, 1)
+    assert [e["address"] for e in stores().suppressions.list_entries("acme", after=None, limit=10)] == [
+        "carol@example.test"
+    ]
+    assert [e["event_type"] for e in history(acme, "m-1")] == ["queued", "sent"]
+
+
 def test_a_bounce_of_a_mixed_case_recipient_suppresses_the_next_message_to_it(
     service: Service, callback: Callback, box: Box, server: RunningServer
 ) -> None:

@@ -163,6 +163,19 @@ def test_rewrite_links_the_file_in_an_html_footer_with_its_name_escaped(
     assert (code, got) == (200, content)
 
 
+def test_a_link_serves_a_file_whose_given_mime_type_is_no_mime_type(delivery: Delivery, server: RunningServer) -> None:
+    configure(delivery, max_size_mb=0.01, action="rewrite")
+    content = b"1" * 30_000
+    delivery.submit(message("m-1", attachments=[inline("data.bin", content, mime_type="application/\u20ac")]))
+    delivery.pump()
+
+    _, [url] = received_links(server)
+    code, got, headers = download(delivery.api, url)
+    assert (code, got) == (200, content)  # not a 500: no HTTP header holds "€"
+    found = headers.get("content-type") or headers["location"]
+    assert "octet-stream" in found
+
+
 def test_rewrite_in_a_plain_text_body(delivery: Delivery, server: RunningServer) -> None:
     configure(delivery, max_size_mb=0.01, action="rewrite", file_ttl_days=7)
     delivery.submit(message("m-1", attachments=[inline("data.csv", b"1,2,3\n" * 5000)]))
@@ -261,6 +274,29 @@ def test_another_tenants_upload_cannot_be_attached(
     assert server.handler.received == []
 
 
+def test_an_upload_too_big_for_any_email_fails_the_message_without_being_read(
+    delivery: Delivery, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailproxy.settings import get_settings
+    from mailproxy.stores import stores
+
+    reference = upload(delivery.api, delivery.key, b"x" * 30_000)  # no large_file_config: sent as it is
+    monkeypatch.setenv("GMP_MAX_MESSAGE_BYTES", "20000")
+    get_settings.cache_clear()
+    read: list[str] = []
+    real_read = stores().large_files.read
+    monkeypatch.setattr(stores().large_files, "read", lambda key, **kw: read.append(key) or real_read(key, **kw))
+    delivery.submit(message("m-1", attachments=[reference]))
+    delivery.pump()
+
+    record = status(delivery, "m-1")
+    assert record["status"] == "error"
+    assert record["error"].startswith("message too large: ") and record["error"].endswith(" bytes (limit 20000)")
+    # A 100 MB upload read whole into the sender's memory, to be refused once encoded, can end its process.
+    assert read == []
+    assert server.handler.received == []
+
+
 def test_an_upload_under_the_limit_is_attached(delivery: Delivery, server: RunningServer) -> None:
     configure(delivery, max_size_mb=10, action="rewrite")
     reference = upload(delivery.api, delivery.key, b"%PDF small", filename="small.pdf")
@@ -332,6 +368,38 @@ def test_an_upload_past_its_size_limit_is_refused(
         assert {"key": f"uploads/{delivery.tenant_id}/{form['fields']['key'].rsplit('/', 1)[1]}"} in policy[
             "conditions"
         ]
+
+
+@pytest.mark.sqlite_only("the one-machine runtime's own upload route (S3 takes the form on AWS)")
+def test_the_local_upload_route_holds_one_file_within_its_limit_and_bounded_fields(
+    delivery: Delivery, api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailproxy.settings import get_large_file_settings
+    from mailproxy.stores import stores
+
+    monkeypatch.setenv("GMP_LARGE_FILE_UPLOAD_MAX_BYTES", "1000")
+    get_large_file_settings.cache_clear()
+    created = api.post("/large-files", json={}, headers=delivery.key).json()
+    url, token = created["upload"]["url"][len(BASE) :], created["upload"]["fields"]["token"]
+    key = f"uploads/{delivery.tenant_id}/{created['upload_id']}"
+
+    def form(*parts: tuple[str, bytes]) -> Any:
+        body = b"".join(
+            b'--B\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (name.encode(), value)
+            for name, value in parts
+        )
+        return api.post(url, content=body + b"--B--\r\n", headers={"content-type": "multipart/form-data; boundary=B"})
+
+    # Three files of 900 bytes under a limit of 1000: not one upload of 2700 bytes.
+    sent = form(("token", token.encode()), *[("file", b"y" * 900)] * 3)
+    assert sent.status_code == 400, sent.text
+    assert stores().large_files.size(key) is None
+    # Text fields are held in memory and this route takes no API token: their total is bounded, not only each.
+    sent = form(*[(f"f{n}", b"z" * 16_000) for n in range(100)], ("token", token.encode()), ("file", b"y"))
+    assert sent.status_code == 400, sent.text
+    assert stores().large_files.size(key) is None
+    assert form(("token", token.encode()), ("file", b"y" * 900)).status_code == 204
+    assert stores().large_files.size(key) == 900
 
 
 def test_the_config_is_checked(delivery: Delivery) -> None:

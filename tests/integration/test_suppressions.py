@@ -179,6 +179,10 @@ def test_the_tenant_lists_adds_and_removes_entries_page_by_page(delivery: Delive
         "a@x.test",
         "c@x.test",
     ]
+    # An address may hold a slash (a dot-atom character), which the path carries encoded.
+    assert api.post("/suppressions", json={"addresses": ["a/b@x.test"]}, headers=key).status_code == 200
+    assert api.delete("/suppressions/a%2Fb@x.test", headers=key).status_code == 200
+    assert api.delete("/suppressions/a%2Fb@x.test", headers=key).status_code == 404
     # An admin names the tenant.
     listed = api.get("/suppressions", params={"tenant_id": "acme"}, headers=delivery.admin)
     assert len(listed.json()["suppressions"]) == 2
@@ -192,6 +196,11 @@ def test_bad_input_to_the_suppression_routes_is_a_4xx(delivery: Delivery) -> Non
     api, key = delivery.api, delivery.key
     assert api.post("/suppressions", json={"addresses": ["not an address"]}, headers=key).status_code == 400
     assert api.post("/suppressions", json={"addresses": []}, headers=key).status_code == 422
+    # Under 320 characters, over 320 octets (1209): no SMTP path holds it, nor a DynamoDB key (1024 bytes).
+    long = '"' + "\U0001f600" * 300 + '"@x.test'
+    assert api.post("/suppressions", json={"addresses": [long]}, headers=key).json() == {
+        "detail": f"invalid address: {long}"
+    }
     assert api.post("/suppressions", json={"addresses": ["a@x.test"], "x": 1}, headers=key).status_code == 422
     assert api.get("/suppressions", params={"cursor": "!!"}, headers=key).status_code == 400
     assert api.get("/suppressions", params={"cursor": "eyJhZnRlciI6IFsxXX0"}, headers=key).status_code == 400
@@ -350,6 +359,17 @@ def test_an_admin_resumes_the_account_and_its_held_messages_go(
     assert not any(r.get("paused_accounts") for r in callback.reports)
 
 
+def test_an_account_whose_id_holds_a_slash_is_resumed(delivery: Delivery) -> None:
+    from mailproxy import reputation
+
+    body = {"id": "eu/smtp", "host": "127.0.0.1", "port": 25, "use_tls": False}
+    assert delivery.api.post("/account", json=body, headers=delivery.key).status_code == 200
+    assert reputation.pause("acme", "eu/smtp", reason="bounce rate 50.00% over 6 sends (limit 20.00%)")
+    reply = delivery.api.post("/account/eu%2Fsmtp/resume", params={"tenant_id": "acme"}, headers=delivery.admin)
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"ok": True, "account_id": "eu/smtp", "released": 0}
+
+
 def test_a_tenant_resumes_its_account_when_the_operator_allows_it(
     delivery: Delivery, server: RunningServer, low_thresholds: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -399,12 +419,32 @@ def test_deleting_a_paused_account_fails_its_held_messages(
     delivery.submit(message("m-1"))
     delivery.pump()
     assert delivery.records()["m-1"]["status"] == "suspended"
-    assert delivery.api.delete("/account/smtp", headers=delivery.key).status_code == 200
+    deleted = delivery.api.delete("/account/smtp", params={"tenant_id": "acme"}, headers=delivery.admin)
+    assert deleted.status_code == 200
     assert delivery.api.get("/tenant/acme", headers=delivery.key).json()["paused_accounts"] == {}
     delivery.pump()
     record = delivery.records()["m-1"]
     assert record["status"] == "error" and record["error"] == "Account 'smtp' not found for tenant 'acme'"
     assert 'gmp_account_paused{account_id="smtp",tenant_id="acme"} 0.0' in _metrics_text()
+
+
+def test_a_tenant_cannot_lift_a_pause_by_deleting_its_account_and_adding_it_again(
+    delivery: Delivery, server: RunningServer, low_thresholds: None
+) -> None:
+    _send(delivery, 5)
+    _bounce(0)
+    _bounce(1)
+    delivery.submit(message("m-1"))
+    delivery.pump()
+    assert delivery.records()["m-1"]["status"] == "suspended"
+
+    # Resuming is the admin's (GMP_TENANT_MAY_RESUME is off): so is deleting the paused account, which lifts it.
+    assert delivery.api.delete("/account/smtp", headers=delivery.key).status_code == 403
+    body = {"id": "smtp", "host": "127.0.0.1", "port": server.port, "use_tls": False}
+    assert delivery.api.post("/account", json=body, headers=delivery.key).status_code == 200
+    delivery.pump()
+    assert "m-1" not in mail_ids(server.handler.received)
+    assert set(delivery.api.get("/tenant/acme", headers=delivery.key).json()["paused_accounts"]) == {"smtp"}
 
 
 def test_a_recipient_taken_off_the_list_is_mailed_on_the_messages_next_attempt(

@@ -64,6 +64,9 @@ def test_valid_addresses_are_accepted(address: str) -> None:
         "a@b.test\r\nBcc: victim@x.test",
         "a@b.test\x00",
         "x" * 990 + "@b.test",
+        # 300 characters, 1209 octets: a key DynamoDB refuses (1024 bytes), and no SMTP path holds it.
+        '"' + "\U0001f600" * 300 + '"@x.test',
+        "é" * 200 + "@x.test",  # 200 characters, 400 octets in UTF-8
     ],
 )
 def test_invalid_addresses_are_refused(address: str) -> None:

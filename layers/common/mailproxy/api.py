@@ -315,15 +315,26 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         tenant_id: TenantQuery = None,
     ) -> dict[str, Any]:
         """Delete an account; its pending messages then fail."""
+        from mailproxy import reputation
+        from mailproxy.settings import get_settings
+
         resolved = _scoped(request, who, tenant_id)
+        # Deleting lifts the pause: a tenant that may not resume would add the account again, unpaused.
+        if (
+            not who.is_admin
+            and not get_settings().tenant_may_resume
+            and reputation.is_paused(stores().tenants.get_tenant(resolved) or {}, account_id)
+        ):
+            raise Forbidden(
+                f"Account '{account_id}' is paused: only the admin token may delete it (GMP_TENANT_MAY_RESUME is off)"
+            )
         if len(account_id) > 64 or not stores().tenants.delete_account(resolved, account_id):
             raise BadRequest(f"Account '{account_id}' not found for tenant '{resolved}'")
-        from mailproxy import reputation
-
         reputation.forget_account(resolved, account_id)
         return {"ok": True}
 
-    @app.post("/account/{account_id}/resume", tags=["accounts"], **reply("ResumeReply"))
+    # `:path`: an account id may hold a slash, which arrives decoded in the path.
+    @app.post("/account/{account_id:path}/resume", tags=["accounts"], **reply("ResumeReply"))
     async def resume_account(
         request: Request,
         who: Caller,
@@ -375,7 +386,8 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         bare = [bare_address(a) for a in body.addresses]
         return suppression.add(resolved, bare, reason=body.reason, now=clock.now_ts())
 
-    @app.delete("/suppressions/{address}", tags=["suppressions"], **reply("Ok"))
+    # `:path`: an address may hold a slash (a dot-atom character), which arrives decoded in the path.
+    @app.delete("/suppressions/{address:path}", tags=["suppressions"], **reply("Ok"))
     async def remove_suppression(
         request: Request,
         who: Caller,

@@ -54,6 +54,9 @@ class Failure(NamedTuple):
         return self.smtp_code or self.status
 
     reason: str  # the diagnostic text (or the complaint's feedback type)
+    # True when no field of the report names the recipient and it was taken from the returned copy's To: that
+    # may be anyone the message went to (another To, while the complainant was in Cc or Bcc).
+    guessed: bool = False
 
 
 class Parsed(NamedTuple):
@@ -254,13 +257,15 @@ def _complaint(msg: Message, addresses: tuple[str, ...]) -> Parsed:
             fields.setdefault(name, value)
     genro_id = _returned_id(msg)
     recipient = first_address(fields.get("original-rcpt-to", ""))
-    if not recipient:
+    guessed = not recipient
+    if guessed:
         recipient = _returned_header(msg, "To")
     feedback = fields.get("feedback-type", "abuse").strip().lower() or "abuse"
     if not recipient:
         return Parsed(ReportKind.COMPLAINT, (), genro_id, addresses)
     reason = _clip(f"complaint: {feedback}")
-    return Parsed(ReportKind.COMPLAINT, (Failure(recipient, None, None, None, reason),), genro_id, addresses)
+    failure = Failure(recipient, None, None, None, reason, guessed=guessed)
+    return Parsed(ReportKind.COMPLAINT, (failure,), genro_id, addresses)
 
 
 # -------------------------------------------------------------------------------------------- the returned message

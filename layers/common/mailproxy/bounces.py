@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from mailproxy import bounce_parse, clock, suppression, tenants, verp
-from mailproxy.addresses import parse_addresses
+from mailproxy.addresses import is_valid_address, parse_addresses
 from mailproxy.bounce_parse import BounceType, Parsed, ReportKind
 from mailproxy.domain import MAX_MESSAGE_ID_CHARS, BounceCounter, EventType, MessageStatus, Record
 from mailproxy.imap_mailbox import MailboxConfig, MailboxError, MailboxSession
@@ -182,6 +182,14 @@ def process(box: Mailbox, raw: bytes, key: bytes | None) -> Outcome:
         # The address as the message spelled it: the suppression list keeps the local part's case, and the
         # sender looks up the payload's own spelling (a report's spelling is the reporting server's).
         recipient = failure.recipient if sent_to is None else sent_to.get(failure.recipient.lower())
+        if sent_to is None and not is_valid_address(failure.recipient):
+            # No message went to it (intake checks every address): and a key DynamoDB refuses (over 1024 bytes)
+            # would fail this report at every poll, stopping its mailbox here for good.
+            recipient = None
+        if failure.guessed and (sent_to is None or len(sent_to) != 1):
+            # The returned copy's To names someone the message went to, not who complained: believed only of a
+            # message to one address, else the first To would be suppressed (and charged) for another's complaint.
+            recipient = None
         if recipient is None:
             strangers += 1  # not an address the message went to (a forged report, or forwarding it does not undo)
             continue

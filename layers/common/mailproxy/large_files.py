@@ -52,9 +52,12 @@ TOKEN_VERSION = "v2"  # v1 put the tenant inside the claims, so they were decode
 MAX_TOKEN_CHARS = 4096
 MAX_CLAIM_TS = 2**40  # a claimed time past this is not one this service signs (year 36812)
 MAX_FORM_FIELD_BYTES = 16 * 1024
+MAX_FORM_FIELDS_BYTES = 64 * 1024  # all text fields of a local upload form: held in memory, before any token
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _LINE_CHARS = 76  # base64 line length of a MIME part
+# A MIME type as RFC 6838 names one (ASCII): the only kind a download's Content-Type is given.
+_MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 
 
 class LinkRefused(Exception):
@@ -299,6 +302,11 @@ async def attachments_for_send(
                 file_id = _file_id(tenant_id, seed, index, f"{upload}\x00{size}")
                 links.append(await _link(config, tenant_id, file_id, filename, spec, size, source=upload))
                 continue
+            # Refused before it is read: an upload may be 100 MB, read whole into the sender's memory to be
+            # refused once encoded (the limit the sender checks on the email) it can end the process.
+            encoded, cap = encoded_size(size), get_settings().max_message_bytes
+            if encoded > cap:
+                raise PermanentDeliveryError(f"message too large: {encoded} bytes (limit {cap})")
             max_bytes = get_large_file_settings().upload_max_bytes
             content = await asyncio.to_thread(stores().large_files.read, upload, max_bytes=max_bytes)
             attachments.append(Attachment(filename, content, mime_type(spec, filename)))
@@ -538,6 +546,7 @@ async def _read_form(
     del buffer[: len(opening)]
     fields: dict[str, str] = {}
     written: int | None = None
+    text_bytes = 0  # names and values of the text fields: each one is bounded, and so is their sum
     while True:
         while len(buffer) < 2:
             await more()
@@ -551,6 +560,9 @@ async def _read_form(
         del buffer[: end + 4]
         name = _field_name(headers)
         is_file = name == "file"
+        if is_file and written is not None:
+            # A second file would be appended to the first: together past the size limit each one is held to.
+            raise UploadRefused(400, "The form has more than one file field")
         limit = file_limit(fields) if is_file else MAX_FORM_FIELD_BYTES
         size = 0
         value = bytearray()
@@ -572,7 +584,11 @@ async def _read_form(
             await more()
         if is_file:
             written = size
-        elif name:
+            continue
+        text_bytes += len(name) + size
+        if text_bytes > MAX_FORM_FIELDS_BYTES:
+            raise UploadRefused(400, f"The form's fields are larger than {MAX_FORM_FIELDS_BYTES} bytes in all")
+        if name:
             fields[name] = value.decode("utf-8", "replace").strip()
 
 
@@ -618,7 +634,9 @@ def open_link(token: str) -> Download:
     if files.size(key) is None:
         raise LinkRefused(410, "This file is no longer available.", filename)
     stores().counters.add_tenant_counters(tenant_id, {DOWNLOADS_COUNTER: 1})
-    mime = str(claims.get("m") or "application/octet-stream")
+    # The type the tenant gave (an attachment's `mime_type` is free text): a header cannot hold "€" (a 500).
+    mime = str(claims.get("m") or "")
+    mime = mime if _MIME_TYPE.fullmatch(mime) else "application/octet-stream"
     redirect = min(get_large_file_settings().redirect_seconds, max(1, expires - now))
     kind, target = files.download(key, filename=filename, mime_type=mime, expires_in=redirect)
     return Download(kind, target, filename, mime)

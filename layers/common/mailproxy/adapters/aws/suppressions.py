@@ -19,6 +19,7 @@ from mailproxy.adapters.aws.expressions import Update, absent, expression, parti
 from mailproxy.domain import Record
 from mailproxy.settings import get_settings
 
+MAX_SORT_KEY_BYTES = 1024  # DynamoDB's limit; an empty sort key is refused too
 MAX_SOFT_HITS = 50  # soft bounces kept per address: more than any sensible GMP_SOFT_BOUNCE_LIMIT
 
 
@@ -55,6 +56,8 @@ def add_if_absent(tenant_id: str, entry: Record) -> bool:
 
 def remove(tenant_id: str, address: str) -> bool:
     """Take an address off the list; False when it was not on it."""
+    if not address or len(address.encode("utf-8", "surrogatepass")) > MAX_SORT_KEY_BYTES:
+        return False  # no entry has such a key, and DynamoDB refuses to look one up (ValidationException)
     reply = ddb().delete_item(
         TableName=_table(), Key=to_item({"pk": _pk(tenant_id), "sk": address}), ReturnValues="ALL_OLD"
     )
