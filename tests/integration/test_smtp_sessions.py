@@ -159,7 +159,8 @@ def test_a_sender_never_leaves_open_a_connection_its_lease_no_longer_counts(
     assert real_hold("acme", "smtp", "other", wanted=2, limit=2, now=now, until=now + 30) == 0  # short
     delivery.submit(message("m-3"))
     delivery.pump()  # the fair share is 1 of 2: one connection is closed
-    assert (handler.accepted, handler.open_sessions) == (3, 1)
+    assert handler.accepted == 3
+    assert handler.wait_open_sessions(1) == 1
     sender.release_sessions()  # a worker that stops
     assert pool.open_count("acme/smtp") == 0
     assert real_hold("acme", "smtp", "other", wanted=2, limit=2, now=now, until=now + 30) == 2
@@ -242,10 +243,7 @@ def test_a_sender_that_finishes_makes_room_for_one_that_is_short_and_closes_the_
         sending.join()
         assert handler.accepted == 4
         # The first sender's group ended: it kept its fair share (2) of connections open and closed the others.
-        wait_for_open = time.monotonic() + 5
-        while handler.open_sessions > 2 and time.monotonic() < wait_for_open:
-            time.sleep(0.02)
-        assert handler.open_sessions == 2
+        assert handler.wait_open_sessions(2) == 2
         assert stores().sessions.hold("acme", "smtp", "other", wanted=4, limit=4, now=now, until=now + 30) == 2
 
 
@@ -266,8 +264,7 @@ def test_a_connection_beyond_a_lease_that_shrank_mid_transaction_is_closed_when_
         pool.leases[account.key] = Lease("acme", "smtp", 10**10, 1)  # renewed smaller: another sender was short
         await asyncio.gather(*sends)
         kept = pool.open_count(account.key)
-        await asyncio.sleep(0.2)
-        still_open = handler.open_sessions
+        still_open = await asyncio.to_thread(handler.wait_open_sessions, 1)
         await pool.close_all()
         return kept, still_open
 
