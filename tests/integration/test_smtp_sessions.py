@@ -48,6 +48,17 @@ def deliver_all(delivery: Delivery, handler: CountingHandler, count: int, timeou
     assert handler.accepted == count
 
 
+def answer_no_mail_until(released: threading.Event, handler: CountingHandler, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sink answers no MAIL until `released` is set (30 s at most): its sessions stay open, each in a transaction."""
+    answer_mail = handler.handle_MAIL
+
+    async def answer_mail_once_released(*args: Any) -> str:
+        await asyncio.to_thread(released.wait, 30)
+        return await answer_mail(*args)
+
+    monkeypatch.setattr(handler, "handle_MAIL", answer_mail_once_released)
+
+
 def test_a_batch_goes_out_over_the_accounts_sessions_at_once_and_keeps_them(
     storage: Storage, api: TestClient, admin: dict[str, str], sink: tuple[int, CountingHandler]
 ) -> None:
@@ -205,13 +216,7 @@ def test_a_slow_account_does_not_delay_another_accounts_mail(
         # The slow account's server answers no MAIL until the fast account's mail is all in (30 s at most):
         # mail sent one account after the other would not get there.
         fast_is_in = threading.Event()
-        answer_mail = slow.handle_MAIL
-
-        async def answer_mail_once_fast_is_in(*args: Any) -> str:
-            await asyncio.to_thread(fast_is_in.wait, 30)
-            return await answer_mail(*args)
-
-        monkeypatch.setattr(slow, "handle_MAIL", answer_mail_once_fast_is_in)
+        answer_no_mail_until(fast_is_in, slow, monkeypatch)
         delivery = make_delivery(storage, api, admin, slow_port, max_connections=1)
         body = {"id": "fast", "host": "127.0.0.1", "port": fast_port, "use_tls": False, "max_connections": 1}
         assert api.post("/account", json=body, headers=delivery.key).status_code == 200
@@ -229,13 +234,15 @@ def test_a_slow_account_does_not_delay_another_accounts_mail(
 
 
 def test_a_sender_that_finishes_makes_room_for_one_that_is_short_and_closes_the_rest(
-    storage: Storage, api: TestClient, admin: dict[str, str]
+    storage: Storage, api: TestClient, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mailproxy.stores import stores
 
     from functions.sender.app import handler as sender_handler
 
-    with counting_sink(reply_delay_ms=300) as (port, handler):
+    with counting_sink() as (port, handler):
+        other_asked = threading.Event()
+        answer_no_mail_until(other_asked, handler, monkeypatch)
         delivery = make_delivery(storage, api, admin, port, max_connections=4)
         delivery.submit(*(message(f"m-{n}") for n in range(4)))
         bodies = delivery.drain(2)
@@ -244,14 +251,17 @@ def test_a_sender_that_finishes_makes_room_for_one_that_is_short_and_closes_the_
             args=({"Records": [{"messageId": b["id"], "body": json.dumps(b)} for b in bodies]}, None),
         )
         sending.start()
-        deadline = time.monotonic() + 10
-        while handler.open_sessions < 4 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert handler.open_sessions == 4
-        now = clock.now_ts()
-        # Another sender asks while all four are busy: nothing now, but it is on record as short.
-        assert stores().sessions.hold("acme", "smtp", "other", wanted=4, limit=4, now=now, until=now + 30) == 0
-        sending.join()
+        try:
+            deadline = time.monotonic() + 10
+            while handler.open_sessions < 4 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert handler.open_sessions == 4
+            now = clock.now_ts()
+            # Another sender asks while all four are busy: nothing now, but it is on record as short.
+            assert stores().sessions.hold("acme", "smtp", "other", wanted=4, limit=4, now=now, until=now + 30) == 0
+        finally:
+            other_asked.set()
+            sending.join()
         assert handler.accepted == 4
         # The first sender's group ended: it kept its fair share (2) of connections open and closed the others.
         assert handler.wait_open_sessions(2) == 2
