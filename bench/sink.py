@@ -69,6 +69,16 @@ class CountingHandler:
         """A client's connection ended."""
         with self._lock:
             self.open_sessions -= 1
+            self._done.notify_all()
+
+    def wait_open_sessions(self, at_most: int, timeout: float = 10.0) -> int:
+        """The sessions open once at most `at_most` are (or `timeout` passed): the server notices a close on its
+        own thread, a moment after the client saw it done."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self.open_sessions > at_most and (left := deadline - time.monotonic()) > 0:
+                self._done.wait(left)
+            return self.open_sessions
 
     def reset_peak(self) -> None:
         """Start counting the most sessions open at once from those open now."""
@@ -159,6 +169,14 @@ class _CountedSMTP(SMTP):
             self._counter.connection_opened()
         super().connection_made(transport)
 
+    def eof_received(self) -> bool | None:
+        # The client closed its end: counted now, not two turns of the server's loop later at connection_lost,
+        # when a connection another client opened meanwhile may already be counted.
+        if self._counted:
+            self._counted = False
+            self._counter.connection_closed()
+        return super().eof_received()
+
     def connection_lost(self, error: Exception | None) -> None:
         if self._counted:
             self._counted = False
@@ -191,6 +209,11 @@ def counting_sink(port: int = 0, reply_delay_ms: float = 0.0) -> Iterator[tuple[
         data_size_limit=None,
     )
     controller.start()
+    # start() connects once to see the server up: that probe is counted open until the server notices its close.
+    if handler.wait_open_sessions(0) != 0:
+        controller.stop()
+        raise RuntimeError("the sink never saw its start-up probe close")
+    handler.reset_peak()
     try:
         yield port, handler
     finally:

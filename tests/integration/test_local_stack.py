@@ -28,6 +28,7 @@ from local.pollers import (
 )
 from local.stack import LocalStack
 from local.template import Template
+from tests.polling import wait_until
 
 ARCHITECTURE_ENV = {
     "TenantsTable": "TENANTS_TABLE",
@@ -391,9 +392,10 @@ def test_schedule_poller_sends_scheduled_events_every_interval() -> None:
     events: list[dict[str, Any]] = []
     poller = SchedulePoller(lambda event, context: events.append(event), interval=0.1)
     poller.start()
-    time.sleep(0.45)
-    poller.stop()
-    assert len(events) >= 2
+    try:
+        wait_until(lambda: len(events) >= 2, timeout=10)
+    finally:
+        poller.stop()
     assert events[0]["detail-type"] == "Scheduled Event"
     assert events[0]["source"] == "aws.events"
     assert events[0]["resources"][0].startswith("arn:aws:events:us-east-1:")

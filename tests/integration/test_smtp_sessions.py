@@ -4,6 +4,7 @@ message that finds no session free waits without an attempt counted, and nothing
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -45,6 +46,17 @@ def deliver_all(delivery: Delivery, handler: CountingHandler, count: int, timeou
         delivery.pump()
         time.sleep(0.2)
     assert handler.accepted == count
+
+
+def answer_no_mail_until(released: threading.Event, handler: CountingHandler, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sink answers no MAIL until `released` is set (30 s at most): its sessions stay open, each in a transaction."""
+    answer_mail = handler.handle_MAIL
+
+    async def answer_mail_once_released(*args: Any) -> str:
+        await asyncio.to_thread(released.wait, 30)
+        return await answer_mail(*args)
+
+    monkeypatch.setattr(handler, "handle_MAIL", answer_mail_once_released)
 
 
 def test_a_batch_goes_out_over_the_accounts_sessions_at_once_and_keeps_them(
@@ -159,7 +171,8 @@ def test_a_sender_never_leaves_open_a_connection_its_lease_no_longer_counts(
     assert real_hold("acme", "smtp", "other", wanted=2, limit=2, now=now, until=now + 30) == 0  # short
     delivery.submit(message("m-3"))
     delivery.pump()  # the fair share is 1 of 2: one connection is closed
-    assert (handler.accepted, handler.open_sessions) == (3, 1)
+    assert handler.accepted == 3
+    assert handler.wait_open_sessions(1) == 1
     sender.release_sessions()  # a worker that stops
     assert pool.open_count("acme/smtp") == 0
     assert real_hold("acme", "smtp", "other", wanted=2, limit=2, now=now, until=now + 30) == 2
@@ -197,9 +210,13 @@ def test_a_living_sender_closes_its_connections_before_its_lease_lapses(
 
 
 def test_a_slow_account_does_not_delay_another_accounts_mail(
-    storage: Storage, api: TestClient, admin: dict[str, str]
+    storage: Storage, api: TestClient, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with counting_sink(reply_delay_ms=400) as (slow_port, slow), counting_sink() as (fast_port, fast):
+    with counting_sink() as (slow_port, slow), counting_sink() as (fast_port, fast):
+        # The slow account's server answers no MAIL until the fast account's mail is all in (30 s at most):
+        # mail sent one account after the other would not get there.
+        fast_is_in = threading.Event()
+        answer_no_mail_until(fast_is_in, slow, monkeypatch)
         delivery = make_delivery(storage, api, admin, slow_port, max_connections=1)
         body = {"id": "fast", "host": "127.0.0.1", "port": fast_port, "use_tls": False, "max_connections": 1}
         assert api.post("/account", json=body, headers=delivery.key).status_code == 200
@@ -208,22 +225,24 @@ def test_a_slow_account_does_not_delay_another_accounts_mail(
         delivery.submit(*[m for pair in zip(slow_ones, fast_ones, strict=True) for m in pair])
         done = threading.Thread(target=delivery.pump)
         done.start()
-        assert fast.wait_for(4, timeout=20)
-        slow_so_far = slow.accepted
-        done.join()
-        # One session, four messages, 1.2 s each: the fast account's four were all in long before.
-        assert slow_so_far <= 1
+        try:
+            assert fast.wait_for(4, timeout=20)
+        finally:
+            fast_is_in.set()
+            done.join()
         assert slow.accepted == 4
 
 
 def test_a_sender_that_finishes_makes_room_for_one_that_is_short_and_closes_the_rest(
-    storage: Storage, api: TestClient, admin: dict[str, str]
+    storage: Storage, api: TestClient, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mailproxy.stores import stores
 
     from functions.sender.app import handler as sender_handler
 
-    with counting_sink(reply_delay_ms=300) as (port, handler):
+    with counting_sink() as (port, handler):
+        other_asked = threading.Event()
+        answer_no_mail_until(other_asked, handler, monkeypatch)
         delivery = make_delivery(storage, api, admin, port, max_connections=4)
         delivery.submit(*(message(f"m-{n}") for n in range(4)))
         bodies = delivery.drain(2)
@@ -232,20 +251,20 @@ def test_a_sender_that_finishes_makes_room_for_one_that_is_short_and_closes_the_
             args=({"Records": [{"messageId": b["id"], "body": json.dumps(b)} for b in bodies]}, None),
         )
         sending.start()
-        deadline = time.monotonic() + 10
-        while handler.open_sessions < 4 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert handler.open_sessions == 4
-        now = clock.now_ts()
-        # Another sender asks while all four are busy: nothing now, but it is on record as short.
-        assert stores().sessions.hold("acme", "smtp", "other", wanted=4, limit=4, now=now, until=now + 30) == 0
-        sending.join()
+        try:
+            deadline = time.monotonic() + 10
+            while handler.open_sessions < 4 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert handler.open_sessions == 4
+            now = clock.now_ts()
+            # Another sender asks while all four are busy: nothing now, but it is on record as short.
+            assert stores().sessions.hold("acme", "smtp", "other", wanted=4, limit=4, now=now, until=now + 30) == 0
+        finally:
+            other_asked.set()
+            sending.join()
         assert handler.accepted == 4
         # The first sender's group ended: it kept its fair share (2) of connections open and closed the others.
-        wait_for_open = time.monotonic() + 5
-        while handler.open_sessions > 2 and time.monotonic() < wait_for_open:
-            time.sleep(0.02)
-        assert handler.open_sessions == 2
+        assert handler.wait_open_sessions(2) == 2
         assert stores().sessions.hold("acme", "smtp", "other", wanted=4, limit=4, now=now, until=now + 30) == 2
 
 
@@ -266,8 +285,7 @@ def test_a_connection_beyond_a_lease_that_shrank_mid_transaction_is_closed_when_
         pool.leases[account.key] = Lease("acme", "smtp", 10**10, 1)  # renewed smaller: another sender was short
         await asyncio.gather(*sends)
         kept = pool.open_count(account.key)
-        await asyncio.sleep(0.2)
-        still_open = handler.open_sessions
+        still_open = await asyncio.to_thread(handler.wait_open_sessions, 1)
         await pool.close_all()
         return kept, still_open
 

@@ -93,10 +93,32 @@ def test_connection_is_reused_across_sends(server: RunningServer) -> None:
     assert len(server.handler.received) == 3
 
 
+class PoolClock:
+    """The pool's monotonic clock, standing still until the test moves it: a connection's age and idle time
+    are what the test says, however slowly a loaded machine runs the sends between."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def pool_clock(monkeypatch: pytest.MonkeyPatch) -> PoolClock:
+    """Give `mailproxy.smtp` a PoolClock for `time` (it reads nothing else of it)."""
+    clock = PoolClock()
+    monkeypatch.setattr(smtp, "time", clock)
+    return clock
+
+
 def test_back_to_back_sends_reuse_the_connection_without_a_noop_and_an_idle_one_is_probed(
     server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(smtp, "PROBE_AFTER_IDLE_SECONDS", 0.3)
+    clock = pool_clock(monkeypatch)
 
     async def scenario() -> tuple[int, int]:
         pool = SmtpPool()
@@ -104,7 +126,7 @@ def test_back_to_back_sends_reuse_the_connection_without_a_noop_and_an_idle_one_
             for _ in range(3):
                 await pool.send(account(server.port), outgoing())
             back_to_back = pool.probes_sent
-            await asyncio.sleep(0.5)
+            clock.advance(0.5)
             await pool.send(account(server.port), outgoing())
             return back_to_back, pool.probes_sent
         finally:
@@ -496,7 +518,10 @@ class SessionCountingHandler(RoutingHandler):
         return "221 Bye"
 
 
-def test_a_connection_older_than_the_account_ttl_is_closed_with_quit_and_replaced() -> None:
+def test_a_connection_older_than_the_account_ttl_is_closed_with_quit_and_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = pool_clock(monkeypatch)
     handler = SessionCountingHandler()
     controller = Controller(handler, hostname=HOST, port=free_port(), server_hostname="mx.test")
     controller.start()
@@ -506,7 +531,7 @@ def test_a_connection_older_than_the_account_ttl_is_closed_with_quit_and_replace
         try:
             await pool.send(account(controller.port, ttl=0.5), outgoing())
             await pool.send(account(controller.port, ttl=0.5), outgoing())  # young: reused
-            await asyncio.sleep(0.7)
+            clock.advance(0.7)
             await pool.send(account(controller.port, ttl=0.5), outgoing())  # too old: a new session
             return pool.connections_opened, handler.quits
         finally:
