@@ -129,6 +129,17 @@ def test_deleting_an_account_removes_it(
     assert [a["id"] for a in accounts(api, key)] == ["a2"]
 
 
+def test_an_account_whose_id_holds_a_slash_is_deleted(
+    api: TestClient, make_tenant: TenantFactory, make_account: AccountFactory
+) -> None:
+    _, key = make_tenant("acme")
+    make_account("acme", "eu/smtp")
+    make_account("acme", "eu")
+    reply = api.delete("/account/eu%2Fsmtp", headers=key)
+    assert reply.status_code == 200, reply.text
+    assert [a["id"] for a in accounts(api, key)] == ["eu"]
+
+
 def test_deleting_an_account_that_does_not_exist_answers_400(
     api: TestClient, admin: dict[str, str], make_tenant: TenantFactory, make_account: AccountFactory
 ) -> None:

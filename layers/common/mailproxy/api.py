@@ -307,7 +307,8 @@ def _install_routes(app: FastAPI, reply: ReplyDocs) -> None:
         resolved = _scoped(request, who, tenant_id)
         return {"ok": True, "accounts": [tenants.public_account(a) for a in stores().tenants.list_accounts(resolved)]}
 
-    @app.delete("/account/{account_id}", tags=["accounts"], **reply("Ok"))
+    # `:path`: an account id may hold a slash, which arrives decoded in the path.
+    @app.delete("/account/{account_id:path}", tags=["accounts"], **reply("Ok"))
     async def delete_account(
         request: Request,
         who: Caller,
