@@ -461,6 +461,8 @@ def malformed_tokens(tenant_id: str, kind: str) -> list[str]:
         _signed(tenant_id, json.dumps({**claims, "e": 1e308 * 10}).encode()),  # Infinity
         _signed(tenant_id, json.dumps({**claims, "e": clock.now_ts() + 3600, "l": 10**300}).encode()),
         _signed(tenant_id, json.dumps({**claims, "e": clock.now_ts() + 3600, "t": "rival"}).encode()),
+        _signed(tenant_id, json.dumps({**claims, "e": clock.now_ts() + 3600, "c": "yesterday"}).encode()),
+        _signed(tenant_id, json.dumps({**claims, "e": clock.now_ts() + 3600, "c": 10**300}).encode()),
     ]
 
 
@@ -508,3 +510,24 @@ def test_a_deleted_tenants_links_are_gone_and_count_nothing(
     if not isinstance(storage, dict):  # one machine: the tenant's stored files went with it
         files = [p for p in (Path(storage.data_dir) / "large-files").rglob("*") if p.is_file()]
         assert not [p for p in files if delivery.tenant_id in p.parts]
+
+
+def test_a_deleted_tenants_link_stays_withdrawn_when_its_id_is_taken_again(
+    delivery: Delivery, server: RunningServer, api: TestClient, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The link key is made from the tenant's id: a new tenant of the same id must not serve the old one's file,
+    # which on AWS stays in the bucket until the lifecycle rules remove it.
+    configure(delivery, max_size_mb=0.01, action="rewrite")
+    delivery.submit(message("m-1", attachments=[inline("old.bin", b"z" * 30_000)]))
+    delivery.pump()
+    _, [url] = received_links(server)
+    assert download(api, url)[0] == 200
+
+    assert api.delete(f"/tenant/{delivery.tenant_id}", headers=admin).status_code == 200
+    later = clock.now_ts() + 60
+    monkeypatch.setattr(clock, "now_ts", lambda: later)
+    again = api.post("/tenant", json={"id": delivery.tenant_id, "name": "Someone else"}, headers=admin)
+    assert again.status_code == 200, again.text
+    code, page, _ = download(api, url)
+    assert code == 410
+    assert b"withdrawn" in page and b"old.bin" in page

@@ -252,6 +252,9 @@ def _claims(body: str, tenant_id: str, kind: str) -> dict[str, Any] | None:
         return None
     if lifespan is not None and (type(lifespan) is not int or not 0 < lifespan <= MAX_FILE_TTL_DAYS * 86400):
         return None
+    issued = claims.get("c")  # absent from links issued before 2026-12-04
+    if issued is not None and (type(issued) is not int or not 0 < issued < MAX_CLAIM_TS):
+        return None
     if not all(isinstance(claims.get(name, ""), str) for name in ("k", "n", "i")):
         return None
     limit = claims.get("m")  # the file's type in a download, the size limit in an upload
@@ -391,6 +394,7 @@ async def _link(
         "m": data.mime_type if data is not None else mime_type(spec, filename),
         "e": now + config.file_ttl_days * 86400,
         "i": file_id,
+        "c": now,  # when it was issued: a tenant deleted and created again since does not inherit it
     }
     if config.lifespan_after_download_days:
         claims["l"] = int(config.lifespan_after_download_days * 86400)
@@ -621,7 +625,12 @@ def open_link(token: str) -> Download:
     tenant_id, key, filename = str(claims["t"]), str(claims.get("k") or ""), str(claims.get("n") or "file")
     if not is_tenant_file(key, tenant_id):
         raise LinkRefused(403, "This link is not valid.")
-    if stores().tenants.get_tenant(tenant_id) is None:  # deleted: its links end with it, and count nothing
+    tenant = stores().tenants.get_tenant(tenant_id)
+    # Deleted: its links end with it, and count nothing. Created again under the same id (the same link key)
+    # since the link was issued: the link was the deleted tenant's, whose files may outlive it (on S3 until the
+    # lifecycle rules remove them).
+    issued = claims.get("c")
+    if tenant is None or (issued is not None and issued < int(tenant.get("created_at") or 0)):
         raise LinkRefused(410, "This link has been withdrawn.", filename)
     expires = int(claims["e"])
     lifespan = claims.get("l")
