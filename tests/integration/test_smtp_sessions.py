@@ -233,6 +233,37 @@ def test_a_slow_account_does_not_delay_another_accounts_mail(
         assert slow.accepted == 4
 
 
+def test_building_a_long_email_does_not_hold_the_other_sessions(
+    storage: Storage, api: TestClient, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailproxy import sender
+
+    with counting_sink() as (slow_port, slow), counting_sink() as (fast_port, fast):
+        # The slow account's email takes until the fast account's mail is in to build (as megabytes of
+        # attachments to encode would): built on the event loop, it would hold the fast account's replies.
+        fast_is_in = threading.Event()
+        build_email = sender.build_email
+
+        def build_email_once_released(payload: dict[str, Any], **kwargs: Any) -> Any:
+            if payload["id"] == "slow":
+                fast_is_in.wait(10)
+            return build_email(payload, **kwargs)
+
+        monkeypatch.setattr(sender, "build_email", build_email_once_released)
+        delivery = make_delivery(storage, api, admin, slow_port)
+        body = {"id": "fast", "host": "127.0.0.1", "port": fast_port, "use_tls": False}
+        assert api.post("/account", json=body, headers=delivery.key).status_code == 200
+        delivery.submit(message("slow"), *(message(f"fast-{n}", account_id="fast") for n in range(3)))
+        done = threading.Thread(target=delivery.pump)
+        done.start()
+        try:
+            assert fast.wait_for(3, timeout=8)
+        finally:
+            fast_is_in.set()
+            done.join()
+        assert list(slow.arrivals) == ["slow"]
+
+
 def test_a_sender_that_finishes_makes_room_for_one_that_is_short_and_closes_the_rest(
     storage: Storage, api: TestClient, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

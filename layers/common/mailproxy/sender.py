@@ -496,16 +496,28 @@ async def _transaction(
         from mailproxy.large_files import attachments_for_send
 
         if not fetch_tenant:
-            fetch_tenant.append({**tenant, "client_auth": tenants.client_auth(tenant)})
+            # A decrypt (a KMS call on AWS): off the event loop, as everything below that may block or take long.
+            client_auth = await asyncio.to_thread(tenants.client_auth, tenant)
+            fetch_tenant[:] = [{**tenant, "client_auth": client_auth}]
         # The tenant's large_file_config applies here; a rewritten file's link goes into the body (issue 14).
         seed = str((job.item or {}).get("pk", job.id))
         attachments, payload = await attachments_for_send(payload, tenant=fetch_tenant[0], seed=seed)
+    # Built in a worker thread: encoding megabytes of attachments, or a VERP account's first key read, would
+    # hold every other session of the batch, whose replies wait on this loop.
+    email = await asyncio.to_thread(_email, job, payload, attachments, tenant, account)
+    await default_pool().send(config, email)
+
+
+def _email(
+    job: Job, payload: dict[str, Any], attachments: list[Any], tenant: dict[str, Any], account: dict[str, Any] | None
+) -> OutgoingEmail:
+    """The email to send, within GMP_MAX_MESSAGE_BYTES (else a permanent failure)."""
     bounce_path = bounce_return_path(tenant, account, job.id) if account is not None else None
     email = build_email(payload, message_id=_message_id(job, payload), attachments=attachments, bounce_path=bounce_path)
     size, cap = _encoded_size(email), get_settings().max_message_bytes
     if size > cap:
         raise PermanentDeliveryError(f"message too large: {size} bytes (limit {cap})")
-    await default_pool().send(config, email)
+    return email
 
 
 def _encoded_size(email: OutgoingEmail) -> int:
