@@ -5,6 +5,7 @@ message that finds no session free waits without an attempt counted, and nothing
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 import time
@@ -262,6 +263,31 @@ def test_building_a_long_email_does_not_hold_the_other_sessions(
             fast_is_in.set()
             done.join()
         assert list(slow.arrivals) == ["slow"]
+
+
+def test_an_account_groups_sessions_decrypt_the_tenants_client_auth_once(
+    storage: Storage, api: TestClient, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Messages with attachments need the tenant's client_auth (for fetches): one decrypt (a KMS call on AWS)
+    # serves the group, however many of its sessions start at once.
+    from mailproxy import tenants
+
+    decrypts: list[str] = []
+    client_auth = tenants.client_auth
+
+    def slow_client_auth(item: dict[str, Any]) -> dict[str, Any]:
+        decrypts.append(str(item["id"]))
+        time.sleep(0.2)  # a KMS round trip: the other sessions ask meanwhile
+        return client_auth(item)
+
+    monkeypatch.setattr(tenants, "client_auth", slow_client_auth)
+    with counting_sink() as (port, handler):
+        delivery = make_delivery(storage, api, admin, port, max_connections=4)
+        attachment = {"filename": "a.txt", "storage_path": "base64:" + base64.b64encode(b"hello").decode()}
+        delivery.submit(*(message(f"m-{n}", attachments=[attachment]) for n in range(4)))
+        delivery.pump()
+        assert sorted(handler.arrivals) == [f"m-{n}" for n in range(4)]
+    assert decrypts == [delivery.tenant_id]
 
 
 def test_a_sender_that_finishes_makes_room_for_one_that_is_short_and_closes_the_rest(

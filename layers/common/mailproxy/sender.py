@@ -408,7 +408,7 @@ class _GroupRun:
         self.unused = 0  # rate slots to give back: messages not sent
         self.limit = settings.message_time_limit_seconds
         self.deadline = time.monotonic() + settings.account_time_limit_seconds
-        self.fetch_tenant: list[dict[str, Any]] = []  # the tenant with its decrypted client_auth, made on first use
+        self.fetch_tenant = _FetchTenant(tenant)
         self.broken = False  # an unexpected error in one session: the others take no new message
 
     async def session(self, n: int) -> None:
@@ -481,11 +481,29 @@ class _GroupRun:
         await asyncio.to_thread(_sent, job, journal, tally)
 
 
+class _FetchTenant:
+    """The tenant with its decrypted client_auth (for attachment fetches), made once per account group on first
+    use: the group's sessions wait for one decrypt (a KMS call on AWS) rather than each making its own."""
+
+    def __init__(self, tenant: dict[str, Any]) -> None:
+        self.tenant = tenant
+        self.made: dict[str, Any] | None = None
+        self.making = asyncio.Lock()
+
+    async def get(self) -> dict[str, Any]:
+        async with self.making:
+            if self.made is None:
+                # Off the event loop, as everything in a transaction that may block or take long.
+                client_auth = await asyncio.to_thread(tenants.client_auth, self.tenant)
+                self.made = {**self.tenant, "client_auth": client_auth}
+        return self.made
+
+
 async def _transaction(
     job: Job,
     tenant: dict[str, Any],
     config: AccountConfig,
-    fetch_tenant: list[dict[str, Any]],
+    fetch_tenant: _FetchTenant,
     account: dict[str, Any] | None = None,
 ) -> None:
     """Fetch, build and send one message (the whole of what GMP_MESSAGE_TIME_LIMIT_SECONDS bounds)."""
@@ -495,13 +513,9 @@ async def _transaction(
         # Imported on first use: most batches carry no attachment, and cold starts are billed.
         from mailproxy.large_files import attachments_for_send
 
-        if not fetch_tenant:
-            # A decrypt (a KMS call on AWS): off the event loop, as everything below that may block or take long.
-            client_auth = await asyncio.to_thread(tenants.client_auth, tenant)
-            fetch_tenant[:] = [{**tenant, "client_auth": client_auth}]
         # The tenant's large_file_config applies here; a rewritten file's link goes into the body (issue 14).
         seed = str((job.item or {}).get("pk", job.id))
-        attachments, payload = await attachments_for_send(payload, tenant=fetch_tenant[0], seed=seed)
+        attachments, payload = await attachments_for_send(payload, tenant=await fetch_tenant.get(), seed=seed)
     # Built in a worker thread: encoding megabytes of attachments, or a VERP account's first key read, would
     # hold every other session of the batch, whose replies wait on this loop.
     email = await asyncio.to_thread(_email, job, payload, attachments, tenant, account)
