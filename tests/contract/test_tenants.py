@@ -32,6 +32,22 @@ def test_creating_a_tenant_twice_keeps_the_first(stores: Stores) -> None:
     assert stores.tenants.get_tenant("nobody") is None
 
 
+def test_a_tenant_created_again_under_its_id_is_another_incarnation(stores: Stores) -> None:
+    # Download links name the incarnation that issued them: one created again in the same second is told apart.
+    _create(stores)
+    first = (stores.tenants.get_tenant("acme") or {})["incarnation"]
+    stores.tenants.update_tenant("acme", {"name": "Only"}, now=NOW, replace=True)
+    stores.tenants.set_api_key("acme", key_hash="h-new", expires_at=None, now=NOW)
+    stores.tenants.change_suspended_batches("acme", "b-1", suspend=True, now=NOW)
+    stores.tenants.note_suppressions("acme")
+    assert (stores.tenants.get_tenant("acme") or {})["incarnation"] == first  # kept by every later write
+    assert stores.tenants.delete_tenant("acme") is True
+    _create(stores)
+    again = (stores.tenants.get_tenant("acme") or {})["incarnation"]
+    assert isinstance(first, str) and len(first) >= 12 and again != first
+    assert "incarnation" not in public_tenant(stores.tenants.get_tenant("acme") or {})
+
+
 def test_a_key_hash_finds_its_tenant_with_the_expiry_as_stored(stores: Stores) -> None:
     _create(stores, key_hash="h1")
     _create(stores, "beta", key_hash="h2", api_key_expires_at=NOW + 60)

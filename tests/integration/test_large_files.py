@@ -463,6 +463,7 @@ def malformed_tokens(tenant_id: str, kind: str) -> list[str]:
         _signed(tenant_id, json.dumps({**claims, "e": clock.now_ts() + 3600, "t": "rival"}).encode()),
         _signed(tenant_id, json.dumps({**claims, "e": clock.now_ts() + 3600, "c": "yesterday"}).encode()),
         _signed(tenant_id, json.dumps({**claims, "e": clock.now_ts() + 3600, "c": 10**300}).encode()),
+        _signed(tenant_id, json.dumps({**claims, "e": clock.now_ts() + 3600, "g": 7}).encode()),
     ]
 
 
@@ -512,11 +513,20 @@ def test_a_deleted_tenants_links_are_gone_and_count_nothing(
         assert not [p for p in files if delivery.tenant_id in p.parts]
 
 
+@pytest.mark.parametrize("gap", [60, 0], ids=["a-minute-later", "within-the-same-second"])
 def test_a_deleted_tenants_link_stays_withdrawn_when_its_id_is_taken_again(
-    delivery: Delivery, server: RunningServer, api: TestClient, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    delivery: Delivery,
+    server: RunningServer,
+    api: TestClient,
+    admin: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    gap: int,
 ) -> None:
     # The link key is made from the tenant's id: a new tenant of the same id must not serve the old one's file,
-    # which on AWS stays in the bucket until the lifecycle rules remove it.
+    # which on AWS stays in the bucket until the lifecycle rules remove it; not even one made in the second the
+    # link was issued (the issue time alone could not tell them apart).
+    issued = clock.now_ts()
+    monkeypatch.setattr(clock, "now_ts", lambda: issued)
     configure(delivery, max_size_mb=0.01, action="rewrite")
     delivery.submit(message("m-1", attachments=[inline("old.bin", b"z" * 30_000)]))
     delivery.pump()
@@ -524,10 +534,32 @@ def test_a_deleted_tenants_link_stays_withdrawn_when_its_id_is_taken_again(
     assert download(api, url)[0] == 200
 
     assert api.delete(f"/tenant/{delivery.tenant_id}", headers=admin).status_code == 200
-    later = clock.now_ts() + 60
-    monkeypatch.setattr(clock, "now_ts", lambda: later)
+    monkeypatch.setattr(clock, "now_ts", lambda: issued + gap)
     again = api.post("/tenant", json={"id": delivery.tenant_id, "name": "Someone else"}, headers=admin)
     assert again.status_code == 200, again.text
     code, page, _ = download(api, url)
     assert code == 410
     assert b"withdrawn" in page and b"old.bin" in page
+
+
+def test_a_link_issued_before_links_named_their_tenant_is_withdrawn_by_its_issue_time(
+    delivery: Delivery, server: RunningServer, api: TestClient, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Links issued on 2026-12-04, before tenants had an incarnation, carry only their issue time (`c`): theirs
+    # still serves its tenant, and is withdrawn once a tenant is created again under the id after it.
+    configure(delivery, max_size_mb=0.01, action="rewrite")
+    delivery.submit(message("m-1", attachments=[inline("old.bin", b"z" * 30_000)]))
+    delivery.pump()
+    _, [url] = received_links(server)
+    tenant_id, body = url.rsplit("/", 1)[1].split(".")[1:3]
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    assert claims.pop("g")  # what a link names now
+    earlier = f"{BASE}/large-files/{_signed(tenant_id, json.dumps(claims).encode())}"
+    assert download(api, earlier)[0] == 200
+
+    assert api.delete(f"/tenant/{delivery.tenant_id}", headers=admin).status_code == 200
+    later = clock.now_ts() + 60
+    monkeypatch.setattr(clock, "now_ts", lambda: later)
+    assert api.post("/tenant", json={"id": delivery.tenant_id}, headers=admin).status_code == 200
+    code, page, _ = download(api, earlier)
+    assert code == 410 and b"withdrawn" in page

@@ -255,7 +255,7 @@ def _claims(body: str, tenant_id: str, kind: str) -> dict[str, Any] | None:
     issued = claims.get("c")  # absent from links issued before 2026-12-04
     if issued is not None and (type(issued) is not int or not 0 < issued < MAX_CLAIM_TS):
         return None
-    if not all(isinstance(claims.get(name, ""), str) for name in ("k", "n", "i")):
+    if not all(isinstance(claims.get(name, ""), str) for name in ("k", "n", "i", "g")):
         return None
     limit = claims.get("m")  # the file's type in a download, the size limit in an upload
     if not (isinstance(limit, str) if kind == "d" else type(limit) is int and 0 < limit < MAX_CLAIM_TS):
@@ -303,7 +303,7 @@ async def attachments_for_send(
                 )
             if _decide(config, filename, size, tenant_id) == "rewrite":
                 file_id = _file_id(tenant_id, seed, index, f"{upload}\x00{size}")
-                links.append(await _link(config, tenant_id, file_id, filename, spec, size, source=upload))
+                links.append(await _link(config, tenant, file_id, filename, spec, size, source=upload))
                 continue
             # Refused before it is read: an upload may be 100 MB, read whole into the sender's memory to be
             # refused once encoded (the limit the sender checks on the email) it can end the process.
@@ -316,7 +316,7 @@ async def attachments_for_send(
             continue
         if _decide(config, got.filename, len(got.content), tenant_id) == "rewrite":
             file_id = _file_id(tenant_id, seed, index, hashlib.sha256(got.content).hexdigest())
-            links.append(await _link(config, tenant_id, file_id, got.filename, spec, len(got.content), data=got))
+            links.append(await _link(config, tenant, file_id, got.filename, spec, len(got.content), data=got))
             continue
         attachments.append(got)
     if links:
@@ -353,7 +353,7 @@ def _file_id(tenant_id: str, seed: str, index: int, content_id: str) -> str:
 
 async def _link(
     config: LargeFileConfig,
-    tenant_id: str,
+    tenant: dict[str, Any],
     file_id: str,
     filename: str,
     spec: dict[str, Any],
@@ -365,6 +365,7 @@ async def _link(
     """Store the file once (a retry finds it stored) and make its signed link."""
     from mailproxy.attachments import mime_type
 
+    tenant_id = str(tenant.get("id") or "")
     base = config.public_base_url or get_large_file_settings().public_base_url
     if not base:
         raise TemporaryDeliveryError("no public URL for download links (GMP_PUBLIC_BASE_URL or public_base_url)")
@@ -396,6 +397,8 @@ async def _link(
         "i": file_id,
         "c": now,  # when it was issued: a tenant deleted and created again since does not inherit it
     }
+    if tenant.get("incarnation"):  # the tenant that issued it (tenants created before 2026-12-04 have none)
+        claims["g"] = str(tenant["incarnation"])
     if config.lifespan_after_download_days:
         claims["l"] = int(config.lifespan_after_download_days * 86400)
     return Link(filename, size, f"{base}{ROUTE}/{sign(claims)}")
@@ -629,8 +632,7 @@ def open_link(token: str) -> Download:
     # Deleted: its links end with it, and count nothing. Created again under the same id (the same link key)
     # since the link was issued: the link was the deleted tenant's, whose files may outlive it (on S3 until the
     # lifecycle rules remove them).
-    issued = claims.get("c")
-    if tenant is None or (issued is not None and issued < int(tenant.get("created_at") or 0)):
+    if tenant is None or not _issued_by(claims, tenant):
         raise LinkRefused(410, "This link has been withdrawn.", filename)
     expires = int(claims["e"])
     lifespan = claims.get("l")
@@ -652,6 +654,15 @@ def open_link(token: str) -> Download:
 
 
 DOWNLOADS_COUNTER = "large_file_downloads"
+
+
+def _issued_by(claims: dict[str, Any], tenant: dict[str, Any]) -> bool:
+    """Whether a link was issued by this tenant, not by a deleted one of the same id: by the incarnation it
+    names; one issued before links named it, by its issue time against the tenant's creation (to the second)."""
+    if "g" in claims:
+        return bool(claims["g"] == tenant.get("incarnation"))
+    issued = claims.get("c")
+    return issued is None or issued >= int(tenant.get("created_at") or 0)
 
 
 def refusal_page(refused: LinkRefused) -> str:

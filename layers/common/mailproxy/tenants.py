@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -138,6 +139,12 @@ def replacement(fields: dict[str, Any]) -> dict[str, Any]:
     }
     replaced["active"] = True if replaced["active"] is None else replaced["active"]
     return replaced
+
+
+def new_incarnation() -> str:
+    """A new tenant's incarnation: random, so a tenant created again under a deleted one's id, even within the
+    same second, is told apart from it (its download links name the incarnation that issued them)."""
+    return secrets.token_urlsafe(9)
 
 
 def public_tenant(item: Item) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from mailproxy.tenants import (
     HAS_SUPPRESSIONS,
     account_secrets,
     config_values,
+    new_incarnation,
     paused_after,
     replacement,
     suspended_after,
@@ -63,6 +64,7 @@ def create_tenant(tenant: dict[str, Any], *, key_hash: str, now: int) -> bool:
         "suspended_batches": [],
         "created_at": now,
         "updated_at": now,
+        "incarnation": new_incarnation(),
     }
     key_item = {"pk": f"APIKEY#{key_hash}", "sk": "APIKEY", "tenant_id": tenant_id}
     if tenant.get("api_key_expires_at") is not None:

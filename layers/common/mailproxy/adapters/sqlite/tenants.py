@@ -23,6 +23,7 @@ from mailproxy.tenants import (
     HAS_SUPPRESSIONS,
     account_secrets,
     config_values,
+    new_incarnation,
     paused_after,
     replacement,
     suspended_after,
@@ -80,6 +81,7 @@ class SqliteTenants:
             "suspended_batches": [],
             "created_at": now,
             "updated_at": now,
+            "incarnation": new_incarnation(),
         }
         with self._db.transaction() as tx:
             if _tenant(tx, tenant_id) is not None:
