@@ -217,3 +217,24 @@ def test_the_payload_bucket_is_not_readable_as_an_attachment(s3_bucket: str, mon
 
     with pytest.raises(AttachmentError, match=r"not readable"):
         fetch([{"filename": "steal.bin", "storage_path": "s3://payload-bucket/payloads/t2/x/1.json.z"}])
+
+
+def test_the_large_file_bucket_is_not_readable_as_an_attachment(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    # The sender's role reads every tenant's uploads and stored files; the tenant prefix alone would let a tenant
+    # named "uploads" (or "files") name any other tenant's, links expired or tenant deleted.
+    from mailproxy.settings import get_large_file_settings
+
+    monkeypatch.setenv("LARGE_FILE_BUCKET", "large-file-bucket")
+    get_large_file_settings.cache_clear()
+    request.addfinalizer(get_large_file_settings.cache_clear)
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="large-file-bucket")
+    s3.put_object(Bucket="large-file-bucket", Key="uploads/acme/" + "a" * 24, Body=b"acme's upload")
+
+    with pytest.raises(AttachmentError, match=r"not readable"):
+        fetch(
+            [{"filename": "steal.bin", "storage_path": "s3://large-file-bucket/uploads/acme/" + "a" * 24}],
+            tenant={"id": "uploads"},
+        )

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from mailproxy import outbound_http
 from mailproxy.email_builder import Attachment
 from mailproxy.errors import AttachmentError, DestinationNotAllowed
-from mailproxy.settings import get_outbound_settings
+from mailproxy.settings import get_large_file_settings, get_outbound_settings
 
 DEFAULT_TIMEOUT_SECONDS = 10.0  # per socket operation; GMP_ATTACHMENT_FETCH_SECONDS bounds a whole fetch
 READ_CHUNK_BYTES = 64 * 1024
@@ -278,9 +278,11 @@ async def _fetch_one(
 
 
 def _default_blocked_buckets() -> frozenset[str]:
-    # The outbound settings, not get_settings(): this must work where only some settings exist.
-    bucket = get_outbound_settings().payload_bucket
-    return frozenset({bucket}) if bucket else frozenset()
+    """The stack's own buckets, which the sender's role reads: every tenant's payloads, and every tenant's large
+    files (a tenant is held to them through `upload:` references and links, never by a key it names)."""
+    # The outbound and large-file settings, not get_settings(): this must work where only some settings exist.
+    buckets = {get_outbound_settings().payload_bucket, get_large_file_settings().bucket}
+    return frozenset(b for b in buckets if b)
 
 
 async def fetch_attachments(
