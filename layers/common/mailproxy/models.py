@@ -455,7 +455,8 @@ MAX_SUPPRESSIONS_PER_REQUEST = 1000
 class AddSuppressions(Strict):
     """Body of `POST /suppressions`: addresses the tenant never wants mailed (docs/suppressions.md)."""
 
-    addresses: list[Annotated[Line, Field(min_length=1, max_length=320)]] = Field(
+    # An entry is a line as a recipient's is (`Name <addr>` may be long); its address is checked as at intake.
+    addresses: list[Annotated[Line, Field(min_length=1, max_length=998)]] = Field(
         min_length=1, max_length=MAX_SUPPRESSIONS_PER_REQUEST
     )
     reason: Line | None = Field(default=None, max_length=500)
