@@ -432,15 +432,20 @@ def _metrics_text() -> str:
     return metrics.render().decode()
 
 
-def test_deleting_a_paused_account_fails_its_held_messages(
-    delivery: Delivery, server: RunningServer, low_thresholds: None
-) -> None:
+def _pause_with_one_held(delivery: Delivery) -> None:
+    """Pause the account on its bounce rate (2 of 5 under the low thresholds), holding m-1."""
     _send(delivery, 5)
     _bounce(0)
     _bounce(1)
     delivery.submit(message("m-1"))
     delivery.pump()
     assert delivery.records()["m-1"]["status"] == "suspended"
+
+
+def test_deleting_a_paused_account_fails_its_held_messages(
+    delivery: Delivery, server: RunningServer, low_thresholds: None
+) -> None:
+    _pause_with_one_held(delivery)
     deleted = delivery.api.delete("/account/smtp", params={"tenant_id": "acme"}, headers=delivery.admin)
     assert deleted.status_code == 200
     assert delivery.api.get("/tenant/acme", headers=delivery.key).json()["paused_accounts"] == {}
@@ -453,12 +458,7 @@ def test_deleting_a_paused_account_fails_its_held_messages(
 def test_a_tenant_cannot_lift_a_pause_by_deleting_its_account_and_adding_it_again(
     delivery: Delivery, server: RunningServer, low_thresholds: None
 ) -> None:
-    _send(delivery, 5)
-    _bounce(0)
-    _bounce(1)
-    delivery.submit(message("m-1"))
-    delivery.pump()
-    assert delivery.records()["m-1"]["status"] == "suspended"
+    _pause_with_one_held(delivery)
 
     # Resuming is the admin's (GMP_TENANT_MAY_RESUME is off): so is deleting the paused account, which lifts it.
     assert delivery.api.delete("/account/smtp", headers=delivery.key).status_code == 403
