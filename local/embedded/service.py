@@ -5,7 +5,7 @@ reporter and retention over the SQLite adapter, with every accepted message kept
 EmbeddedService (main process)
  ├─ http.py     uvicorn: the API app; GET /health and /metrics by the MetricsFunction's handler
  ├─ loops.py    threads: scheduler, reporter (change log, schedule), retention
- ├─ workers.py  GMP_SENDER_WORKERS processes: lease a batch, sender.handle_batch, delete / give back
+ ├─ workers.py  GMP_SENDER_WORKERS processes of GMP_SENDER_BATCHES slots: lease a batch, sender.handle_batch, delete / give back
  └─ smtp_sink   SMTP on GMP_SMTP_SINK_PORT that logs what arrives (local/smtp_sink.py)
 ```
 """
@@ -22,7 +22,7 @@ from typing import IO
 
 from local.embedded.http import HttpServer, ServiceApp
 from local.embedded.loops import Loop, service_loops
-from local.embedded.workers import BATCH_TIMEOUT_SECONDS, SenderWorkers
+from local.embedded.workers import BATCH_TIMEOUT_SECONDS, DEFAULT_BATCHES, SenderWorkers
 from local.environment import (
     LOCAL_ALLOWED_NETWORKS,
     EnvironmentPatch,
@@ -93,7 +93,7 @@ class EmbeddedService:
 
     Arguments left as None come from the environment: GMP_DATA_DIR (default `data/` in the project), GMP_PORT
     (8000), GMP_SMTP_SINK_PORT (1025; 0 there turns the sink off), GMP_API_TOKEN (generated and printed when
-    unset), GMP_SCHEDULER_INTERVAL (1 s), GMP_SENDER_WORKERS (2). An explicit port 0 picks a free port, which
+    unset), GMP_SCHEDULER_INTERVAL (1 s), GMP_SENDER_WORKERS (2), GMP_SENDER_BATCHES (4 per worker). An explicit port 0 picks a free port, which
     lets tests run beside a developer's `make run`. Every environment change is undone by `stop()`.
     """
 
@@ -108,6 +108,7 @@ class EmbeddedService:
         api_token: str | None = None,
         scheduler_interval: float | None = None,
         sender_workers: int | None = None,
+        sender_batches: int | None = None,
     ) -> None:
         self.host = host
         self._data_dir = data_dir
@@ -117,6 +118,7 @@ class EmbeddedService:
         self._api_token = api_token
         self._scheduler_interval = scheduler_interval
         self._sender_workers = sender_workers
+        self._sender_batches = sender_batches
 
         self.environment_patch = EnvironmentPatch()
         self.lock: DataDirLock | None = None
@@ -227,7 +229,10 @@ class EmbeddedService:
         count = self._sender_workers
         if count is None:
             count = _env_int("GMP_SENDER_WORKERS", DEFAULT_SENDER_WORKERS)
-        self.workers = SenderWorkers(count, visibility_seconds=self.visibility_seconds)
+        batches = self._sender_batches
+        if batches is None:
+            batches = _env_int("GMP_SENDER_BATCHES", DEFAULT_BATCHES)
+        self.workers = SenderWorkers(count, visibility_seconds=self.visibility_seconds, batches=batches)
         self.workers.start()
 
     def _configure(self) -> None:
@@ -289,6 +294,7 @@ class EmbeddedService:
         sink = f"{self.host}:{self.smtp_sink_port}" if self.smtp_sink_port else "off (GMP_SMTP_SINK_PORT=0)"
         key = "GMP_SEALING_KEY" if self.sealing_key_given else f"{self.data_dir / KEY_FILE} (back it up with the data)"
         workers = self.workers.count if self.workers is not None else 0
+        batches = self.workers.batches if self.workers is not None else 0
         return "\n".join(
             [
                 "Serverless Mail Proxy: one-machine runtime ready (SQLite)",
@@ -298,7 +304,8 @@ class EmbeddedService:
                 f"  Sealing key   {key}",
                 f"  SMTP sink     {sink}",
                 f"  Outbound      SMTP, attachments and callbacks may reach {self.allowed_networks} (GMP_ALLOWED_NETWORKS)",
-                f"  Senders       {workers} worker processes (GMP_SENDER_WORKERS), queue lease {self.visibility_seconds} s",
+                f"  Senders       {workers} worker processes (GMP_SENDER_WORKERS) of {batches} batches at once each"
+                f" (GMP_SENDER_BATCHES), queue lease {self.visibility_seconds} s",
                 f"  Loops         scheduler and reporter every {self.scheduler_interval:g} s (GMP_SCHEDULER_INTERVAL), retention every minute,",
                 f"                bounce mailboxes every {self._bounce_interval():g} s (GMP_BOUNCE_INTERVAL)",
                 "Ctrl-C stops.",

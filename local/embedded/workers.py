@@ -1,11 +1,14 @@
 """Sender workers: processes that do what SQS's event source mapping and SenderFunction do on AWS, over the
 SQLite work queue.
 
-Each worker loops: lease a batch (`receive`, 10 records, the lease lasting `visibility_seconds`), hand it to
-`sender.handle_batch`, then delete the records it handled and give back the ones it names in
-`batchItemFailures`. Processes, not threads: building MIME messages and speaking SMTP is the CPU-heavy part of
-the service, and each process has its own GIL, its own SQLite connection and its own pooled SMTP connections,
-as each Lambda execution environment does.
+Each worker runs `batches` batch slots (GMP_SENDER_BATCHES, threads), each of them as one Lambda execution
+environment: it leases a batch (`receive`, 10 records, the lease lasting `visibility_seconds`), hands it to
+`sender.handle_batch` on its own event loop with its own pooled SMTP connections (its own session-lease
+holder), then deletes the records it handled and gives back the ones it names in `batchItemFailures`. Several
+slots, because a batch lasts as long as its slowest account: with one per worker, as many slow accounts as
+workers held everyone else's mail (a message's time limit per round); Lambda starts another container
+instead. One slot polls the queue at a time, so idle slots cost nothing. Processes beside the threads:
+building MIME messages is CPU work, and each process has its own GIL and SQLite connections.
 
 What a crash leaves behind is what a dead Lambda leaves: the worker's leased records come back when their
 lease lapses, and a batch's journal lets the scheduler take over its claims once they are stale
@@ -24,8 +27,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.sharedctypes import SynchronizedArray
 from multiprocessing.synchronize import Event
 from types import FrameType
 from typing import Any
@@ -33,6 +37,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 10  # SenderFunction's BatchSize in template.yaml
+DEFAULT_BATCHES = 4  # GMP_SENDER_BATCHES: batches a worker process runs at once (one per thread)
+IDLE_CHECK_SECONDS = 0.5  # how often a slot waiting for its turn to poll closes its connections about to lapse
 BATCH_TIMEOUT_SECONDS = 60.0  # SenderFunction's Timeout in template.yaml: a batch's time budget (remaining_ms)
 # Records a batch names in batchItemFailures (handed back untouched, unreadable) are visible again after this,
 # not after the lease as on SQS: a handed-back message should go out soon; the delay keeps an unreadable record
@@ -58,10 +64,12 @@ class WorkerSpec:
     sys_path: list[str]
     visibility_seconds: int
     batch_timeout_seconds: float = BATCH_TIMEOUT_SECONDS
+    batches: int = DEFAULT_BATCHES
 
 
-def worker_main(spec: WorkerSpec, stop: Event, busy_since: Synchronized[float]) -> None:
-    """A worker process: settings re-read from `spec.environ`, then batches until told to stop or orphaned."""
+def worker_main(spec: WorkerSpec, stop: Event, busy_since: SynchronizedArray[float]) -> None:
+    """A worker process: settings re-read from `spec.environ`, then `spec.batches` slots run batches until told
+    to stop or orphaned."""
     os.environ.clear()
     os.environ.update(spec.environ)
     sys.path[:0] = [p for p in spec.sys_path if p not in sys.path]
@@ -83,32 +91,89 @@ def worker_main(spec: WorkerSpec, stop: Event, busy_since: Synchronized[float]) 
     from mailproxy.logs import configure_logging
 
     configure_logging(f"sender-{spec.index}")
-    from mailproxy import clock, smtp
-    from mailproxy.sender import LEASE_CLOSE_MARGIN_SECONDS, handle_batch, release_sessions
+    import mailproxy.sender  # noqa: F401 - imported once here, not by every slot at once
 
     from local.embedded.ports import sqlite_queue
 
     queue = sqlite_queue()
+    polling = threading.Lock()  # one slot polls the queue at a time; the others wait for their turn
+
+    def running() -> bool:
+        # A worker whose parent died (kill -9 of the runtime's process alone, even before this one got here)
+        # stops: it must not send unsupervised.
+        return not stop.is_set() and not terminated.is_set() and os.getppid() == spec.parent_pid
+
+    slots = [
+        threading.Thread(
+            target=_run_slot, args=(n, queue, polling, running, terminated, busy_since, spec), name=f"batch-{n}"
+        )
+        for n in range(max(1, spec.batches))
+    ]
+    for slot in slots:
+        slot.start()
+    for slot in slots:
+        slot.join()
+
+
+def _run_slot(
+    n: int,
+    queue: Any,
+    polling: threading.Lock,
+    running: Callable[[], bool],
+    terminated: threading.Event,
+    busy_since: SynchronizedArray[float],
+    spec: WorkerSpec,
+) -> None:
+    """One batch slot: its turn at the queue, then its batch, until the worker stops. An exception ends the
+    process, as it ends a Lambda invocation: every slot's records come back after their lease."""
+    try:
+        _batches(n, queue, polling, running, terminated, busy_since, spec)
+    except BaseException:
+        logger.exception("batch slot %d failed: the worker ends", n)
+        os._exit(1)
+
+
+def _batches(
+    n: int,
+    queue: Any,
+    polling: threading.Lock,
+    running: Callable[[], bool],
+    terminated: threading.Event,
+    busy_since: SynchronizedArray[float],
+    spec: WorkerSpec,
+) -> None:
+    from mailproxy import clock, smtp
+    from mailproxy.sender import LEASE_CLOSE_MARGIN_SECONDS, handle_batch, release_sessions
+
+    def close_lapsed() -> None:
+        # Idle: this slot's connections whose session lease is about to lapse are closed, for another to open.
+        smtp.run(smtp.default_pool().close_lapsed(clock.now_ts(), margin=LEASE_CLOSE_MARGIN_SECONDS))
+
     idle = IDLE_SLEEP_SECONDS
-    # A worker whose parent died (kill -9 of the runtime's process alone, even before this one got here) stops:
-    # it must not send unsupervised.
-    while not stop.is_set() and not terminated.is_set() and os.getppid() == spec.parent_pid:
-        records = queue.receive(BATCH_SIZE, spec.visibility_seconds)
-        if not records:
-            # Idle: connections whose session lease is about to lapse are closed, for another worker to open.
-            smtp.run(smtp.default_pool().close_lapsed(clock.now_ts(), margin=LEASE_CLOSE_MARGIN_SECONDS))
-            terminated.wait(idle)
-            idle = min(MAX_IDLE_SLEEP_SECONDS, idle * 2)
+    while running():
+        if not polling.acquire(timeout=IDLE_CHECK_SECONDS):
+            close_lapsed()
             continue
+        try:
+            records: list[dict[str, Any]] = []
+            while running() and not records:
+                records = queue.receive(BATCH_SIZE, spec.visibility_seconds)
+                if not records:
+                    close_lapsed()
+                    terminated.wait(idle)
+                    idle = min(MAX_IDLE_SLEEP_SECONDS, idle * 2)
+        finally:
+            polling.release()
+        if not records:
+            break
         idle = IDLE_SLEEP_SECONDS
         started = time.monotonic()
         deadline = started + spec.batch_timeout_seconds
-        busy_since.value = started
-        # An exception ends the process, as it ends a Lambda invocation: the records come back after their lease.
+        busy_since[n] = started
         response = handle_batch(records, functools.partial(_remaining_ms, deadline))
         settle(queue, records, response)
-        busy_since.value = 0.0
-    release_sessions()  # the other workers need not wait for this one's session leases to lapse
+        busy_since[n] = 0.0
+    release_sessions()  # the other senders need not wait for this slot's session leases to lapse
 
 
 def _remaining_ms(deadline: float) -> float:
@@ -142,8 +207,16 @@ class SenderWorkers:
     """`count` worker processes (spawned: each re-reads the settings from the environment it is given),
     kept running by a supervisor thread until `stop()`."""
 
-    def __init__(self, count: int, *, visibility_seconds: int, batch_timeout_seconds: float = BATCH_TIMEOUT_SECONDS):
+    def __init__(
+        self,
+        count: int,
+        *,
+        visibility_seconds: int,
+        batch_timeout_seconds: float = BATCH_TIMEOUT_SECONDS,
+        batches: int = DEFAULT_BATCHES,
+    ):
         self.count = max(1, count)
+        self.batches = max(1, batches)
         self.visibility_seconds = visibility_seconds
         self.batch_timeout_seconds = batch_timeout_seconds
         self.restarts = 0
@@ -172,8 +245,9 @@ class SenderWorkers:
             sys_path=list(sys.path),
             visibility_seconds=self.visibility_seconds,
             batch_timeout_seconds=self.batch_timeout_seconds,
+            batches=self.batches,
         )
-        slot.busy_since = self._context.Value("d", 0.0, lock=False)
+        slot.busy_since = self._context.Array("d", self.batches, lock=False)
         slot.process = self._context.Process(
             target=worker_main, args=(spec, self._stop, slot.busy_since), name=f"sender-{slot.index}", daemon=True
         )
@@ -188,7 +262,7 @@ class SenderWorkers:
     def _check(self, slot: _Slot) -> None:
         process = slot.process
         if process.is_alive():
-            busy = float(slot.busy_since.value)
+            busy = min((float(b) for b in slot.busy_since if b), default=0.0)  # its oldest batch under way
             if busy and time.monotonic() - busy > self.batch_timeout_seconds + STOP_TIMEOUT_SECONDS:
                 logger.error(
                     "sender-%d: one batch has run for more than %.0f s: killed, as Lambda ends an invocation at "

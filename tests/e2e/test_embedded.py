@@ -154,3 +154,51 @@ def test_two_workers_share_an_accounts_sessions_and_never_open_more(tmp_path: Pa
     assert sorted(sink.arrivals) == sorted(f"m-{n}" for n in range(120))  # each once
     assert sink.accepted == 120
     assert sink.max_open_sessions == 3  # used, and never more, across both workers
+
+
+def test_an_account_whose_server_hangs_does_not_hold_another_accounts_mail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17 over make run: one worker process runs batches side by side (GMP_SENDER_BATCHES), so a batch
+    waiting on a server that does not answer holds its own account's mail, not the next batch's."""
+    import asyncio
+    import threading
+
+    from bench.sink import counting_sink
+
+    released = threading.Event()
+    with (
+        counting_sink() as (hung_port, hung),
+        counting_sink() as (fast_port, fast),
+        EmbeddedService(
+            data_dir=tmp_path / "data", http_port=0, smtp_sink_port=0, api_token=TOKEN, sender_workers=1
+        ) as running,
+        httpx.Client(base_url=running.url, timeout=30) as http,
+    ):
+        answer_mail = hung.handle_MAIL
+
+        async def answer_mail_once_released(*args: object) -> str:
+            await asyncio.to_thread(released.wait, 30)
+            return await answer_mail(*args)
+
+        monkeypatch.setattr(hung, "handle_MAIL", answer_mail_once_released)
+        try:
+            admin = {"X-API-Token": TOKEN}
+            key = {"X-API-Token": http.post("/tenant", json={"id": "acme"}, headers=admin).json()["api_key"]}
+            for account_id, port in (("hung", hung_port), ("fast", fast_port)):
+                account = {"id": account_id, "host": "127.0.0.1", "port": port, "use_tls": False}
+                assert http.post("/account", json=account, headers=key).status_code == 200
+
+            def submit(account_id: str, count: int) -> None:
+                fields = {"account_id": account_id, "from": "a@acme.test", "to": "b@x.test", "subject": "!"}
+                messages = [{"id": f"{account_id}-{n}", **fields} for n in range(count)]
+                assert http.post("/commands/add-messages", json={"messages": messages}, headers=key).status_code == 200
+
+            submit("hung", 5)
+            assert wait_until(lambda: hung.open_sessions >= 1, timeout=20)  # its batch is under way, and waits
+            submit("fast", 1)
+            assert fast.wait_for(1, timeout=20)  # within a message's time limit (30 s) of the hung batch
+            assert hung.accepted == 0  # that one still waits
+        finally:
+            released.set()
+        assert hung.wait_for(5, timeout=30)
