@@ -7,7 +7,9 @@ environment: it leases a batch (`receive`, 10 records, the lease lasting `visibi
 holder), then deletes the records it handled and gives back the ones it names in `batchItemFailures`. Several
 slots, because a batch lasts as long as its slowest account: with one per worker, as many slow accounts as
 workers held everyone else's mail (a message's time limit per round); Lambda starts another container
-instead. One slot polls the queue at a time, so idle slots cost nothing. Processes beside the threads:
+instead. The lowest idle slot takes the next batch, a higher one only while every lower slot has been on
+its batch for OVERFLOW_AFTER_SECONDS: quick batches keep to one slot (one lease holder) per worker, and
+idle slots do not poll. Processes beside the threads:
 building MIME messages is CPU work, and each process has its own GIL and SQLite connections.
 
 What a crash leaves behind is what a dead Lambda leaves: the worker's leased records come back when their
@@ -39,6 +41,7 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 10  # SenderFunction's BatchSize in template.yaml
 DEFAULT_BATCHES = 4  # GMP_SENDER_BATCHES: batches a worker process runs at once (one per thread)
 IDLE_CHECK_SECONDS = 0.5  # how often a slot waiting for its turn to poll closes its connections about to lapse
+OVERFLOW_AFTER_SECONDS = 5.0  # how long every lower slot has been on its batch before the next slot takes one
 BATCH_TIMEOUT_SECONDS = 60.0  # SenderFunction's Timeout in template.yaml: a batch's time budget (remaining_ms)
 # Records a batch names in batchItemFailures (handed back untouched, unreadable) are visible again after this,
 # not after the lease as on SQS: a handed-back message should go out soon; the delay keeps an unreadable record
@@ -96,7 +99,6 @@ def worker_main(spec: WorkerSpec, stop: Event, busy_since: SynchronizedArray[flo
     from local.embedded.ports import sqlite_queue
 
     queue = sqlite_queue()
-    polling = threading.Lock()  # one slot polls the queue at a time; the others wait for their turn
 
     def running() -> bool:
         # A worker whose parent died (kill -9 of the runtime's process alone, even before this one got here)
@@ -104,9 +106,7 @@ def worker_main(spec: WorkerSpec, stop: Event, busy_since: SynchronizedArray[flo
         return not stop.is_set() and not terminated.is_set() and os.getppid() == spec.parent_pid
 
     slots = [
-        threading.Thread(
-            target=_run_slot, args=(n, queue, polling, running, terminated, busy_since, spec), name=f"batch-{n}"
-        )
+        threading.Thread(target=_run_slot, args=(n, queue, running, terminated, busy_since, spec), name=f"batch-{n}")
         for n in range(max(1, spec.batches))
     ]
     for slot in slots:
@@ -118,7 +118,6 @@ def worker_main(spec: WorkerSpec, stop: Event, busy_since: SynchronizedArray[flo
 def _run_slot(
     n: int,
     queue: Any,
-    polling: threading.Lock,
     running: Callable[[], bool],
     terminated: threading.Event,
     busy_since: SynchronizedArray[float],
@@ -127,7 +126,7 @@ def _run_slot(
     """One batch slot: its turn at the queue, then its batch, until the worker stops. An exception ends the
     process, as it ends a Lambda invocation: every slot's records come back after their lease."""
     try:
-        _batches(n, queue, polling, running, terminated, busy_since, spec)
+        _batches(n, queue, running, terminated, busy_since, spec)
     except BaseException:
         logger.exception("batch slot %d failed: the worker ends", n)
         os._exit(1)
@@ -136,7 +135,6 @@ def _run_slot(
 def _batches(
     n: int,
     queue: Any,
-    polling: threading.Lock,
     running: Callable[[], bool],
     terminated: threading.Event,
     busy_since: SynchronizedArray[float],
@@ -149,23 +147,25 @@ def _batches(
         # Idle: this slot's connections whose session lease is about to lapse are closed, for another to open.
         smtp.run(smtp.default_pool().close_lapsed(clock.now_ts(), margin=LEASE_CLOSE_MARGIN_SECONDS))
 
+    def may_poll() -> bool:
+        # The lowest idle slot takes the next batch; a higher one only while every lower slot has been on its
+        # batch for OVERFLOW_AFTER_SECONDS (waiting on a slow account), so that quick batches keep to one slot
+        # per worker (one lease holder: fewer holders share an account's sessions with less churn).
+        now = time.monotonic()
+        return all(busy_since[m] and now - busy_since[m] >= OVERFLOW_AFTER_SECONDS for m in range(n))
+
     idle = IDLE_SLEEP_SECONDS
     while running():
-        if not polling.acquire(timeout=IDLE_CHECK_SECONDS):
+        if not may_poll():
             close_lapsed()
+            terminated.wait(IDLE_CHECK_SECONDS)
             continue
-        try:
-            records: list[dict[str, Any]] = []
-            while running() and not records:
-                records = queue.receive(BATCH_SIZE, spec.visibility_seconds)
-                if not records:
-                    close_lapsed()
-                    terminated.wait(idle)
-                    idle = min(MAX_IDLE_SLEEP_SECONDS, idle * 2)
-        finally:
-            polling.release()
+        records = queue.receive(BATCH_SIZE, spec.visibility_seconds)
         if not records:
-            break
+            close_lapsed()
+            terminated.wait(idle)
+            idle = min(MAX_IDLE_SLEEP_SECONDS, idle * 2)
+            continue
         idle = IDLE_SLEEP_SECONDS
         started = time.monotonic()
         deadline = started + spec.batch_timeout_seconds
