@@ -3,6 +3,7 @@ callback receives, what GET /messages shows, what is counted, and that nothing i
 
 from __future__ import annotations
 
+import email
 from typing import Any
 
 import pytest
@@ -148,6 +149,28 @@ def test_a_verp_return_path_matches_a_bounce_that_quotes_nothing(
         ("Order/42", "gone2@example.test"),
     }
     assert unmatched() == 0
+
+
+def test_a_bounce_that_returns_only_the_message_id_is_matched_by_it(
+    service: Service, callback: Callback, box: Box, server: RunningServer
+) -> None:
+    # No VERP, no X-Genro-Mail-ID returned: the Message-ID the service derived names the message by its id, and
+    # its uuid proves the report saw it (one with another uuid is someone guessing).
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message("Order/42", to="gone@example.test"), message("m-2", to="other@example.test"))
+    service.deliver(acme)
+    sent = {r.rcpt_tos[0]: email.message_from_bytes(r.content)["Message-ID"] for r in server.handler.received}
+    assert sent["gone@example.test"].startswith(f"<{acme.records()['Order/42']['pk']}.")
+    box.append(dsn(to=RETURN_PATH, recipient="gone@example.test", message_id=sent["gone@example.test"][1:-1]))
+    guessed = "0" * 32 + sent["other@example.test"][33:-1]
+    box.append(dsn(to=RETURN_PATH, recipient="other@example.test", message_id=guessed))
+
+    totals = bounces.run()
+    service.reporter.stream()
+
+    assert (totals["recorded"], totals["unmatched"]) == (1, 1)
+    assert [(e["id"], e["recipient"]) for e in bounce_entries(callback)] == [("Order/42", "gone@example.test")]
+    assert [e["event_type"] for e in history(acme, "m-2")] == ["queued", "sent"]
 
 
 def test_a_forged_or_foreign_verp_token_and_an_unknown_id_are_counted_unmatched_and_change_nothing(

@@ -107,3 +107,13 @@ def test_a_made_complaint_names_its_recipient_and_message() -> None:
         "r@example.test",
         "m-9",
     )
+
+
+def test_the_returned_message_id_is_read_from_the_returned_headers_not_the_reports_own() -> None:
+    returned = parse(dsn(to="b@x.test", recipient="r@example.test", message_id="abc.def@acme.test"))
+    assert returned.message_id == "<abc.def@acme.test>"  # the report's own Message-Id is <dsn-...>
+    folded = dsn(to="b@x.test", recipient="r@example.test", message_id="abc@acme.test").replace(
+        b"Message-ID: <abc@acme.test>", b"Message-ID:\r\n <abc@acme.test>"
+    )
+    assert parse(folded).message_id == "<abc@acme.test>"
+    assert parse(dsn(to="b@x.test", recipient="r@example.test", returned=False)).message_id is None

@@ -66,6 +66,7 @@ class Parsed(NamedTuple):
     failures: tuple[Failure, ...] = ()
     genro_id: str | None = None  # X-Genro-Mail-ID of the returned message
     addresses: tuple[str, ...] = ()  # where the report was sent (To, Delivered-To...): a VERP address is here
+    message_id: str | None = None  # Message-ID of the returned message, <...> included
 
 
 # -------------------------------------------------------------------------------------------- patterns
@@ -73,6 +74,7 @@ class Parsed(NamedTuple):
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _SMTP_CODE = re.compile(r"(?<![\d.])([45][0-5]\d)(?=[\s\-]|$)")
 _GENRO_ID = re.compile(r"^X-Genro-Mail-ID:[ \t]*(.+?)[ \t]*$", re.I | re.M)
+_MESSAGE_ID = re.compile(r"^Message-ID:[ \t]*(?:\r?\n[ \t]+)?(<[^<>\s]{1,998}>)", re.I | re.M)
 
 _BOUNCE_SUBJECTS = re.compile(
     r"undeliver|undelivered mail|delivery status notification \((?:failure|delay)|delivery (?:has )?failed|"
@@ -123,12 +125,12 @@ def _classify(msg: Message) -> Parsed:
     if report_type == "delivery-status":
         failures = _dsn_failures(msg)
         # A DSN whose every recipient was delivered, relayed or expanded is not a failure.
-        return Parsed(ReportKind.BOUNCE if failures else ReportKind.OTHER, failures, _returned_id(msg), addresses)
+        return _report(ReportKind.BOUNCE if failures else ReportKind.OTHER, failures, msg, addresses)
     # A non-standard bounce may say Auto-Submitted too (Exim's do): what it says of a recipient decides.
     if _looks_like_bounce(msg):
         failures = _heuristic_failures(msg)
         if failures:
-            return Parsed(ReportKind.BOUNCE, failures, _returned_id(msg), addresses)
+            return _report(ReportKind.BOUNCE, failures, msg, addresses)
     if _is_auto_reply(msg):
         return Parsed(ReportKind.AUTO_REPLY, addresses=addresses)
     return Parsed(ReportKind.OTHER, addresses=addresses)
@@ -255,17 +257,16 @@ def _complaint(msg: Message, addresses: tuple[str, ...]) -> Parsed:
     for group in _groups(_status_fields(msg, "message/feedback-report")):
         for name, value in group.items():
             fields.setdefault(name, value)
-    genro_id = _returned_id(msg)
     recipient = first_address(fields.get("original-rcpt-to", ""))
     guessed = not recipient
     if guessed:
         recipient = _returned_header(msg, "To")
     feedback = fields.get("feedback-type", "abuse").strip().lower() or "abuse"
     if not recipient:
-        return Parsed(ReportKind.COMPLAINT, (), genro_id, addresses)
+        return _report(ReportKind.COMPLAINT, (), msg, addresses)
     reason = _clip(f"complaint: {feedback}")
     failure = Failure(recipient, None, None, None, reason, guessed=guessed)
-    return Parsed(ReportKind.COMPLAINT, (failure,), genro_id, addresses)
+    return _report(ReportKind.COMPLAINT, (failure,), msg, addresses)
 
 
 # -------------------------------------------------------------------------------------------- the returned message
@@ -291,12 +292,15 @@ def _returned_parts(msg: Message) -> Iterable[str]:
     return [*returned, *plain]
 
 
-def _returned_id(msg: Message) -> str | None:
-    """The X-Genro-Mail-ID of the returned message, found in what the report returns."""
+def _report(kind: ReportKind, failures: tuple[Failure, ...], msg: Message, addresses: tuple[str, ...]) -> Parsed:
+    """A report, with the X-Genro-Mail-ID and the Message-ID of the returned message found in what it returns."""
+    genro_id = message_id = None
     for text in _returned_parts(msg):
-        if m := _GENRO_ID.search(text):
-            return m.group(1).strip()
-    return None
+        if genro_id is None and (m := _GENRO_ID.search(text)):
+            genro_id = m.group(1).strip()
+        if message_id is None and (m := _MESSAGE_ID.search(text)):
+            message_id = m.group(1)
+    return Parsed(kind, failures, genro_id, addresses, message_id)
 
 
 def _returned_header(msg: Message, name: str) -> str:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from mailproxy import bounce_parse, clock, suppression, tenants, verp
+from mailproxy import bounce_parse, clock, message_ids, suppression, tenants, verp
 from mailproxy.addresses import is_valid_address, parse_addresses
 from mailproxy.bounce_parse import BounceType, Parsed, ReportKind
 from mailproxy.domain import MAX_MESSAGE_ID_CHARS, BounceCounter, EventType, MessageStatus, Record
@@ -162,12 +162,14 @@ def process(box: Mailbox, raw: bytes, key: bytes | None) -> Outcome:
     if parsed.kind not in (ReportKind.BOUNCE, ReportKind.COMPLAINT):
         logger().debug(f"Bounce mailbox message skipped: {parsed.kind}", extra=extra)
         return Outcome(parsed.kind)
-    message_id, how = _correlate(box, parsed, key)
+    message_id, how, uid = _correlate(box, parsed, key)
     if message_id is None:
         return _unmatched(parsed, "it names no message of the tenant", message_id, extra)
     record = stores().messages.get_state(box.tenant_id, message_id)
     if record is None:
         return _unmatched(parsed, "its message is no longer stored", message_id, extra)
+    if uid is not None and record.get("pk") != uid:
+        return _unmatched(parsed, "its Message-ID is not the message's", message_id, extra)
     if record.get("status") != MessageStatus.SENT:
         return _unmatched(parsed, "its message was never sent", message_id, extra)
     if not parsed.failures:
@@ -263,17 +265,21 @@ def _recipients(record: Record) -> dict[str, str] | None:
     return spellings
 
 
-def _correlate(box: Mailbox, parsed: Parsed, key: bytes | None) -> tuple[str | None, str]:
-    """The id of the tenant's message a report is about, and how it was found: a VERP address signed for this
-    tenant first (it cannot be forged), else the X-Genro-Mail-ID the report returns."""
+def _correlate(box: Mailbox, parsed: Parsed, key: bytes | None) -> tuple[str | None, str, str | None]:
+    """The id of the tenant's message a report is about, how it was found, and the record uuid it must have
+    (None: any): a VERP address signed for this tenant first (it cannot be forged), else the X-Genro-Mail-ID
+    the report returns, else the Message-ID the service derived for the message (its uuid must match)."""
     if box.return_path and key is not None:
         for address in parsed.addresses:
             found = verp.message_of(address, box.return_path, box.tenant_id, key)
             if found is not None:
-                return found, "VERP"
+                return found, "VERP", None
     if parsed.genro_id and len(parsed.genro_id) <= MAX_MESSAGE_ID_CHARS:
-        return parsed.genro_id, "X-Genro-Mail-ID"
-    return None, ""
+        return parsed.genro_id, "X-Genro-Mail-ID", None
+    ours = message_ids.message_of(parsed.message_id or "")
+    if ours is not None and len(ours[1]) <= MAX_MESSAGE_ID_CHARS:
+        return ours[1], "Message-ID", ours[0]
+    return None, "", None
 
 
 def _unmatched(parsed: Parsed, why: str, message_id: str | None, extra: dict[str, Any]) -> Outcome:

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from mailproxy import clock, messages, ratelimit, sessions, suppression, tenants
+from mailproxy import clock, message_ids, messages, ratelimit, sessions, suppression, tenants
 from mailproxy.addresses import address_domain
 from mailproxy.bounce_path import bounce_return_path
 from mailproxy.domain import (
@@ -559,9 +559,11 @@ def _requeue_record(job: Job, journal: str) -> None:
 
 
 def _message_id(job: Job, payload: dict[str, Any]) -> str:
-    """A Message-ID derived from the record's stable uuid, so every retry carries the same one."""
+    """A Message-ID derived from the record's stable uuid and the message's id, so every retry carries the same
+    one and a report returning only it names the message (`mailproxy.message_ids`)."""
     domain = address_domain(str(payload.get("from", ""))) or "mail-proxy.local"
-    return f"<{(job.item or {}).get('pk', job.id)}@{domain}>"
+    uid = (job.item or {}).get("pk")
+    return message_ids.derived(str(uid), job.id, domain) if uid else f"<{job.id}@{domain}>"
 
 
 def _unsent_status(job: Job) -> MessageStatus:
