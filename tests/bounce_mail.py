@@ -23,11 +23,15 @@ def dsn(
     diagnostic: str = "smtp; 550 5.1.1 <{recipient}>: Recipient address rejected: User unknown",
     action: str = "failed",
     returned: bool = True,
+    original_headers: str | None = None,
 ) -> bytes:
     """A Postfix-style RFC 3464 DSN sent to `to` about `recipient`; it returns the original headers when
-    `returned` (X-Genro-Mail-ID and Message-ID as given), else nothing of the original message."""
+    `returned` (`original_headers` as they were sent, else X-Genro-Mail-ID and Message-ID as given), else
+    nothing of the original message."""
     headers = ""
-    if returned:
+    if returned and original_headers is not None:
+        headers = original_headers
+    elif returned:
         headers = "\n".join(
             line
             for line in (

@@ -173,6 +173,24 @@ def test_a_bounce_that_returns_only_the_message_id_is_matched_by_it(
     assert [e["event_type"] for e in history(acme, "m-2")] == ["queued", "sent"]
 
 
+def test_a_long_id_folded_into_encoded_words_is_matched_by_its_header(
+    service: Service, callback: Callback, box: Box, server: RunningServer
+) -> None:
+    # An id too long for one header line goes out folded into RFC 2047 encoded words, and too long for the
+    # Message-ID to carry (over 100 bytes): the report's X-Genro-Mail-ID is read unfolded and decoded.
+    long_id = "Invoice/2026-12/" + "\u00e9" * 20 + "-" + "9" * 100
+    acme = tenant_with_mailbox(service, callback, box)
+    acme.submit(message(long_id, to="gone@example.test"))
+    service.deliver(acme)
+    [received] = server.handler.received
+    sent_headers = received.content.split(b"\r\n\r\n", 1)[0].decode("ascii").replace("\r\n", "\n")
+    assert "X-Genro-Mail-ID: =?utf-8?" in sent_headers  # folded as the builder writes it
+    box.append(dsn(to=RETURN_PATH, recipient="gone@example.test", original_headers=sent_headers))
+    assert bounces.run()["recorded"] == 1
+    service.reporter.stream()
+    assert [(e["id"], e["recipient"]) for e in bounce_entries(callback)] == [(long_id, "gone@example.test")]
+
+
 def test_a_forged_or_foreign_verp_token_and_an_unknown_id_are_counted_unmatched_and_change_nothing(
     service: Service, callback: Callback, box: Box
 ) -> None:

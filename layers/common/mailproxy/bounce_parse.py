@@ -73,7 +73,8 @@ class Parsed(NamedTuple):
 
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _SMTP_CODE = re.compile(r"(?<![\d.])([45][0-5]\d)(?=[\s\-]|$)")
-_GENRO_ID = re.compile(r"^X-Genro-Mail-ID:[ \t]*(.+?)[ \t]*$", re.I | re.M)
+# The value with its continuation lines: the builder folds a long id into RFC 2047 encoded words.
+_GENRO_ID = re.compile(r"^X-Genro-Mail-ID:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
 _MESSAGE_ID = re.compile(r"^Message-ID:[ \t]*(?:\r?\n[ \t]+)?(<[^<>\s]{1,998}>)", re.I | re.M)
 
 _BOUNCE_SUBJECTS = re.compile(
@@ -297,7 +298,7 @@ def _report(kind: ReportKind, failures: tuple[Failure, ...], msg: Message, addre
     genro_id = message_id = None
     for text in _returned_parts(msg):
         if genro_id is None and (m := _GENRO_ID.search(text)):
-            genro_id = m.group(1).strip()
+            genro_id = _decoded(m.group(1)).strip() or None
         if message_id is None and (m := _MESSAGE_ID.search(text)):
             message_id = m.group(1)
     return Parsed(kind, failures, genro_id, addresses, message_id)
@@ -335,11 +336,16 @@ def _looks_like_bounce(msg: Message) -> bool:
 
 
 def _subject(msg: Message) -> str:
-    raw = msg.get("Subject", "")
+    return _decoded(str(msg.get("Subject", "")))
+
+
+def _decoded(value: str) -> str:
+    """A header value unfolded, its RFC 2047 encoded words decoded (as it is, when they do not decode)."""
+    unfolded = re.sub(r"\r?\n(?=[ \t])", "", value)
     try:
-        return str(email.header.make_header(email.header.decode_header(str(raw))))
+        return str(email.header.make_header(email.header.decode_header(unfolded)))
     except Exception:
-        return str(raw)
+        return unfolded
 
 
 def _first_text(msg: Message) -> str:
