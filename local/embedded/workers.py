@@ -105,31 +105,20 @@ def worker_main(spec: WorkerSpec, stop: Event, busy_since: SynchronizedArray[flo
         # stops: it must not send unsupervised.
         return not stop.is_set() and not terminated.is_set() and os.getppid() == spec.parent_pid
 
-    slots = [
-        threading.Thread(target=_run_slot, args=(n, queue, running, terminated, busy_since, spec), name=f"batch-{n}")
-        for n in range(max(1, spec.batches))
-    ]
+    def run_slot(n: int) -> None:
+        # An exception ends the process, as it ends a Lambda invocation: every slot's records come back after
+        # their lease.
+        try:
+            _batches(n, queue, running, terminated, busy_since, spec)
+        except BaseException:
+            logger.exception("batch slot %d failed: the worker ends", n)
+            os._exit(1)
+
+    slots = [threading.Thread(target=run_slot, args=(n,), name=f"batch-{n}") for n in range(max(1, spec.batches))]
     for slot in slots:
         slot.start()
     for slot in slots:
         slot.join()
-
-
-def _run_slot(
-    n: int,
-    queue: Any,
-    running: Callable[[], bool],
-    terminated: threading.Event,
-    busy_since: SynchronizedArray[float],
-    spec: WorkerSpec,
-) -> None:
-    """One batch slot: its turn at the queue, then its batch, until the worker stops. An exception ends the
-    process, as it ends a Lambda invocation: every slot's records come back after their lease."""
-    try:
-        _batches(n, queue, running, terminated, busy_since, spec)
-    except BaseException:
-        logger.exception("batch slot %d failed: the worker ends", n)
-        os._exit(1)
 
 
 def _batches(
@@ -140,6 +129,7 @@ def _batches(
     busy_since: SynchronizedArray[float],
     spec: WorkerSpec,
 ) -> None:
+    """One batch slot: its turn at the queue, then its batch, until the worker stops."""
     from mailproxy import clock, smtp
     from mailproxy.sender import LEASE_CLOSE_MARGIN_SECONDS, handle_batch, release_sessions
 
