@@ -93,8 +93,9 @@ class EmbeddedService:
 
     Arguments left as None come from the environment: GMP_DATA_DIR (default `data/` in the project), GMP_PORT
     (8000), GMP_SMTP_SINK_PORT (1025; 0 there turns the sink off), GMP_API_TOKEN (generated and printed when
-    unset), GMP_SCHEDULER_INTERVAL (1 s), GMP_SENDER_WORKERS (2), GMP_SENDER_BATCHES (4 per worker). An explicit port 0 picks a free port, which
-    lets tests run beside a developer's `make run`. Every environment change is undone by `stop()`.
+    unset), GMP_SCHEDULER_INTERVAL (1 s), GMP_SENDER_WORKERS (2), GMP_SENDER_BATCHES (4 slots per worker). An
+    explicit port 0 picks a free port, which lets tests run beside a developer's `make run`. Every environment
+    change is undone by `stop()`.
     """
 
     def __init__(
@@ -304,7 +305,7 @@ class EmbeddedService:
                 f"  Sealing key   {key}",
                 f"  SMTP sink     {sink}",
                 f"  Outbound      SMTP, attachments and callbacks may reach {self.allowed_networks} (GMP_ALLOWED_NETWORKS)",
-                f"  Senders       {workers} worker processes (GMP_SENDER_WORKERS) of {batches} batches at once each"
+                f"  Senders       {workers} worker processes (GMP_SENDER_WORKERS) of {batches} batch slots each"
                 f" (GMP_SENDER_BATCHES), queue lease {self.visibility_seconds} s",
                 f"  Loops         scheduler and reporter every {self.scheduler_interval:g} s (GMP_SCHEDULER_INTERVAL), retention every minute,",
                 f"                bounce mailboxes every {self._bounce_interval():g} s (GMP_BOUNCE_INTERVAL)",
