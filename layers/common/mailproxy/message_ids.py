@@ -4,9 +4,9 @@ id, so that a report returning only the Message-ID still names its message, with
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
+
+from mailproxy.urlsafe import b32, unb32
 
 # Longer ids go out as `<uuid@domain>` alone (a Message-ID is one unfoldable header line): 160 characters of
 # base32 are 100 bytes of id, which most ids are well under.
@@ -16,7 +16,7 @@ _OURS = re.compile(rf"([0-9a-f]{{32}})\.([a-z2-7]{{1,{MAX_ENCODED_ID_CHARS}}})")
 
 def derived(uid: str, message_id: str, domain: str) -> str:
     """`<uid.<base32 of the id>@domain>`, or `<uid@domain>` when the id is too long to carry."""
-    encoded = base64.b32encode(message_id.encode()).decode("ascii").rstrip("=").lower()
+    encoded = b32(message_id.encode())
     local = f"{uid}.{encoded}" if len(encoded) <= MAX_ENCODED_ID_CHARS else uid
     return f"<{local}@{domain}>"
 
@@ -27,9 +27,8 @@ def message_of(header: str) -> tuple[str, str] | None:
     found = _OURS.fullmatch(local.lower())
     if found is None:
         return None
-    encoded = found.group(2).upper()
     try:
-        message_id = base64.b32decode(encoded + "=" * (-len(encoded) % 8)).decode()
-    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+        message_id = unb32(found.group(2)).decode()
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
         return None
     return (found.group(1), message_id) if message_id else None

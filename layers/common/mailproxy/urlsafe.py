@@ -1,4 +1,6 @@
-"""Unpadded URL-safe base64 (RFC 4648 §5), and the opaque page cursors the API's listings hand out with it."""
+"""Unpadded URL-safe base64 (RFC 4648 §5), and the opaque page cursors the API's listings hand out with it;
+unpadded lower-case base32 (§6) for what may be read without regard to case (an address's local part, a
+Message-ID)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,16 @@ def decode(text: str) -> bytes:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"not URL-safe base64: {exc}") from exc
+
+
+def b32(data: bytes) -> str:
+    """`data` as unpadded lower-case base32."""
+    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+
+
+def unb32(text: str) -> bytes:
+    """The bytes of unpadded base32 in either case; ValueError (binascii.Error) when it is not that."""
+    return base64.b32decode(text.upper() + "=" * (-len(text) % 8))
 
 
 def cursor(field: str, value: str) -> str:

@@ -14,7 +14,6 @@ port: the first process to store one wins, every process then reads that one.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import os
@@ -22,6 +21,7 @@ import re
 import threading
 
 from mailproxy.stores import Stores, stores
+from mailproxy.urlsafe import b32, unb32
 
 MAX_LOCAL_PART = 64  # RFC 5321 4.5.3.1.1
 SIGNATURE_CHARS = 8  # 40 bits: a forger must guess 2**40 tokens for one message of one tenant
@@ -33,18 +33,9 @@ _cached: tuple[Stores, bytes] | None = None  # the key of the current ports (a t
 _lock = threading.Lock()
 
 
-def _b32(data: bytes) -> str:
-    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
-
-
-def _unb32(text: str) -> bytes:
-    padded = text.upper() + "=" * (-len(text) % 8)
-    return base64.b32decode(padded)
-
-
 def _signature(key: bytes, tenant_id: str, message_id: str) -> str:
     digest = hmac.new(key, f"{tenant_id}\0{message_id}".encode(), hashlib.sha256).digest()
-    return _b32(digest[:5])
+    return b32(digest[:5])
 
 
 def ensure_signing_key() -> bytes:
@@ -52,7 +43,7 @@ def ensure_signing_key() -> bytes:
     found = signing_key()
     if found is not None:
         return found
-    sealed = stores().sealer.encrypt_secret(_b32(os.urandom(32)), context=KEY_CONTEXT)
+    sealed = stores().sealer.encrypt_secret(b32(os.urandom(32)), context=KEY_CONTEXT)
     stored = stores().bounces.offer_signing_key(sealed)
     return _open(stored)
 
@@ -87,7 +78,7 @@ def return_path(address: str, tenant_id: str, message_id: str, key: bytes) -> st
     if lowered == message_id and _LITERAL.match(message_id):
         encoded = "l" + message_id
     else:
-        encoded = "b" + _b32(message_id.encode("utf-8"))
+        encoded = "b" + b32(message_id.encode("utf-8"))
     token = _signature(key, tenant_id, message_id) + encoded
     verp_local = f"{base}+{token}"
     return f"{verp_local}@{domain}" if len(verp_local) <= MAX_LOCAL_PART else None
@@ -108,7 +99,7 @@ def message_of(address: str, bounce_address: str, tenant_id: str, key: bytes) ->
         message_id = payload
     elif form == "b" and _BASE32.match(payload):
         try:
-            message_id = _unb32(payload).decode("utf-8")
+            message_id = unb32(payload).decode("utf-8")
         except (ValueError, UnicodeDecodeError):
             return None
     else:
