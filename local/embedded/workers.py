@@ -9,8 +9,8 @@ slots, because a batch lasts as long as its slowest account: with one per worker
 workers held everyone else's mail (a message's time limit per round); Lambda starts another container
 instead. The lowest idle slot takes the next batch, a higher one only while every lower slot has been on
 its batch for OVERFLOW_AFTER_SECONDS: quick batches keep to one slot (one lease holder) per worker, and
-idle slots do not poll. Processes beside the threads:
-building MIME messages is CPU work, and each process has its own GIL and SQLite connections.
+idle slots do not poll. Processes beside the threads: building MIME messages is CPU work, and each process
+has its own GIL.
 
 What a crash leaves behind is what a dead Lambda leaves: the worker's leased records come back when their
 lease lapses, and a batch's journal lets the scheduler take over its claims once they are stale
@@ -39,7 +39,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 10  # SenderFunction's BatchSize in template.yaml
-DEFAULT_BATCHES = 4  # GMP_SENDER_BATCHES: batches a worker process runs at once (one per thread)
+DEFAULT_BATCHES = 4  # GMP_SENDER_BATCHES: a worker process's batch slots (one thread each)
 IDLE_CHECK_SECONDS = 0.5  # how often a slot waiting for its turn to poll closes its connections about to lapse
 OVERFLOW_AFTER_SECONDS = 5.0  # how long every lower slot has been on its batch before the next slot takes one
 BATCH_TIMEOUT_SECONDS = 60.0  # SenderFunction's Timeout in template.yaml: a batch's time budget (remaining_ms)
@@ -50,7 +50,7 @@ FAILED_RECORD_DELAY_SECONDS = 1
 IDLE_SLEEP_SECONDS = 0.05  # the first wait on an empty queue, doubled up to MAX_IDLE_SLEEP_SECONDS
 MAX_IDLE_SLEEP_SECONDS = 0.25
 STOP_TIMEOUT_SECONDS = 8.0  # a batch under way at stop gets this long (a container's stop grace is 10 s)
-RESTART_DELAY_SECONDS = 1.0  # between two starts of one worker slot, so a worker failing at start cannot spin
+RESTART_DELAY_SECONDS = 1.0  # between two starts of one worker, so a worker failing at start cannot spin
 # Sending is throughput, a request is someone waiting: on a busy machine the API process (and the loops) get
 # the CPU first, the workers take what is left (the same total work; on 2 cores a request of 100 goes from
 # ~85 to ~65 ms while the delivered rate stays). A worker only lowers its own priority: no privilege needed.
@@ -114,11 +114,11 @@ def worker_main(spec: WorkerSpec, stop: Event, busy_since: SynchronizedArray[flo
             logger.exception("batch slot %d failed: the worker ends", n)
             os._exit(1)
 
-    slots = [threading.Thread(target=run_slot, args=(n,), name=f"batch-{n}") for n in range(max(1, spec.batches))]
-    for slot in slots:
-        slot.start()
-    for slot in slots:
-        slot.join()
+    threads = [threading.Thread(target=run_slot, args=(n,), name=f"batch-{n}") for n in range(max(1, spec.batches))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def _batches(
@@ -183,7 +183,7 @@ def settle(queue: Any, records: list[dict[str, Any]], response: dict[str, Any]) 
         queue.release(retried, FAILED_RECORD_DELAY_SECONDS)
 
 
-class _Slot:
+class _Worker:
     """One worker process of the pool and what the supervisor knows of it."""
 
     def __init__(self, index: int) -> None:
@@ -213,23 +213,25 @@ class SenderWorkers:
         self._context = multiprocessing.get_context("spawn")
         self._stop = self._context.Event()
         self._stopping = threading.Event()
-        self._slots = [_Slot(index) for index in range(self.count)]
+        self._workers = [_Worker(index) for index in range(self.count)]
         self._supervisor = threading.Thread(target=self._supervise, name="sender-supervisor", daemon=True)
 
     @property
     def pids(self) -> list[int]:
         """The process ids of the running workers."""
-        return [slot.process.pid for slot in self._slots if slot.process is not None and slot.process.is_alive()]
+        return [
+            worker.process.pid for worker in self._workers if worker.process is not None and worker.process.is_alive()
+        ]
 
     def start(self) -> None:
         """Start the workers (with this process's environment as it is now) and their supervisor."""
-        for slot in self._slots:
-            self._spawn(slot)
+        for worker in self._workers:
+            self._spawn(worker)
         self._supervisor.start()
 
-    def _spawn(self, slot: _Slot) -> None:
+    def _spawn(self, worker: _Worker) -> None:
         spec = WorkerSpec(
-            index=slot.index,
+            index=worker.index,
             parent_pid=os.getpid(),
             environ=dict(os.environ),
             sys_path=list(sys.path),
@@ -237,37 +239,37 @@ class SenderWorkers:
             batch_timeout_seconds=self.batch_timeout_seconds,
             batches=self.batches,
         )
-        slot.busy_since = self._context.Array("d", self.batches, lock=False)
-        slot.process = self._context.Process(
-            target=worker_main, args=(spec, self._stop, slot.busy_since), name=f"sender-{slot.index}", daemon=True
+        worker.busy_since = self._context.Array("d", self.batches, lock=False)
+        worker.process = self._context.Process(
+            target=worker_main, args=(spec, self._stop, worker.busy_since), name=f"sender-{worker.index}", daemon=True
         )
-        slot.started_at = time.monotonic()
-        slot.process.start()
+        worker.started_at = time.monotonic()
+        worker.process.start()
 
     def _supervise(self) -> None:
         while not self._stopping.wait(0.5):
-            for slot in self._slots:
-                self._check(slot)
+            for worker in self._workers:
+                self._check(worker)
 
-    def _check(self, slot: _Slot) -> None:
-        process = slot.process
+    def _check(self, worker: _Worker) -> None:
+        process = worker.process
         if process.is_alive():
-            busy = min((float(b) for b in slot.busy_since if b), default=0.0)  # its oldest batch under way
+            busy = min((float(b) for b in worker.busy_since if b), default=0.0)  # its oldest batch under way
             if busy and time.monotonic() - busy > self.batch_timeout_seconds + STOP_TIMEOUT_SECONDS:
                 logger.error(
                     "sender-%d: one batch has run for more than %.0f s: killed, as Lambda ends an invocation at "
                     "its timeout (its messages are recovered like a crash's)",
-                    slot.index,
+                    worker.index,
                     self.batch_timeout_seconds,
                 )
                 process.kill()
                 process.join(5)
             return
-        if self._stopping.is_set() or time.monotonic() - slot.started_at < RESTART_DELAY_SECONDS:
+        if self._stopping.is_set() or time.monotonic() - worker.started_at < RESTART_DELAY_SECONDS:
             return
-        logger.warning("sender-%d exited (code %s): started again", slot.index, process.exitcode)
+        logger.warning("sender-%d exited (code %s): started again", worker.index, process.exitcode)
         self.restarts += 1
-        self._spawn(slot)
+        self._spawn(worker)
 
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
         """Ask every worker to stop after its batch; kill those still busy after `timeout` (crash-safe)."""
@@ -276,11 +278,11 @@ class SenderWorkers:
         if self._supervisor.is_alive():
             self._supervisor.join()
         deadline = time.monotonic() + timeout
-        for slot in self._slots:
-            if slot.process is None:
+        for worker in self._workers:
+            if worker.process is None:
                 continue
-            slot.process.join(max(0.0, deadline - time.monotonic()))
-            if slot.process.is_alive():
-                logger.warning("sender-%d still busy after %.0f s: killed", slot.index, timeout)
-                slot.process.kill()
-                slot.process.join(5)
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                logger.warning("sender-%d still busy after %.0f s: killed", worker.index, timeout)
+                worker.process.kill()
+                worker.process.join(5)
